@@ -1,0 +1,31 @@
+//! Indices of the per-CPU counters the kernel programs keep (`COUNTERS` map).
+//! The daemon sums them over CPUs and prints them on stderr.
+
+/// TCP segments parsed and handed to the tracker.
+pub const TCP_SEGMENTS: u32 = 0;
+/// Frames that were not TCP (other protocols, non-first fragments).
+pub const NOT_TCP: u32 = 1;
+/// Frames that claimed to be IP/TCP but were malformed (see `parse::Malformed`).
+pub const MALFORMED: u32 = 2;
+/// Flow entries created.
+pub const FLOWS_CREATED: u32 = 3;
+/// Flow-map updates that failed (-ENOMEM, -EBUSY, ...): that segment was not tracked.
+pub const MAP_UPDATE_FAILED: u32 = 4;
+/// Events that could not be written because the ring buffer was full.
+pub const EVENTS_LOST: u32 = 5;
+/// Segments with a flag combination no conforming TCP sends (SYN+FIN, none, ...).
+pub const INVALID_FLAGS: u32 = 6;
+
+/// Number of counters; the size of the `COUNTERS` array.
+pub const COUNT: u32 = 7;
+
+/// Human names, indexed like the constants above.
+pub const NAMES: [&str; COUNT as usize] = [
+    "tcp_segments",
+    "not_tcp",
+    "malformed",
+    "flows_created",
+    "map_update_failed",
+    "events_lost",
+    "invalid_flags",
+];

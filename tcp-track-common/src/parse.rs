@@ -1,0 +1,467 @@
+//! Frame bytes → [`Segment`], the small summary of a TCP segment that the
+//! tracker works on.
+//!
+//! One implementation for both sides: the parser is generic over [`Packet`],
+//! which the host implements for byte slices and the BPF programs implement
+//! over the XDP packet (direct access with bounds checks) and the socket
+//! buffer (`bpf_skb_load_bytes`). Every offset it computes is bounded by
+//! construction (IHL ≤ 60, at most [`MAX_IPV6_EXT_HEADERS`] extension headers,
+//! data offset ≤ 60), which keeps the verifier able to follow it, and every
+//! read goes through `Packet::load`, which fails instead of reading past the
+//! frame. Nothing here panics on any input.
+
+use crate::tcp;
+
+/// Read access to a frame. Offsets are from the start of the Ethernet header.
+pub trait Packet {
+    /// Length of the whole frame in bytes (for a socket buffer, `skb->len`,
+    /// which includes non-linear data).
+    fn frame_len(&self) -> usize;
+    /// The `N` bytes at `offset`, or `None` if the frame is shorter.
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    /// Drive `walk` over a SYN's option area: call `walk.step(self)` until it
+    /// returns false, at most [`MAX_TCP_OPTIONS`] times (each step consumes
+    /// at least one byte). The BPF programs override this with `bpf_loop`,
+    /// whose callback the verifier checks once instead of once per path.
+    #[inline(always)]
+    fn walk_options(&self, walk: &mut OptionWalk) {
+        for _ in 0..MAX_TCP_OPTIONS {
+            if !walk.step(self) {
+                break;
+            }
+        }
+    }
+}
+
+impl Packet for [u8] {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let bytes = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Some(out)
+    }
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+
+/// VLAN tags skipped before giving up: one for 802.1Q, two for QinQ.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before giving up.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// Longest TCP option area (data offset 15 → 60 − 20 bytes).
+pub const MAX_TCP_OPTIONS: usize = 40;
+
+/// Address family of a segment, as stored in keys and events.
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// `Segment::wscale` when the SYN carried no window-scale option.
+pub const NO_WSCALE: u8 = 0xff;
+
+/// Bits of `Segment::opt_flags`.
+pub const OPT_MSS: u8 = 0x01;
+pub const OPT_WSCALE: u8 = 0x02;
+pub const OPT_SACK_PERM: u8 = 0x04;
+pub const OPT_TIMESTAMP: u8 = 0x08;
+/// The option area was malformed (bad length); options after it were ignored.
+pub const OPT_MALFORMED: u8 = 0x80;
+
+/// Bits of `Segment::seg_flags`.
+/// The segment is the first fragment of a fragmented datagram: the TCP header
+/// is whole, but `payload_len` only counts the bytes of this fragment.
+pub const SEG_FIRST_FRAGMENT: u8 = 0x01;
+/// The IP length field was 0 (IPv4 BIG TCP / IPv6 jumbogram on a GSO packet)
+/// and the frame length was used instead.
+pub const SEG_LENGTH_FROM_FRAME: u8 = 0x02;
+
+/// What the tracker needs to know about one TCP segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// TCP flags byte (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    pub flags: u8,
+    /// `SEG_*` bits.
+    pub seg_flags: u8,
+    /// `OPT_*` bits: which options a SYN carried.
+    pub opt_flags: u8,
+    /// Source and destination address, network byte order; IPv4 uses the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    /// Window field as sent (not scaled).
+    pub window: u16,
+    /// MSS option (SYN only), 0 when absent.
+    pub mss: u16,
+    /// Window-scale shift (SYN only, clamped to 14 as RFC 7323 §2.3 says), or [`NO_WSCALE`].
+    pub wscale: u8,
+    /// TCP payload bytes, from the IP length (never the frame length, which
+    /// may include Ethernet padding).
+    pub payload_len: u32,
+    /// IP datagram length (header + payload), for byte counters.
+    pub ip_len: u32,
+    /// Offset of the TCP header in the frame.
+    pub l4_offset: u16,
+    /// Timestamp option values (SYN only), valid when `OPT_TIMESTAMP` is set.
+    pub ts_val: u32,
+    pub ts_ecr: u32,
+}
+
+impl Segment {
+    #[inline(always)]
+    pub const fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sequence space the segment occupies: payload plus one for SYN and one
+    /// for FIN (RFC 9293 §3.4).
+    #[inline(always)]
+    pub const fn seq_len(&self) -> u32 {
+        self.payload_len
+            .wrapping_add((self.flags & tcp::SYN != 0) as u32)
+            .wrapping_add((self.flags & tcp::FIN != 0) as u32)
+    }
+}
+
+/// Why a frame was not handed to the tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Not TCP: another ethertype or protocol, a non-first fragment, an IPv6
+    /// header chain we do not walk (ESP, no-next-header, unknown).
+    NotTcp,
+    /// Claimed to be IP/TCP but cannot be.
+    Malformed(Malformed),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Malformed {
+    /// The frame ends inside a header.
+    Truncated = 1,
+    /// IPv4 version nibble is not 4 / IPv6 version nibble is not 6.
+    BadIpVersion = 2,
+    /// IPv4 IHL < 5.
+    BadIpv4HeaderLength = 3,
+    /// IP length shorter than its own headers, or longer than the frame.
+    BadIpLength = 4,
+    /// More IPv6 extension headers than [`MAX_IPV6_EXT_HEADERS`].
+    TooManyExtensionHeaders = 5,
+    /// TCP data offset < 5, or beyond the end of the IP payload.
+    BadTcpDataOffset = 6,
+}
+
+/// Parse one frame, starting at its Ethernet header.
+#[inline(always)]
+pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Result<Segment, Skip> {
+    let (ethertype, l3) = parse_ethernet(pkt)?;
+    let mut seg = Segment { wscale: NO_WSCALE, ..Segment::default() };
+    let (l4, l4_len) = match ethertype {
+        ETH_P_IPV4 => parse_ipv4(pkt, l3, &mut seg)?,
+        ETH_P_IPV6 => parse_ipv6(pkt, l3, &mut seg)?,
+        _ => return Err(Skip::NotTcp),
+    };
+    parse_tcp(pkt, l4, l4_len, &mut seg)?;
+    Ok(seg)
+}
+
+#[inline(always)]
+fn truncated() -> Skip {
+    Skip::Malformed(Malformed::Truncated)
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn be32(b: [u8; 4]) -> u32 {
+    u32::from_be_bytes(b)
+}
+
+/// Ethernet, skipping up to two VLAN tags (802.1Q, 802.1ad QinQ).
+/// Returns the inner ethertype and the offset of the L3 header.
+#[inline(always)]
+fn parse_ethernet<P: Packet + ?Sized>(pkt: &P) -> Result<(u16, usize), Skip> {
+    let eth: [u8; ETH_HLEN] = pkt.load(0).ok_or(Skip::NotTcp)?;
+    let mut ethertype = be16([eth[12], eth[13]]);
+    let mut off = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // A tag is TCI (2 bytes) then the next ethertype (2 bytes).
+        let tag: [u8; 4] = pkt.load(off).ok_or_else(truncated)?;
+        ethertype = be16([tag[2], tag[3]]);
+        off += 4;
+    }
+    Ok((ethertype, off))
+}
+
+/// IPv4 with options (RFC 791). Returns (offset of TCP header, TCP length).
+#[inline(always)]
+fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Result<(usize, usize), Skip> {
+    let h: [u8; 20] = pkt.load(l3).ok_or_else(truncated)?;
+    if h[0] >> 4 != 4 {
+        return Err(Skip::Malformed(Malformed::BadIpVersion));
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(Skip::Malformed(Malformed::BadIpv4HeaderLength));
+    }
+    let frame_l3 = pkt.frame_len().saturating_sub(l3);
+    let mut total = be16([h[2], h[3]]) as usize;
+    if total == 0 {
+        // IPv4 BIG TCP: GSO packets over 64 KiB carry tot_len 0 and the
+        // length lives in the skb (Linux 6.3+). Only trust it on a frame
+        // large enough to be one.
+        if frame_l3 <= 0xffff {
+            return Err(Skip::Malformed(Malformed::BadIpLength));
+        }
+        total = frame_l3;
+        seg.seg_flags |= SEG_LENGTH_FROM_FRAME;
+    }
+    if total < ihl || total > frame_l3 {
+        return Err(Skip::Malformed(Malformed::BadIpLength));
+    }
+    let frag = be16([h[6], h[7]]);
+    if frag & 0x1fff != 0 {
+        // A non-first fragment carries no TCP header, only payload bytes.
+        return Err(Skip::NotTcp);
+    }
+    if frag & 0x2000 != 0 {
+        seg.seg_flags |= SEG_FIRST_FRAGMENT;
+    }
+    if h[9] != IPPROTO_TCP {
+        return Err(Skip::NotTcp);
+    }
+    seg.family = FAMILY_IPV4;
+    seg.saddr[..4].copy_from_slice(&h[12..16]);
+    seg.daddr[..4].copy_from_slice(&h[16..20]);
+    seg.ip_len = total as u32;
+    Ok((l3 + ihl, total - ihl))
+}
+
+/// IPv6 (RFC 8200) with an allow-listed, bounded walk over extension headers.
+#[inline(always)]
+fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Result<(usize, usize), Skip> {
+    // Fixed header in pieces: version..hop limit, then the two addresses
+    // straight into the segment (keeps the BPF stack small).
+    let h: [u8; 8] = pkt.load(l3).ok_or_else(truncated)?;
+    if h[0] >> 4 != 6 {
+        return Err(Skip::Malformed(Malformed::BadIpVersion));
+    }
+    seg.saddr = pkt.load(l3 + 8).ok_or_else(truncated)?;
+    seg.daddr = pkt.load(l3 + 24).ok_or_else(truncated)?;
+    let frame_l3 = pkt.frame_len().saturating_sub(l3);
+    let mut payload = be16([h[4], h[5]]) as usize;
+    if payload == 0 {
+        // Jumbogram / IPv6 BIG TCP: the real length is in a hop-by-hop
+        // option on the wire and in the skb in the kernel; use the frame.
+        if frame_l3 <= 40 + 0xffff {
+            return Err(Skip::Malformed(Malformed::BadIpLength));
+        }
+        payload = frame_l3 - 40;
+        seg.seg_flags |= SEG_LENGTH_FROM_FRAME;
+    }
+    if 40 + payload > frame_l3 {
+        return Err(Skip::Malformed(Malformed::BadIpLength));
+    }
+    seg.family = FAMILY_IPV6;
+    seg.ip_len = (40 + payload) as u32;
+
+    let mut next = h[6];
+    let mut off = l3 + 40;
+    let mut ext_len = 0usize;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let len = match next {
+            IPPROTO_TCP => break,
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting the first 8.
+            0 | 43 | 60 => {
+                let e: [u8; 2] = pkt.load(off).ok_or_else(truncated)?;
+                next = e[0];
+                (e[1] as usize + 1) * 8
+            }
+            // Fragment header: fixed 8 bytes. Only the first fragment has a TCP header.
+            44 => {
+                let e: [u8; 4] = pkt.load(off).ok_or_else(truncated)?;
+                if be16([e[2], e[3]]) & 0xfff8 != 0 {
+                    return Err(Skip::NotTcp);
+                }
+                if e[3] & 1 != 0 {
+                    seg.seg_flags |= SEG_FIRST_FRAGMENT;
+                }
+                next = e[0];
+                8
+            }
+            // Authentication header (RFC 4302): length in 4-octet units, minus 2.
+            51 => {
+                let e: [u8; 2] = pkt.load(off).ok_or_else(truncated)?;
+                next = e[0];
+                (e[1] as usize + 2) * 4
+            }
+            // ESP, no next header, mobility, unknown: not something we look into.
+            _ => return Err(Skip::NotTcp),
+        };
+        off += len;
+        ext_len += len;
+        if ext_len > payload {
+            return Err(Skip::Malformed(Malformed::BadIpLength));
+        }
+    }
+    if next != IPPROTO_TCP {
+        return Err(Skip::Malformed(Malformed::TooManyExtensionHeaders));
+    }
+    Ok((off, payload - ext_len))
+}
+
+/// The TCP header (RFC 9293 §3.1); options only on SYN segments.
+#[inline(always)]
+fn parse_tcp<P: Packet + ?Sized>(pkt: &P, l4: usize, l4_len: usize, seg: &mut Segment) -> Result<(), Skip> {
+    if l4_len < 20 {
+        return Err(Skip::Malformed(Malformed::BadTcpDataOffset));
+    }
+    let t: [u8; 20] = pkt.load(l4).ok_or_else(truncated)?;
+    let doff = ((t[12] >> 4) as usize) * 4;
+    if doff < 20 || doff > l4_len {
+        return Err(Skip::Malformed(Malformed::BadTcpDataOffset));
+    }
+    seg.sport = be16([t[0], t[1]]);
+    seg.dport = be16([t[2], t[3]]);
+    seg.seq = be32([t[4], t[5], t[6], t[7]]);
+    seg.ack = be32([t[8], t[9], t[10], t[11]]);
+    seg.flags = t[13];
+    seg.window = be16([t[14], t[15]]);
+    seg.payload_len = (l4_len - doff) as u32;
+    seg.l4_offset = l4 as u16;
+    if seg.flags & tcp::SYN != 0 && doff > 20 {
+        parse_syn_options(pkt, l4 + 20, doff - 20, seg);
+    }
+    Ok(())
+}
+
+/// TCP options of a SYN or SYN-ACK (RFC 9293 §3.2, RFC 7323, RFC 2018).
+///
+/// Not inlined: in BPF it is its own subprogram, so the walk's state does not
+/// weigh on the caller's stack frame. It returns a value because a BPF
+/// subprogram must leave a scalar in R0 (a `()` function may exit with a
+/// stack pointer there, which the verifier refuses).
+#[inline(never)]
+fn parse_syn_options<P: Packet + ?Sized>(pkt: &P, off: usize, len: usize, seg: &mut Segment) -> u8 {
+    let mut walk = OptionWalk::new(off, len);
+    pkt.walk_options(&mut walk);
+    seg.opt_flags = walk.opt_flags;
+    seg.mss = walk.mss;
+    seg.wscale = walk.wscale;
+    seg.ts_val = walk.ts_val;
+    seg.ts_ecr = walk.ts_ecr;
+    walk.opt_flags
+}
+
+/// A walk over the option area of a SYN, one option per [`OptionWalk::step`].
+///
+/// Kept as explicit state rather than a plain loop because the BPF verifier
+/// cannot follow a data-dependent walk: every sequence of option lengths
+/// becomes a distinct state and a 40-byte area exhausts its 1M-instruction
+/// budget. In BPF the steps run under `bpf_loop`, as the kernel's own
+/// xdp_synproxy does for the same reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OptionWalk {
+    /// Offset of the option area in the frame, and its length.
+    pub off: usize,
+    pub len: usize,
+    /// Bytes of the area consumed so far.
+    pub cursor: usize,
+    pub mss: u16,
+    pub wscale: u8,
+    pub opt_flags: u8,
+    pub ts_val: u32,
+    pub ts_ecr: u32,
+}
+
+impl OptionWalk {
+    #[inline(always)]
+    pub fn new(off: usize, len: usize) -> Self {
+        let len = if len > MAX_TCP_OPTIONS { MAX_TCP_OPTIONS } else { len };
+        OptionWalk { off, len, wscale: NO_WSCALE, ..Default::default() }
+    }
+
+    /// Read one option. Returns false when the walk is over (end of list,
+    /// end of area, or a malformed option, which is flagged and ends the
+    /// walk as it does in Linux rather than rejecting the segment).
+    #[inline(always)]
+    pub fn step<P: Packet + ?Sized>(&mut self, pkt: &P) -> bool {
+        let i = self.cursor;
+        if i >= self.len || i >= MAX_TCP_OPTIONS {
+            return false;
+        }
+        let at = self.off + i;
+        let Some([kind]) = pkt.load::<1>(at) else {
+            self.opt_flags |= OPT_MALFORMED;
+            return false;
+        };
+        match kind {
+            0 => return false, // end of option list
+            1 => {
+                self.cursor = i + 1; // no-operation
+                return true;
+            }
+            _ => {}
+        }
+        let Some([olen]) = pkt.load::<1>(at + 1) else {
+            self.opt_flags |= OPT_MALFORMED;
+            return false;
+        };
+        let olen = olen as usize;
+        if olen < 2 || i + olen > self.len {
+            self.opt_flags |= OPT_MALFORMED;
+            return false;
+        }
+        match (kind, olen) {
+            (2, 4) => {
+                if let Some(v) = pkt.load::<2>(at + 2) {
+                    self.mss = u16::from_be_bytes(v);
+                    self.opt_flags |= OPT_MSS;
+                }
+            }
+            (3, 3) => {
+                if let Some([shift]) = pkt.load::<1>(at + 2) {
+                    // RFC 7323 §2.3: a shift above 14 is treated as 14.
+                    self.wscale = if shift > 14 { 14 } else { shift };
+                    self.opt_flags |= OPT_WSCALE;
+                }
+            }
+            (4, 2) => self.opt_flags |= OPT_SACK_PERM,
+            (8, 10) => {
+                if let (Some(v), Some(e)) = (pkt.load::<4>(at + 2), pkt.load::<4>(at + 6)) {
+                    self.ts_val = u32::from_be_bytes(v);
+                    self.ts_ecr = u32::from_be_bytes(e);
+                    self.opt_flags |= OPT_TIMESTAMP;
+                }
+            }
+            _ => {}
+        }
+        self.cursor = i + olen;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

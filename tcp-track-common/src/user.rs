@@ -1,0 +1,10 @@
+//! Host-only glue: lets the daemon read these types out of aya maps.
+
+use crate::event::FlowEvent;
+use crate::flow::{FlowKeyV4, FlowKeyV6, FlowRecord};
+
+// SAFETY: all three are #[repr(C)], bytemuck::Pod (no padding, any bit pattern valid).
+unsafe impl aya::Pod for FlowKeyV4 {}
+unsafe impl aya::Pod for FlowKeyV6 {}
+unsafe impl aya::Pod for FlowRecord {}
+unsafe impl aya::Pod for FlowEvent {}

@@ -1,0 +1,35 @@
+//! The maps shared by the XDP and TC programs (one object, one set of maps).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use tcp_track_common::{
+    counters,
+    flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
+};
+
+/// Capacity of each flow map. The daemon may override it at load time.
+pub const MAX_FLOWS: u32 = 65536;
+
+#[map]
+pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map]
+pub static FLOWS_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Events for the daemon (`tcp_track_common::event::FlowEvent` records).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, indexed by `tcp_track_common::counters`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it, a plain add is enough.
+        unsafe { *c = (*c).wrapping_add(1) };
+    }
+}

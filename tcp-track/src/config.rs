@@ -1,0 +1,66 @@
+//! What the daemon was asked to do.
+
+use std::fmt;
+
+/// Output format of the event stream on stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, nothing else on stdout.
+    Json,
+}
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    /// Native (driver) mode, falling back to generic (skb) mode with a warning.
+    #[default]
+    Auto,
+    /// Native (driver) mode only: fail if the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works on any interface, after the stack has built an skb.
+    Skb,
+}
+
+impl fmt::Display for XdpModeChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpModeChoice::Auto => "auto",
+            XdpModeChoice::Native => "native",
+            XdpModeChoice::Skb => "skb",
+        })
+    }
+}
+
+/// Kernel-side log level for aya-log (off unless asked for).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BpfLog {
+    #[default]
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Interfaces to attach to (at least one).
+    pub interfaces: Vec<String>,
+    pub format: Format,
+    pub xdp_mode: XdpModeChoice,
+    /// Attach the TC egress program too. Needed on a host, where outgoing
+    /// segments never pass XDP; a box that forwards between several watched
+    /// interfaces already sees both directions at XDP.
+    pub egress: bool,
+    pub bpf_log: BpfLog,
+}
+
+impl Config {
+    pub fn new(interfaces: Vec<String>) -> Self {
+        Config { interfaces, format: Format::Text, xdp_mode: XdpModeChoice::Auto, egress: true, bpf_log: BpfLog::Off }
+    }
+}

@@ -1,0 +1,211 @@
+//! Ring-buffer records → events people and programs can read.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use serde::Serialize;
+use tcp_track_common::{
+    event::{FlowEvent, EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_XDP},
+    flow::ORIGIN_MIDSTREAM,
+    parse::FAMILY_IPV4,
+    tcp,
+};
+use thiserror::Error;
+
+use crate::clock::WallClock;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring-buffer record of {0} bytes, expected {expected}", expected = std::mem::size_of::<FlowEvent>())]
+    BadSize(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u16),
+}
+
+/// One line of output. Field names are the JSON schema (see README).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// RFC 3339, UTC.
+    pub ts: String,
+    /// `flow_new`, `fin` or `reset`.
+    pub event: &'static str,
+    pub iface: String,
+    /// The side that sent the first SYN (for a flow picked up mid-stream, a guess).
+    pub client: String,
+    pub server: String,
+    /// Present and true when the flow was first seen after its handshake.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub picked_up: bool,
+    /// Who sent the segment: `client` or `server`.
+    pub from: &'static str,
+    /// TCP flags of the segment, e.g. `SYN` or `FIN|ACK`.
+    pub flags: String,
+    /// Where it was seen: `ingress` (XDP) or `egress` (TC).
+    pub seen: &'static str,
+    pub seq: u32,
+    pub ack: u32,
+}
+
+/// Decodes records, naming interfaces by the indexes we attached to.
+pub struct Decoder {
+    clock: WallClock,
+    ifnames: HashMap<u32, String>,
+}
+
+impl Decoder {
+    pub fn new(clock: WallClock, ifnames: HashMap<u32, String>) -> Self {
+        Decoder { clock, ifnames }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        let raw: FlowEvent = bytemuck::try_pod_read_unaligned(bytes).map_err(|_| DecodeError::BadSize(bytes.len()))?;
+        self.event(&raw)
+    }
+
+    pub fn event(&self, raw: &FlowEvent) -> Result<Event, DecodeError> {
+        let event = match raw.kind {
+            EVENT_FLOW_NEW => "flow_new",
+            EVENT_FIN => "fin",
+            EVENT_RST => "reset",
+            k => return Err(DecodeError::UnknownKind(k)),
+        };
+        let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
+        let hi = endpoint(raw.family, &raw.hi_addr, raw.hi_port);
+        // `initiator` is the direction whose sender is the client; direction
+        // 0 is sent by the `lo` endpoint.
+        let (client, server) = if raw.initiator & 1 == 0 { (lo, hi) } else { (hi, lo) };
+        let from = if raw.dir & 1 == raw.initiator & 1 { "client" } else { "server" };
+        Ok(Event {
+            ts: self.clock.rfc3339(raw.ts_ns),
+            event,
+            iface: self.ifnames.get(&raw.ifindex).cloned().unwrap_or_else(|| format!("if{}", raw.ifindex)),
+            client: client.to_string(),
+            server: server.to_string(),
+            picked_up: raw.origin == ORIGIN_MIDSTREAM,
+            from,
+            flags: flag_names(raw.tcp_flags),
+            seen: if raw.hook == HOOK_XDP { "ingress" } else { "egress" },
+            seq: raw.seq,
+            ack: raw.ack,
+        })
+    }
+}
+
+fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// `SYN|ACK`-style names, in tcpdump's order of importance.
+pub fn flag_names(flags: u8) -> String {
+    const NAMES: [(u8, &str); 8] = [
+        (tcp::SYN, "SYN"),
+        (tcp::FIN, "FIN"),
+        (tcp::RST, "RST"),
+        (tcp::PSH, "PSH"),
+        (tcp::ACK, "ACK"),
+        (tcp::URG, "URG"),
+        (tcp::ECE, "ECE"),
+        (tcp::CWR, "CWR"),
+    ];
+    let names: Vec<&str> = NAMES.iter().filter(|(b, _)| flags & b != 0).map(|(_, n)| *n).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join("|")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+    use tcp_track_common::{
+        event::HOOK_TC_EGRESS,
+        flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
+        parse::FAMILY_IPV6,
+    };
+
+    fn decoder() -> Decoder {
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0);
+        Decoder::new(clock, HashMap::from([(7, "veth-a".to_string())]))
+    }
+
+    fn raw_v4() -> FlowEvent {
+        let mut e = FlowEvent {
+            ts_ns: 1_500_000,
+            kind: EVENT_FLOW_NEW,
+            family: FAMILY_IPV4,
+            dir: DIR_HI_TO_LO,
+            ifindex: 7,
+            lo_port: 8080,
+            hi_port: 43210,
+            tcp_flags: tcp::SYN,
+            initiator: DIR_HI_TO_LO,
+            origin: ORIGIN_SYN,
+            hook: HOOK_TC_EGRESS,
+            seq: 1,
+            ack: 0,
+            ..Default::default()
+        };
+        e.lo_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
+        e.hi_addr[..4].copy_from_slice(&[198, 18, 0, 2]);
+        e
+    }
+
+    #[test]
+    fn new_flow_names_client_and_server() {
+        let ev = decoder().decode(bytemuck::bytes_of(&raw_v4())).unwrap();
+        assert_eq!(ev.event, "flow_new");
+        assert_eq!(ev.client, "198.18.0.2:43210");
+        assert_eq!(ev.server, "198.18.0.1:8080");
+        assert_eq!(ev.from, "client");
+        assert_eq!(ev.iface, "veth-a");
+        assert_eq!(ev.seen, "egress");
+        assert_eq!(ev.ts, "2023-11-14T22:13:20.001500Z");
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(!json.contains("picked_up"), "only present when true: {json}");
+    }
+
+    #[test]
+    fn fin_from_server_over_ipv6() {
+        let mut raw = raw_v4();
+        raw.family = FAMILY_IPV6;
+        raw.lo_addr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.hi_addr = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+        raw.kind = EVENT_FIN;
+        raw.dir = DIR_LO_TO_HI;
+        raw.tcp_flags = tcp::FIN | tcp::ACK;
+        raw.origin = ORIGIN_MIDSTREAM;
+        raw.hook = HOOK_XDP;
+        let ev = decoder().event(&raw).unwrap();
+        assert_eq!((ev.event, ev.from, ev.flags.as_str()), ("fin", "server", "FIN|ACK"));
+        assert_eq!(ev.server, "[2001:db8::1]:8080");
+        assert!(ev.picked_up);
+        assert_eq!(ev.seen, "ingress");
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert_eq!(decoder().decode(&[0u8; 3]), Err(DecodeError::BadSize(3)));
+        let mut raw = raw_v4();
+        raw.kind = 99;
+        assert_eq!(decoder().event(&raw), Err(DecodeError::UnknownKind(99)));
+        raw.ifindex = 12;
+        raw.kind = EVENT_RST;
+        assert_eq!(decoder().event(&raw).unwrap().iface, "if12");
+    }
+
+    #[test]
+    fn flag_names_follow_tcpdump_order() {
+        assert_eq!(flag_names(tcp::SYN | tcp::ACK), "SYN|ACK");
+        assert_eq!(flag_names(tcp::RST | tcp::ACK), "RST|ACK");
+        assert_eq!(flag_names(0), "none");
+    }
+}

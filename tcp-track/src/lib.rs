@@ -1,0 +1,15 @@
+//! tcp-track's daemon as a library: `run(config, shutdown)` loads the kernel
+//! programs, attaches them to the configured interfaces, streams events until
+//! `shutdown` resolves, and detaches everything it attached.
+
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod loader;
+pub mod output;
+pub mod preflight;
+mod runner;
+pub mod stats;
+
+pub use config::{Config, Format, XdpModeChoice};
+pub use runner::run;

@@ -1,0 +1,226 @@
+//! Loading the embedded kernel object and attaching its programs.
+//!
+//! Attachments are BPF links (XDP links, TCX links on Linux 6.6+): they are
+//! owned by this process and go away when it exits, even if it is killed, so
+//! a crashed tracker never leaves a program behind on an interface.
+
+use std::{fmt, io};
+
+use aya::{
+    programs::{
+        tc::{SchedClassifierLinkId, TcAttachType},
+        xdp::XdpLinkId,
+        ProgramError, SchedClassifier, Xdp, XdpMode,
+    },
+    Ebpf, EbpfError, EbpfLoader,
+};
+use log::{debug, info, warn};
+use thiserror::Error;
+
+use crate::{
+    config::{BpfLog, XdpModeChoice},
+    preflight::Interface,
+};
+
+/// The kernel programs, built by build.rs for bpfel-unknown-none.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TCP_TRACK_EBPF_OBJECT"));
+
+pub const XDP_PROGRAM: &str = "tcp_track_xdp";
+pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[source] EbpfError),
+    #[error("the kernel rejected program {program}: {source} (run with RUST_LOG=debug to see the verifier log)")]
+    Program { program: &'static str, source: ProgramError },
+    #[error("starting the kernel-side log reader failed: {0}")]
+    Logger(#[source] aya_log::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error("interface {iface}: its driver does not support native (driver-mode) XDP; use --xdp-mode skb (generic XDP, works on any interface) or --xdp-mode auto")]
+    NativeXdpUnsupported { iface: String },
+    #[error("interface {iface} already has an XDP program attached; remove it first (`ip link set dev {iface} xdp off`) or watch another interface")]
+    XdpBusy { iface: String },
+    #[error("interface {iface}: attaching XDP in {mode} mode failed: {source}")]
+    Xdp { iface: String, mode: &'static str, source: ProgramError },
+    #[error("interface {iface}: attaching the TC egress program failed: {source} (tcp-track needs TCX, Linux 6.6+, or clsact, CONFIG_NET_SCH_INGRESS; use --no-egress to watch ingress only)")]
+    Tc { iface: String, source: ProgramError },
+}
+
+/// The XDP mode an interface actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Attached {
+    pub iface: Interface,
+    pub mode: AttachedMode,
+    xdp_link: Option<XdpLinkId>,
+    tc_link: Option<SchedClassifierLinkId>,
+}
+
+impl Attached {
+    pub fn has_egress(&self) -> bool {
+        self.tc_link.is_some()
+    }
+}
+
+/// The loaded object, its attachments, and (when asked for) the reader of
+/// kernel-side logs, which must stay alive as long as the programs.
+pub struct Tracker {
+    pub ebpf: Ebpf,
+    pub attached: Vec<Attached>,
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Tracker {
+    pub fn load(bpf_log: BpfLog) -> Result<Self, LoadError> {
+        let level: u8 = match bpf_log {
+            BpfLog::Off => 0,
+            BpfLog::Error => 1,
+            BpfLog::Warn => 2,
+            BpfLog::Info => 3,
+            BpfLog::Debug => 4,
+            BpfLog::Trace => 5,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Object)?;
+        let logger = if bpf_log == BpfLog::Off {
+            None
+        } else {
+            Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(LoadError::Logger)?)
+        };
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
+        xdp.load().map_err(|e| rejected(XDP_PROGRAM, e))?;
+        let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
+        tc.load().map_err(|e| rejected(TC_PROGRAM, e))?;
+        Ok(Tracker { ebpf, attached: Vec::new(), logger })
+    }
+
+    /// Attach XDP (and TC egress unless `egress` is false or the interface
+    /// is a loopback) to one interface.
+    pub fn attach(&mut self, iface: &Interface, choice: XdpModeChoice, egress: bool) -> Result<&Attached, AttachError> {
+        let xdp: &mut Xdp = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Tracker::load");
+        let (xdp_link, mode) = attach_xdp(xdp, iface, choice)?;
+        // From here on, record what is attached so that a failure below still
+        // detaches it (Tracker::detach_all / drop).
+        self.attached.push(Attached { iface: iface.clone(), mode, xdp_link: Some(xdp_link), tc_link: None });
+        if egress && iface.loopback {
+            info!("{}: loopback: every segment sent on it is also received on it, so XDP alone sees both directions (no TC egress)", iface.name);
+        } else if egress {
+            let tc: &mut SchedClassifier =
+                self.ebpf.program_mut(TC_PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Tracker::load");
+            let link = tc
+                .attach(&iface.name, TcAttachType::Egress)
+                .map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
+            if let Some(last) = self.attached.last_mut() {
+                last.tc_link = Some(link);
+            }
+        }
+        Ok(self.attached.last().expect("pushed above"))
+    }
+
+    /// Detach every program from every interface; report what could not be.
+    pub fn detach_all(&mut self) -> Vec<(String, ProgramError)> {
+        let mut failures = Vec::new();
+        for a in self.attached.drain(..) {
+            if let Some(link) = a.xdp_link {
+                if let Some(xdp) = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| <&mut Xdp>::try_from(p).ok()) {
+                    if let Err(e) = xdp.detach(link) {
+                        failures.push((a.iface.name.clone(), e));
+                    }
+                }
+            }
+            if let Some(link) = a.tc_link {
+                if let Some(tc) = self.ebpf.program_mut(TC_PROGRAM).and_then(|p| <&mut SchedClassifier>::try_from(p).ok()) {
+                    if let Err(e) = tc.detach(link) {
+                        failures.push((a.iface.name.clone(), e));
+                    }
+                }
+            }
+            debug!("{}: detached", a.iface.name);
+        }
+        failures
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program { program: name, source: ProgramError::NotLoaded })?;
+    prog.try_into().map_err(|source| LoadError::Program { program: name, source })
+}
+
+fn rejected(program: &'static str, e: ProgramError) -> LoadError {
+    if let ProgramError::LoadError { verifier_log, .. } = &e {
+        debug!("verifier log for {program}:\n{verifier_log}");
+    }
+    LoadError::Program { program, source: e }
+}
+
+fn attach_xdp(xdp: &mut Xdp, iface: &Interface, choice: XdpModeChoice) -> Result<(XdpLinkId, AttachedMode), AttachError> {
+    match choice {
+        XdpModeChoice::Native => xdp_attach(xdp, iface, XdpMode::Driver, "native").map(|l| (l, AttachedMode::Native)),
+        XdpModeChoice::Skb => xdp_attach(xdp, iface, XdpMode::Skb, "skb").map(|l| (l, AttachedMode::Skb)),
+        XdpModeChoice::Auto => match xdp_attach(xdp, iface, XdpMode::Driver, "native") {
+            Ok(l) => Ok((l, AttachedMode::Native)),
+            Err(AttachError::XdpBusy { iface }) => Err(AttachError::XdpBusy { iface }),
+            Err(e) => {
+                warn!("{}: native XDP not available ({e}); falling back to generic (skb) mode, which runs later in the stack and costs more per packet", iface.name);
+                xdp_attach(xdp, iface, XdpMode::Skb, "skb").map(|l| (l, AttachedMode::Skb))
+            }
+        },
+    }
+}
+
+fn xdp_attach(xdp: &mut Xdp, iface: &Interface, mode: XdpMode, mode_name: &'static str) -> Result<XdpLinkId, AttachError> {
+    xdp.attach_to_if_index(iface.index, mode).map_err(|source| {
+        let errno = program_errno(&source);
+        match errno {
+            Some(libc::EOPNOTSUPP) if mode == XdpMode::Driver => {
+                AttachError::NativeXdpUnsupported { iface: iface.name.clone() }
+            }
+            Some(libc::EBUSY) | Some(libc::EEXIST) => AttachError::XdpBusy { iface: iface.name.clone() },
+            _ => AttachError::Xdp { iface: iface.name.clone(), mode: mode_name, source },
+        }
+    })
+}
+
+/// The errno underneath an aya program error, when there is one.
+fn program_errno(e: &ProgramError) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        if let Some(sys) = err.downcast_ref::<aya::sys::SyscallError>() {
+            if let Some(code) = sys.io_error.raw_os_error() {
+                return Some(code);
+            }
+        }
+        source = err.source();
+    }
+    None
+}

@@ -1,0 +1,95 @@
+//! `tcp-track`: the command line.
+
+use std::{io::Write, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tcp_track::{config::BpfLog, Config, Format, XdpModeChoice};
+
+#[derive(Parser)]
+#[command(name = "tcp-track", version, about = "Tracks TCP connections with eBPF/XDP and tells you what they are doing.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to interfaces and stream connection events to stdout.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Interface to watch (repeat for several; they share one flow table).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    interfaces: Vec<String>,
+    /// Output format: readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// XDP attach mode. `auto` tries native (driver) mode and falls back to skb.
+    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
+    xdp_mode: XdpModeChoice,
+    /// Do not attach the TC egress program: on a box that forwards between
+    /// the watched interfaces, XDP alone sees both directions.
+    #[arg(long)]
+    no_egress: bool,
+    /// Kernel-side log level (aya-log), printed on stderr; off by default.
+    #[arg(long, value_enum, default_value_t = BpfLog::Off)]
+    bpf_log: BpfLog,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run(args) => {
+            let config = Config {
+                interfaces: args.interfaces,
+                format: args.format,
+                xdp_mode: args.xdp_mode,
+                egress: !args.no_egress,
+                bpf_log: args.bpf_log,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(anyhow::Error::new(e).context("starting the async runtime")),
+            };
+            match runtime.block_on(tcp_track::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// One line on stderr, causes joined with ": ", and exit status 1.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("tcp-track: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => {
+            log::error!("cannot install signal handlers; stop tcp-track with SIGKILL (its links close on exit)");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => log::info!("SIGINT received, stopping"),
+        _ = term.recv() => log::info!("SIGTERM received, stopping"),
+    }
+}
+
+/// Logs on stderr, `RUST_LOG` filtering (default: info for tcp-track).
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let level = record.level().to_string().to_lowercase();
+            writeln!(buf, "tcp-track {level}: {}", record.args())
+        })
+        .init();
+}

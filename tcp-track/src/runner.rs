@@ -1,0 +1,139 @@
+//! The daemon's main loop.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io::{self, BufWriter, Write},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use log::{error, info, warn};
+use tcp_track_common::counters;
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::{
+    clock::WallClock,
+    config::Config,
+    events::Decoder,
+    loader::{AttachedMode, Tracker},
+    output, preflight, stats,
+    stats::Counters,
+};
+
+/// Records handled per wake-up before yielding to the runtime, so a busy
+/// ring buffer cannot starve signal handling.
+const MAX_BATCH: usize = 4096;
+
+/// Load, attach, stream events to stdout until `shutdown` resolves, detach.
+pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<()> {
+    let interfaces = preflight::check_all(&config.interfaces)?;
+    let mut tracker = Tracker::load(config.bpf_log)?;
+    for iface in &interfaces {
+        let a = tracker.attach(iface, config.xdp_mode, config.egress)?;
+        let mode = match a.mode {
+            AttachedMode::Native => "native (driver) mode",
+            AttachedMode::Skb => "generic (skb) mode",
+        };
+        let egress = if a.has_egress() { " + TC egress" } else { "" };
+        info!("{}: XDP attached in {mode}{egress}", a.iface.name);
+    }
+
+    let events: RingBuf<MapData> = take_map(&mut tracker, "EVENTS")?;
+    let counters = Counters::new(take_map::<PerCpuArray<MapData, u64>>(&mut tracker, "COUNTERS")?);
+    let mut logger = match tracker.logger.take() {
+        Some(l) => Some(watch(l).context("watching the kernel log ring buffer")?),
+        None => None,
+    };
+    let ifnames: HashMap<u32, String> = interfaces.iter().map(|i| (i.index, i.name.clone())).collect();
+    let decoder = Decoder::new(WallClock::now(), ifnames);
+    let mut ring = watch(events).context("watching the event ring buffer")?;
+
+    let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+    info!("watching {}: press Ctrl-C to stop", names.join(", "));
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lost_reported = 0u64;
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the event ring buffer")?;
+                let (n, res) = drain(guard.get_inner_mut(), &decoder, config.format, &mut out);
+                if let Err(e) = res.and_then(|_| out.flush()) {
+                    break Err(e);
+                }
+                if n < MAX_BATCH {
+                    guard.clear_ready();
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            guard = async { logger.as_mut().expect("guarded by if").readable_mut().await }, if logger.is_some() => {
+                let mut guard = guard.context("waiting on the kernel log ring buffer")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let lost = counters.read()[counters::EVENTS_LOST as usize];
+                if lost > lost_reported {
+                    warn!("{} events lost: the ring buffer was full (total {lost})", lost - lost_reported);
+                    lost_reported = lost;
+                }
+            }
+        }
+    };
+    // Whatever is already in the ring buffer still gets printed.
+    let (_, res) = drain(ring.get_mut(), &decoder, config.format, &mut out);
+    let flushed = res.and_then(|_| out.flush());
+
+    for (iface, e) in tracker.detach_all() {
+        error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
+    }
+    info!("detached from {}", names.join(", "));
+    info!("counters: {}", stats::format(&counters.read()));
+
+    match result.and(flushed) {
+        Ok(()) => Ok(()),
+        // A reader that went away (`tcp-track run | head`) is a normal end.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("writing events to stdout"),
+    }
+}
+
+/// Register a ring buffer's fd with the runtime.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: both ring buffers (aya's RingBuf, aya-log's EbpfLogger) own
+    // their map fd for their whole lifetime and always return that same fd.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn take_map<T>(tracker: &mut Tracker, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = tracker.ebpf.take_map(name).with_context(|| format!("the eBPF object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Print up to MAX_BATCH records. Returns how many were read.
+fn drain<W: Write>(ring: &mut RingBuf<MapData>, decoder: &Decoder, format: crate::Format, out: &mut W) -> (usize, io::Result<()>) {
+    let mut n = 0;
+    while n < MAX_BATCH {
+        let Some(item) = ring.next() else { break };
+        n += 1;
+        match decoder.decode(&item) {
+            Ok(ev) => {
+                if let Err(e) = output::write_event(out, format, &ev) {
+                    return (n, Err(e));
+                }
+            }
+            Err(e) => warn!("skipping a ring-buffer record: {e}"),
+        }
+    }
+    (n, Ok(()))
+}
