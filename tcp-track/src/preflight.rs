@@ -52,11 +52,27 @@ pub fn resolve_interface(name: &str) -> Result<Interface, PreflightError> {
     if index == 0 {
         return Err(PreflightError::UnknownInterface { name: name.to_string() });
     }
-    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
-        .ok()
-        .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    Ok(Interface { name: name.to_string(), index, loopback: flags & libc::IFF_LOOPBACK as u32 != 0 })
+    let loopback = interface_flags(name).map(|f| f & libc::IFF_LOOPBACK != 0).unwrap_or(false);
+    Ok(Interface { name: name.to_string(), index, loopback })
+}
+
+/// SIOCGIFFLAGS on a throw-away socket: answers for this process's network
+/// namespace (sysfs may show another one's).
+fn interface_flags(name: &str) -> Option<i32> {
+    // SAFETY: plain socket/ioctl/close on a zeroed ifreq whose name fits (≤ 15 bytes checked above).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        libc::close(fd);
+        (rc == 0).then(|| req.ifr_ifru.ifru_flags as i32)
+    }
 }
 
 /// Effective capabilities of this process, from /proc/self/status.

@@ -1,1 +1,218 @@
-fn main(){}
+//! `cargo xtask build | run | test`: everything a new user or CI needs, on a
+//! fresh machine.
+//!
+//! The eBPF object is compiled by `tcp-track/build.rs`; what xtask adds is
+//! making sure a toolchain that can compile it is present, installing it on
+//! Debian-like systems when it is not (and saying so on stderr).
+
+#[allow(dead_code)] // shared with tcp-track/build.rs, which uses the build half
+mod bpf_toolchain;
+
+use std::{
+    env,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use bpf_toolchain::{BPF_LINKER_VERSION, DEBIAN_PACKAGES};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test tcp-track")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain if it is missing, then build everything.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and run the daemon as root. Without arguments it
+    /// watches the loopback interface: `tcp-track run --iface lo`.
+    Run {
+        /// Arguments for tcp-track, after `--`: e.g. `-- run --iface eth1 --format json`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Install what the tests need, then run every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Build { release } => {
+            ensure_bpf_toolchain()?;
+            cargo_build(&root, release)
+        }
+        Cmd::Run { args } => {
+            ensure_bpf_toolchain()?;
+            cargo_build(&root, true)?;
+            let binary = root.join("target/release/tcp-track");
+            let args = if args.is_empty() { vec!["run".into(), "--iface".into(), "lo".into()] } else { args };
+            let mut cmd = as_root(&binary);
+            cmd.args(&args);
+            eprintln!("xtask: running {} {}", binary.display(), args.join(" "));
+            // Replace this process so Ctrl-C reaches the daemon directly.
+            Err(cmd.exec()).with_context(|| format!("starting {}", binary.display()))
+        }
+        Cmd::Test { args } => {
+            ensure_bpf_toolchain()?;
+            ensure_test_tools()?;
+            let status = Command::new(cargo())
+                .current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(&args)
+                .status()
+                .context("running cargo test")?;
+            if !status.success() {
+                bail!("tests failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn cargo_build(root: &Path, release: bool) -> Result<()> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args(["build", "--workspace"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `program` run as root: directly when we are root, through sudo otherwise.
+fn as_root(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=RUST_LOG").arg(program);
+        c
+    }
+}
+
+fn have(program: &str) -> bool {
+    env::var_os("PATH")
+        .map(|p| env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Make sure `tcp-track/build.rs` will find a way to compile the kernel
+/// programs; on Debian-like systems install Debian's Rust with its prebuilt
+/// BPF core and build bpf-linker against the same LLVM.
+fn ensure_bpf_toolchain() -> Result<()> {
+    let missing = match bpf_toolchain::detect() {
+        Ok(route) => {
+            eprintln!("xtask: eBPF toolchain: {route}");
+            return Ok(());
+        }
+        Err(m) => m,
+    };
+    if !have("apt-get") {
+        bail!("{missing}");
+    }
+    let mut apt = Apt::default();
+    if missing.debian_core && !bpf_toolchain::debian_core_present() {
+        eprintln!("xtask: no BPF-capable Rust found; installing Debian's Rust with a prebuilt BPF core ({})", DEBIAN_PACKAGES.join(" "));
+        apt.install(DEBIAN_PACKAGES).map_err(|e| e.context(missing.to_string()))?;
+    }
+    let llvm = bpf_toolchain::debian_llvm_major()
+        .with_context(|| format!("{} does not report its LLVM version", bpf_toolchain::DEBIAN_RUSTC))?;
+    if bpf_toolchain::find_bpf_linker().is_none() {
+        let dev = format!("llvm-{llvm}-dev");
+        eprintln!("xtask: bpf-linker is missing; installing {dev} and building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about a minute)");
+        apt.install(&[dev.as_str()]).map_err(|e| e.context(missing.to_string()))?;
+        let status = Command::new(cargo())
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm}"))
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}"))
+            .status()
+            .context("running cargo install bpf-linker")?;
+        if !status.success() {
+            bail!("cargo install bpf-linker failed ({status})\n{missing}");
+        }
+    }
+    match bpf_toolchain::detect() {
+        Ok(route) => {
+            eprintln!("xtask: eBPF toolchain: {route}");
+            Ok(())
+        }
+        Err(still) => bail!("{still}"),
+    }
+}
+
+/// Programs the network-namespace tests run, and the Debian packages that
+/// provide them.
+const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), ("nstat", "iproute2")];
+
+fn ensure_test_tools() -> Result<()> {
+    let mut packages: Vec<&str> = TEST_TOOLS.iter().filter(|(p, _)| !have(p)).map(|(_, pkg)| *pkg).collect();
+    packages.dedup();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!("the tests need {} (install: {})", TEST_TOOLS.iter().map(|t| t.0).collect::<Vec<_>>().join(", "), packages.join(" "));
+    }
+    eprintln!("xtask: installing what the tests need: {}", packages.join(" "));
+    Apt::default().install(&packages)
+}
+
+/// apt-get, with `update` run once before the first install.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        if !self.updated {
+            run_apt(&["update"])?;
+            self.updated = true;
+        }
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        args.extend_from_slice(packages);
+        run_apt(&args)
+    }
+}
+
+fn run_apt(args: &[&str]) -> Result<()> {
+    let mut cmd = as_root(Path::new("apt-get"));
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    let status = cmd.status().with_context(|| format!("running apt-get {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("apt-get {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

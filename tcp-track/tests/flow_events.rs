@@ -1,0 +1,74 @@
+//! End to end: the daemon on one end of a veth pair sees a real TCP
+//! connection between two namespaces and prints its new-flow and FIN events.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use support::{daemon::Daemon, netns::Pair};
+
+/// Open, use and close one connection from `a` to `b`; returns (client, server).
+fn one_connection(net: &Pair, v6: bool) -> (SocketAddr, SocketAddr) {
+    let server_ip = net.b_end.addr(v6);
+    let listener = net.b.enter(move || TcpListener::bind((server_ip, 0)).expect("bind in b"));
+    let server_addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("read ping");
+        s.write_all(b"pong").expect("write pong");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("read to EOF"); // the client's FIN
+    });
+    let client = net.a.enter(move || TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).expect("connect"));
+    let client_addr = client.local_addr().unwrap();
+    let mut c = client;
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    c.shutdown(Shutdown::Write).unwrap();
+    server.join().unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap(); // the server's FIN
+    (client_addr, server_addr)
+}
+
+fn flow_events(v6: bool) {
+    require_root!();
+    let net = Pair::new(if v6 { "flow6" } else { "flow4" });
+    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json"]);
+    let (client, server) = one_connection(&net, v6);
+    let (c, s) = (client.to_string(), server.to_string());
+
+    let new = d.wait_for(Duration::from_secs(5), "flow_new", |v| v["event"] == "flow_new" && v["server"] == s.as_str());
+    assert_eq!(new["client"], c.as_str(), "{new}");
+    assert_eq!(new["from"], "client", "{new}");
+    assert_eq!(new["flags"], "SYN", "{new}");
+    assert_eq!(new["iface"], net.a_end.ifname.as_str(), "{new}");
+    assert_eq!(new["seen"], "egress", "the SYN leaves a's interface: {new}");
+    assert!(new.get("picked_up").is_none(), "a flow seen from its SYN is not picked up: {new}");
+    assert!(new["ts"].as_str().unwrap().ends_with('Z'), "{new}");
+
+    let fin = d.wait_for(Duration::from_secs(5), "fin from the client", |v| v["event"] == "fin" && v["from"] == "client");
+    assert_eq!((fin["client"].as_str(), fin["server"].as_str()), (Some(c.as_str()), Some(s.as_str())), "{fin}");
+    let fin = d.wait_for(Duration::from_secs(5), "fin from the server", |v| v["event"] == "fin" && v["from"] == "server");
+    assert_eq!(fin["seen"], "ingress", "{fin}");
+
+    assert!(d.stop().success());
+}
+
+#[test]
+fn ipv4_connection_is_reported_from_syn_to_fin() {
+    flow_events(false);
+}
+
+#[test]
+fn ipv6_connection_is_reported_from_syn_to_fin() {
+    flow_events(true);
+}
