@@ -186,7 +186,11 @@ fn attach_xdp(xdp: &mut Xdp, iface: &Interface, choice: XdpModeChoice) -> Result
             Ok(l) => Ok((l, AttachedMode::Native)),
             Err(AttachError::XdpBusy { iface }) => Err(AttachError::XdpBusy { iface }),
             Err(e) => {
-                warn!("{}: native XDP not available ({e}); falling back to generic (skb) mode, which runs later in the stack and costs more per packet", iface.name);
+                let why = match e {
+                    AttachError::NativeXdpUnsupported { .. } => "its driver has no native XDP support".to_string(),
+                    other => other.to_string(),
+                };
+                warn!("{}: {why}; falling back to generic (skb) mode, which runs later in the stack and costs more per packet", iface.name);
                 xdp_attach(xdp, iface, XdpMode::Skb, "skb").map(|l| (l, AttachedMode::Skb))
             }
         },
