@@ -1,9 +1,13 @@
 //! Egress hook (TCX / clsact egress).
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_log_ebpf::{debug, warn};
 use tcp_track_common::event::HOOK_TC_EGRESS;
 
-use crate::{packet::DirectPacket, track};
+use crate::{
+    packet::DirectPacket,
+    track::{self, Observed},
+};
 
 /// TC_ACT_UNSPEC: with TCX it means "next" (let later programs decide), with
 /// a classic direct-action filter "continue with the default": either way we
@@ -13,6 +17,11 @@ const TC_ACT_UNSPEC: i32 = -1;
 #[classifier]
 pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    track::observe(&DirectPacket::tc(&ctx), ifindex, HOOK_TC_EGRESS);
+    match track::observe(&DirectPacket::tc(&ctx), ifindex, HOOK_TC_EGRESS) {
+        // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
+        Observed::Malformed(m) => debug!(&ctx, "egress: malformed frame ({})", m as u8),
+        Observed::Untracked => warn!(&ctx, "egress: flow map refused an entry"),
+        Observed::NotTcp | Observed::Tracked => {}
+    }
     TC_ACT_UNSPEC
 }

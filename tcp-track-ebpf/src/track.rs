@@ -6,25 +6,33 @@ use tcp_track_common::{
     counters,
     event::{FlowEvent, EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST},
     flow::{Canonical, FlowRecord},
-    parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
+    parse::{parse, Malformed, Packet, Segment, Skip, FAMILY_IPV4},
     tcp,
 };
 
 use crate::maps::{count, EVENTS, FLOWS_V4, FLOWS_V6};
 
+/// What became of a frame, for the hook's (optional) debug log.
+pub enum Observed {
+    NotTcp,
+    Malformed(Malformed),
+    Tracked,
+    Untracked,
+}
+
 /// Parse one frame and account it to its flow. Never fails: a frame that is
 /// not TCP, or that we cannot account, is counted and left alone.
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) {
+pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) -> Observed {
     let seg = match parse_frame(pkt) {
         Ok(seg) => seg,
         Err(Skip::NotTcp) => {
             count(counters::NOT_TCP);
-            return;
+            return Observed::NotTcp;
         }
-        Err(Skip::Malformed(_)) => {
+        Err(Skip::Malformed(m)) => {
             count(counters::MALFORMED);
-            return;
+            return Observed::Malformed(m);
         }
     };
     count(counters::TCP_SEGMENTS);
@@ -32,11 +40,8 @@ pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) {
         count(counters::INVALID_FLAGS);
     }
     let seen = Seen { now: unsafe { bpf_ktime_get_ns() }, ifindex, hook };
-    if seg.family == FAMILY_IPV4 {
-        account_v4(&seg, &seen);
-    } else {
-        account_v6(&seg, &seen);
-    }
+    let tracked = if seg.family == FAMILY_IPV4 { account_v4(&seg, &seen) } else { account_v6(&seg, &seen) };
+    if tracked != 0 { Observed::Tracked } else { Observed::Untracked }
 }
 
 /// Where and when a segment was seen.
@@ -48,16 +53,18 @@ pub struct Seen {
 
 // One subprogram per family (BPF calls take at most five arguments, and a
 // separate frame keeps the stack within 512 bytes).
+// Both return 1 when the segment was accounted, 0 when the map refused it
+// (a value, not `()`: a BPF subprogram must leave a scalar in R0).
 #[inline(never)]
-fn account_v4(seg: &Segment, seen: &Seen) {
+fn account_v4(seg: &Segment, seen: &Seen) -> u32 {
     let canon = Canonical::of(seg);
-    account(&FLOWS_V4, &canon.key_v4(), seg, &canon, seen);
+    account(&FLOWS_V4, &canon.key_v4(), seg, &canon, seen)
 }
 
 #[inline(never)]
-fn account_v6(seg: &Segment, seen: &Seen) {
+fn account_v6(seg: &Segment, seen: &Seen) -> u32 {
     let canon = Canonical::of(seg);
-    account(&FLOWS_V6, &canon.key_v6(), seg, &canon, seen);
+    account(&FLOWS_V6, &canon.key_v6(), seg, &canon, seen)
 }
 
 /// The parser as a BPF subprogram: its temporaries live in its own stack
@@ -68,7 +75,7 @@ fn parse_frame<P: Packet>(pkt: &P) -> Result<Segment, Skip> {
 }
 
 #[inline(always)]
-fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, seg: &Segment, canon: &Canonical, seen: &Seen) {
+fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, seg: &Segment, canon: &Canonical, seen: &Seen) -> u32 {
     let now = seen.now;
     let rec = match map.get_ptr_mut(key) {
         Some(rec) => rec,
@@ -89,7 +96,7 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, seg: &Segment, canon: &C
                     // Insert failed for another reason (-ENOMEM, -EBUSY) or the
                     // entry was evicted at once: this segment goes untracked.
                     count(counters::MAP_UPDATE_FAILED);
-                    return;
+                    return 0;
                 }
             }
         }
@@ -119,6 +126,7 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, seg: &Segment, canon: &C
     if seg.has(tcp::RST) && before & tcp::RST == 0 {
         emit(EVENT_RST, seg, canon, rec, seen);
     }
+    1
 }
 
 /// `*ptr += val` as one BPF atomic add (`lock xadd`): `core`'s atomics have

@@ -1,14 +1,23 @@
 //! Ingress hook.
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::{debug, warn};
 use tcp_track_common::event::HOOK_XDP;
 
-use crate::{packet::DirectPacket, track};
+use crate::{
+    packet::DirectPacket,
+    track::{self, Observed},
+};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    track::observe(&DirectPacket::xdp(&ctx), ifindex, HOOK_XDP);
+    match track::observe(&DirectPacket::xdp(&ctx), ifindex, HOOK_XDP) {
+        // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
+        Observed::Malformed(m) => debug!(&ctx, "ingress: malformed frame ({})", m as u8),
+        Observed::Untracked => warn!(&ctx, "ingress: flow map refused an entry"),
+        Observed::NotTcp | Observed::Tracked => {}
+    }
     // Observe only: nothing is dropped until a drop rule exists.
     xdp_action::XDP_PASS
 }

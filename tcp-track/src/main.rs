@@ -40,9 +40,9 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
         Command::Run(args) => {
+            init_logging(args.bpf_log);
             let config = Config {
                 interfaces: args.interfaces,
                 format: args.format,
@@ -84,9 +84,23 @@ async fn shutdown_signal() {
     }
 }
 
-/// Logs on stderr, `RUST_LOG` filtering (default: info for tcp-track).
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+/// Logs on stderr, `RUST_LOG` filtering (default: info). `--bpf-log LEVEL`
+/// also lets the kernel programs' records (targets `tcp_track::xdp` and
+/// `tcp_track::tc`, their module paths) through at that level.
+fn init_logging(bpf_log: BpfLog) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let level = match bpf_log {
+        BpfLog::Off => None,
+        BpfLog::Error => Some(log::LevelFilter::Error),
+        BpfLog::Warn => Some(log::LevelFilter::Warn),
+        BpfLog::Info => Some(log::LevelFilter::Info),
+        BpfLog::Debug => Some(log::LevelFilter::Debug),
+        BpfLog::Trace => Some(log::LevelFilter::Trace),
+    };
+    if let Some(level) = level {
+        builder.filter_module("tcp_track::xdp", level).filter_module("tcp_track::tc", level);
+    }
+    builder
         .format(|buf, record| {
             let level = record.level().to_string().to_lowercase();
             writeln!(buf, "tcp-track {level}: {}", record.args())

@@ -3,3 +3,4 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod raw;
