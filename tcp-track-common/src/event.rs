@@ -2,69 +2,158 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::flow::{Canonical, FlowRecord};
+use crate::flow::{endpoints, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_REUSED};
 use crate::parse::Segment;
+use crate::state::{endpoint_state, Outcome};
 
 /// `FlowEvent::kind`.
-/// First segment of a flow the tracker had no entry for.
+/// First segment of a flow the tracker had no record of.
 pub const EVENT_FLOW_NEW: u16 = 1;
-/// First FIN seen from one side.
+/// A side's first FIN.
 pub const EVENT_FIN: u16 = 2;
-/// First RST seen from one side.
+/// A RST (classified in `reset`).
 pub const EVENT_RST: u16 = 3;
+/// Any other change of connection state.
+pub const EVENT_STATE: u16 = 4;
+/// A SYN on a 4-tuple in TIME_WAIT started a new incarnation.
+pub const EVENT_REUSE: u16 = 5;
+/// A retransmitted SYN or SYN-ACK (the handshake is not completing).
+pub const EVENT_HANDSHAKE_RETRANS: u16 = 6;
 
 /// `FlowEvent::hook`: which program saw the segment.
 pub const HOOK_XDP: u8 = 0;
 pub const HOOK_TC_EGRESS: u8 = 1;
+
+/// `FlowEvent::detail` bits.
+pub const DETAIL_DROP_JUSTIFIED: u8 = 0x01;
+pub const DETAIL_ISN_ADVANCED: u8 = 0x02;
+pub const DETAIL_CLOSER_LO: u8 = 0x04;
+pub const DETAIL_CLOSER_HI: u8 = 0x08;
+pub const DETAIL_REUSED: u8 = 0x10;
+/// The segment was acceptable to the state machine (in window, valid flags).
+pub const DETAIL_VALID: u8 = 0x20;
+/// The segment was dropped by a drop rule.
+pub const DETAIL_DROPPED: u8 = 0x40;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the segment was seen.
     pub ts_ns: u64,
+    /// Interface the segment was seen on.
+    pub ifindex: u32,
+    pub seq: u32,
+    pub ack: u32,
+    pub lo_port: u16,
+    pub hi_port: u16,
+    pub lo_addr: [u8; 16],
+    pub hi_addr: [u8; 16],
     /// `EVENT_*`.
     pub kind: u16,
     /// 4 or 6.
     pub family: u8,
     /// Direction of the segment (`flow::DIR_*`).
     pub dir: u8,
-    /// Interface the segment was seen on.
-    pub ifindex: u32,
-    pub lo_addr: [u8; 16],
-    pub hi_addr: [u8; 16],
-    pub lo_port: u16,
-    pub hi_port: u16,
-    /// TCP flags of the segment.
-    pub tcp_flags: u8,
-    /// `FlowRecord::initiator` and `FlowRecord::origin` at the time of the event.
-    pub initiator: u8,
-    pub origin: u8,
     /// `HOOK_*`.
     pub hook: u8,
-    pub seq: u32,
-    pub ack: u32,
+    /// TCP flags of the segment.
+    pub tcp_flags: u8,
+    /// `FlowRecord::initiator` and `origin` after the segment.
+    pub initiator: u8,
+    pub origin: u8,
+    /// Connection state before and after (`state::STATE_*`).
+    pub old_state: u8,
+    pub new_state: u8,
+    /// `state::RESET_*`.
+    pub reset: u8,
+    /// `DETAIL_*` bits.
+    pub detail: u8,
+    /// The sender's retransmission count.
+    pub retrans: u8,
+    /// Endpoint states (`state::EP_*`) of the lo and hi endpoints.
+    pub lo_state: u8,
+    pub hi_state: u8,
+    pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
 
 impl FlowEvent {
     #[inline(always)]
-    pub fn new(kind: u16, seg: &Segment, canon: &Canonical, rec: &FlowRecord, now_ns: u64, ifindex: u32, hook: u8) -> Self {
+    pub fn new(kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, now_ns: u64, ifindex: u32, hook: u8) -> Self {
+        let (lo_addr, lo_port, hi_addr, hi_port) = endpoints(seg, dir);
+        let mut detail = 0;
+        if out.drop_justified {
+            detail |= DETAIL_DROP_JUSTIFIED;
+        }
+        if out.isn_advanced {
+            detail |= DETAIL_ISN_ADVANCED;
+        }
+        if out.valid {
+            detail |= DETAIL_VALID;
+        }
+        if rec.info & INFO_CLOSER_LO != 0 {
+            detail |= DETAIL_CLOSER_LO;
+        }
+        if rec.info & INFO_CLOSER_HI != 0 {
+            detail |= DETAIL_CLOSER_HI;
+        }
+        if rec.info & INFO_REUSED != 0 {
+            detail |= DETAIL_REUSED;
+        }
         FlowEvent {
             ts_ns: now_ns,
+            ifindex,
+            seq: seg.seq,
+            ack: seg.ack,
+            lo_port,
+            hi_port,
+            lo_addr: *lo_addr,
+            hi_addr: *hi_addr,
             kind,
             family: seg.family,
-            dir: canon.dir,
-            ifindex,
-            lo_addr: canon.lo_addr,
-            hi_addr: canon.hi_addr,
-            lo_port: canon.lo_port,
-            hi_port: canon.hi_port,
+            dir: dir & 1,
+            hook,
             tcp_flags: seg.flags,
             initiator: rec.initiator,
             origin: rec.origin,
-            hook,
-            seq: seg.seq,
-            ack: seg.ack,
+            old_state: out.old_state,
+            new_state: out.new_state,
+            reset: out.reset,
+            detail,
+            retrans: rec.peer(dir).retrans,
+            lo_state: endpoint_state(rec, 0),
+            hi_state: endpoint_state(rec, 1),
+            _pad: 0,
         }
     }
+}
+
+/// Which event, if any, an outcome is worth. One per segment at most: the
+/// most telling one.
+#[inline(always)]
+pub fn event_kind(out: &Outcome) -> Option<u16> {
+    use crate::state::{RESET_NONE, STATE_CLOSE, STATE_NONE};
+    if out.reset != RESET_NONE {
+        // Duplicates of an accepted reset after the flow closed are noise.
+        if out.old_state == STATE_CLOSE && !out.drop_justified {
+            return None;
+        }
+        return Some(EVENT_RST);
+    }
+    if out.reused {
+        return Some(EVENT_REUSE);
+    }
+    if out.old_state == STATE_NONE && out.new_state != STATE_NONE {
+        return Some(EVENT_FLOW_NEW);
+    }
+    if out.first_fin {
+        return Some(EVENT_FIN);
+    }
+    if out.old_state != out.new_state {
+        return Some(EVENT_STATE);
+    }
+    if out.retransmission && out.new_state <= crate::state::STATE_SYN_RECV {
+        return Some(EVENT_HANDSHAKE_RETRANS);
+    }
+    None
 }

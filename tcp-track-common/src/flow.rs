@@ -10,7 +10,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::parse::{Segment, FAMILY_IPV4};
+use crate::parse::Segment;
+#[cfg(test)]
+use crate::parse::FAMILY_IPV4;
 use crate::tcp;
 
 /// Direction of a segment relative to the canonical key.
@@ -47,43 +49,33 @@ pub struct FlowKeyV6 {
 }
 const _: () = assert!(core::mem::size_of::<FlowKeyV6>() == 36);
 
-/// The two endpoints of a segment in canonical order, and the segment's
-/// direction in that order. Addresses are 16 bytes; IPv4 uses the first 4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Canonical {
-    pub lo_addr: [u8; 16],
-    pub hi_addr: [u8; 16],
-    pub lo_port: u16,
-    pub hi_port: u16,
-    pub dir: u8,
+/// Direction of a segment in canonical order: `DIR_LO_TO_HI` when its
+/// source (address bytes, then port) sorts first.
+#[inline(always)]
+pub fn direction(seg: &Segment) -> u8 {
+    if endpoint_le(&seg.saddr, seg.sport, &seg.daddr, seg.dport) { DIR_LO_TO_HI } else { DIR_HI_TO_LO }
 }
 
-impl Canonical {
-    /// Order the endpoints by (address bytes, port).
-    #[inline(always)]
-    pub fn of(seg: &Segment) -> Self {
-        let src_first = endpoint_le(&seg.saddr, seg.sport, &seg.daddr, seg.dport);
-        if src_first {
-            Canonical { lo_addr: seg.saddr, hi_addr: seg.daddr, lo_port: seg.sport, hi_port: seg.dport, dir: DIR_LO_TO_HI }
-        } else {
-            Canonical { lo_addr: seg.daddr, hi_addr: seg.saddr, lo_port: seg.dport, hi_port: seg.sport, dir: DIR_HI_TO_LO }
-        }
+/// The `lo` and `hi` endpoints of a segment sent in `dir`: (addr, port) each.
+#[inline(always)]
+pub fn endpoints(seg: &Segment, dir: u8) -> (&[u8; 16], u16, &[u8; 16], u16) {
+    if dir & 1 == DIR_LO_TO_HI {
+        (&seg.saddr, seg.sport, &seg.daddr, seg.dport)
+    } else {
+        (&seg.daddr, seg.dport, &seg.saddr, seg.sport)
     }
+}
 
-    #[inline(always)]
-    pub fn key_v4(&self) -> FlowKeyV4 {
-        FlowKeyV4 {
-            lo_addr: [self.lo_addr[0], self.lo_addr[1], self.lo_addr[2], self.lo_addr[3]],
-            hi_addr: [self.hi_addr[0], self.hi_addr[1], self.hi_addr[2], self.hi_addr[3]],
-            lo_port: self.lo_port,
-            hi_port: self.hi_port,
-        }
-    }
+#[inline(always)]
+pub fn key_v4(seg: &Segment, dir: u8) -> FlowKeyV4 {
+    let (lo, lo_port, hi, hi_port) = endpoints(seg, dir);
+    FlowKeyV4 { lo_addr: [lo[0], lo[1], lo[2], lo[3]], hi_addr: [hi[0], hi[1], hi[2], hi[3]], lo_port, hi_port }
+}
 
-    #[inline(always)]
-    pub fn key_v6(&self) -> FlowKeyV6 {
-        FlowKeyV6 { lo_addr: self.lo_addr, hi_addr: self.hi_addr, lo_port: self.lo_port, hi_port: self.hi_port }
-    }
+#[inline(always)]
+pub fn key_v6(seg: &Segment, dir: u8) -> FlowKeyV6 {
+    let (lo, lo_port, hi, hi_port) = endpoints(seg, dir);
+    FlowKeyV6 { lo_addr: *lo, hi_addr: *hi, lo_port, hi_port }
 }
 
 /// `(a, ap) <= (b, bp)` comparing address bytes in network order, then ports.
@@ -101,80 +93,146 @@ fn endpoint_le(a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> bool {
     ap <= bp
 }
 
-/// Per-flow record (the value of the flow maps).
+/// What the tracker knows about one direction's sender: nf_conntrack's
+/// `ip_ct_tcp_state` (`td_end`, `td_maxend`, `td_maxwin`, `td_maxack`,
+/// `td_scale`), plus the initial sequence number and a retransmission count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Peer {
+    /// Highest sequence number + length this side has sent (`td_end`).
+    pub end: u32,
+    /// Right edge of the window the other side offered it: highest
+    /// ack + window the other side advertised (`td_maxend`).
+    pub maxend: u32,
+    /// Largest window this side advertised, scaled (`td_maxwin`); 0 until
+    /// this side has been seen.
+    pub maxwin: u32,
+    /// Highest acknowledgment this side sent (`td_maxack`): what it expects
+    /// next, RCV.NXT as far as the wire shows.
+    pub maxack: u32,
+    /// Initial sequence number (from its SYN), or the first sequence number
+    /// seen for a flow picked up mid-stream.
+    pub isn: u32,
+    /// Window-scale shift applied to this side's windows (0 unless both SYNs
+    /// offered the option, RFC 7323 §2.2).
+    pub scale: u8,
+    /// `PEER_*` bits.
+    pub flags: u8,
+    /// Retransmissions of its latest SYN, SYN-ACK or data, in a row (saturates at 255).
+    pub retrans: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<Peer>() == 24);
+
+/// `Peer::flags`.
+/// This side has sent a segment (its window is known).
+pub const PEER_SEEN: u8 = 0x01;
+/// It sent a SYN (or SYN-ACK).
+pub const PEER_SYN: u8 = 0x02;
+/// It sent a FIN; `end` is then one past the FIN.
+pub const PEER_FIN: u8 = 0x04;
+/// It sent a RST.
+pub const PEER_RST: u8 = 0x08;
+/// Its SYN offered window scaling.
+pub const PEER_WSCALE: u8 = 0x10;
+/// Its SYN offered SACK.
+pub const PEER_SACK_PERM: u8 = 0x20;
+/// `maxack` holds an acknowledgment it sent.
+pub const PEER_MAXACK_SET: u8 = 0x40;
+/// Sequence numbers of this side are not checked: the flow was picked up
+/// mid-stream and its window is not known yet (nf_conntrack's be_liberal).
+pub const PEER_LIBERAL: u8 = 0x80;
+
+/// Per-flow record (the value of the flow maps): 64 bytes.
 ///
-/// Counters are indexed by direction (`DIR_LO_TO_HI`, `DIR_HI_TO_LO`) and are
-/// updated with atomic adds, because ingress and egress run on different CPUs.
+/// Written by the shared state machine (`state::step`) from both hooks.
+/// There is no lock (BPF spin locks are not available in LRU hash maps):
+/// two CPUs stepping the same flow at the same instant can lose one update,
+/// which the next segment of that direction repairs, as in Cilium.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowRecord {
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-    /// TCP flags seen, OR-ed over the flow, per direction. Each byte is only
-    /// written by segments of its own direction.
-    pub flags_seen: [u8; 2],
+    /// Indexed by direction: `peer[DIR_LO_TO_HI]` describes the `lo` endpoint as a sender.
+    pub peer: [Peer; 2],
+    /// Time of the last segment, in units of 2^20 ns (about 1 ms), wrapping
+    /// every 52 days: compare with wrapping arithmetic.
+    pub last_seen: u32,
+    /// End (seq + length) of the last segment, and, in `info`, its direction
+    /// and whether it was a plain ACK: for nf_conntrack's "RST train".
+    pub last_end: u32,
+    /// Segments seen, both directions (wrapping).
+    pub segments: u32,
+    /// `state::STATE_*`.
+    pub state: u8,
     /// Direction (`DIR_*`) whose sender is the initiator (client).
     pub initiator: u8,
     /// `ORIGIN_*`.
     pub origin: u8,
-    /// Address family: 4 or 6.
-    pub family: u8,
-    pub _pad: [u8; 3],
+    /// `INFO_*` bits.
+    pub info: u8,
 }
-const _: () = assert!(core::mem::size_of::<FlowRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowRecord>() == 64);
 
 impl FlowRecord {
-    /// A record for a flow whose first seen segment is `seg`, sent in `dir`.
+    /// The sender state of direction `d`. Branches instead of indexing: in
+    /// BPF, LLVM may drop the `& 1` of an index it believes is 0 or 1, and the
+    /// verifier then sees an access up to 255 entries past the array.
     #[inline(always)]
-    pub fn first(seg: &Segment, canon: &Canonical, now_ns: u64) -> Self {
-        let (initiator, origin) = initiator_of(seg, canon);
-        FlowRecord {
-            first_seen_ns: now_ns,
-            last_seen_ns: now_ns,
-            packets: [0; 2],
-            bytes: [0; 2],
-            flags_seen: [0; 2],
-            initiator,
-            origin,
-            family: seg.family,
-            _pad: [0; 3],
-        }
+    pub fn peer(&self, d: u8) -> &Peer {
+        if d & 1 == 0 { &self.peer[0] } else { &self.peer[1] }
     }
 
-    /// Flags seen in one direction.
     #[inline(always)]
-    pub const fn flags_in(&self, dir: u8) -> u8 {
-        self.flags_seen[(dir & 1) as usize]
+    pub fn peer_mut(&mut self, d: u8) -> &mut Peer {
+        if d & 1 == 0 { &mut self.peer[0] } else { &mut self.peer[1] }
     }
 }
 
-/// Who started the connection, judged from the first segment seen.
+/// `FlowRecord::info`.
+/// The last segment was sent by the `hi` endpoint.
+pub const INFO_LAST_DIR_HI: u8 = 0x01;
+/// The last segment was a plain ACK (no SYN, FIN or RST).
+pub const INFO_LAST_ACK: u8 = 0x02;
+/// The `lo` / `hi` endpoint closed first (sent the first FIN); both set for
+/// a simultaneous close, where both ends go through CLOSING to TIME_WAIT.
+pub const INFO_CLOSER_LO: u8 = 0x04;
+pub const INFO_CLOSER_HI: u8 = 0x08;
+/// This incarnation started with a SYN on a 4-tuple in TIME_WAIT.
+pub const INFO_REUSED: u8 = 0x10;
+/// Both sides sent a SYN without ACK (simultaneous open).
+pub const INFO_SIMULTANEOUS_OPEN: u8 = 0x20;
+
+/// The `INFO_CLOSER_*` bit of a direction.
 #[inline(always)]
-fn initiator_of(seg: &Segment, canon: &Canonical) -> (u8, u8) {
-    let other = canon.dir ^ 1;
+pub const fn closer_bit(dir: u8) -> u8 {
+    if dir & 1 == DIR_LO_TO_HI { INFO_CLOSER_LO } else { INFO_CLOSER_HI }
+}
+
+/// Coarse time stored in `FlowRecord::last_seen`.
+#[inline(always)]
+pub const fn coarse_time(now_ns: u64) -> u32 {
+    (now_ns >> 20) as u32
+}
+
+/// Who started the connection, judged from the first segment seen (sent
+/// in `dir`): (initiator direction, `ORIGIN_*`).
+#[inline(always)]
+pub fn initiator_of(seg: &Segment, dir: u8) -> (u8, u8) {
+    let dir = dir & 1;
     if seg.has(tcp::SYN) && !seg.has(tcp::ACK) {
-        (canon.dir, ORIGIN_SYN)
+        (dir, ORIGIN_SYN)
     } else if seg.has(tcp::SYN) {
-        (other, ORIGIN_SYN_ACK)
+        (dir ^ 1, ORIGIN_SYN_ACK)
     } else {
         // Mid-stream: servers listen on the lower port far more often than not.
-        let lo_is_client = canon.lo_port > canon.hi_port;
-        (if lo_is_client { DIR_LO_TO_HI } else { DIR_HI_TO_LO }, ORIGIN_MIDSTREAM)
+        let (_, lo_port, _, hi_port) = endpoints(seg, dir);
+        (if lo_port > hi_port { DIR_LO_TO_HI } else { DIR_HI_TO_LO }, ORIGIN_MIDSTREAM)
     }
-}
-
-/// Whether `family` is IPv4 (else IPv6).
-#[inline(always)]
-pub const fn is_v4(family: u8) -> bool {
-    family == FAMILY_IPV4
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::FAMILY_IPV6;
 
     fn seg(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16, flags: u8) -> Segment {
         let mut s = Segment { family: FAMILY_IPV4, sport, dport, flags, ..Default::default() };
@@ -187,42 +245,43 @@ mod tests {
     fn both_directions_share_one_key() {
         let a = seg([198, 18, 0, 2], 40000, [198, 18, 0, 1], 80, tcp::SYN);
         let b = seg([198, 18, 0, 1], 80, [198, 18, 0, 2], 40000, tcp::SYN | tcp::ACK);
-        let (ca, cb) = (Canonical::of(&a), Canonical::of(&b));
-        assert_eq!(ca.key_v4(), cb.key_v4());
-        assert_ne!(ca.dir, cb.dir);
-        assert_eq!(ca.key_v4().lo_addr, [198, 18, 0, 1]);
+        let (da, db) = (direction(&a), direction(&b));
+        assert_eq!(key_v4(&a, da), key_v4(&b, db));
+        assert_ne!(da, db);
+        assert_eq!(key_v4(&a, da).lo_addr, [198, 18, 0, 1]);
+        let mut a6 = a;
+        a6.saddr = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        let mut b6 = b;
+        b6.daddr = a6.saddr;
+        assert_eq!(key_v6(&a6, direction(&a6)), key_v6(&b6, direction(&b6)));
     }
 
     #[test]
     fn same_address_orders_by_port() {
         let a = seg([198, 18, 0, 1], 9000, [198, 18, 0, 1], 80, tcp::SYN);
-        let c = Canonical::of(&a);
-        assert_eq!((c.lo_port, c.hi_port, c.dir), (80, 9000, DIR_HI_TO_LO));
+        let d = direction(&a);
+        let k = key_v4(&a, d);
+        assert_eq!((k.lo_port, k.hi_port, d), (80, 9000, DIR_HI_TO_LO));
     }
 
     #[test]
     fn initiator_from_syn_synack_and_midstream() {
         let syn = seg([198, 18, 0, 2], 40000, [198, 18, 0, 1], 80, tcp::SYN);
-        let c = Canonical::of(&syn);
-        let r = FlowRecord::first(&syn, &c, 5);
-        assert_eq!((r.initiator, r.origin), (c.dir, ORIGIN_SYN));
+        let d = direction(&syn);
+        assert_eq!(initiator_of(&syn, d), (d, ORIGIN_SYN));
 
         let synack = seg([198, 18, 0, 1], 80, [198, 18, 0, 2], 40000, tcp::SYN | tcp::ACK);
-        let c2 = Canonical::of(&synack);
-        let r2 = FlowRecord::first(&synack, &c2, 5);
-        assert_eq!((r2.initiator, r2.origin), (c.dir, ORIGIN_SYN_ACK), "the SYN-ACK's receiver is the client");
+        assert_eq!(initiator_of(&synack, direction(&synack)), (d, ORIGIN_SYN_ACK), "the SYN-ACK's receiver is the client");
 
         let data = seg([198, 18, 0, 1], 80, [198, 18, 0, 2], 40000, tcp::ACK);
-        let c3 = Canonical::of(&data);
-        let r3 = FlowRecord::first(&data, &c3, 5);
-        assert_eq!((r3.initiator, r3.origin), (c.dir, ORIGIN_MIDSTREAM), "guess: the high port is the client");
+        assert_eq!(initiator_of(&data, direction(&data)), (d, ORIGIN_MIDSTREAM), "guess: the high port is the client");
     }
 
     #[test]
-    fn flags_seen_per_direction() {
-        let mut r = FlowRecord { family: FAMILY_IPV6, ..Default::default() };
-        r.flags_seen[DIR_HI_TO_LO as usize] |= tcp::FIN | tcp::ACK;
-        assert_eq!(r.flags_in(DIR_HI_TO_LO), tcp::FIN | tcp::ACK);
-        assert_eq!(r.flags_in(DIR_LO_TO_HI), 0);
+    fn closer_bits_and_coarse_time() {
+        assert_eq!(closer_bit(DIR_LO_TO_HI), INFO_CLOSER_LO);
+        assert_eq!(closer_bit(DIR_HI_TO_LO), INFO_CLOSER_HI);
+        assert_eq!(coarse_time(3 << 20), 3);
+        assert_eq!(coarse_time(u64::MAX), u32::MAX, "wraps instead of overflowing");
     }
 }

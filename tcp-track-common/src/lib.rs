@@ -12,6 +12,8 @@ pub mod counters;
 pub mod event;
 pub mod flow;
 pub mod parse;
+pub mod seq;
+pub mod state;
 pub mod tcp;
 
 #[cfg(feature = "user")]

@@ -6,7 +6,6 @@
 //! (XDP_PASS, TC "next"): a tracker never breaks traffic by accident.
 #![no_std]
 #![no_main]
-#![feature(asm_experimental_arch)]
 
 mod maps;
 mod packet;

@@ -19,7 +19,7 @@ pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match track::observe(&DirectPacket::tc(&ctx), ifindex, HOOK_TC_EGRESS) {
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
-        Observed::Malformed(m) => debug!(&ctx, "egress: malformed frame ({})", m as u8),
+        Observed::Malformed(m) => debug!(&ctx, "egress: malformed frame ({})", m),
         Observed::Untracked => warn!(&ctx, "egress: flow map refused an entry"),
         Observed::NotTcp | Observed::Tracked => {}
     }

@@ -14,7 +14,7 @@ pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match track::observe(&DirectPacket::xdp(&ctx), ifindex, HOOK_XDP) {
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
-        Observed::Malformed(m) => debug!(&ctx, "ingress: malformed frame ({})", m as u8),
+        Observed::Malformed(m) => debug!(&ctx, "ingress: malformed frame ({})", m),
         Observed::Untracked => warn!(&ctx, "ingress: flow map refused an entry"),
         Observed::NotTcp | Observed::Tracked => {}
     }

@@ -7,9 +7,16 @@ use std::{
 
 use serde::Serialize;
 use tcp_track_common::{
-    event::{FlowEvent, EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_XDP},
+    event::{
+        FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_FIN, EVENT_FLOW_NEW,
+        EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE, HOOK_XDP,
+    },
     flow::ORIGIN_MIDSTREAM,
     parse::FAMILY_IPV4,
+    state::{
+        endpoint_state_name, state_name, RESET_EXACT, RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_REFUSED,
+        RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
+    },
     tcp,
 };
 use thiserror::Error;
@@ -29,7 +36,7 @@ pub enum DecodeError {
 pub struct Event {
     /// RFC 3339, UTC.
     pub ts: String,
-    /// `flow_new`, `fin` or `reset`.
+    /// `flow_new`, `fin`, `state`, `reset`, `time_wait_reuse` or `handshake_retransmit`.
     pub event: &'static str,
     pub iface: String,
     /// The side that sent the first SYN (for a flow picked up mid-stream, a guess).
@@ -46,6 +53,33 @@ pub struct Event {
     pub seen: &'static str,
     pub seq: u32,
     pub ack: u32,
+    /// Connection state after the segment (`SYN_SENT`, ..., `TIME_WAIT`, `CLOSE`).
+    pub state: &'static str,
+    /// Each endpoint's state as `ss` would show it (`ESTAB`, `FIN-WAIT-2`, `TIME-WAIT`, ...).
+    pub client_state: &'static str,
+    pub server_state: &'static str,
+    /// Resets: why (`refused`, `abort`, `stateless_peer`, `time_wait_assassination`, `invalid`, `unknown_flow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Resets judged `invalid`: whether the sequence number was `inside` the window (the receiver
+    /// sends a challenge ACK, RFC 5961) or `outside` it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<&'static str>,
+    /// Resets: `passed` or `dropped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// Resets: dropping it would be justified (invalid, or a TIME-WAIT assassination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_justified: Option<bool>,
+    /// Resets: false when the receiver's window was not known (flow picked up mid-stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judged: Option<bool>,
+    /// `time_wait_reuse`: the new ISN is beyond the old connection's last sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isn_advanced: Option<bool>,
+    /// `handshake_retransmit`: how many times the sender has sent its SYN / SYN-ACK again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmits: Option<u8>,
 }
 
 /// Decodes records, naming interfaces by the indexes we attached to.
@@ -69,14 +103,30 @@ impl Decoder {
             EVENT_FLOW_NEW => "flow_new",
             EVENT_FIN => "fin",
             EVENT_RST => "reset",
+            EVENT_STATE => "state",
+            EVENT_REUSE => "time_wait_reuse",
+            EVENT_HANDSHAKE_RETRANS => "handshake_retransmit",
             k => return Err(DecodeError::UnknownKind(k)),
         };
         let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
         let hi = endpoint(raw.family, &raw.hi_addr, raw.hi_port);
         // `initiator` is the direction whose sender is the client; direction
         // 0 is sent by the `lo` endpoint.
-        let (client, server) = if raw.initiator & 1 == 0 { (lo, hi) } else { (hi, lo) };
+        let client_is_lo = raw.initiator & 1 == 0;
+        let (client, server) = if client_is_lo { (lo, hi) } else { (hi, lo) };
+        let (client_state, server_state) = if client_is_lo { (raw.lo_state, raw.hi_state) } else { (raw.hi_state, raw.lo_state) };
         let from = if raw.dir & 1 == raw.initiator & 1 { "client" } else { "server" };
+        let is_reset = raw.kind == EVENT_RST;
+        let (reason, window) = match raw.reset {
+            RESET_REFUSED => (Some("refused"), None),
+            RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
+            RESET_STATELESS_PEER => (Some("stateless_peer"), None),
+            RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
+            RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
+            RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),
+            RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
+            _ => (None, None),
+        };
         Ok(Event {
             ts: self.clock.rfc3339(raw.ts_ns),
             event,
@@ -89,6 +139,16 @@ impl Decoder {
             seen: if raw.hook == HOOK_XDP { "ingress" } else { "egress" },
             seq: raw.seq,
             ack: raw.ack,
+            state: state_name(raw.new_state),
+            client_state: endpoint_state_name(client_state),
+            server_state: endpoint_state_name(server_state),
+            reason: if is_reset { reason } else { None },
+            window: if is_reset { window } else { None },
+            action: is_reset.then(|| if raw.detail & DETAIL_DROPPED != 0 { "dropped" } else { "passed" }),
+            drop_justified: is_reset.then_some(raw.detail & DETAIL_DROP_JUSTIFIED != 0),
+            judged: (is_reset && raw.reset == RESET_UNJUDGED).then_some(false),
+            isn_advanced: (raw.kind == EVENT_REUSE).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
+            retransmits: (raw.kind == EVENT_HANDSHAKE_RETRANS).then_some(raw.retrans),
         })
     }
 }
@@ -130,6 +190,7 @@ mod tests {
         event::HOOK_TC_EGRESS,
         flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
         parse::FAMILY_IPV6,
+        state::{EP_CLOSED, EP_SYN_SENT, EP_TIME_WAIT, STATE_CLOSE, STATE_SYN_SENT},
     };
 
     fn decoder() -> Decoder {
@@ -152,6 +213,8 @@ mod tests {
             hook: HOOK_TC_EGRESS,
             seq: 1,
             ack: 0,
+            new_state: STATE_SYN_SENT,
+            hi_state: EP_SYN_SENT,
             ..Default::default()
         };
         e.lo_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
@@ -169,8 +232,32 @@ mod tests {
         assert_eq!(ev.iface, "veth-a");
         assert_eq!(ev.seen, "egress");
         assert_eq!(ev.ts, "2023-11-14T22:13:20.001500Z");
+        assert_eq!((ev.state, ev.client_state, ev.server_state), ("SYN_SENT", "SYN-SENT", "NONE"));
         let json = serde_json::to_string(&ev).unwrap();
         assert!(!json.contains("picked_up"), "only present when true: {json}");
+        assert!(!json.contains("reason"), "reset fields only on resets: {json}");
+    }
+
+    #[test]
+    fn resets_carry_reason_and_action() {
+        let mut raw = raw_v4();
+        raw.kind = EVENT_RST;
+        raw.reset = RESET_TIME_WAIT;
+        raw.detail = DETAIL_DROP_JUSTIFIED;
+        raw.new_state = STATE_CLOSE;
+        raw.lo_state = EP_CLOSED;
+        raw.hi_state = EP_TIME_WAIT;
+        let ev = decoder().event(&raw).unwrap();
+        assert_eq!(ev.reason, Some("time_wait_assassination"));
+        assert_eq!((ev.action, ev.drop_justified), (Some("passed"), Some(true)));
+        assert_eq!(ev.client_state, "TIME-WAIT");
+        raw.reset = RESET_IN_WINDOW;
+        raw.detail |= DETAIL_DROPPED;
+        let ev = decoder().event(&raw).unwrap();
+        assert_eq!((ev.reason, ev.window, ev.action), (Some("invalid"), Some("inside"), Some("dropped")));
+        raw.reset = RESET_UNJUDGED;
+        let ev = decoder().event(&raw).unwrap();
+        assert_eq!((ev.reason, ev.judged), (Some("abort"), Some(false)));
     }
 
     #[test]

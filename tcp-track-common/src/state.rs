@@ -1,0 +1,692 @@
+//! The TCP observer: from the segments it sees in both directions, the state
+//! of a connection and of each of its endpoints, as the endpoints themselves
+//! know it.
+//!
+//! Modelled on Linux's nf_conntrack (`nf_conntrack_proto_tcp.c`): a
+//! connection state per flow, per-direction window tracking as in
+//! `tcp_in_window` (`td_end`, `td_maxend`, `td_maxwin`, `td_maxack`,
+//! `td_scale`), SYN_SENT2 for simultaneous open, be_liberal for flows picked
+//! up mid-stream, the "RST train" tolerance, and keeping state on an
+//! in-window inexact RST so that the endpoint's challenge ACK can do its
+//! work. Resets are classified as RFC 9293, RFC 5961 and RFC 1337 say an
+//! endpoint judges them.
+//!
+//! Pure: no allocation, no panics, wrapping sequence arithmetic, and time
+//! passed in by the caller.
+
+use crate::{
+    flow::{
+        closer_bit, coarse_time, FlowRecord, Peer, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_LAST_ACK, INFO_LAST_DIR_HI,
+        INFO_REUSED, INFO_SIMULTANEOUS_OPEN, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
+        PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
+    },
+    parse::{Segment, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
+    seq::{after, after_eq, before_eq, between},
+    tcp,
+};
+
+/// Connection states (`FlowRecord::state`), seen from the wire.
+/// No segment accepted yet: a record in this state is never stored.
+pub const STATE_NONE: u8 = 0;
+/// The client's SYN was seen (client SYN-SENT, RFC 9293 §3.3.2).
+pub const STATE_SYN_SENT: u8 = 1;
+/// Both sides sent a SYN without ACK: simultaneous open (RFC 9293 §3.5,
+/// figure 7; nf_conntrack's SYN_SENT2).
+pub const STATE_SYN_SENT2: u8 = 2;
+/// The server answered with SYN-ACK (server SYN-RECEIVED).
+pub const STATE_SYN_RECV: u8 = 3;
+pub const STATE_ESTABLISHED: u8 = 4;
+/// One side (the closer) sent a FIN that is not acknowledged yet: closer in
+/// FIN-WAIT-1, the other side in CLOSE-WAIT.
+pub const STATE_FIN_WAIT: u8 = 5;
+/// The closer's FIN was acknowledged and the other side has not closed:
+/// a half-closed connection (closer FIN-WAIT-2, other CLOSE-WAIT).
+pub const STATE_CLOSE_WAIT: u8 = 6;
+/// Both sides sent a FIN and the last one is not acknowledged yet (other
+/// side LAST-ACK; or both CLOSING after a simultaneous close).
+pub const STATE_LAST_ACK: u8 = 7;
+/// Both FINs are acknowledged: the active closer is in TIME-WAIT (both
+/// sides, after a simultaneous close) and the other side is CLOSED.
+pub const STATE_TIME_WAIT: u8 = 8;
+/// Reset: both endpoints are CLOSED.
+pub const STATE_CLOSE: u8 = 9;
+
+/// Reset classes (`Outcome::reset`).
+pub const RESET_NONE: u8 = 0;
+/// Answers a SYN, acknowledging it: connection refused (RFC 9293 §3.10.7.3).
+pub const RESET_REFUSED: u8 = 1;
+/// Sequence number exactly what the receiver expects next, or the end of
+/// the sender's last segment (nf_conntrack's RST train): a valid reset, the
+/// sender aborted (RFC 5961 §3.2; SO_LINGER 0, close with unread data).
+pub const RESET_EXACT: u8 = 2;
+/// No ACK flag and the sequence number equal to the acknowledgment it
+/// answers: the reply of an endpoint that has no such connection (RFC 9293
+/// §3.10.7.1), so the receiver was half-open.
+pub const RESET_STATELESS_PEER: u8 = 3;
+/// Hits an endpoint in TIME-WAIT: an assassination (RFC 1337).
+pub const RESET_TIME_WAIT: u8 = 4;
+/// Inside the receive window but not exact: the receiver sends a challenge
+/// ACK and keeps the connection (RFC 5961 §3.2).
+pub const RESET_IN_WINDOW: u8 = 5;
+/// Outside the receive window: the receiver ignores it (RFC 9293 §3.10.7.4,
+/// RFC 5961 §3.2); in SYN-SENT, one that does not acknowledge the SYN.
+pub const RESET_OUT_OF_WINDOW: u8 = 6;
+/// The receiver's window is not known (flow picked up mid-stream, or one
+/// direction never seen): accepted unjudged, like nf_conntrack's be_liberal.
+pub const RESET_UNJUDGED: u8 = 7;
+/// No record of the flow at all.
+pub const RESET_UNKNOWN_FLOW: u8 = 8;
+
+/// Endpoint states (RFC 9293 §3.3.2), as `ss` names them.
+pub const EP_NONE: u8 = 0;
+pub const EP_SYN_SENT: u8 = 1;
+pub const EP_SYN_RECV: u8 = 2;
+pub const EP_ESTABLISHED: u8 = 3;
+pub const EP_FIN_WAIT_1: u8 = 4;
+pub const EP_FIN_WAIT_2: u8 = 5;
+pub const EP_CLOSE_WAIT: u8 = 6;
+pub const EP_CLOSING: u8 = 7;
+pub const EP_LAST_ACK: u8 = 8;
+pub const EP_TIME_WAIT: u8 = 9;
+pub const EP_CLOSED: u8 = 10;
+
+/// nf_conntrack's MAXACKWINCONST: how far back an ACK may be when the
+/// sender's window is not known.
+const MAX_ACK_WINDOW: u32 = 66000;
+/// Window scale assumed for a flow picked up mid-stream: the option only
+/// travels in SYNs, so the real one cannot be known; the largest (RFC 7323)
+/// keeps window checks from rejecting what the endpoints accept.
+const PICKUP_SCALE: u8 = 14;
+
+/// What one segment did to a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub old_state: u8,
+    pub new_state: u8,
+    /// `RESET_*` for RST segments, `RESET_NONE` otherwise.
+    pub reset: u8,
+    /// Dropping this segment would be justified: an invalid RST or a
+    /// TIME-WAIT assassination attempt. Never set for anything else.
+    pub drop_justified: bool,
+    /// The segment was acceptable (flags valid, in window).
+    pub valid: bool,
+    /// A SYN on a 4-tuple in TIME_WAIT started a new incarnation.
+    pub reused: bool,
+    /// For `reused`: the new ISN is beyond the old incarnation's final
+    /// sequence number in that direction (RFC 6191, RFC 1122 §4.2.2.13).
+    pub isn_advanced: bool,
+    /// A retransmitted SYN, SYN-ACK or data segment.
+    pub retransmission: bool,
+    /// The sender's first FIN.
+    pub first_fin: bool,
+}
+
+impl Outcome {
+    #[inline(always)]
+    fn at(state: u8) -> Self {
+        Outcome { old_state: state, new_state: state, valid: true, ..Outcome::default() }
+    }
+}
+
+/// Feed one segment, sent in direction `dir` (`flow::DIR_*`), to the flow.
+/// A record in `STATE_NONE` (zeroed) starts a new flow; if the outcome's
+/// `new_state` is still `STATE_NONE`, the segment cannot start one (a RST,
+/// invalid flags) and the record should not be stored. For a new flow the
+/// caller presets `initiator` with `flow::initiator_of`'s guess, which is
+/// used when the first segment is neither SYN nor SYN-ACK.
+#[inline(always)]
+pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcome {
+    let dir = dir & 1;
+    let mut out = Outcome::at(rec.state);
+    if !tcp::flags_valid(seg.flags) {
+        // nf_conntrack's tcp_valid_flags: never sent by a conforming TCP; no
+        // state change (an endpoint drops these).
+        out.valid = false;
+        return out;
+    }
+    // Each branch is its own function, not inlined: in BPF they become
+    // subprograms with their own stack frames, of which only one is live at
+    // a time; inlined together they overflow the 512-byte stack. Each
+    // returns the new state (a BPF subprogram must leave a scalar in R0).
+    let _ = if rec.state == STATE_NONE {
+        start(rec, seg, dir, &mut out)
+    } else if seg.has(tcp::RST) {
+        reset(rec, seg, dir, &mut out)
+    } else if seg.has(tcp::SYN) {
+        syn(rec, seg, dir, &mut out)
+    } else {
+        segment(rec, seg, dir, &mut out)
+    };
+    if rec.state != STATE_NONE {
+        rec.last_seen = coarse_time(now_ns);
+        rec.segments = rec.segments.wrapping_add(1);
+        note_last(rec, seg, dir);
+    }
+    out.new_state = rec.state;
+    out
+}
+
+/// First segment of a flow we have no record of.
+#[inline(never)]
+fn start(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
+    if seg.has(tcp::RST) {
+        // A reset for a connection we never saw: nothing to track or judge.
+        out.reset = RESET_UNKNOWN_FLOW;
+        return rec.state;
+    }
+    let other = dir ^ 1;
+    if seg.has(tcp::SYN) && !seg.has(tcp::ACK) {
+        // RFC 9293 §3.5: active open; the sender is the client.
+        *rec = FlowRecord { initiator: dir, origin: ORIGIN_SYN, state: STATE_SYN_SENT, ..FlowRecord::default() };
+        init_syn_sender(rec.peer_mut(dir), seg);
+    } else if seg.has(tcp::SYN) {
+        // We missed the SYN: its receiver (this SYN-ACK's receiver) is the client.
+        *rec = FlowRecord { initiator: other, origin: ORIGIN_SYN_ACK, state: STATE_SYN_RECV, ..FlowRecord::default() };
+        init_syn_sender(rec.peer_mut(dir), seg);
+        // The client's window is unknown until it sends: judge nothing of it
+        // yet. A SYN-ACK with window scaling means the SYN offered it too,
+        // with a shift we did not see: assume the largest.
+        let client = rec.peer_mut(other);
+        client.end = seg.ack;
+        client.maxend = seg.ack;
+        client.flags = PEER_LIBERAL;
+        if seg.opt_flags & OPT_WSCALE != 0 {
+            client.flags |= PEER_WSCALE;
+            client.scale = PICKUP_SCALE;
+        }
+        learn_synack(rec, seg, dir);
+    } else {
+        // Picked up mid-stream (nf_conntrack's tcp_new with nf_ct_tcp_loose):
+        // no claim about the handshake, liberal until both sides are seen.
+        // The initiator is the caller's guess (`flow::initiator_of`), preset
+        // in the zeroed record.
+        let initiator = rec.initiator & 1;
+        *rec = FlowRecord { initiator, origin: ORIGIN_MIDSTREAM, state: STATE_ESTABLISHED, ..FlowRecord::default() };
+        rec.peer_mut(other).flags = PEER_LIBERAL;
+        segment(rec, seg, dir, out);
+    }
+    rec.state
+}
+
+/// A SYN or SYN-ACK sender's window state (nf_conntrack tcp_in_window, SYN
+/// case). The window of a SYN is never scaled (RFC 7323 §2.2).
+#[inline(always)]
+fn init_syn_sender(p: &mut Peer, seg: &Segment) {
+    let end = seg.seq.wrapping_add(seg.seq_len());
+    let mut flags = PEER_SEEN | PEER_SYN;
+    if seg.opt_flags & OPT_WSCALE != 0 {
+        flags |= PEER_WSCALE;
+    }
+    if seg.opt_flags & OPT_SACK_PERM != 0 {
+        flags |= PEER_SACK_PERM;
+    }
+    let mut maxack = 0;
+    if seg.has(tcp::ACK) {
+        flags |= PEER_MAXACK_SET;
+        maxack = seg.ack;
+    }
+    *p = Peer {
+        end,
+        maxend: end,
+        maxwin: if seg.window == 0 { 1 } else { seg.window as u32 },
+        maxack,
+        isn: seg.seq,
+        scale: if seg.wscale == NO_WSCALE { 0 } else { seg.wscale },
+        flags,
+        retrans: 0,
+        _pad: 0,
+    };
+}
+
+/// A SYN-ACK from `dir` completes option negotiation and tells the client
+/// how far it may send.
+#[inline(always)]
+fn learn_synack(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
+    let (s, c) = (dir & 1, (dir ^ 1) & 1);
+    // RFC 7323 §2.2: scaling applies only when both SYNs carried the option.
+    if rec.peer(s).flags & PEER_WSCALE == 0 || rec.peer(c).flags & PEER_WSCALE == 0 {
+        rec.peer_mut(s).scale = 0;
+        rec.peer_mut(c).scale = 0;
+    }
+    let edge = seg.ack.wrapping_add(if seg.window == 0 { 1 } else { seg.window as u32 });
+    if after(edge, rec.peer(c).maxend) || rec.peer(c).flags & PEER_SEEN == 0 {
+        rec.peer_mut(c).maxend = edge;
+    }
+}
+
+/// A SYN (with or without ACK) on a flow we know.
+#[inline(never)]
+fn syn(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
+    let d = dir & 1;
+    let from_client = dir == rec.initiator;
+    let with_ack = seg.has(tcp::ACK);
+    match (rec.state, with_ack) {
+        // RFC 6191 / RFC 1122 §4.2.2.13: a SYN for a 4-tuple in TIME-WAIT may
+        // open a new incarnation; the endpoint in TIME-WAIT accepts it when
+        // the new ISN is beyond what it received from that side.
+        (STATE_TIME_WAIT, false) => {
+            out.reused = true;
+            out.isn_advanced = after(seg.seq, rec.peer(d).end);
+            reincarnate(rec, seg, dir, INFO_REUSED);
+        }
+        // After a reset the 4-tuple is free: a new connection.
+        (STATE_CLOSE, false) => reincarnate(rec, seg, dir, 0),
+        // The client's SYN again: a retransmission (same ISN, Linux backs off
+        // 1 s, 2 s, 4 s...), or a new attempt with a new ISN.
+        (STATE_SYN_SENT, false) if from_client => {
+            if seg.seq == rec.peer(d).isn {
+                retransmitted(rec.peer_mut(d), out);
+            } else {
+                init_syn_sender(rec.peer_mut(d), seg);
+            }
+        }
+        // RFC 9293 §3.5 (figure 7): the other side sent its own SYN, without
+        // ACK, before seeing ours: simultaneous open (nf_conntrack SYN_SENT2).
+        (STATE_SYN_SENT, false) => {
+            init_syn_sender(rec.peer_mut(d), seg);
+            rec.info |= INFO_SIMULTANEOUS_OPEN;
+            rec.state = STATE_SYN_SENT2;
+        }
+        (STATE_SYN_SENT2, false) | (STATE_SYN_RECV, false) => {
+            if seg.seq == rec.peer(d).isn && rec.peer(d).flags & PEER_SYN != 0 {
+                retransmitted(rec.peer_mut(d), out);
+            } else {
+                out.valid = false;
+            }
+        }
+        // RFC 9293 §3.10.7.3: a SYN-ACK is acceptable in SYN-SENT only if it
+        // acknowledges exactly our SYN (SND.UNA < SEG.ACK =< SND.NXT).
+        (STATE_SYN_SENT, true) if !from_client => {
+            if seg.ack == rec.peer(dir ^ 1).end {
+                init_syn_sender(rec.peer_mut(d), seg);
+                learn_synack(rec, seg, dir);
+                rec.state = STATE_SYN_RECV;
+            } else {
+                out.valid = false;
+            }
+        }
+        // Simultaneous open, second half: each side answers the other's SYN
+        // with a SYN-ACK (RFC 9293 figure 7).
+        (STATE_SYN_SENT2, true) => {
+            if seg.ack == rec.peer(dir ^ 1).end {
+                let isn = rec.peer(d).isn;
+                let p = rec.peer_mut(d);
+                p.maxack = seg.ack;
+                p.flags |= PEER_MAXACK_SET;
+                if seg.seq != isn {
+                    out.valid = false;
+                    return rec.state;
+                }
+                learn_synack(rec, seg, dir);
+                rec.state = STATE_SYN_RECV;
+            } else {
+                out.valid = false;
+            }
+        }
+        // The server's SYN-ACK again: the server in SYN-RECEIVED retransmits
+        // until the handshake's last ACK arrives (Linux: 1 s, 2 s, 4 s...),
+        // and also answers a retransmitted SYN. Also seen after ESTABLISHED
+        // when the client's ACK was lost.
+        (STATE_SYN_RECV, true) | (STATE_ESTABLISHED, true) => {
+            if seg.seq == rec.peer(d).isn && rec.peer(d).flags & PEER_SYN != 0 {
+                retransmitted(rec.peer_mut(d), out);
+            } else {
+                out.valid = false;
+            }
+        }
+        // A SYN in a synchronized state: an endpoint answers it with a
+        // challenge ACK (RFC 5961 §4) and keeps the connection; nf_conntrack
+        // marks it invalid.
+        _ => out.valid = false,
+    }
+    rec.state
+}
+
+#[inline(always)]
+fn retransmitted(p: &mut Peer, out: &mut Outcome) {
+    p.retrans = p.retrans.saturating_add(1);
+    out.retransmission = true;
+}
+
+/// A fresh incarnation of the 4-tuple, opened by a SYN from `dir`.
+#[inline(always)]
+fn reincarnate(rec: &mut FlowRecord, seg: &Segment, dir: u8, info: u8) {
+    *rec = FlowRecord { initiator: dir, origin: ORIGIN_SYN, state: STATE_SYN_SENT, info, ..FlowRecord::default() };
+    init_syn_sender(rec.peer_mut(dir), seg);
+}
+
+/// ACK, data, FIN: window tracking, then the handshake and teardown
+/// transitions.
+#[inline(never)]
+fn segment(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
+    if !track_window(rec, seg, dir, out) {
+        // Out of window: an endpoint drops it (RFC 9293 §3.10.7.4) and so
+        // does nf_conntrack's state machine; no transition.
+        out.valid = false;
+        return rec.state;
+    }
+    let (s, r) = (dir & 1, (dir ^ 1) & 1);
+    match rec.state {
+        // RFC 9293 §3.10.7.4 SYN-RECEIVED: an ACK that acknowledges the
+        // server's SYN completes the handshake. After a simultaneous open
+        // either side's ACK does.
+        STATE_SYN_RECV => {
+            if seg.has(tcp::ACK) && rec.peer(r).flags & PEER_SYN != 0 && after_eq(seg.ack, rec.peer(r).isn.wrapping_add(1)) {
+                rec.state = STATE_ESTABLISHED;
+            }
+        }
+        // An ACK while only the client's SYN was seen: the SYN-ACK took a path
+        // we do not see (asymmetric routing). nf_conntrack calls it invalid;
+        // we do not claim a handshake we did not see either.
+        STATE_SYN_SENT | STATE_SYN_SENT2 => {
+            out.valid = false;
+            return rec.state;
+        }
+        _ => {}
+    }
+    // Teardown. An ACK covering the closer's FIN first, then this segment's FIN.
+    if rec.state == STATE_FIN_WAIT && fin_acked(rec, closer_dir(rec)) {
+        // RFC 9293 §3.6: the closer's FIN is acknowledged: it is in
+        // FIN-WAIT-2, the other side in CLOSE-WAIT (half-closed).
+        rec.state = STATE_CLOSE_WAIT;
+    }
+    if seg.has(tcp::FIN) {
+        let first = rec.peer(s).flags & PEER_FIN == 0;
+        rec.peer_mut(s).flags |= PEER_FIN;
+        out.first_fin = first;
+        match rec.state {
+            // RFC 9293 §3.6 case 1: this side closes first (active close).
+            STATE_ESTABLISHED | STATE_SYN_RECV => {
+                rec.info |= closer_bit(dir);
+                rec.state = STATE_FIN_WAIT;
+            }
+            STATE_FIN_WAIT | STATE_CLOSE_WAIT if first && rec.info & closer_bit(dir) == 0 => {
+                // RFC 9293 §3.6: the other side closes too. If its FIN does not
+                // acknowledge the closer's FIN, it was sent before the closer's
+                // FIN arrived: a simultaneous close (case 2), both CLOSING.
+                if !(seg.has(tcp::ACK) && after_eq(seg.ack, rec.peer(r).end)) {
+                    rec.info |= closer_bit(dir);
+                }
+                rec.state = STATE_LAST_ACK;
+            }
+            _ => {}
+        }
+    }
+    if rec.state == STATE_LAST_ACK && fin_acked(rec, 0) && fin_acked(rec, 1) {
+        // Both FINs acknowledged: the closer(s) in TIME-WAIT for 2 MSL (RFC
+        // 9293 §3.6, Linux 60 s), the other side CLOSED.
+        rec.state = STATE_TIME_WAIT;
+    }
+    rec.state
+}
+
+/// The direction of the first closer (lo if both closed at once).
+#[inline(always)]
+fn closer_dir(rec: &FlowRecord) -> u8 {
+    if rec.info & INFO_CLOSER_LO != 0 { 0 } else { 1 }
+}
+
+/// Side `d` sent a FIN and the other side acknowledged it.
+#[inline(always)]
+fn fin_acked(rec: &FlowRecord, d: u8) -> bool {
+    let (p, o) = (rec.peer(d), rec.peer(d ^ 1));
+    p.flags & PEER_FIN != 0 && o.flags & PEER_MAXACK_SET != 0 && after_eq(o.maxack, p.end)
+}
+
+/// nf_conntrack's tcp_in_window for non-SYN segments: is the segment
+/// acceptable, and what does it teach about both windows?
+#[inline(always)]
+fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> bool {
+    let (s, r) = (dir & 1, (dir ^ 1) & 1);
+    let seq = seg.seq;
+    let end = seg.seq.wrapping_add(seg.seq_len());
+    let first_from_sender = rec.peer(s).flags & PEER_SEEN == 0;
+    if first_from_sender {
+        // First segment from this side after a pickup or a missed SYN:
+        // learn where it is (nf_conntrack: "first packet from this direction").
+        let midstream = rec.origin == ORIGIN_MIDSTREAM;
+        let p = rec.peer_mut(s);
+        let liberal = p.flags & PEER_LIBERAL != 0 || midstream;
+        p.scale = if midstream { PICKUP_SCALE } else { p.scale };
+        let win = (seg.window as u32) << p.scale;
+        p.end = end;
+        p.isn = seq;
+        p.maxwin = if win == 0 { 1 } else { win };
+        p.maxend = end.wrapping_add(p.maxwin);
+        p.flags |= PEER_SEEN | if liberal { PEER_LIBERAL } else { 0 };
+        let q = rec.peer_mut(r);
+        if q.flags & PEER_SEEN == 0 && seg.has(tcp::ACK) {
+            q.end = seg.ack;
+            q.maxend = seg.ack;
+        }
+    }
+    let ack = if seg.has(tcp::ACK) { seg.ack } else { rec.peer(r).end };
+    let win = (seg.window as u32) << rec.peer(s).scale;
+    // Scalars rather than copies of the two Peer structs: in BPF every byte
+    // of this function's frame counts against the 512-byte stack.
+    let (s_maxend, s_end, s_maxwin, s_flags) = (rec.peer(s).maxend, rec.peer(s).end, rec.peer(s).maxwin, rec.peer(s).flags);
+    let (r_end, r_maxwin, r_flags) = (rec.peer(r).end, rec.peer(r).maxwin, rec.peer(r).flags);
+    let liberal = (s_flags | r_flags) & PEER_LIBERAL != 0 || r_flags & PEER_SEEN == 0;
+    let max_ack_window = if s_maxwin == 0 { MAX_ACK_WINDOW } else { s_maxwin };
+    let in_window = before_eq(seq, s_maxend)
+        && after_eq(end, s_end.wrapping_sub(r_maxwin))
+        && before_eq(ack, r_end)
+        && after_eq(ack, r_end.wrapping_sub(max_ack_window));
+    if !in_window && !liberal {
+        return false;
+    }
+    // Update the sender.
+    let p = rec.peer_mut(s);
+    if p.maxwin < win {
+        p.maxwin = win;
+    }
+    if after(end, p.end) {
+        p.end = end;
+        p.retrans = 0;
+    } else if !first_from_sender && seg.seq_len() > 0 && before_eq(end, p.end) {
+        // Nothing new: data (or a FIN) sent again.
+        retransmitted(p, out);
+    }
+    if seg.has(tcp::ACK) {
+        if p.flags & PEER_MAXACK_SET == 0 || after(ack, p.maxack) {
+            p.maxack = ack;
+        }
+        p.flags |= PEER_MAXACK_SET;
+    }
+    let sender_maxend = p.maxend;
+    // Update the receiver: how far the sender may now go.
+    let q = rec.peer_mut(r);
+    if q.maxwin != 0 && after(end, sender_maxend) {
+        q.maxwin = q.maxwin.wrapping_add(end.wrapping_sub(sender_maxend));
+    }
+    // This segment's ack + window is how far the other side may send.
+    let edge = ack.wrapping_add(if win == 0 { 1 } else { win });
+    if after(edge, q.maxend) {
+        q.maxend = edge;
+    }
+    // Windows learnt: both sides seen, so a picked-up flow stops being liberal.
+    if rec.peer(0).flags & PEER_SEEN != 0 && rec.peer(1).flags & PEER_SEEN != 0 && rec.peer(0).flags & PEER_MAXACK_SET != 0 && rec.peer(1).flags & PEER_MAXACK_SET != 0 {
+        rec.peer_mut(0).flags &= !PEER_LIBERAL;
+        rec.peer_mut(1).flags &= !PEER_LIBERAL;
+    }
+    true
+}
+
+/// Judge a RST from `dir` as its receiver would, then apply it.
+#[inline(never)]
+fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
+    let class = classify_reset(rec, seg, dir);
+    out.reset = class;
+    match class {
+        RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_UNJUDGED => {
+            rec.peer_mut(dir).flags |= PEER_RST;
+            rec.state = STATE_CLOSE;
+        }
+        RESET_TIME_WAIT => {
+            // RFC 1337 §3: an endpoint should ignore it (Linux does with
+            // net.ipv4.tcp_rfc1337=1); by default Linux kills the TIME-WAIT
+            // socket. Dropping it is justified; if it gets through, the
+            // TIME-WAIT state is gone.
+            out.drop_justified = true;
+            rec.peer_mut(dir).flags |= PEER_RST;
+            rec.state = STATE_CLOSE;
+        }
+        _ => {
+            // RFC 5961 §3.2: in window but inexact, the receiver sends a
+            // challenge ACK and keeps the connection; out of window it
+            // ignores the RST. Either way the state stays (nf_conntrack keeps
+            // established state for the challenge ACK to work).
+            out.valid = false;
+            out.drop_justified = true;
+        }
+    }
+    rec.state
+}
+
+/// How the receiver of a RST from `dir` judges it. Pure: does not change
+/// the record, so a caller can decide to drop before applying it.
+#[inline(always)]
+pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
+    let (s, r) = (dir & 1, (dir ^ 1) & 1);
+    let (sender, receiver) = (rec.peer(s), rec.peer(r));
+    match rec.state {
+        STATE_NONE => return RESET_UNKNOWN_FLOW,
+        // RFC 9293 §3.10.7.3 SYN-SENT: a RST is acceptable only if its ACK
+        // acknowledges the SYN (Linux answers a SYN to a closed port with
+        // RST|ACK, seq 0, ack ISN+1).
+        STATE_SYN_SENT | STATE_SYN_SENT2 if receiver.flags & PEER_SYN != 0 && receiver.flags & PEER_MAXACK_SET == 0 => {
+            let acks_syn = seg.has(tcp::ACK) && seg.ack == receiver.end;
+            return if acks_syn || (seg.seq == 0 && !seg.has(tcp::ACK)) { RESET_REFUSED } else { RESET_OUT_OF_WINDOW };
+        }
+        // RFC 1337: a RST towards an endpoint in TIME-WAIT.
+        STATE_TIME_WAIT if rec.info & closer_bit(r as u8) != 0 => return RESET_TIME_WAIT,
+        _ => {}
+    }
+    // Synchronized states: RFC 5961 §3.2 / RFC 9293 §3.10.7.4.
+    if receiver.flags & (PEER_LIBERAL | PEER_SEEN) != PEER_SEEN || receiver.flags & PEER_MAXACK_SET == 0 {
+        return RESET_UNJUDGED;
+    }
+    // What the receiver expects next: at least what it acknowledged, at most
+    // everything the sender sent (when no ACK for it has been seen yet).
+    let rcv_nxt = receiver.maxack;
+    if seg.seq == rcv_nxt && !seg.has(tcp::ACK) && rec.state != STATE_SYN_RECV {
+        // The reply of a TCP with no such connection to a segment carrying
+        // ACK: RST, seq = that ACK, no ACK flag (RFC 9293 §3.10.7.1).
+        return RESET_STATELESS_PEER;
+    }
+    if seg.seq == rcv_nxt || seg.seq == sender.end {
+        return RESET_EXACT;
+    }
+    // nf_conntrack's RST train: RST right after the sender's own segment,
+    // with the sequence number at that segment's end.
+    let last_dir = if rec.info & INFO_LAST_DIR_HI != 0 { 1 } else { 0 };
+    if rec.info & INFO_LAST_ACK != 0 && last_dir == s && seg.seq == rec.last_end {
+        return RESET_EXACT;
+    }
+    // The receive window's right edge is the furthest the receiver allowed
+    // the sender to go.
+    if between(seg.seq, rcv_nxt, sender.maxend) {
+        RESET_IN_WINDOW
+    } else {
+        RESET_OUT_OF_WINDOW
+    }
+}
+
+#[inline(always)]
+fn note_last(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
+    rec.last_end = seg.seq.wrapping_add(seg.seq_len());
+    let mut info = rec.info & !(INFO_LAST_DIR_HI | INFO_LAST_ACK);
+    if dir & 1 == 1 {
+        info |= INFO_LAST_DIR_HI;
+    }
+    if seg.flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 && seg.has(tcp::ACK) {
+        info |= INFO_LAST_ACK;
+    }
+    rec.info = info;
+}
+
+/// Each endpoint's state (`EP_*`), for the endpoint that sends in `dir`.
+#[inline(always)]
+pub fn endpoint_state(rec: &FlowRecord, dir: u8) -> u8 {
+    let d = dir & 1;
+    let is_client = d == rec.initiator & 1;
+    let closer = rec.info & closer_bit(d) != 0;
+    let both_closed = rec.info & (INFO_CLOSER_LO | INFO_CLOSER_HI) == (INFO_CLOSER_LO | INFO_CLOSER_HI);
+    match rec.state {
+        STATE_SYN_SENT => {
+            if is_client { EP_SYN_SENT } else { EP_NONE }
+        }
+        STATE_SYN_SENT2 => EP_SYN_SENT,
+        STATE_SYN_RECV => {
+            if rec.info & INFO_SIMULTANEOUS_OPEN == 0 && is_client {
+                // It received the SYN-ACK (or will): established as soon as it does.
+                EP_ESTABLISHED
+            } else {
+                EP_SYN_RECV
+            }
+        }
+        STATE_ESTABLISHED => EP_ESTABLISHED,
+        STATE_FIN_WAIT => {
+            if closer { EP_FIN_WAIT_1 } else { EP_CLOSE_WAIT }
+        }
+        STATE_CLOSE_WAIT => {
+            if closer { EP_FIN_WAIT_2 } else { EP_CLOSE_WAIT }
+        }
+        STATE_LAST_ACK => {
+            if both_closed {
+                // Simultaneous close: CLOSING until its own FIN is acknowledged,
+                // then TIME-WAIT.
+                if fin_acked(rec, d) { EP_TIME_WAIT } else { EP_CLOSING }
+            } else if closer {
+                EP_TIME_WAIT
+            } else {
+                EP_LAST_ACK
+            }
+        }
+        STATE_TIME_WAIT => {
+            if closer { EP_TIME_WAIT } else { EP_CLOSED }
+        }
+        STATE_CLOSE => EP_CLOSED,
+        _ => EP_NONE,
+    }
+}
+
+/// Names, as nf_conntrack and `ss` print them.
+pub const fn state_name(state: u8) -> &'static str {
+    match state {
+        STATE_SYN_SENT => "SYN_SENT",
+        STATE_SYN_SENT2 => "SYN_SENT2",
+        STATE_SYN_RECV => "SYN_RECV",
+        STATE_ESTABLISHED => "ESTABLISHED",
+        STATE_FIN_WAIT => "FIN_WAIT",
+        STATE_CLOSE_WAIT => "CLOSE_WAIT",
+        STATE_LAST_ACK => "LAST_ACK",
+        STATE_TIME_WAIT => "TIME_WAIT",
+        STATE_CLOSE => "CLOSE",
+        _ => "NONE",
+    }
+}
+
+pub const fn endpoint_state_name(state: u8) -> &'static str {
+    match state {
+        EP_SYN_SENT => "SYN-SENT",
+        EP_SYN_RECV => "SYN-RECV",
+        EP_ESTABLISHED => "ESTAB",
+        EP_FIN_WAIT_1 => "FIN-WAIT-1",
+        EP_FIN_WAIT_2 => "FIN-WAIT-2",
+        EP_CLOSE_WAIT => "CLOSE-WAIT",
+        EP_CLOSING => "CLOSING",
+        EP_LAST_ACK => "LAST-ACK",
+        EP_TIME_WAIT => "TIME-WAIT",
+        EP_CLOSED => "CLOSED",
+        _ => "NONE",
+    }
+}
+
+/// Whether a RST class is one the receiver accepts.
+pub const fn reset_accepted(class: u8) -> bool {
+    matches!(class, RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_UNJUDGED | RESET_TIME_WAIT | RESET_UNKNOWN_FLOW)
+}
+
+#[cfg(test)]
+mod tests;
