@@ -73,6 +73,8 @@ fn main() -> Result<()> {
             ensure_test_tools()?;
             let status = Command::new(cargo())
                 .current_dir(&root)
+                // The tests run ip, tc, ss and nft, which live in sbin.
+                .env("PATH", with_sbin())
                 .args(["test", "--workspace"])
                 .args(&args)
                 .status()
@@ -91,6 +93,17 @@ fn workspace_root() -> PathBuf {
 
 fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// PATH with the sbin directories appended (where they are missing).
+fn with_sbin() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|x| x == Path::new(d)) {
+            dirs.push(PathBuf::from(d));
+        }
+    }
+    env::join_paths(dirs).unwrap_or_default()
 }
 
 fn cargo_build(root: &Path, release: bool) -> Result<()> {
@@ -122,10 +135,11 @@ fn as_root(program: &Path) -> Command {
     }
 }
 
+/// `program` on PATH, or in the sbin directories a non-login PATH may lack.
 fn have(program: &str) -> bool {
-    env::var_os("PATH")
-        .map(|p| env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.iter().any(|d| d.join(program).is_file())
 }
 
 /// Make sure `tcp-track/build.rs` will find a way to compile the kernel
@@ -174,7 +188,7 @@ fn ensure_bpf_toolchain() -> Result<()> {
 
 /// Programs the network-namespace tests run, and the Debian packages that
 /// provide them.
-const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), ("nstat", "iproute2")];
+const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), ("nstat", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")];
 
 fn ensure_test_tools() -> Result<()> {
     let mut packages: Vec<&str> = TEST_TOOLS.iter().filter(|(p, _)| !have(p)).map(|(_, pkg)| *pkg).collect();

@@ -1,0 +1,322 @@
+//! The real kernel programs, loaded and run with BPF_PROG_TEST_RUN on
+//! crafted frames: after every frame the flow record in the map must equal
+//! what the host state machine computes for the same frames, and the kernel
+//! parser must agree with the host parser on every test vector.
+//!
+//! Each test loads its own copy of the object, so its maps are its own.
+
+mod support;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{PacketBuilder, TcpOptionElement};
+use tcp_track::{config::BpfLog, loader::Tracker};
+use tcp_track_common::{
+    counters,
+    flow::{direction, initiator_of, key_v4, key_v6, FlowKeyV4, FlowKeyV6, FlowRecord},
+    parse::{parse, Segment, Skip},
+    state::{self, step, STATE_NONE},
+    tcp::{ACK, FIN, PSH, RST, SYN},
+};
+
+const XDP_PASS: u32 = 2;
+const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+
+const CLIENT4: [u8; 4] = [198, 18, 0, 1];
+const SERVER4: [u8; 4] = [198, 18, 0, 2];
+const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const CPORT: u16 = 40000;
+const SPORT: u16 = 80;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// One TCP segment of the conversation, as the sender puts it on the wire.
+fn frame(fam: Family, from: Side, flags: u8, seq: u32, ack: u32, payload: &[u8], wscale: Option<u8>) -> Vec<u8> {
+    let (sp, dp) = if from == Side::Client { (CPORT, SPORT) } else { (SPORT, CPORT) };
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match (fam, from) {
+        (Family::V4, Side::Client) => eth.ipv4(CLIENT4, SERVER4, 64),
+        (Family::V4, Side::Server) => eth.ipv4(SERVER4, CLIENT4, 64),
+        (Family::V6, Side::Client) => eth.ipv6(CLIENT6, SERVER6, 64),
+        (Family::V6, Side::Server) => eth.ipv6(SERVER6, CLIENT6, 64),
+    };
+    let mut b = ip.tcp(sp, dp, seq, 1024);
+    if flags & SYN != 0 {
+        b = b.syn();
+        let mut opts = vec![TcpOptionElement::MaximumSegmentSize(1460), TcpOptionElement::SelectiveAcknowledgementPermitted];
+        if let Some(ws) = wscale {
+            opts.push(TcpOptionElement::Noop);
+            opts.push(TcpOptionElement::WindowScale(ws));
+        }
+        b = b.options(&opts).expect("options fit");
+    }
+    if flags & ACK != 0 {
+        b = b.ack(ack);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).expect("frame");
+    out
+}
+
+/// A whole connection: handshake, data both ways, FIN/ACK teardown with the
+/// client closing first, then a RST towards the client in TIME_WAIT. ISNs
+/// just below 2^32 so the sequence numbers wrap during the conversation.
+fn conversation(fam: Family) -> Vec<(Side, Vec<u8>)> {
+    let (c, s) = (u32::MAX - 2, u32::MAX - 1000);
+    let w = Some(7);
+    vec![
+        (Side::Client, frame(fam, Side::Client, SYN, c, 0, &[], w)),
+        (Side::Server, frame(fam, Side::Server, SYN | ACK, s, c.wrapping_add(1), &[], w)),
+        (Side::Client, frame(fam, Side::Client, ACK, c.wrapping_add(1), s.wrapping_add(1), &[], None)),
+        (Side::Client, frame(fam, Side::Client, ACK | PSH, c.wrapping_add(1), s.wrapping_add(1), &[7; 100], None)),
+        (Side::Server, frame(fam, Side::Server, ACK | PSH, s.wrapping_add(1), c.wrapping_add(101), &[9; 1400], None)),
+        (Side::Client, frame(fam, Side::Client, ACK, c.wrapping_add(101), s.wrapping_add(1401), &[], None)),
+        (Side::Client, frame(fam, Side::Client, FIN | ACK, c.wrapping_add(101), s.wrapping_add(1401), &[], None)),
+        (Side::Server, frame(fam, Side::Server, ACK, s.wrapping_add(1401), c.wrapping_add(102), &[], None)),
+        (Side::Server, frame(fam, Side::Server, FIN | ACK, s.wrapping_add(1401), c.wrapping_add(102), &[], None)),
+        (Side::Client, frame(fam, Side::Client, ACK, c.wrapping_add(102), s.wrapping_add(1402), &[], None)),
+        // A RST towards the client, which is in TIME-WAIT, at an acceptable sequence number.
+        (Side::Server, frame(fam, Side::Server, RST, s.wrapping_add(1402), 0, &[], None)),
+    ]
+}
+
+struct Loaded {
+    tracker: Tracker,
+}
+
+impl Loaded {
+    fn new() -> Loaded {
+        Loaded { tracker: Tracker::load(BpfLog::Off).expect("loading the kernel programs") }
+    }
+
+    fn xdp(&self, frame: &[u8]) {
+        let xdp: &Xdp = self.tracker.ebpf.program("tcp_track_xdp").unwrap().try_into().unwrap();
+        let r = xdp.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("BPF_PROG_TEST_RUN xdp");
+        assert_eq!(r.return_value, XDP_PASS, "the tracker never drops");
+    }
+
+    fn tc(&self, frame: &[u8]) {
+        let tc: &SchedClassifier = self.tracker.ebpf.program("tcp_track_tc_egress").unwrap().try_into().unwrap();
+        let r = tc.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("BPF_PROG_TEST_RUN tc");
+        assert_eq!(r.return_value, TC_ACT_UNSPEC, "the egress hook lets every packet through to the next program");
+    }
+
+    fn record(&self, seg: &Segment) -> Option<FlowRecord> {
+        let dir = direction(seg);
+        if seg.family == 4 {
+            let map: HashMap<&MapData, FlowKeyV4, FlowRecord> =
+                HashMap::try_from(self.tracker.ebpf.map("FLOWS_V4").unwrap()).unwrap();
+            map.get(&key_v4(seg, dir), 0).ok()
+        } else {
+            let map: HashMap<&MapData, FlowKeyV6, FlowRecord> =
+                HashMap::try_from(self.tracker.ebpf.map("FLOWS_V6").unwrap()).unwrap();
+            map.get(&key_v6(seg, dir), 0).ok()
+        }
+    }
+
+    fn counters(&self) -> [u64; counters::COUNT as usize] {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.tracker.ebpf.map("COUNTERS").unwrap()).unwrap();
+        let mut out = [0; counters::COUNT as usize];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = map.get(&(i as u32), 0).unwrap().iter().sum();
+        }
+        out
+    }
+}
+
+/// The host's view of the same frames: parse and step, as the kernel does.
+#[derive(Default)]
+struct HostTracker {
+    rec: Option<FlowRecord>,
+}
+
+impl HostTracker {
+    fn feed(&mut self, frame: &[u8]) -> Segment {
+        let seg = parse(frame).expect("test frames are well formed");
+        let dir = direction(&seg);
+        let mut rec = self.rec.unwrap_or_else(|| {
+            let mut fresh = FlowRecord::default();
+            fresh.initiator = initiator_of(&seg, dir).0;
+            fresh
+        });
+        let out = step(&mut rec, &seg, dir, 0);
+        if out.new_state != STATE_NONE || self.rec.is_some() {
+            self.rec = Some(rec);
+        }
+        seg
+    }
+}
+
+/// `last_seen` is a timestamp the kernel takes itself: not comparable.
+fn without_time(mut r: FlowRecord) -> FlowRecord {
+    r.last_seen = 0;
+    r
+}
+
+fn run_conversation(fam: Family, client_via_tc: bool) {
+    require_root!();
+    let k = Loaded::new();
+    let mut host = HostTracker::default();
+    let mut states = Vec::new();
+    for (i, (side, f)) in conversation(fam).iter().enumerate() {
+        if client_via_tc && *side == Side::Client {
+            k.tc(f);
+        } else {
+            k.xdp(f);
+        }
+        let seg = host.feed(f);
+        let kernel = k.record(&seg).map(without_time);
+        let expected = host.rec.map(without_time);
+        assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host state machine's");
+        states.push(state::state_name(expected.unwrap().state));
+    }
+    assert_eq!(
+        states,
+        [
+            "SYN_SENT", "SYN_RECV", "ESTABLISHED", "ESTABLISHED", "ESTABLISHED", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+            "LAST_ACK", "TIME_WAIT", "CLOSE"
+        ],
+        "the conversation goes through every state of an orderly release, then the RST in TIME_WAIT"
+    );
+    let c = k.counters();
+    assert_eq!(c[counters::TCP_SEGMENTS as usize], 11);
+    assert_eq!(c[counters::FLOWS_CREATED as usize], 1, "both directions share one entry");
+}
+
+#[test]
+fn ipv4_conversation_matches_the_host_state_machine() {
+    run_conversation(Family::V4, false);
+}
+
+#[test]
+fn ipv6_conversation_matches_the_host_state_machine() {
+    run_conversation(Family::V6, false);
+}
+
+#[test]
+fn ingress_and_egress_hooks_update_one_record() {
+    // The client's frames through the TC egress program, the server's
+    // through XDP: as on the client host itself.
+    run_conversation(Family::V4, true);
+}
+
+/// Frames the parser must classify the same way in the kernel and on the host.
+fn parser_vectors() -> Vec<(&'static str, Vec<u8>)> {
+    let syn4 = frame(Family::V4, Side::Client, SYN, 1, 0, &[], Some(7));
+    let syn6 = frame(Family::V6, Side::Client, SYN, 1, 0, &[], Some(7));
+    let mut v = vec![("ipv4 syn", syn4.clone()), ("ipv6 syn", syn6.clone())];
+
+    // 802.1Q and QinQ.
+    let mut vlan = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .single_vlan(etherparse::VlanId::try_new(5).unwrap())
+        .ipv4(CLIENT4, SERVER4, 64)
+        .tcp(CPORT + 1, SPORT, 1, 1000)
+        .syn()
+        .write(&mut vlan, &[])
+        .unwrap();
+    v.push(("802.1Q", vlan));
+    let mut qinq = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .double_vlan(etherparse::VlanId::try_new(5).unwrap(), etherparse::VlanId::try_new(6).unwrap())
+        .ipv6(CLIENT6, SERVER6, 64)
+        .tcp(CPORT + 2, SPORT, 1, 1000)
+        .syn()
+        .write(&mut qinq, &[])
+        .unwrap();
+    v.push(("QinQ", qinq));
+
+    // IPv4 with 8 bytes of options (IHL 7).
+    let mut opt = syn4[..34].to_vec();
+    opt.extend_from_slice(&[1, 1, 1, 1, 1, 1, 1, 0]);
+    opt.extend_from_slice(&syn4[34..]);
+    opt[14] = 0x47;
+    let total = u16::from_be_bytes([opt[16], opt[17]]) + 8;
+    opt[16..18].copy_from_slice(&total.to_be_bytes());
+    opt[24..26].copy_from_slice(&[0, 0]); // checksum is not the parser's business
+    opt[34 + 8..34 + 10].copy_from_slice(&(CPORT + 3).to_be_bytes());
+    v.push(("ipv4 options", opt));
+
+    // IPv6 with a hop-by-hop and a destination-options header.
+    let mut ext = syn6[..54].to_vec();
+    ext[20] = 0; // next header: hop-by-hop
+    ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop → dest opts, PadN
+    ext.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // dest opts → TCP
+    ext.extend_from_slice(&syn6[54..]);
+    let plen = u16::from_be_bytes([ext[18], ext[19]]) + 16;
+    ext[18..20].copy_from_slice(&plen.to_be_bytes());
+    ext[54 + 16..54 + 18].copy_from_slice(&(CPORT + 4).to_be_bytes());
+    v.push(("ipv6 extension headers", ext));
+
+    // Malformed and not-TCP.
+    let mut ihl = syn4.clone();
+    ihl[14] = 0x44;
+    v.push(("ipv4 ihl 4", ihl));
+    let mut long = syn4.clone();
+    long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    v.push(("ipv4 length beyond the frame", long));
+    let mut doff = syn4.clone();
+    doff[14 + 20 + 12] = 0x40;
+    v.push(("tcp data offset 4", doff));
+    let mut frag = syn4.clone();
+    frag[20] = 0x00;
+    frag[21] = 0x10;
+    v.push(("ipv4 non-first fragment", frag));
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(CLIENT4, SERVER4, 64).udp(1, 2).write(&mut udp, b"x").unwrap();
+    v.push(("udp", udp));
+    v.push(("truncated ipv6", syn6[..40].to_vec()));
+    let mut flags = syn4.clone();
+    flags[14 + 20 + 13] = SYN | FIN;
+    flags[14 + 20..14 + 22].copy_from_slice(&(CPORT + 5).to_be_bytes());
+    v.push(("syn+fin", flags));
+    v
+}
+
+#[test]
+fn kernel_and_host_parsers_agree() {
+    require_root!();
+    let k = Loaded::new();
+    for (name, f) in parser_vectors() {
+        let before = k.counters();
+        k.xdp(&f);
+        let after = k.counters();
+        let delta = |i: u32| after[i as usize] - before[i as usize];
+        match parse(f.as_slice()) {
+            Ok(seg) => {
+                assert_eq!(delta(counters::TCP_SEGMENTS), 1, "{name}: the kernel parsed it as TCP too");
+                let mut host = HostTracker::default();
+                host.feed(&f);
+                assert_eq!(
+                    k.record(&seg).map(without_time),
+                    host.rec.map(without_time),
+                    "{name}: same segment summary, hence the same record"
+                );
+            }
+            Err(Skip::NotTcp) => assert_eq!(delta(counters::NOT_TCP), 1, "{name}: not TCP in the kernel either"),
+            Err(Skip::Malformed(m)) => assert_eq!(delta(counters::MALFORMED), 1, "{name}: malformed ({m:?}) in the kernel too"),
+        }
+    }
+}
