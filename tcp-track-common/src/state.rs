@@ -448,7 +448,7 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
         let p = rec.peer_mut(s);
         let liberal = p.flags & PEER_LIBERAL != 0 || midstream;
         p.scale = if midstream { PICKUP_SCALE } else { p.scale };
-        let win = (seg.window as u32) << p.scale;
+        let win = scaled(seg.window, p.scale);
         p.end = end;
         p.isn = seq;
         p.maxwin = if win == 0 { 1 } else { win };
@@ -461,7 +461,7 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
         }
     }
     let ack = if seg.has(tcp::ACK) { seg.ack } else { rec.peer(r).end };
-    let win = (seg.window as u32) << rec.peer(s).scale;
+    let win = scaled(seg.window, rec.peer(s).scale);
     // Scalars rather than copies of the two Peer structs: in BPF every byte
     // of this function's frame counts against the 512-byte stack.
     let (s_maxend, s_end, s_maxwin, s_flags) = (rec.peer(s).maxend, rec.peer(s).end, rec.peer(s).maxwin, rec.peer(s).flags);
@@ -510,6 +510,15 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
         rec.peer_mut(1).flags &= !PEER_LIBERAL;
     }
     true
+}
+
+/// A window field scaled by a shift, which RFC 7323 §2.3 caps at 14. A
+/// record can only hold larger shifts if it was corrupted (a race, or a
+/// map written by something else); clamping keeps the shift from
+/// overflowing either way.
+#[inline(always)]
+fn scaled(window: u16, scale: u8) -> u32 {
+    (window as u32) << if scale > 14 { 14 } else { scale }
 }
 
 /// Judge a RST from `dir` as its receiver would, then apply it.

@@ -82,6 +82,18 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed ({status})");
             }
+            // The fuzz target lives outside the workspace (cargo fuzz needs
+            // nightly to run it); make sure it still compiles.
+            let fuzz = root.join("tcp-track-common/fuzz/Cargo.toml");
+            eprintln!("xtask: checking that the fuzz target compiles");
+            let status = Command::new(cargo())
+                .args(["check", "--quiet", "--manifest-path"])
+                .arg(&fuzz)
+                .status()
+                .context("running cargo check on the fuzz target")?;
+            if !status.success() {
+                bail!("the fuzz target does not compile ({status})");
+            }
             Ok(())
         }
     }

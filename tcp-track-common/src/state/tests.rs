@@ -594,3 +594,17 @@ fn names() {
     assert_eq!(endpoint_state_name(EP_FIN_WAIT_2), "FIN-WAIT-2");
     assert_eq!(state_name(200), "NONE");
 }
+
+#[test]
+fn a_corrupted_window_scale_cannot_overflow_the_shift() {
+    // Found by the conversation property test: a record holding a shift
+    // above RFC 7323's 14 made `window << scale` overflow.
+    let mut c = conn_established();
+    c.rec.peer[0].scale = 255;
+    c.rec.peer[1].scale = 200;
+    assert!(c.send(C, ACK | PSH, 10).valid);
+    assert!(c.send(S, ACK, 0).valid);
+    let mut fresh = FlowRecord { state: STATE_ESTABLISHED, origin: ORIGIN_MIDSTREAM, ..FlowRecord::default() };
+    fresh.peer[1].scale = 99;
+    step(&mut fresh, &segment(ACK, 1, 1, 5, 1000), S, 1);
+}
