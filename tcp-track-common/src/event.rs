@@ -19,6 +19,9 @@ pub const EVENT_STATE: u16 = 4;
 pub const EVENT_REUSE: u16 = 5;
 /// A retransmitted SYN or SYN-ACK (the handshake is not completing).
 pub const EVENT_HANDSHAKE_RETRANS: u16 = 6;
+/// A side started retransmitting data in a synchronized connection (its
+/// first retransmission in a row): the other side may have lost its state.
+pub const EVENT_DATA_RETRANS: u16 = 7;
 
 /// `FlowEvent::hook`: which program saw the segment.
 pub const HOOK_XDP: u8 = 0;
@@ -154,6 +157,10 @@ pub fn event_kind(out: &Outcome) -> Option<u16> {
     }
     if out.retransmission && out.new_state <= crate::state::STATE_SYN_RECV {
         return Some(EVENT_HANDSHAKE_RETRANS);
+    }
+    if out.retransmission && out.retrans == 1 {
+        // Only the first of a run: a stalled peer shows once, not per segment.
+        return Some(EVENT_DATA_RETRANS);
     }
     None
 }

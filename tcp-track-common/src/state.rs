@@ -117,6 +117,8 @@ pub struct Outcome {
     pub isn_advanced: bool,
     /// A retransmitted SYN, SYN-ACK or data segment.
     pub retransmission: bool,
+    /// The sender's retransmission count after this segment.
+    pub retrans: u8,
     /// The sender's first FIN.
     pub first_fin: bool,
 }
@@ -346,6 +348,7 @@ fn syn(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
 fn retransmitted(p: &mut Peer, out: &mut Outcome) {
     p.retrans = p.retrans.saturating_add(1);
     out.retransmission = true;
+    out.retrans = p.retrans;
 }
 
 /// A fresh incarnation of the 4-tuple, opened by a SYN from `dir`.

@@ -57,10 +57,19 @@ pub struct Config {
     /// interfaces already sees both directions at XDP.
     pub egress: bool,
     pub bpf_log: BpfLog,
+    /// Timeouts, thresholds and which events to print.
+    pub report: crate::report::ReportConfig,
 }
 
 impl Config {
     pub fn new(interfaces: Vec<String>) -> Self {
-        Config { interfaces, format: Format::Text, xdp_mode: XdpModeChoice::Auto, egress: true, bpf_log: BpfLog::Off }
+        Config {
+            interfaces,
+            format: Format::Text,
+            xdp_mode: XdpModeChoice::Auto,
+            egress: true,
+            bpf_log: BpfLog::Off,
+            report: crate::report::ReportConfig::default(),
+        }
     }
 }

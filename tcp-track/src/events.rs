@@ -6,10 +6,11 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 use tcp_track_common::{
     event::{
         FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_FIN, EVENT_FLOW_NEW,
-        EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE, HOOK_XDP,
+        EVENT_DATA_RETRANS, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE, HOOK_XDP,
     },
     flow::ORIGIN_MIDSTREAM,
     parse::FAMILY_IPV4,
@@ -31,55 +32,35 @@ pub enum DecodeError {
     UnknownKind(u16),
 }
 
-/// One line of output. Field names are the JSON schema (see README).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One line of output. The JSON schema is in the README.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
     /// RFC 3339, UTC.
     pub ts: String,
-    /// `flow_new`, `fin`, `state`, `reset`, `time_wait_reuse` or `handshake_retransmit`.
     pub event: &'static str,
     pub iface: String,
-    /// The side that sent the first SYN (for a flow picked up mid-stream, a guess).
-    pub client: String,
+    /// The side that sent the first SYN (for a flow picked up mid-stream, a
+    /// guess). Absent on events about a server rather than one connection
+    /// (`syn_flood`, `syn_flood_ended`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     pub server: String,
     /// Present and true when the flow was first seen after its handshake.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub picked_up: bool,
-    /// Who sent the segment: `client` or `server`.
-    pub from: &'static str,
-    /// TCP flags of the segment, e.g. `SYN` or `FIN|ACK`.
-    pub flags: String,
-    /// Where it was seen: `ingress` (XDP) or `egress` (TC).
-    pub seen: &'static str,
-    pub seq: u32,
-    pub ack: u32,
-    /// Connection state after the segment (`SYN_SENT`, ..., `TIME_WAIT`, `CLOSE`).
-    pub state: &'static str,
-    /// Each endpoint's state as `ss` would show it (`ESTAB`, `FIN-WAIT-2`, `TIME-WAIT`, ...).
-    pub client_state: &'static str,
-    pub server_state: &'static str,
-    /// Resets: why (`refused`, `abort`, `stateless_peer`, `time_wait_assassination`, `invalid`, `unknown_flow`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// Resets judged `invalid`: whether the sequence number was `inside` the window (the receiver
-    /// sends a challenge ACK, RFC 5961) or `outside` it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<&'static str>,
-    /// Resets: `passed` or `dropped`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<&'static str>,
-    /// Resets: dropping it would be justified (invalid, or a TIME-WAIT assassination).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drop_justified: Option<bool>,
-    /// Resets: false when the receiver's window was not known (flow picked up mid-stream).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub judged: Option<bool>,
-    /// `time_wait_reuse`: the new ISN is beyond the old connection's last sequence number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub isn_advanced: Option<bool>,
-    /// `handshake_retransmit`: how many times the sender has sent its SYN / SYN-ACK again.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retransmits: Option<u8>,
+    /// The event's own fields, in a stable order.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl Event {
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.fields.insert(name.to_string(), value.into());
+    }
 }
 
 /// Decodes records, naming interfaces by the indexes we attached to.
@@ -91,6 +72,14 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(clock: WallClock, ifnames: HashMap<u32, String>) -> Self {
         Decoder { clock, ifnames }
+    }
+
+    pub fn ifname(&self, ifindex: u32) -> String {
+        self.ifnames.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+    }
+
+    pub fn clock(&self) -> &WallClock {
+        &self.clock
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -106,6 +95,7 @@ impl Decoder {
             EVENT_STATE => "state",
             EVENT_REUSE => "time_wait_reuse",
             EVENT_HANDSHAKE_RETRANS => "handshake_retransmit",
+            EVENT_DATA_RETRANS => "retransmit",
             k => return Err(DecodeError::UnknownKind(k)),
         };
         let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
@@ -127,28 +117,42 @@ impl Decoder {
             RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
             _ => (None, None),
         };
+        let mut f = Map::new();
+        f.insert("from".into(), from.into());
+        f.insert("flags".into(), flag_names(raw.tcp_flags).into());
+        f.insert("seen".into(), (if raw.hook == HOOK_XDP { "ingress" } else { "egress" }).into());
+        f.insert("seq".into(), raw.seq.into());
+        f.insert("ack".into(), raw.ack.into());
+        f.insert("state".into(), state_name(raw.new_state).into());
+        f.insert("client_state".into(), endpoint_state_name(client_state).into());
+        f.insert("server_state".into(), endpoint_state_name(server_state).into());
+        if is_reset {
+            if let Some(r) = reason {
+                f.insert("reason".into(), r.into());
+            }
+            if let Some(w) = window {
+                f.insert("window".into(), w.into());
+            }
+            f.insert("action".into(), (if raw.detail & DETAIL_DROPPED != 0 { "dropped" } else { "passed" }).into());
+            f.insert("drop_justified".into(), (raw.detail & DETAIL_DROP_JUSTIFIED != 0).into());
+            if raw.reset == RESET_UNJUDGED {
+                f.insert("judged".into(), false.into());
+            }
+        }
+        if raw.kind == EVENT_REUSE {
+            f.insert("isn_advanced".into(), (raw.detail & DETAIL_ISN_ADVANCED != 0).into());
+        }
+        if raw.kind == EVENT_HANDSHAKE_RETRANS || raw.kind == EVENT_DATA_RETRANS {
+            f.insert("retransmits".into(), raw.retrans.into());
+        }
         Ok(Event {
             ts: self.clock.rfc3339(raw.ts_ns),
             event,
-            iface: self.ifnames.get(&raw.ifindex).cloned().unwrap_or_else(|| format!("if{}", raw.ifindex)),
-            client: client.to_string(),
+            iface: self.ifname(raw.ifindex),
+            client: Some(client.to_string()),
             server: server.to_string(),
             picked_up: raw.origin == ORIGIN_MIDSTREAM,
-            from,
-            flags: flag_names(raw.tcp_flags),
-            seen: if raw.hook == HOOK_XDP { "ingress" } else { "egress" },
-            seq: raw.seq,
-            ack: raw.ack,
-            state: state_name(raw.new_state),
-            client_state: endpoint_state_name(client_state),
-            server_state: endpoint_state_name(server_state),
-            reason: if is_reset { reason } else { None },
-            window: if is_reset { window } else { None },
-            action: is_reset.then(|| if raw.detail & DETAIL_DROPPED != 0 { "dropped" } else { "passed" }),
-            drop_justified: is_reset.then_some(raw.detail & DETAIL_DROP_JUSTIFIED != 0),
-            judged: (is_reset && raw.reset == RESET_UNJUDGED).then_some(false),
-            isn_advanced: (raw.kind == EVENT_REUSE).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
-            retransmits: (raw.kind == EVENT_HANDSHAKE_RETRANS).then_some(raw.retrans),
+            fields: f,
         })
     }
 }
@@ -226,16 +230,19 @@ mod tests {
     fn new_flow_names_client_and_server() {
         let ev = decoder().decode(bytemuck::bytes_of(&raw_v4())).unwrap();
         assert_eq!(ev.event, "flow_new");
-        assert_eq!(ev.client, "198.18.0.2:43210");
+        assert_eq!(ev.client.as_deref(), Some("198.18.0.2:43210"));
         assert_eq!(ev.server, "198.18.0.1:8080");
-        assert_eq!(ev.from, "client");
+        assert_eq!(ev.field("from").unwrap(), "client");
         assert_eq!(ev.iface, "veth-a");
-        assert_eq!(ev.seen, "egress");
+        assert_eq!(ev.field("seen").unwrap(), "egress");
         assert_eq!(ev.ts, "2023-11-14T22:13:20.001500Z");
-        assert_eq!((ev.state, ev.client_state, ev.server_state), ("SYN_SENT", "SYN-SENT", "NONE"));
+        assert_eq!(ev.field("state").unwrap(), "SYN_SENT");
+        assert_eq!(ev.field("client_state").unwrap(), "SYN-SENT");
+        assert_eq!(ev.field("server_state").unwrap(), "NONE");
         let json = serde_json::to_string(&ev).unwrap();
         assert!(!json.contains("picked_up"), "only present when true: {json}");
         assert!(!json.contains("reason"), "reset fields only on resets: {json}");
+        assert!(json.starts_with(r#"{"ts":"2023-11-14T22:13:20.001500Z","event":"flow_new","iface":"veth-a","client":"#), "{json}");
     }
 
     #[test]
@@ -248,16 +255,20 @@ mod tests {
         raw.lo_state = EP_CLOSED;
         raw.hi_state = EP_TIME_WAIT;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!(ev.reason, Some("time_wait_assassination"));
-        assert_eq!((ev.action, ev.drop_justified), (Some("passed"), Some(true)));
-        assert_eq!(ev.client_state, "TIME-WAIT");
+        assert_eq!(ev.field("reason").unwrap(), "time_wait_assassination");
+        assert_eq!(ev.field("action").unwrap(), "passed");
+        assert_eq!(ev.field("drop_justified").unwrap(), true);
+        assert_eq!(ev.field("client_state").unwrap(), "TIME-WAIT");
         raw.reset = RESET_IN_WINDOW;
         raw.detail |= DETAIL_DROPPED;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!((ev.reason, ev.window, ev.action), (Some("invalid"), Some("inside"), Some("dropped")));
+        assert_eq!(ev.field("reason").unwrap(), "invalid");
+        assert_eq!(ev.field("window").unwrap(), "inside");
+        assert_eq!(ev.field("action").unwrap(), "dropped");
         raw.reset = RESET_UNJUDGED;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!((ev.reason, ev.judged), (Some("abort"), Some(false)));
+        assert_eq!(ev.field("reason").unwrap(), "abort");
+        assert_eq!(ev.field("judged").unwrap(), false);
     }
 
     #[test]
@@ -272,10 +283,10 @@ mod tests {
         raw.origin = ORIGIN_MIDSTREAM;
         raw.hook = HOOK_XDP;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!((ev.event, ev.from, ev.flags.as_str()), ("fin", "server", "FIN|ACK"));
+        assert_eq!((ev.event, ev.field("from").unwrap(), ev.field("flags").unwrap()), ("fin", &Value::from("server"), &Value::from("FIN|ACK")));
         assert_eq!(ev.server, "[2001:db8::1]:8080");
         assert!(ev.picked_up);
-        assert_eq!(ev.seen, "ingress");
+        assert_eq!(ev.field("seen").unwrap(), "ingress");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod events;
 pub mod loader;
 pub mod output;
 pub mod preflight;
+pub mod report;
 mod runner;
 pub mod stats;
 

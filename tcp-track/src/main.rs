@@ -1,9 +1,13 @@
 //! `tcp-track`: the command line.
 
-use std::{io::Write, process::ExitCode};
+use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tcp_track::{config::BpfLog, Config, Format, XdpModeChoice};
+use tcp_track::{
+    config::BpfLog,
+    report::{EventSet, ReportConfig},
+    Config, Format, XdpModeChoice,
+};
 
 #[derive(Parser)]
 #[command(name = "tcp-track", version, about = "Tracks TCP connections with eBPF/XDP and tells you what they are doing.")]
@@ -36,6 +40,36 @@ struct RunArgs {
     /// Kernel-side log level (aya-log), printed on stderr; off by default.
     #[arg(long, value_enum, default_value_t = BpfLog::Off)]
     bpf_log: BpfLog,
+    /// Which events to print: what matters (resets, half-open, TIME_WAIT,
+    /// SYN floods, CLOSE_WAIT, TIME_WAIT pressure), or also every new flow,
+    /// FIN, state change and retransmission.
+    #[arg(long, value_enum, default_value_t = EventSet::Notable)]
+    events: EventSet,
+    /// A handshake not completed after this long is reported as half-open;
+    /// an established connection whose data goes unacknowledged this long
+    /// has lost its peer. Forms: 500ms, 2s, 1m.
+    #[arg(long, value_parser = duration, default_value = "10s")]
+    half_open_timeout: Duration,
+    /// How long TIME_WAIT lasts before `time_wait_expired` (Linux: 60s).
+    #[arg(long, value_parser = duration, default_value = "60s")]
+    time_wait_timeout: Duration,
+    /// CLOSE_WAIT (the other side closed, this side's application has not)
+    /// lasting this long is reported.
+    #[arg(long, value_parser = duration, default_value = "60s")]
+    close_wait_timeout: Duration,
+    /// More half-open connections than this to one server endpoint is a SYN
+    /// flood; it ends when they fall below half of it.
+    #[arg(long, default_value_t = 200)]
+    syn_flood_threshold: u32,
+    /// This many TIME_WAIT connections from one client address to one
+    /// server endpoint is reported as TIME_WAIT pressure.
+    #[arg(long, default_value_t = 1000)]
+    time_wait_pressure: u32,
+}
+
+/// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
 }
 
 fn main() -> ExitCode {
@@ -49,6 +83,15 @@ fn main() -> ExitCode {
                 xdp_mode: args.xdp_mode,
                 egress: !args.no_egress,
                 bpf_log: args.bpf_log,
+                report: ReportConfig {
+                    half_open_timeout: args.half_open_timeout,
+                    time_wait_timeout: args.time_wait_timeout,
+                    close_wait_timeout: args.close_wait_timeout,
+                    syn_flood_threshold: args.syn_flood_threshold,
+                    time_wait_pressure: args.time_wait_pressure,
+                    events: args.events,
+                    ..ReportConfig::default()
+                },
             };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,

@@ -2,6 +2,8 @@
 
 use std::io::{self, Write};
 
+use serde_json::Value;
+
 use crate::{config::Format, events::Event};
 
 /// Write one event as one line.
@@ -15,60 +17,49 @@ pub fn write_event<W: Write>(out: &mut W, format: Format, ev: &Event) -> io::Res
     }
 }
 
-/// `2026-11-21T05:30:00.123456Z veth0 flow_new 198.18.0.1:43210 -> 198.18.0.2:80 SYN from client (egress)`
+/// `2026-11-21T05:30:00.123456Z veth0 time_wait  198.18.0.1:43210 -> 198.18.0.2:80 closer=client ...`
 pub fn text_line(ev: &Event) -> String {
-    let what = match ev.event {
-        "flow_new" if ev.picked_up => "new flow (picked up mid-stream)".to_string(),
-        "flow_new" => "new flow".to_string(),
-        "fin" => "FIN".to_string(),
-        "state" => format!("now {}", ev.state),
-        "reset" => {
-            let mut s = format!("RESET {}", ev.reason.unwrap_or("?"));
-            if let Some(w) = ev.window {
-                s.push_str(&format!(" ({w} the window)"));
-            }
-            if let Some(a) = ev.action {
-                s.push_str(&format!(", {a}"));
-            }
-            s
-        }
-        "time_wait_reuse" => format!("TIME_WAIT reused (ISN {})", if ev.isn_advanced == Some(true) { "advanced" } else { "NOT advanced" }),
-        "handshake_retransmit" => format!("retransmission #{}", ev.retransmits.unwrap_or(0)),
+    let mut line = format!("{} {} {:<21}", ev.ts, ev.iface, ev.event);
+    match &ev.client {
+        Some(c) => line.push_str(&format!(" {c} -> {}", ev.server)),
+        None => line.push_str(&format!(" server {}", ev.server)),
+    }
+    if ev.picked_up {
+        line.push_str(" (picked up mid-stream)");
+    }
+    for (k, v) in &ev.fields {
+        line.push_str(&format!(" {k}={}", plain(v)));
+    }
+    line
+}
+
+/// A JSON value without quotes: `abort`, `3`, `a,b`.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(","),
         other => other.to_string(),
-    };
-    format!(
-        "{} {} {:<8} {} -> {} {} from {} [client {}, server {}] ({}, seq {} ack {})",
-        ev.ts, ev.iface, what, ev.client, ev.server, ev.flags, ev.from, ev.client_state, ev.server_state, ev.seen, ev.seq, ev.ack
-    )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     fn ev() -> Event {
+        let mut fields = Map::new();
+        fields.insert("from".into(), "client".into());
+        fields.insert("flags".into(), "FIN|ACK".into());
+        fields.insert("times".into(), Value::from(vec!["t1", "t2"]));
         Event {
             ts: "2026-11-21T05:30:00.000001Z".into(),
             event: "fin",
             iface: "veth0".into(),
-            client: "198.18.0.1:43210".into(),
+            client: Some("198.18.0.1:43210".into()),
             server: "198.18.0.2:80".into(),
             picked_up: false,
-            from: "client",
-            flags: "FIN|ACK".into(),
-            seen: "egress",
-            seq: 10,
-            ack: 20,
-            state: "FIN_WAIT",
-            client_state: "FIN-WAIT-1",
-            server_state: "CLOSE-WAIT",
-            reason: None,
-            window: None,
-            action: None,
-            drop_justified: None,
-            judged: None,
-            isn_advanced: None,
-            retransmits: None,
+            fields,
         }
     }
 
@@ -83,7 +74,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(v["event"], "fin");
         assert_eq!(v["client"], "198.18.0.1:43210");
-        assert_eq!(v["from"], "client");
+        assert_eq!(v["from"], "client", "fields are flattened into the object");
     }
 
     #[test]
@@ -92,7 +83,11 @@ mod tests {
         write_event(&mut buf, Format::Text, &ev()).unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "2026-11-21T05:30:00.000001Z veth0 FIN      198.18.0.1:43210 -> 198.18.0.2:80 FIN|ACK from client [client FIN-WAIT-1, server CLOSE-WAIT] (egress, seq 10 ack 20)\n"
+            "2026-11-21T05:30:00.000001Z veth0 fin                   198.18.0.1:43210 -> 198.18.0.2:80 from=client flags=FIN|ACK times=t1,t2\n"
         );
+        let mut flood = ev();
+        flood.client = None;
+        flood.event = "syn_flood";
+        assert!(text_line(&flood).contains("syn_flood             server 198.18.0.2:80"));
     }
 }

@@ -14,13 +14,16 @@ use tcp_track_common::counters;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
-    clock::WallClock,
+    clock::{self, WallClock},
     config::Config,
     events::Decoder,
     loader::{AttachedMode, Tracker},
-    output, preflight, stats,
+    output, preflight,
+    report::{FlowLookup, KernelFlows, Reporter},
+    stats,
     stats::Counters,
 };
+use tcp_track_common::event::FlowEvent;
 
 /// Records handled per wake-up before yielding to the runtime, so a busy
 /// ring buffer cannot starve signal handling.
@@ -47,7 +50,10 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
         None => None,
     };
     let ifnames: HashMap<u32, String> = interfaces.iter().map(|i| (i.index, i.name.clone())).collect();
-    let decoder = Decoder::new(WallClock::now(), ifnames);
+    let clock = WallClock::now();
+    let decoder = Decoder::new(clock, ifnames);
+    let flows = KernelFlows { v4: take_map(&mut tracker, "FLOWS_V4")?, v6: take_map(&mut tracker, "FLOWS_V6")? };
+    let mut reporter = Reporter::new(config.report.clone(), flows, clock);
     let mut ring = watch(events).context("watching the event ring buffer")?;
 
     let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
@@ -63,7 +69,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
             _ = &mut shutdown => break Ok(()),
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring buffer")?;
-                let (n, res) = drain(guard.get_inner_mut(), &decoder, config.format, &mut out);
+                let (n, res) = drain(guard.get_inner_mut(), &decoder, &mut reporter, config.format, &mut out);
                 if let Err(e) = res.and_then(|_| out.flush()) {
                     break Err(e);
                 }
@@ -78,6 +84,13 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            _ = sleep_until_deadline(reporter.next_deadline()) => {
+                let now = clock::monotonic_ns();
+                let res = reporter.on_time(now).iter().try_for_each(|ev| output::write_event(&mut out, config.format, ev));
+                if let Err(e) = res.and_then(|_| out.flush()) {
+                    break Err(e);
+                }
+            }
             _ = tick.tick() => {
                 let lost = counters.read()[counters::EVENTS_LOST as usize];
                 if lost > lost_reported {
@@ -88,7 +101,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
         }
     };
     // Whatever is already in the ring buffer still gets printed.
-    let (_, res) = drain(ring.get_mut(), &decoder, config.format, &mut out);
+    let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, config.format, &mut out);
     let flushed = res.and_then(|_| out.flush());
 
     for (iface, e) in tracker.detach_all() {
@@ -96,6 +109,9 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     }
     info!("detached from {}", names.join(", "));
     info!("counters: {}", stats::format(&counters.read()));
+    if reporter.suppressed > 0 {
+        info!("{} events not printed: a flow exceeded its rate limit ({} per second)", reporter.suppressed, config.report.per_flow_rate);
+    }
 
     match result.and(flushed) {
         Ok(()) => Ok(()),
@@ -120,16 +136,43 @@ where
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-/// Print up to MAX_BATCH records. Returns how many were read.
-fn drain<W: Write>(ring: &mut RingBuf<MapData>, decoder: &Decoder, format: crate::Format, out: &mut W) -> (usize, io::Result<()>) {
+/// Resolves at the reporter's next deadline (never, when there is none).
+async fn sleep_until_deadline(deadline_ns: Option<u64>) {
+    match deadline_ns {
+        Some(at) => {
+            let wait = Duration::from_nanos(at.saturating_sub(clock::monotonic_ns()));
+            tokio::time::sleep(wait).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Handle up to MAX_BATCH records. Returns how many were read.
+fn drain<W: Write, L: FlowLookup>(
+    ring: &mut RingBuf<MapData>,
+    decoder: &Decoder,
+    reporter: &mut Reporter<L>,
+    format: crate::Format,
+    out: &mut W,
+) -> (usize, io::Result<()>) {
     let mut n = 0;
     while n < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         n += 1;
-        match decoder.decode(&item) {
+        let raw: FlowEvent = match bytemuck::try_pod_read_unaligned(&item) {
+            Ok(raw) => raw,
+            Err(_) => {
+                warn!("skipping a ring-buffer record of {} bytes", item.len());
+                continue;
+            }
+        };
+        drop(item);
+        match decoder.event(&raw) {
             Ok(ev) => {
-                if let Err(e) = output::write_event(out, format, &ev) {
-                    return (n, Err(e));
+                for ev in reporter.on_event(&raw, ev) {
+                    if let Err(e) = output::write_event(out, format, &ev) {
+                        return (n, Err(e));
+                    }
                 }
             }
             Err(e) => warn!("skipping a ring-buffer record: {e}"),

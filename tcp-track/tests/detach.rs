@@ -81,7 +81,7 @@ fn router_sees_both_directions_on_two_interfaces() {
     let net = Routed::new("route");
     let mut d = Daemon::start(
         &net.r,
-        &["run", "--iface", &net.ra_end.ifname, "--iface", &net.rb_end.ifname, "--no-egress", "--format", "json"],
+        &["run", "--iface", &net.ra_end.ifname, "--iface", &net.rb_end.ifname, "--no-egress", "--format", "json", "--events", "all"],
     );
     assert!(tcx_egress(&net.r, &net.ra_end.ifname).is_empty(), "--no-egress attaches no TC program");
     let server_ip = net.b_end.v4;

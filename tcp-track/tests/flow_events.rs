@@ -42,7 +42,7 @@ fn one_connection(net: &Pair, v6: bool) -> (SocketAddr, SocketAddr) {
 fn flow_events(v6: bool) {
     require_root!();
     let net = Pair::new(if v6 { "flow6" } else { "flow4" });
-    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json"]);
+    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all"]);
     let (client, server) = one_connection(&net, v6);
     let (c, s) = (client.to_string(), server.to_string());
 

@@ -138,11 +138,15 @@ fn abortive(net: &Pair) -> (SocketAddr, SocketAddr) {
     ends
 }
 
-/// The last event the daemon printed for each (client, server).
+/// The last kernel transition the daemon printed for each (client,
+/// server): the events that carry both endpoint states.
 fn last_events(lines: &[String]) -> HashMap<(String, String), Value> {
     let mut last = HashMap::new();
     for l in lines {
         let v: Value = serde_json::from_str(l).unwrap();
+        if v.get("client_state").is_none() {
+            continue;
+        }
         last.insert((v["client"].as_str().unwrap().to_string(), v["server"].as_str().unwrap().to_string()), v);
     }
     last
@@ -152,7 +156,7 @@ fn last_events(lines: &[String]) -> HashMap<(String, String), Value> {
 fn tracker_agrees_with_ss_in_both_namespaces() {
     require_root!();
     let net = Pair::new("ss");
-    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json"]);
+    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all"]);
 
     let mut cases: Vec<(&str, SocketAddr, SocketAddr, &str, &str)> = Vec::new();
     let (c, s) = orderly(&net, false, true);

@@ -1,0 +1,735 @@
+//! From the kernel's transitions to what users run tcp-track for:
+//! half-open connections, TIME_WAIT and what happens to it, resets, SYN
+//! floods, CLOSE_WAIT that lingers, TIME_WAIT pressure.
+//!
+//! The kernel reports transitions; deadlines live here, in a heap keyed by
+//! flow, and when one fires the flow's current record is read from the map
+//! (through `FlowLookup`) rather than scanning the whole table. Time is the
+//! kernel's monotonic clock in nanoseconds, passed in, so tests drive it.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tcp_track_common::{
+    event::{
+        FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO, EVENT_DATA_RETRANS, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS,
+        EVENT_REUSE, EVENT_RST,
+    },
+    flow::{coarse_time, FlowRecord, ORIGIN_SYN},
+    state::{
+        RESET_STATELESS_PEER, STATE_CLOSE, STATE_CLOSE_WAIT, STATE_ESTABLISHED, STATE_FIN_WAIT, STATE_LAST_ACK,
+        STATE_SYN_RECV, STATE_SYN_SENT, STATE_SYN_SENT2, STATE_TIME_WAIT,
+    },
+};
+
+use crate::events::Event;
+
+/// A flow, as the kernel keys it: family and the canonical endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId {
+    pub family: u8,
+    pub lo_addr: [u8; 16],
+    pub hi_addr: [u8; 16],
+    pub lo_port: u16,
+    pub hi_port: u16,
+}
+
+impl FlowId {
+    pub fn of(raw: &FlowEvent) -> FlowId {
+        FlowId { family: raw.family, lo_addr: raw.lo_addr, hi_addr: raw.hi_addr, lo_port: raw.lo_port, hi_port: raw.hi_port }
+    }
+}
+
+/// Reads a flow's current record from the kernel's maps (or a test's fake),
+/// and removes records the daemon is done with.
+pub trait FlowLookup {
+    fn lookup(&self, id: &FlowId) -> Option<FlowRecord>;
+    fn remove(&mut self, id: &FlowId);
+}
+
+/// Which events go to stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventSet {
+    /// What matters: resets, half-open connections, TIME_WAIT, SYN floods,
+    /// lingering CLOSE_WAIT, TIME_WAIT pressure.
+    #[default]
+    Notable,
+    /// Also every new flow, FIN, state change and retransmission.
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportConfig {
+    pub half_open_timeout: Duration,
+    pub time_wait_timeout: Duration,
+    pub close_wait_timeout: Duration,
+    /// Half-open connections to one server endpoint that make a SYN flood.
+    pub syn_flood_threshold: u32,
+    /// TIME_WAIT connections from one client address to one server endpoint
+    /// that make TIME_WAIT pressure.
+    pub time_wait_pressure: u32,
+    pub events: EventSet,
+    /// Events one flow may print per second (burst of twice that).
+    pub per_flow_rate: u32,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            half_open_timeout: Duration::from_secs(10),
+            time_wait_timeout: Duration::from_secs(60),
+            close_wait_timeout: Duration::from_secs(60),
+            syn_flood_threshold: 200,
+            time_wait_pressure: 1000,
+            events: EventSet::Notable,
+            per_flow_rate: 10,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    HalfOpen,
+    HalfOpenExpiry,
+    PeerLost,
+    TimeWait,
+    CloseWait,
+}
+
+/// What the daemon remembers of a flow between kernel events.
+#[derive(Debug)]
+struct Tracked {
+    iface: String,
+    client: String,
+    server: String,
+    server_addr: Option<SocketAddr>,
+    client_ip: Option<IpAddr>,
+    /// Handshake retransmission times (RFC 3339), SYN-ACKs and SYNs.
+    synack_times: Vec<String>,
+    syn_times: Vec<String>,
+    /// Counted among its server's half-open connections.
+    half_open_counted: bool,
+    /// A `half_open` event was printed; a later event must close the story.
+    half_open_reported: bool,
+    /// Created while its server was flooded: individual events suppressed.
+    flood_member: bool,
+    /// Counted in TIME_WAIT pressure for (client ip, server).
+    tw_counted: bool,
+    close_wait_armed: bool,
+    peer_lost_reported: bool,
+    /// Rate limit: tokens and the time they were last refilled.
+    tokens: f64,
+    refilled_ns: u64,
+    suppressed: u64,
+}
+
+#[derive(Debug, Default)]
+struct ServerStats {
+    half_open: u32,
+    /// SYN arrival times within the last second, for the rate.
+    recent_syns: std::collections::VecDeque<u64>,
+    flooded_since: Option<u64>,
+    flood_syns: u64,
+    flood_peak: u32,
+    iface: String,
+}
+
+#[derive(Debug, Default)]
+struct Pressure {
+    count: u32,
+    reported: bool,
+}
+
+pub struct Reporter<L: FlowLookup> {
+    cfg: ReportConfig,
+    lookup: L,
+    flows: HashMap<FlowId, Tracked>,
+    deadlines: BinaryHeap<Reverse<(u64, FlowId, Deadline)>>,
+    servers: HashMap<SocketAddr, ServerStats>,
+    pressure: HashMap<(IpAddr, SocketAddr), Pressure>,
+    clock: crate::clock::WallClock,
+    /// Events not printed because of a flow's rate limit.
+    pub suppressed: u64,
+}
+
+const NS: u64 = 1_000_000_000;
+
+impl<L: FlowLookup> Reporter<L> {
+    pub fn new(cfg: ReportConfig, lookup: L, clock: crate::clock::WallClock) -> Self {
+        Reporter {
+            cfg,
+            lookup,
+            flows: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            servers: HashMap::new(),
+            pressure: HashMap::new(),
+            clock,
+            suppressed: 0,
+        }
+    }
+
+    pub fn lookup_mut(&mut self) -> &mut L {
+        &mut self.lookup
+    }
+
+    /// Flows the daemon currently keeps state for.
+    pub fn tracked_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// When the next deadline falls (monotonic ns), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
+        self.deadlines.push(Reverse((at, id, what)));
+    }
+
+    /// One kernel event, already decoded into `ev`; returns what to print.
+    pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> Vec<Event> {
+        let id = FlowId::of(raw);
+        let now = raw.ts_ns;
+        let mut out = Vec::new();
+        if raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE || !self.flows.contains_key(&id) {
+            self.start_tracking(&id, raw, &ev);
+        }
+        let server_addr = self.flows.get(&id).and_then(|t| t.server_addr);
+        let verbose = self.cfg.events == EventSet::All;
+
+        // A connection opening: count it among its server's half-open ones.
+        if (raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE) && raw.origin == ORIGIN_SYN {
+            self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::HalfOpen);
+            if let Some(server) = server_addr {
+                let flood_started = self.count_syn(server, &ev.iface, now);
+                if let Some(t) = self.flows.get_mut(&id) {
+                    t.half_open_counted = true;
+                    t.flood_member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
+                }
+                if let Some(e) = flood_started {
+                    out.push(e);
+                }
+            }
+        }
+        if raw.kind == EVENT_HANDSHAKE_RETRANS {
+            if let Some(t) = self.flows.get_mut(&id) {
+                let from_server = ev.field("from").and_then(Value::as_str) == Some("server");
+                let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
+                if list.len() < 16 {
+                    list.push(ev.ts.clone());
+                }
+            }
+        }
+        // The handshake done, or the connection gone: no longer half-open.
+        if raw.new_state >= STATE_ESTABLISHED {
+            if let Some(e) = self.leave_half_open(&id, raw, &ev) {
+                out.push(e);
+            }
+        }
+        let member = self.flows.get(&id).is_some_and(|t| t.flood_member);
+
+        match raw.kind {
+            EVENT_RST => {
+                if !member || verbose {
+                    out.push(ev.clone());
+                }
+                if raw.reset == RESET_STATELESS_PEER {
+                    // RFC 9293 §3.10.7.1: only a TCP without the connection
+                    // answers this way; the receiver was half-open.
+                    let mut e = self.flow_event(&id, &ev, "half_open");
+                    e.set("kind", "peer_lost");
+                    e.set("evidence", "stateless_peer_reset");
+                    e.set("lost", ev.field("from").cloned().unwrap_or(Value::Null));
+                    if let Some(t) = self.flows.get_mut(&id) {
+                        t.peer_lost_reported = true;
+                    }
+                    out.push(e);
+                }
+            }
+            EVENT_REUSE => out.push(ev.clone()),
+            EVENT_DATA_RETRANS => {
+                self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
+                if verbose {
+                    out.push(ev.clone());
+                }
+            }
+            _ => {
+                if verbose && !member {
+                    out.push(ev.clone());
+                }
+            }
+        }
+        if raw.old_state != raw.new_state {
+            out.extend(self.on_transition(&id, raw, &ev));
+        }
+        self.rate_limit(&id, now, out)
+    }
+
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) {
+        let client = ev.client.clone().unwrap_or_default();
+        let t = Tracked {
+            iface: ev.iface.clone(),
+            client_ip: client.parse::<SocketAddr>().ok().map(|a| a.ip()),
+            client,
+            server: ev.server.clone(),
+            server_addr: ev.server.parse().ok(),
+            synack_times: Vec::new(),
+            syn_times: Vec::new(),
+            half_open_counted: false,
+            half_open_reported: false,
+            flood_member: false,
+            tw_counted: false,
+            close_wait_armed: false,
+            peer_lost_reported: false,
+            tokens: 2.0 * self.cfg.per_flow_rate as f64,
+            refilled_ns: raw.ts_ns,
+            suppressed: 0,
+        };
+        if let Some(old) = self.flows.insert(*id, t) {
+            // A new incarnation of the 4-tuple: the old one's accounting ends.
+            self.release(&old);
+        }
+    }
+
+    /// Undo the counts a forgotten flow held.
+    fn release(&mut self, t: &Tracked) {
+        if t.half_open_counted {
+            if let Some(s) = t.server_addr.and_then(|a| self.servers.get_mut(&a)) {
+                s.half_open = s.half_open.saturating_sub(1);
+            }
+        }
+        if t.tw_counted {
+            if let (Some(ip), Some(server)) = (t.client_ip, t.server_addr) {
+                if let Some(p) = self.pressure.get_mut(&(ip, server)) {
+                    p.count = p.count.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// A SYN towards `server`; returns `syn_flood` when this one starts a flood.
+    fn count_syn(&mut self, server: SocketAddr, iface: &str, now: u64) -> Option<Event> {
+        let threshold = self.cfg.syn_flood_threshold;
+        let s = self.servers.entry(server).or_default();
+        s.half_open += 1;
+        s.recent_syns.push_back(now);
+        while s.recent_syns.front().is_some_and(|&t| now.saturating_sub(t) > NS) {
+            s.recent_syns.pop_front();
+        }
+        if s.flooded_since.is_some() {
+            s.flood_syns += 1;
+            s.flood_peak = s.flood_peak.max(s.half_open);
+            return None;
+        }
+        if s.half_open <= threshold {
+            return None;
+        }
+        s.flooded_since = Some(now);
+        s.flood_syns = 1;
+        s.flood_peak = s.half_open;
+        s.iface = iface.to_string();
+        let (half_open, rate) = (s.half_open, s.recent_syns.len());
+        // Every half-open connection of this server is part of the flood now.
+        for t in self.flows.values_mut() {
+            if t.server_addr == Some(server) && t.half_open_counted {
+                t.flood_member = true;
+            }
+        }
+        let mut e = self.server_event(server, iface, now, "syn_flood");
+        e.set("half_open", half_open);
+        e.set("syn_rate", rate);
+        e.set("threshold", threshold);
+        Some(e)
+    }
+
+    fn server_event(&self, server: SocketAddr, iface: &str, now: u64, name: &'static str) -> Event {
+        Event {
+            ts: self.clock.rfc3339(now),
+            event: name,
+            iface: iface.to_string(),
+            client: None,
+            server: server.to_string(),
+            picked_up: false,
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    fn flow_event(&self, id: &FlowId, like: &Event, name: &'static str) -> Event {
+        let mut e = Event { event: name, fields: serde_json::Map::new(), ..like.clone() };
+        if let Some(t) = self.flows.get(id) {
+            e.client = Some(t.client.clone());
+            e.server = t.server.clone();
+            e.iface = t.iface.clone();
+        }
+        e
+    }
+
+    /// A half-open connection completed or closed.
+    fn leave_half_open(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
+        let (counted, reported, server) = {
+            let t = self.flows.get_mut(id)?;
+            let r = (t.half_open_counted, t.half_open_reported, t.server_addr);
+            t.half_open_counted = false;
+            t.half_open_reported = false;
+            r
+        };
+        let mut out = None;
+        if reported {
+            let mut e = self.flow_event(id, ev, "half_open_ended");
+            e.set("outcome", if raw.new_state == STATE_CLOSE { "reset" } else { "established" });
+            out = Some(e);
+        }
+        if counted {
+            if let Some(server) = server {
+                return self.uncount(server, raw.ts_ns).or(out);
+            }
+        }
+        out
+    }
+
+    /// One fewer half-open connection to `server`; `syn_flood_ended` when
+    /// that ends a flood.
+    fn uncount(&mut self, server: SocketAddr, now: u64) -> Option<Event> {
+        let threshold = self.cfg.syn_flood_threshold;
+        let s = self.servers.get_mut(&server)?;
+        s.half_open = s.half_open.saturating_sub(1);
+        let since = s.flooded_since?;
+        if s.half_open >= threshold / 2 {
+            return None;
+        }
+        s.flooded_since = None;
+        let (syns, peak, iface) = (s.flood_syns, s.flood_peak, s.iface.clone());
+        let mut e = self.server_event(server, &iface, now, "syn_flood_ended");
+        e.set("duration_s", ((now.saturating_sub(since)) as f64 / NS as f64 * 1000.0).round() / 1000.0);
+        e.set("syns", syns);
+        e.set("peak_half_open", peak);
+        e.set("half_open", self.servers.get(&server).map(|s| s.half_open).unwrap_or(0));
+        Some(e)
+    }
+
+    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Vec<Event> {
+        let mut out = Vec::new();
+        let now = raw.ts_ns;
+        match raw.new_state {
+            STATE_TIME_WAIT => {
+                // RFC 9293 §3.6: the active closer waits 2 MSL.
+                let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
+                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => "both",
+                    DETAIL_CLOSER_LO => side_of(raw, 0),
+                    _ => side_of(raw, 1),
+                };
+                let mut e = self.flow_event(id, ev, "time_wait");
+                e.set("closer", closer);
+                e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
+                out.push(e);
+                self.arm(now + dur_ns(self.cfg.time_wait_timeout), *id, Deadline::TimeWait);
+                if closer != "server" {
+                    out.extend(self.count_time_wait(id, ev, now));
+                }
+            }
+            STATE_FIN_WAIT | STATE_CLOSE_WAIT => {
+                let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
+                if !armed {
+                    self.arm(now + dur_ns(self.cfg.close_wait_timeout), *id, Deadline::CloseWait);
+                    if let Some(t) = self.flows.get_mut(id) {
+                        t.close_wait_armed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Leaving TIME_WAIT (reuse, assassination): no longer pressure.
+        if raw.old_state == STATE_TIME_WAIT {
+            self.uncount_time_wait(id);
+        }
+        out
+    }
+
+    fn count_time_wait(&mut self, id: &FlowId, ev: &Event, now: u64) -> Option<Event> {
+        let threshold = self.cfg.time_wait_pressure;
+        let t = self.flows.get_mut(id)?;
+        if t.tw_counted {
+            return None;
+        }
+        t.tw_counted = true;
+        let key = (t.client_ip?, t.server_addr?);
+        let p = self.pressure.entry(key).or_default();
+        p.count += 1;
+        if p.count < threshold || p.reported {
+            return None;
+        }
+        p.reported = true;
+        let count = p.count;
+        let mut e = self.server_event(key.1, &ev.iface, now, "time_wait_pressure");
+        e.client = Some(key.0.to_string());
+        e.set("time_wait", count);
+        e.set("threshold", threshold);
+        e.set("meaning", "each TIME_WAIT holds a client port for this server: the client may run out of ephemeral ports");
+        Some(e)
+    }
+
+    fn uncount_time_wait(&mut self, id: &FlowId) {
+        let threshold = self.cfg.time_wait_pressure;
+        let Some(t) = self.flows.get_mut(id) else { return };
+        if !t.tw_counted {
+            return;
+        }
+        t.tw_counted = false;
+        if let (Some(ip), Some(server)) = (t.client_ip, t.server_addr) {
+            if let Some(p) = self.pressure.get_mut(&(ip, server)) {
+                p.count = p.count.saturating_sub(1);
+                // Re-armed once well below the threshold.
+                if p.count < threshold / 2 {
+                    p.reported = false;
+                }
+            }
+        }
+    }
+
+    /// Deadlines due at `now` (monotonic ns).
+    pub fn on_time(&mut self, now: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, id, what))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            out.extend(self.fire(&id, what, at));
+        }
+        out
+    }
+
+    fn fire(&mut self, id: &FlowId, what: Deadline, at: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(t) = self.flows.get(id) else { return out };
+        let rec = self.lookup.lookup(id);
+        let base = Event {
+            ts: self.clock.rfc3339(at),
+            event: "",
+            iface: t.iface.clone(),
+            client: Some(t.client.clone()),
+            server: t.server.clone(),
+            picked_up: false,
+            fields: serde_json::Map::new(),
+        };
+        let client_dir = rec.map(|r| r.initiator & 1).unwrap_or(0);
+        match what {
+            Deadline::HalfOpen => {
+                let Some(r) = rec else {
+                    return self.forget(id, at);
+                };
+                let member = t.flood_member;
+                let kind = match r.state {
+                    STATE_SYN_SENT | STATE_SYN_SENT2 => "syn_sent",
+                    STATE_SYN_RECV => "syn_recv",
+                    _ => return out,
+                };
+                let mut e = Event { event: "half_open", ..base };
+                e.set("kind", kind);
+                e.set("age_s", self.cfg.half_open_timeout.as_secs_f64());
+                if kind == "syn_sent" {
+                    e.set("syn_retransmits", r.peer(client_dir).retrans);
+                    e.set("retransmit_times", t.syn_times.clone());
+                } else {
+                    e.set("synack_retransmits", r.peer(client_dir ^ 1).retrans);
+                    e.set("retransmit_times", t.synack_times.clone());
+                }
+                if let Some(t) = self.flows.get_mut(id) {
+                    t.half_open_reported = true;
+                }
+                self.arm(at + dur_ns(self.cfg.half_open_timeout), *id, Deadline::HalfOpenExpiry);
+                if !member {
+                    out.push(e);
+                }
+            }
+            Deadline::HalfOpenExpiry => {
+                let still = rec.is_some_and(|r| r.state <= STATE_SYN_RECV);
+                let quiet = rec.is_none_or(|r| idle_for(&r, at) >= dur_ns(self.cfg.half_open_timeout));
+                if still && !quiet {
+                    // Still retransmitting: not given up yet.
+                    self.arm(at + dur_ns(self.cfg.half_open_timeout), *id, Deadline::HalfOpenExpiry);
+                    return out;
+                }
+                if still || rec.is_none() {
+                    let member = t.flood_member;
+                    let mut e = Event { event: "half_open_ended", ..base };
+                    e.set("outcome", "expired");
+                    self.lookup.remove(id);
+                    out.extend(self.forget(id, at));
+                    if !member {
+                        out.insert(0, e);
+                    }
+                }
+            }
+            Deadline::PeerLost => {
+                let Some(r) = rec else { return out };
+                if !(STATE_ESTABLISHED..=STATE_LAST_ACK).contains(&r.state) || t.peer_lost_reported {
+                    return out;
+                }
+                // Which side is still retransmitting into silence?
+                let stalled = [0u8, 1].into_iter().find(|&d| r.peer(d).retrans > 0);
+                let Some(d) = stalled else { return out };
+                if idle_for(&r, at) > dur_ns(self.cfg.half_open_timeout) {
+                    return out;
+                }
+                let mut e = Event { event: "half_open", ..base };
+                e.set("kind", "peer_lost");
+                e.set("evidence", "unacknowledged_retransmissions");
+                e.set("retransmitting", if d == client_dir { "client" } else { "server" });
+                e.set("lost", if d == client_dir { "server" } else { "client" });
+                e.set("retransmits", r.peer(d).retrans);
+                if let Some(t) = self.flows.get_mut(id) {
+                    t.peer_lost_reported = true;
+                }
+                out.push(e);
+            }
+            Deadline::TimeWait => {
+                match rec {
+                    Some(r) if r.state == STATE_TIME_WAIT => {
+                        let mut e = Event { event: "time_wait_expired", ..base };
+                        e.set("after_s", self.cfg.time_wait_timeout.as_secs_f64());
+                        out.push(e);
+                        // The endpoints have forgotten it: so do we.
+                        self.lookup.remove(id);
+                        out.extend(self.forget(id, at));
+                    }
+                    // Evicted from the table: it expired all the same.
+                    None => {
+                        let mut e = Event { event: "time_wait_expired", ..base };
+                        e.set("after_s", self.cfg.time_wait_timeout.as_secs_f64());
+                        out.push(e);
+                        out.extend(self.forget(id, at));
+                    }
+                    // Reused or assassinated: that was reported when it happened.
+                    Some(_) => {}
+                }
+            }
+            Deadline::CloseWait => {
+                let Some(r) = rec else { return out };
+                if r.state != STATE_FIN_WAIT && r.state != STATE_CLOSE_WAIT {
+                    return out;
+                }
+                let closer_lo = r.info & tcp_track_common::flow::INFO_CLOSER_LO != 0;
+                let waiting_dir = if closer_lo { 1 } else { 0 };
+                let mut e = Event { event: "close_wait", ..base };
+                e.set("waiting", if waiting_dir == client_dir { "client" } else { "server" });
+                e.set("for_s", self.cfg.close_wait_timeout.as_secs_f64());
+                e.set("meaning", "the other side closed long ago; the application on this side has not closed its socket");
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Drop the daemon's memory of a flow.
+    fn forget(&mut self, id: &FlowId, at: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        if let Some(t) = self.flows.remove(id) {
+            if t.half_open_counted {
+                if let Some(server) = t.server_addr {
+                    out.extend(self.uncount(server, at));
+                }
+            }
+            if t.tw_counted {
+                let t2 = Tracked { half_open_counted: false, ..t };
+                self.release(&t2);
+            }
+        }
+        out
+    }
+
+    /// At most `per_flow_rate` events a second per flow (burst of twice
+    /// that); SYN-flood events are about a server and pass.
+    fn rate_limit(&mut self, id: &FlowId, now: u64, events: Vec<Event>) -> Vec<Event> {
+        let rate = self.cfg.per_flow_rate as f64;
+        let mut out = Vec::with_capacity(events.len());
+        for mut e in events {
+            if e.client.is_none() {
+                out.push(e);
+                continue;
+            }
+            let Some(t) = self.flows.get_mut(id) else {
+                out.push(e);
+                continue;
+            };
+            let elapsed = now.saturating_sub(t.refilled_ns) as f64 / NS as f64;
+            t.tokens = (t.tokens + elapsed * rate).min(2.0 * rate);
+            t.refilled_ns = now;
+            if t.tokens >= 1.0 {
+                t.tokens -= 1.0;
+                if t.suppressed > 0 {
+                    e.set("suppressed_before", t.suppressed);
+                    t.suppressed = 0;
+                }
+                out.push(e);
+            } else {
+                t.suppressed += 1;
+                self.suppressed += 1;
+            }
+        }
+        out
+    }
+}
+
+fn dur_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// How long since the flow's last segment, from its coarse timestamp
+/// (2^20 ns units), rounded up so that truncation never makes a flow look
+/// more recent than it is.
+fn idle_for(r: &FlowRecord, now: u64) -> u64 {
+    ((coarse_time(now).wrapping_sub(r.last_seen) as u64) + 1) << 20
+}
+
+/// `client` or `server`: the side sending in direction `dir`.
+fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
+    if dir == raw.initiator & 1 { "client" } else { "server" }
+}
+
+/// The kernel's flow maps, as the reporter reads them.
+pub struct KernelFlows {
+    pub v4: aya::maps::HashMap<aya::maps::MapData, tcp_track_common::flow::FlowKeyV4, FlowRecord>,
+    pub v6: aya::maps::HashMap<aya::maps::MapData, tcp_track_common::flow::FlowKeyV6, FlowRecord>,
+}
+
+impl FlowLookup for KernelFlows {
+    fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
+        if id.family == tcp_track_common::parse::FAMILY_IPV4 {
+            self.v4.get(&key_v4(id), 0).ok()
+        } else {
+            self.v6.get(&key_v6(id), 0).ok()
+        }
+    }
+
+    fn remove(&mut self, id: &FlowId) {
+        // A flow already gone (evicted) is fine.
+        let _ = if id.family == tcp_track_common::parse::FAMILY_IPV4 {
+            self.v4.remove(&key_v4(id))
+        } else {
+            self.v6.remove(&key_v6(id))
+        };
+    }
+}
+
+fn key_v4(id: &FlowId) -> tcp_track_common::flow::FlowKeyV4 {
+    let (l, h) = (&id.lo_addr, &id.hi_addr);
+    tcp_track_common::flow::FlowKeyV4 {
+        lo_addr: [l[0], l[1], l[2], l[3]],
+        hi_addr: [h[0], h[1], h[2], h[3]],
+        lo_port: id.lo_port,
+        hi_port: id.hi_port,
+    }
+}
+
+fn key_v6(id: &FlowId) -> tcp_track_common::flow::FlowKeyV6 {
+    tcp_track_common::flow::FlowKeyV6 { lo_addr: id.lo_addr, hi_addr: id.hi_addr, lo_port: id.lo_port, hi_port: id.hi_port }
+}
+
+#[cfg(test)]
+mod tests;

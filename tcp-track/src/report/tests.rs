@@ -1,0 +1,293 @@
+//! The reporter with a fake clock and a fake flow table.
+
+use std::{collections::HashMap as Map, time::SystemTime};
+
+use tcp_track_common::{
+    event::{EVENT_FIN, EVENT_STATE},
+    flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
+    state::{RESET_EXACT, RESET_IN_WINDOW},
+    tcp::{ACK, FIN, RST, SYN},
+};
+
+use super::*;
+use crate::{clock::WallClock, events::Decoder};
+
+#[derive(Default)]
+struct FakeTable {
+    records: Map<FlowId, FlowRecord>,
+    removed: Vec<FlowId>,
+}
+
+impl FlowLookup for FakeTable {
+    fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
+        self.records.get(id).copied()
+    }
+    fn remove(&mut self, id: &FlowId) {
+        self.records.remove(id);
+        self.removed.push(*id);
+    }
+}
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1000 * S;
+
+fn cfg() -> ReportConfig {
+    ReportConfig {
+        half_open_timeout: Duration::from_secs(3),
+        time_wait_timeout: Duration::from_secs(2),
+        close_wait_timeout: Duration::from_secs(5),
+        syn_flood_threshold: 10,
+        time_wait_pressure: 3,
+        events: EventSet::Notable,
+        per_flow_rate: 10,
+    }
+}
+
+struct Rig {
+    r: Reporter<FakeTable>,
+    dec: Decoder,
+}
+
+impl Rig {
+    fn new(cfg: ReportConfig) -> Rig {
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
+        Rig { r: Reporter::new(cfg, FakeTable::default(), clock), dec: Decoder::new(clock, Map::from([(3, "veth0".into())])) }
+    }
+
+    fn feed(&mut self, raw: FlowEvent) -> Vec<Event> {
+        let ev = self.dec.event(&raw).unwrap();
+        self.r.on_event(&raw, ev)
+    }
+
+    fn set_record(&mut self, raw: &FlowEvent, state: u8, f: impl FnOnce(&mut FlowRecord)) {
+        let mut rec = FlowRecord { state, initiator: raw.initiator, ..FlowRecord::default() };
+        f(&mut rec);
+        self.r.lookup_mut().records.insert(FlowId::of(raw), rec);
+    }
+}
+
+/// A kernel event on the flow client 198.18.0.1:port → server 198.18.0.2:80.
+/// The server (198.18.0.2... sorts after .1) is `hi`; the client `lo`.
+fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new: u8) -> FlowEvent {
+    let mut e = FlowEvent {
+        ts_ns: ts,
+        ifindex: 3,
+        kind,
+        family: 4,
+        dir: if from_client { DIR_LO_TO_HI } else { DIR_HI_TO_LO },
+        tcp_flags: flags,
+        initiator: DIR_LO_TO_HI,
+        origin: ORIGIN_SYN,
+        old_state: old,
+        new_state: new,
+        lo_port: port,
+        hi_port: 80,
+        ..FlowEvent::default()
+    };
+    e.lo_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
+    e.hi_addr[..4].copy_from_slice(&[198, 18, 0, 2]);
+    e
+}
+
+fn names(evs: &[Event]) -> Vec<&'static str> {
+    evs.iter().map(|e| e.event).collect()
+}
+
+#[test]
+fn unanswered_syn_is_reported_then_expires() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40000, T0, true, SYN, 0, STATE_SYN_SENT);
+    assert!(g.feed(syn).is_empty(), "a new flow is not notable by itself");
+    g.set_record(&syn, STATE_SYN_SENT, |r| {
+        r.peer[0].retrans = 2;
+        r.last_seen = coarse_time(T0 + 3 * S);
+    });
+    assert!(g.r.on_time(T0 + 2 * S).is_empty(), "not yet");
+    let evs = g.r.on_time(T0 + 3 * S);
+    assert_eq!(names(&evs), ["half_open"]);
+    assert_eq!(evs[0].field("kind").unwrap(), "syn_sent");
+    assert_eq!(evs[0].field("syn_retransmits").unwrap(), 2);
+    assert_eq!(evs[0].client.as_deref(), Some("198.18.0.1:40000"));
+    // Quiet for a whole timeout after that: the story ends.
+    let evs = g.r.on_time(T0 + 7 * S);
+    assert_eq!(names(&evs), ["half_open_ended"]);
+    assert_eq!(evs[0].field("outcome").unwrap(), "expired");
+    assert_eq!(g.r.lookup_mut().removed, [FlowId::of(&syn)]);
+    assert_eq!(g.r.tracked_flows(), 0);
+}
+
+#[test]
+fn stuck_syn_recv_reports_synack_retransmissions_and_a_late_handshake() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40001, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    g.feed(raw(EVENT_STATE, 40001, T0 + 1000, false, SYN | ACK, STATE_SYN_SENT, STATE_SYN_RECV));
+    for i in 1..=2u8 {
+        let mut rt = raw(EVENT_HANDSHAKE_RETRANS, 40001, T0 + i as u64 * S, false, SYN | ACK, STATE_SYN_RECV, STATE_SYN_RECV);
+        rt.retrans = i;
+        assert!(g.feed(rt).is_empty());
+    }
+    g.set_record(&syn, STATE_SYN_RECV, |r| r.peer[1].retrans = 2);
+    let evs = g.r.on_time(T0 + 3 * S);
+    assert_eq!(names(&evs), ["half_open"]);
+    assert_eq!(evs[0].field("kind").unwrap(), "syn_recv");
+    assert_eq!(evs[0].field("synack_retransmits").unwrap(), 2);
+    assert_eq!(evs[0].field("retransmit_times").unwrap().as_array().unwrap().len(), 2);
+    let evs = g.feed(raw(EVENT_STATE, 40001, T0 + 4 * S, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    assert_eq!(names(&evs), ["half_open_ended"]);
+    assert_eq!(evs[0].field("outcome").unwrap(), "established");
+}
+
+#[test]
+fn completed_handshake_is_never_half_open() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40002, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    g.feed(raw(EVENT_STATE, 40002, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    g.set_record(&syn, STATE_ESTABLISHED, |_| {});
+    assert!(g.r.on_time(T0 + 10 * S).is_empty());
+}
+
+#[test]
+fn time_wait_entry_and_expiry() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40003, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    g.feed(raw(EVENT_STATE, 40003, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    let mut tw = raw(EVENT_STATE, 40003, T0 + S, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+    tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+    let evs = g.feed(tw);
+    assert_eq!(names(&evs), ["time_wait"]);
+    assert_eq!(evs[0].field("closer").unwrap(), "client");
+    g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
+    let evs = g.r.on_time(T0 + 3 * S);
+    assert_eq!(names(&evs), ["time_wait_expired"]);
+    assert_eq!(g.r.lookup_mut().removed.len(), 1, "the kernel record goes with it");
+}
+
+#[test]
+fn reused_time_wait_does_not_expire() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40004, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    let mut tw = raw(EVENT_STATE, 40004, T0 + S, false, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+    tw.detail = tcp_track_common::event::DETAIL_CLOSER_HI;
+    assert_eq!(g.feed(tw)[0].field("closer").unwrap(), "server");
+    let mut reuse = raw(EVENT_REUSE, 40004, T0 + S + 10, true, SYN, STATE_TIME_WAIT, STATE_SYN_SENT);
+    reuse.detail = tcp_track_common::event::DETAIL_ISN_ADVANCED;
+    let evs = g.feed(reuse);
+    assert_eq!(names(&evs), ["time_wait_reuse"]);
+    assert_eq!(evs[0].field("isn_advanced").unwrap(), true);
+    g.set_record(&syn, STATE_SYN_SENT, |_| {});
+    assert!(!names(&g.r.on_time(T0 + 3 * S + 20)).contains(&"time_wait_expired"));
+}
+
+#[test]
+fn a_syn_flood_is_one_event_and_one_end() {
+    let mut g = Rig::new(cfg());
+    let mut all = Vec::new();
+    for i in 0..500u16 {
+        let syn = raw(EVENT_FLOW_NEW, 10000 + i, T0 + i as u64 * 1_000_000, true, SYN, 0, STATE_SYN_SENT);
+        all.extend(g.feed(syn));
+        g.set_record(&syn, STATE_SYN_RECV, |r| r.last_seen = coarse_time(T0));
+    }
+    assert_eq!(names(&all), ["syn_flood"]);
+    assert_eq!(all[0].client, None);
+    assert_eq!(all[0].server, "198.18.0.2:80");
+    assert_eq!(all[0].field("half_open").unwrap(), 11);
+    // Every half-open entry times out; the flood ends once, and none of the
+    // 500 prints a line of its own.
+    let mut later = Vec::new();
+    for t in 1..=20 {
+        later.extend(g.r.on_time(T0 + t * S));
+    }
+    assert_eq!(names(&later), ["syn_flood_ended"]);
+    assert_eq!(later[0].field("peak_half_open").unwrap(), 500);
+}
+
+#[test]
+fn time_wait_pressure_is_reported_once() {
+    let mut g = Rig::new(cfg());
+    let mut all = Vec::new();
+    for i in 0..6u16 {
+        g.feed(raw(EVENT_FLOW_NEW, 20000 + i, T0, true, SYN, 0, STATE_SYN_SENT));
+        g.feed(raw(EVENT_STATE, 20000 + i, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+        let mut tw = raw(EVENT_STATE, 20000 + i, T0 + 2, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+        tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+        all.extend(g.feed(tw));
+    }
+    let pressure: Vec<&Event> = all.iter().filter(|e| e.event == "time_wait_pressure").collect();
+    assert_eq!(pressure.len(), 1);
+    assert_eq!(pressure[0].client.as_deref(), Some("198.18.0.1"));
+    assert_eq!(pressure[0].field("time_wait").unwrap(), 3);
+}
+
+#[test]
+fn close_wait_that_lingers() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40005, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    g.feed(raw(EVENT_STATE, 40005, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    g.feed(raw(EVENT_FIN, 40005, T0 + S, true, FIN | ACK, STATE_ESTABLISHED, STATE_FIN_WAIT));
+    g.set_record(&syn, STATE_CLOSE_WAIT, |r| r.info = INFO_CLOSER_LO);
+    let evs = g.r.on_time(T0 + 6 * S);
+    assert_eq!(names(&evs), ["close_wait"]);
+    assert_eq!(evs[0].field("waiting").unwrap(), "server");
+}
+
+#[test]
+fn stateless_peer_reset_proves_a_half_open_connection() {
+    let mut g = Rig::new(cfg());
+    g.feed(raw(EVENT_FLOW_NEW, 40006, T0, true, SYN, 0, STATE_SYN_SENT));
+    let mut rst = raw(EVENT_RST, 40006, T0 + S, true, RST, STATE_ESTABLISHED, STATE_CLOSE);
+    rst.reset = RESET_STATELESS_PEER;
+    let evs = g.feed(rst);
+    assert_eq!(names(&evs), ["reset", "half_open"]);
+    assert_eq!(evs[0].field("reason").unwrap(), "stateless_peer");
+    assert_eq!(evs[1].field("kind").unwrap(), "peer_lost");
+    assert_eq!(evs[1].field("lost").unwrap(), "client");
+}
+
+#[test]
+fn unacknowledged_retransmissions_mean_a_lost_peer() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40007, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    g.feed(raw(EVENT_STATE, 40007, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    let mut rt = raw(EVENT_DATA_RETRANS, 40007, T0 + S, false, ACK, STATE_ESTABLISHED, STATE_ESTABLISHED);
+    rt.retrans = 1;
+    assert!(g.feed(rt).is_empty());
+    g.set_record(&syn, STATE_ESTABLISHED, |r| {
+        r.peer[1].retrans = 4;
+        r.last_seen = coarse_time(T0 + 4 * S);
+    });
+    let evs = g.r.on_time(T0 + 4 * S);
+    assert_eq!(names(&evs), ["half_open"]);
+    assert_eq!(evs[0].field("lost").unwrap(), "client");
+    assert_eq!(evs[0].field("retransmits").unwrap(), 4);
+}
+
+#[test]
+fn a_misbehaving_flow_is_rate_limited() {
+    let mut g = Rig::new(cfg());
+    g.feed(raw(EVENT_FLOW_NEW, 40008, T0, true, SYN, 0, STATE_SYN_SENT));
+    let mut printed = 0;
+    for i in 0..1000u64 {
+        let mut rst = raw(EVENT_RST, 40008, T0 + S + i * 1000, false, RST, STATE_ESTABLISHED, STATE_ESTABLISHED);
+        rst.reset = RESET_IN_WINDOW;
+        printed += g.feed(rst).len();
+    }
+    assert_eq!(printed, 20, "a burst of twice the per-second rate, then silence");
+    assert_eq!(g.r.suppressed, 980);
+    let mut rst = raw(EVENT_RST, 40008, T0 + 3 * S, false, RST | ACK, STATE_ESTABLISHED, STATE_CLOSE);
+    rst.reset = RESET_EXACT;
+    let evs = g.feed(rst);
+    assert_eq!(evs[0].field("suppressed_before").unwrap(), 980, "the next line says how many were not printed");
+}
+
+#[test]
+fn all_events_mode_prints_transitions_too() {
+    let mut g = Rig::new(ReportConfig { events: EventSet::All, ..cfg() });
+    let evs = g.feed(raw(EVENT_FLOW_NEW, 40009, T0, true, SYN, 0, STATE_SYN_SENT));
+    assert_eq!(names(&evs), ["flow_new"]);
+}
