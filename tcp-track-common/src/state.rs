@@ -21,7 +21,7 @@ use crate::{
         PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
     },
     parse::{Segment, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
-    seq::{after, after_eq, before_eq, between},
+    seq::{after, after_eq, before, before_eq, between},
     tcp,
 };
 
@@ -149,8 +149,10 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
     // Each branch is its own function, not inlined: in BPF they become
     // subprograms with their own stack frames, of which only one is live at
     // a time; inlined together they overflow the 512-byte stack. Each
-    // returns the new state (a BPF subprogram must leave a scalar in R0).
-    let _ = if rec.state == STATE_NONE {
+    // returns the new state (a BPF subprogram must leave a scalar in R0),
+    // and that value is used below: a discarded result lets LLVM drop the
+    // return value altogether, and R0 then holds whatever was there.
+    let new_state = if rec.state == STATE_NONE {
         start(rec, seg, dir, &mut out)
     } else if seg.has(tcp::RST) {
         reset(rec, seg, dir, &mut out)
@@ -159,12 +161,12 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
     } else {
         segment(rec, seg, dir, &mut out)
     };
-    if rec.state != STATE_NONE {
+    if new_state != STATE_NONE {
         rec.last_seen = coarse_time(now_ns);
         rec.segments = rec.segments.wrapping_add(1);
         note_last(rec, seg, dir);
     }
-    out.new_state = rec.state;
+    out.new_state = new_state;
     out
 }
 
@@ -374,7 +376,11 @@ fn segment(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u
         // server's SYN completes the handshake. After a simultaneous open
         // either side's ACK does.
         STATE_SYN_RECV => {
-            if seg.has(tcp::ACK) && rec.peer(r).flags & PEER_SYN != 0 && after_eq(seg.ack, rec.peer(r).isn.wrapping_add(1)) {
+            // Only the client's ACK completes a normal handshake: a server
+            // answering a duplicate SYN with a plain ACK (RFC 9293 §3.10.7.4)
+            // or sending Fast Open data is still in SYN-RECEIVED.
+            let may_complete = dir == rec.initiator & 1 || rec.info & INFO_SIMULTANEOUS_OPEN != 0;
+            if may_complete && seg.has(tcp::ACK) && rec.peer(r).flags & PEER_SYN != 0 && after_eq(seg.ack, rec.peer(r).isn.wrapping_add(1)) {
                 rec.state = STATE_ESTABLISHED;
             }
         }
@@ -588,6 +594,12 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
     }
     if seg.seq == rcv_nxt || seg.seq == sender.end {
         return RESET_EXACT;
+    }
+    // Behind what the receiver already acknowledged: nf_conntrack's
+    // "invalid rst" (before(seq, td_maxack)), checked before the train rule
+    // so that an old retransmission cannot make a stale RST look exact.
+    if before(seg.seq, rcv_nxt) {
+        return RESET_OUT_OF_WINDOW;
     }
     // nf_conntrack's RST train: RST right after the sender's own segment,
     // with the sequence number at that segment's end.

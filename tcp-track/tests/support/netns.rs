@@ -182,3 +182,48 @@ impl Routed {
         Routed { a, r, b, a_end, ra_end, rb_end, b_end }
     }
 }
+
+impl Netns {
+    /// Load nftables rules (one `nft` command line, `;`-separated) in this namespace.
+    pub fn nft(&self, rules: &str) {
+        let out = self.exec("nft", &[rules]);
+        assert!(out.status.success(), "nft {rules}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// MAC address of an interface in this namespace.
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let text = self.ip(&["link", "show", "dev", ifname]);
+        let hex = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no link/ether for {ifname}: {text}"));
+        let mut mac = [0u8; 6];
+        for (m, part) in mac.iter_mut().zip(hex.split(':')) {
+            *m = u8::from_str_radix(part, 16).expect("hex byte");
+        }
+        mac
+    }
+
+    /// A sysctl inside this namespace.
+    pub fn sysctl(&self, setting: &str) {
+        let out = self.exec("sysctl", &["-qw", setting]);
+        assert!(out.status.success(), "sysctl {setting}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// SO_LINGER with a zero timeout: close() then sends a RST and frees the socket.
+pub fn set_linger_zero(fd: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+}
