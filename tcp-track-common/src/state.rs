@@ -542,12 +542,16 @@ fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 
         }
         RESET_TIME_WAIT => {
             // RFC 1337 §3: an endpoint should ignore it (Linux does with
-            // net.ipv4.tcp_rfc1337=1); by default Linux kills the TIME-WAIT
-            // socket. Dropping it is justified; if it gets through, the
-            // TIME-WAIT state is gone.
+            // net.ipv4.tcp_rfc1337=1). By default Linux kills the TIME-WAIT
+            // socket when the RST's sequence number is exactly the next one
+            // it expects (tcp_timewait_state_process); any other it answers
+            // with an ACK. Dropping it is justified either way.
             out.drop_justified = true;
-            rec.peer_mut(dir).flags |= PEER_RST;
-            rec.state = STATE_CLOSE;
+            let receiver = rec.peer((dir ^ 1) & 1);
+            if seg.seq == receiver.maxack || seg.seq == rec.peer(dir).end {
+                rec.peer_mut(dir).flags |= PEER_RST;
+                rec.state = STATE_CLOSE;
+            }
         }
         _ => {
             // RFC 5961 §3.2: in window but inexact, the receiver sends a

@@ -4,8 +4,10 @@
 
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod loader;
+pub mod netns;
 pub mod output;
 pub mod preflight;
 pub mod report;

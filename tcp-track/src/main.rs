@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Attach to interfaces and stream connection events to stdout.
     Run(RunArgs),
+    /// Play every kind of event in throw-away network namespaces (root; about 20 s).
+    Demo {
+        /// Output format of the events.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,6 +81,13 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { format } => {
+            init_logging(BpfLog::Off);
+            match tcp_track::demo::run(format) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Run(args) => {
             init_logging(args.bpf_log);
             let config = Config {

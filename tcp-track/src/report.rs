@@ -122,6 +122,8 @@ struct Tracked {
     tw_counted: bool,
     close_wait_armed: bool,
     peer_lost_reported: bool,
+    /// Which incarnation of the 4-tuple this is (unique per reporter).
+    incarnation: u64,
     /// Rate limit: tokens and the time they were last refilled.
     tokens: f64,
     refilled_ns: u64,
@@ -149,7 +151,10 @@ pub struct Reporter<L: FlowLookup> {
     cfg: ReportConfig,
     lookup: L,
     flows: HashMap<FlowId, Tracked>,
-    deadlines: BinaryHeap<Reverse<(u64, FlowId, Deadline)>>,
+    /// (when, flow, incarnation, what): a deadline of an older incarnation
+    /// of a reused 4-tuple is stale when it fires.
+    deadlines: BinaryHeap<Reverse<(u64, FlowId, u64, Deadline)>>,
+    incarnations: u64,
     servers: HashMap<SocketAddr, ServerStats>,
     pressure: HashMap<(IpAddr, SocketAddr), Pressure>,
     clock: crate::clock::WallClock,
@@ -166,6 +171,7 @@ impl<L: FlowLookup> Reporter<L> {
             lookup,
             flows: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            incarnations: 0,
             servers: HashMap::new(),
             pressure: HashMap::new(),
             clock,
@@ -184,11 +190,12 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// When the next deadline falls (monotonic ns), if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.peek().map(|Reverse((t, _, _))| *t)
+        self.deadlines.peek().map(|Reverse((t, _, _, _))| *t)
     }
 
     fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
-        self.deadlines.push(Reverse((at, id, what)));
+        let incarnation = self.flows.get(&id).map(|t| t.incarnation).unwrap_or(0);
+        self.deadlines.push(Reverse((at, id, incarnation, what)));
     }
 
     /// One kernel event, already decoded into `ev`; returns what to print.
@@ -272,7 +279,9 @@ impl<L: FlowLookup> Reporter<L> {
 
     fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) {
         let client = ev.client.clone().unwrap_or_default();
+        self.incarnations += 1;
         let t = Tracked {
+            incarnation: self.incarnations,
             iface: ev.iface.clone(),
             client_ip: client.parse::<SocketAddr>().ok().map(|a| a.ip()),
             client,
@@ -494,12 +503,14 @@ impl<L: FlowLookup> Reporter<L> {
     /// Deadlines due at `now` (monotonic ns).
     pub fn on_time(&mut self, now: u64) -> Vec<Event> {
         let mut out = Vec::new();
-        while let Some(Reverse((at, id, what))) = self.deadlines.peek().copied() {
+        while let Some(Reverse((at, id, incarnation, what))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            out.extend(self.fire(&id, what, at));
+            if self.flows.get(&id).is_some_and(|t| t.incarnation == incarnation) {
+                out.extend(self.fire(&id, what, at));
+            }
         }
         out
     }

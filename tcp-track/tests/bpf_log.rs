@@ -5,7 +5,10 @@ mod support;
 use std::{thread, time::Duration};
 
 use etherparse::PacketBuilder;
-use support::{daemon::Daemon, netns::Pair, raw::send_frame};
+use support::{
+    daemon::Daemon,
+    netns::{send_frame, Pair},
+};
 
 /// An IPv4/TCP frame whose TCP data offset (4 words) is below the minimum.
 fn malformed_frame(pair: &Pair) -> Vec<u8> {

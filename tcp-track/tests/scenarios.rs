@@ -8,19 +8,17 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
     thread,
     time::{Duration, Instant},
 };
 
-use etherparse::PacketBuilder;
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use support::{
     daemon::Daemon,
-    netns::{set_linger_zero, Pair},
-    raw::{send_frame, send_frames},
+    netns::{send_frame, send_frames, set_linger_zero, tcp_frame, Pair},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -239,21 +237,11 @@ fn s07_peer_lost_its_state() {
     assert!(d.stop().success());
 }
 
-/// An IPv4 TCP segment with checksums, from `src` to `dst` (flags: R, S, A).
-fn tcp_frame(src: SocketAddr, dst: SocketAddr, dst_mac: [u8; 6], flags: &str, seq: u32, ack: u32) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(t)) = (src.ip(), dst.ip()) else { panic!("IPv4 only") };
-    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], dst_mac).ipv4(s.octets(), t.octets(), 64).tcp(src.port(), dst.port(), seq, 0);
-    for f in flags.chars() {
-        b = match f {
-            'R' => b.rst(),
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            _ => b,
-        };
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 only"),
     }
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).unwrap();
-    out
 }
 
 /// 8: a RST with an acceptable sequence number towards a client in TIME_WAIT.
@@ -275,7 +263,7 @@ fn s08_time_wait_assassination() {
     d.wait_for(WAIT, "time_wait", |v| is(v, "time_wait") && about(v, &ca, &sa));
     // RCV.NXT of the client is one past the server's FIN.
     let seq = (fin["seq"].as_u64().unwrap() as u32).wrapping_add(1);
-    send_frame(&net.b, &net.b_end.ifname, tcp_frame(sa, ca, net.a.mac(&net.a_end.ifname), "R", seq, 0));
+    send_frame(&net.b, &net.b_end.ifname, tcp_frame(v4(sa), v4(ca), net.a.mac(&net.a_end.ifname), "R", seq, 0));
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && about(v, &ca, &sa));
     assert_eq!((r["reason"].as_str(), r["from"].as_str()), (Some("time_wait_assassination"), Some("server")), "{r}");
     assert_eq!(r["drop_justified"], true, "{r}");
@@ -329,8 +317,8 @@ fn s10_syn_flood() {
     let frames: Vec<Vec<u8>> = (0..3000u32)
         .map(|i| {
             // Spoofed sources across 198.19.0.0/16 (inside 198.18.0.0/15).
-            let src = SocketAddr::new(IpAddr::from([198, 19, (i >> 8) as u8, i as u8]), 1024 + (i % 60000) as u16);
-            tcp_frame(src, sa, mac, "S", i.wrapping_mul(2654435761), 0)
+            let src = SocketAddrV4::new([198, 19, (i >> 8) as u8, i as u8].into(), 1024 + (i % 60000) as u16);
+            tcp_frame(src, v4(sa), mac, "S", i.wrapping_mul(2654435761), 0)
         })
         .collect();
     let started = Instant::now();

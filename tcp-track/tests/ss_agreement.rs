@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 use support::{
     daemon::Daemon,
-    netns::{Netns, Pair},
+    netns::{set_linger_zero, Netns, Pair},
 };
 
 /// `ss` state of the socket `local` → `remote` in `ns`, or CLOSED when there is none.
@@ -118,18 +118,7 @@ fn abortive(net: &Pair) -> (SocketAddr, SocketAddr) {
     let (mut c, mut s) = connect(net, false);
     let ends = (c.local_addr().unwrap(), s.local_addr().unwrap());
     exchange(&mut c, &mut s);
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: a valid socket and a correctly sized option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
-    assert_eq!(rc, 0);
+    set_linger_zero(c.as_raw_fd());
     drop(c);
     let mut buf = [0u8; 1];
     let err = s.read(&mut buf).expect_err("the server sees the reset");

@@ -35,7 +35,8 @@ enum Cmd {
         release: bool,
     },
     /// Build (release) and run the daemon as root. Without arguments it
-    /// watches the loopback interface: `tcp-track run --iface lo`.
+    /// watches the loopback interface: `tcp-track run --iface lo`;
+    /// `cargo xtask run -- demo` plays every kind of event in namespaces.
     Run {
         /// Arguments for tcp-track, after `--`: e.g. `-- run --iface eth1 --format json`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -59,6 +60,10 @@ fn main() -> Result<()> {
         }
         Cmd::Run { args } => {
             ensure_bpf_toolchain()?;
+            if args.first().map(String::as_str) == Some("demo") {
+                // The demo runs ip and nft in its namespaces.
+                ensure_test_tools()?;
+            }
             cargo_build(&root, true)?;
             let binary = root.join("target/release/tcp-track");
             let args = if args.is_empty() { vec!["run".into(), "--iface".into(), "lo".into()] } else { args };

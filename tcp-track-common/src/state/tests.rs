@@ -608,3 +608,11 @@ fn a_corrupted_window_scale_cannot_overflow_the_shift() {
     fresh.peer[1].scale = 99;
     step(&mut fresh, &segment(ACK, 1, 1, 5, 1000), S, 1);
 }
+
+#[test]
+fn blind_reset_in_time_wait_is_an_attempt_that_leaves_time_wait() {
+    let mut c = conn_time_wait();
+    let out = c.apply(S, segment(RST, 0x1234_5678, 0, 0, 0));
+    assert_eq!((out.reset, out.drop_justified), (RESET_TIME_WAIT, true));
+    assert_eq!(out.new_state, STATE_TIME_WAIT, "Linux only kills TIME-WAIT on an exact RST");
+}

@@ -291,3 +291,20 @@ fn all_events_mode_prints_transitions_too() {
     let evs = g.feed(raw(EVENT_FLOW_NEW, 40009, T0, true, SYN, 0, STATE_SYN_SENT));
     assert_eq!(names(&evs), ["flow_new"]);
 }
+
+#[test]
+fn deadlines_of_an_older_incarnation_are_stale() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 40010, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    let mut tw = raw(EVENT_STATE, 40010, T0 + S, false, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+    tw.detail = tcp_track_common::event::DETAIL_CLOSER_HI;
+    g.feed(tw);
+    g.feed(raw(EVENT_REUSE, 40010, T0 + S + 10, true, SYN, STATE_TIME_WAIT, STATE_SYN_SENT));
+    let mut tw2 = raw(EVENT_STATE, 40010, T0 + 2 * S, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+    tw2.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+    g.feed(tw2);
+    g.set_record(&syn, STATE_TIME_WAIT, |_| {});
+    assert!(g.r.on_time(T0 + 3 * S + 500).is_empty(), "the first TIME_WAIT's deadline belongs to the old incarnation");
+    assert_eq!(names(&g.r.on_time(T0 + 4 * S)), ["time_wait_expired"]);
+}

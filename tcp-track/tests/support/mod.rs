@@ -3,4 +3,3 @@
 
 pub mod daemon;
 pub mod netns;
-pub mod raw;
