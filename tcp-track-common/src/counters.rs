@@ -16,8 +16,13 @@ pub const EVENTS_LOST: u32 = 5;
 /// Segments with a flag combination no conforming TCP sends (SYN+FIN, none, ...).
 pub const INVALID_FLAGS: u32 = 6;
 
+/// RSTs dropped by the RST policy.
+pub const RST_DROPPED: u32 = 7;
+/// RSTs with a bad TCP checksum: left to the stack, never judged.
+pub const RST_BAD_CHECKSUM: u32 = 8;
+
 /// Number of counters; the size of the `COUNTERS` array.
-pub const COUNT: u32 = 7;
+pub const COUNT: u32 = 9;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -28,4 +33,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "map_update_failed",
     "events_lost",
     "invalid_flags",
+    "rst_dropped",
+    "rst_bad_checksum",
 ];

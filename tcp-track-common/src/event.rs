@@ -94,6 +94,9 @@ impl FlowEvent {
         if out.valid {
             detail |= DETAIL_VALID;
         }
+        if out.dropped {
+            detail |= DETAIL_DROPPED;
+        }
         if rec.info & INFO_CLOSER_LO != 0 {
             detail |= DETAIL_CLOSER_LO;
         }

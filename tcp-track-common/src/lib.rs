@@ -11,6 +11,7 @@
 pub mod counters;
 pub mod event;
 pub mod flow;
+pub mod guard;
 pub mod parse;
 pub mod seq;
 pub mod state;

@@ -118,6 +118,8 @@ pub struct Segment {
     pub ip_len: u32,
     /// Offset of the TCP header in the frame.
     pub l4_offset: u16,
+    /// TCP header and payload length (from the IP length).
+    pub l4_len: u16,
     /// Timestamp option values (SYN only), valid when `OPT_TIMESTAMP` is set.
     pub ts_val: u32,
     pub ts_ecr: u32,
@@ -350,6 +352,7 @@ fn parse_tcp<P: Packet + ?Sized>(pkt: &P, l4: usize, l4_len: usize, seg: &mut Se
     seg.window = be16([t[14], t[15]]);
     seg.payload_len = (l4_len - doff) as u32;
     seg.l4_offset = l4 as u16;
+    seg.l4_len = if l4_len > 0xffff { 0xffff } else { l4_len as u16 };
     if seg.flags & tcp::SYN != 0 && doff > 20 {
         parse_syn_options(pkt, l4 + 20, doff - 20, seg);
     }

@@ -121,6 +121,18 @@ pub struct Outcome {
     pub retrans: u8,
     /// The sender's first FIN.
     pub first_fin: bool,
+    /// Set by the caller: a drop rule dropped the segment (the record was
+    /// not changed).
+    pub dropped: bool,
+}
+
+impl Outcome {
+    /// The outcome of a RST of class `class` that a drop rule dropped
+    /// before it could change anything.
+    #[inline(always)]
+    pub fn dropped_reset(state: u8, class: u8) -> Self {
+        Outcome { old_state: state, new_state: state, reset: class, drop_justified: true, dropped: true, ..Outcome::default() }
+    }
 }
 
 impl Outcome {

@@ -21,7 +21,8 @@ pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
         Observed::Malformed(m) => debug!(&ctx, "egress: malformed frame ({})", m),
         Observed::Untracked => warn!(&ctx, "egress: flow map refused an entry"),
-        Observed::NotTcp | Observed::Tracked => {}
+        // Egress never drops: the policy applies at XDP only.
+        Observed::NotTcp | Observed::Tracked | Observed::Dropped | Observed::BadChecksum => {}
     }
     TC_ACT_UNSPEC
 }

@@ -7,13 +7,20 @@
 //! and the big pieces (parser, state machine, event builder) are separate
 //! subprograms whose frames are not live at the same time.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::map, maps::LruHashMap, maps::PerCpuArray};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+    Global,
+};
 use tcp_track_common::{
     counters,
-    event::{event_kind, FlowEvent},
+    event::{event_kind, FlowEvent, HOOK_XDP},
     flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
+    guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
     parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
-    state::{step, Outcome, STATE_NONE},
+    state::{classify_reset, step, Outcome, STATE_NONE},
     tcp,
 };
 
@@ -28,6 +35,16 @@ pub struct Scratch {
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Which RSTs XDP drops (`guard::RST_POLICY_*`), set by the daemon at load
+/// time; observe-only unless asked.
+#[unsafe(no_mangle)]
+static RST_POLICY: Global<u8> = Global::new(RST_POLICY_OBSERVE);
+
+/// Interfaces where only one direction is visible (asymmetric routing): the
+/// tracker cannot judge anything there, so it drops nothing (key: ifindex).
+#[map]
+static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
 /// What became of a frame, for the hook's (optional) debug log.
 pub enum Observed {
     NotTcp,
@@ -35,13 +52,22 @@ pub enum Observed {
     Malformed(u8),
     Tracked,
     Untracked,
+    /// A forged RST the policy drops: the hook returns XDP_DROP.
+    Dropped,
+    /// A RST with a bad TCP checksum: the stack's business, not ours.
+    BadChecksum,
 }
 
-/// Where and when a segment was seen.
+/// Where and when a segment was seen, and what may be done about it.
 pub struct Seen {
     pub now: u64,
     pub ifindex: u32,
     pub hook: u8,
+    /// RST policy in force for this segment (observe outside XDP and on
+    /// liberal interfaces).
+    pub policy: u8,
+    /// `guard::CSUM_*` of a RST.
+    pub csum: u8,
 }
 
 /// Parse one frame and account it to its flow. Never fails: a frame that is
@@ -70,9 +96,38 @@ pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) -> Observed {
     if !tcp::flags_valid(scratch.seg.flags) {
         count(counters::INVALID_FLAGS);
     }
-    let seen = Seen { now: unsafe { bpf_ktime_get_ns() }, ifindex, hook };
+    let mut seen = Seen { now: unsafe { bpf_ktime_get_ns() }, ifindex, hook, policy: RST_POLICY_OBSERVE, csum: CSUM_OK };
+    if scratch.seg.has(tcp::RST) && hook == HOOK_XDP {
+        // XDP runs before the stack has checked anything: a RST must prove
+        // its checksum before it may change a flow or be called an attack.
+        // (Egress RSTs come from this host's own stack.)
+        seen.csum = rst_checksum(pkt, &scratch.seg);
+        if seen.csum == CSUM_BAD {
+            count(counters::RST_BAD_CHECKSUM);
+            return Observed::BadChecksum;
+        }
+        // SAFETY: a read-only lookup with a key on the stack.
+        let liberal = unsafe { LIBERAL_IFACES.get(&ifindex) }.is_some();
+        if !liberal {
+            seen.policy = RST_POLICY.load();
+        }
+    }
     let tracked = if scratch.seg.family == FAMILY_IPV4 { account_v4(scratch, &seen) } else { account_v6(scratch, &seen) };
-    if tracked != 0 { Observed::Tracked } else { Observed::Untracked }
+    match tracked {
+        ACCOUNTED => Observed::Tracked,
+        DROP => Observed::Dropped,
+        _ => Observed::Untracked,
+    }
+}
+
+const UNTRACKED: u32 = 0;
+const ACCOUNTED: u32 = 1;
+const DROP: u32 = 2;
+
+/// The checksum check as a BPF subprogram (its loop in its own frame).
+#[inline(never)]
+fn rst_checksum<P: Packet>(pkt: &P, seg: &Segment) -> u8 {
+    tcp_checksum(pkt, seg)
 }
 
 const PARSED: u8 = 0;
@@ -93,9 +148,9 @@ fn parse_frame<P: Packet>(pkt: &P, out: &mut Segment) -> u8 {
     }
 }
 
-// One subprogram per family (each returns 1 when the segment was accounted,
-// 0 when the map refused it: a value, since a BPF subprogram must leave a
-// scalar in R0).
+// One subprogram per family, each returning ACCOUNTED, DROP, or UNTRACKED
+// when the map refused it (a value: a BPF subprogram must leave a scalar in
+// R0).
 #[inline(never)]
 fn account_v4(scratch: &mut Scratch, seen: &Seen) -> u32 {
     let dir = direction(&scratch.seg);
@@ -118,9 +173,18 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, d
         // rest of this program run (RCU). See FlowRecord for the (benign,
         // documented) race between CPUs updating one flow.
         let rec = unsafe { &mut *rec };
+        if seen.policy != RST_POLICY_OBSERVE && seg.has(tcp::RST) && seen.csum == CSUM_OK {
+            // Judge before applying: a dropped RST must not change the flow.
+            let class = classify_reset(rec, seg, dir);
+            if drops(seen.policy, class) {
+                count(counters::RST_DROPPED);
+                report(seg, dir, rec, &Outcome::dropped_reset(rec.state, class), seen);
+                return DROP;
+            }
+        }
         let out = step_flow(rec, seg, dir, seen.now);
         report(seg, dir, rec, &out, seen);
-        return 1;
+        return ACCOUNTED;
     }
     // A flow we have no record of: the state machine decides whether this
     // segment starts one (a RST or a malformed segment does not).
@@ -129,13 +193,13 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, d
     let out = step_flow(fresh, seg, dir, seen.now);
     if out.new_state == STATE_NONE {
         report(seg, dir, fresh, &out, seen);
-        return 1;
+        return ACCOUNTED;
     }
     match map.insert(key, &*fresh, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(counters::FLOWS_CREATED);
             report(seg, dir, fresh, &out, seen);
-            1
+            ACCOUNTED
         }
         // Another CPU created it between our lookup and insert: step theirs.
         Err(_) => match map.get_ptr_mut(key) {
@@ -143,12 +207,12 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, d
                 let rec = unsafe { &mut *rec };
                 let out = step_flow(rec, seg, dir, seen.now);
                 report(seg, dir, rec, &out, seen);
-                1
+                ACCOUNTED
             }
             None => {
                 // -ENOMEM / -EBUSY, or evicted at once: this segment goes untracked.
                 count(counters::MAP_UPDATE_FAILED);
-                0
+                UNTRACKED
             }
         },
     }

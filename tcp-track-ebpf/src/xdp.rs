@@ -13,11 +13,14 @@ use crate::{
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match track::observe(&DirectPacket::xdp(&ctx), ifindex, HOOK_XDP) {
+        // The only drop: a RST the configured policy judges forged.
+        Observed::Dropped => return xdp_action::XDP_DROP,
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
         Observed::Malformed(m) => debug!(&ctx, "ingress: malformed frame ({})", m),
         Observed::Untracked => warn!(&ctx, "ingress: flow map refused an entry"),
+        Observed::BadChecksum => debug!(&ctx, "ingress: RST with a bad checksum left to the stack"),
         Observed::NotTcp | Observed::Tracked => {}
     }
-    // Observe only: nothing is dropped until a drop rule exists.
+    // Everything else goes on to the stack, whatever happened above.
     xdp_action::XDP_PASS
 }

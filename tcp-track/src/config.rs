@@ -46,6 +46,31 @@ pub enum BpfLog {
     Trace,
 }
 
+/// Which RSTs XDP drops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RstPolicy {
+    /// Drop nothing; classify and report every RST.
+    #[default]
+    Observe,
+    /// Drop RSTs outside the receiver's window.
+    DropOutOfWindow,
+    /// Drop every invalid RST: outside the window, inside it but inexact
+    /// (RFC 5961), and towards TIME-WAIT (RFC 1337).
+    DropInvalid,
+}
+
+impl RstPolicy {
+    /// The kernel programs' `RST_POLICY` value.
+    pub fn kernel_value(self) -> u8 {
+        use tcp_track_common::guard::{RST_POLICY_INVALID, RST_POLICY_OBSERVE, RST_POLICY_OUT_OF_WINDOW};
+        match self {
+            RstPolicy::Observe => RST_POLICY_OBSERVE,
+            RstPolicy::DropOutOfWindow => RST_POLICY_OUT_OF_WINDOW,
+            RstPolicy::DropInvalid => RST_POLICY_INVALID,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Interfaces to attach to (at least one).
@@ -59,6 +84,9 @@ pub struct Config {
     pub bpf_log: BpfLog,
     /// Timeouts, thresholds and which events to print.
     pub report: crate::report::ReportConfig,
+    pub rst_policy: RstPolicy,
+    /// Interfaces where only one direction is visible: nothing is dropped there.
+    pub liberal_interfaces: Vec<String>,
 }
 
 impl Config {
@@ -70,6 +98,8 @@ impl Config {
             egress: true,
             bpf_log: BpfLog::Off,
             report: crate::report::ReportConfig::default(),
+            rst_policy: RstPolicy::Observe,
+            liberal_interfaces: Vec::new(),
         }
     }
 }

@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 use thiserror::Error;
 
 use crate::{
-    config::{BpfLog, XdpModeChoice},
+    config::{BpfLog, RstPolicy, XdpModeChoice},
     preflight::Interface,
 };
 
@@ -90,6 +90,12 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn load(bpf_log: BpfLog) -> Result<Self, LoadError> {
+        Self::load_with_policy(bpf_log, RstPolicy::Observe)
+    }
+
+    /// Load with an RST policy (a load-time constant of the XDP program).
+    pub fn load_with_policy(bpf_log: BpfLog, rst_policy: RstPolicy) -> Result<Self, LoadError> {
+        let policy = rst_policy.kernel_value();
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
             BpfLog::Error => 1,
@@ -100,6 +106,7 @@ impl Tracker {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
+            .override_global("RST_POLICY", &policy, true)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         let logger = if bpf_log == BpfLog::Off {
@@ -135,6 +142,14 @@ impl Tracker {
             }
         }
         Ok(self.attached.last().expect("pushed above"))
+    }
+
+    /// Judge nothing on `iface` (asymmetric routing: one direction only),
+    /// so that nothing is dropped there.
+    pub fn set_liberal(&mut self, iface: &Interface) -> Result<(), aya::maps::MapError> {
+        let mut map: aya::maps::HashMap<_, u32, u8> =
+            aya::maps::HashMap::try_from(self.ebpf.map_mut("LIBERAL_IFACES").expect("LIBERAL_IFACES is in the object"))?;
+        map.insert(iface.index, 1, 0)
     }
 
     /// Detach every program from every interface; report what could not be.

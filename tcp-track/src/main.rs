@@ -4,7 +4,7 @@ use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tcp_track::{
-    config::BpfLog,
+    config::{BpfLog, RstPolicy},
     report::{EventSet, ReportConfig},
     Config, Format, XdpModeChoice,
 };
@@ -71,6 +71,19 @@ struct RunArgs {
     /// server endpoint is reported as TIME_WAIT pressure.
     #[arg(long, default_value_t = 1000)]
     time_wait_pressure: u32,
+    /// Which RSTs to drop in XDP. Every RST is classified and reported
+    /// either way; refusals, exact resets and stateless peers' resets are
+    /// never dropped, nor any RST of a flow whose windows are unknown.
+    #[arg(long, value_enum, default_value_t = RstPolicy::Observe, conflicts_with = "drop_invalid_rst")]
+    rst_policy: RstPolicy,
+    /// Shorthand for --rst-policy drop-invalid (RFC 5961 blind resets and
+    /// RFC 1337 TIME-WAIT assassination).
+    #[arg(long)]
+    drop_invalid_rst: bool,
+    /// An interface where only one direction is visible (asymmetric
+    /// routing): nothing is judged, so nothing is dropped there. Repeatable.
+    #[arg(long = "liberal-iface", value_name = "IF")]
+    liberal_interfaces: Vec<String>,
 }
 
 /// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
@@ -105,6 +118,8 @@ fn main() -> ExitCode {
                     events: args.events,
                     ..ReportConfig::default()
                 },
+                rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },
+                liberal_interfaces: args.liberal_interfaces,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,

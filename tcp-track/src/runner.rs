@@ -32,7 +32,19 @@ const MAX_BATCH: usize = 4096;
 /// Load, attach, stream events to stdout until `shutdown` resolves, detach.
 pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<()> {
     let interfaces = preflight::check_all(&config.interfaces)?;
-    let mut tracker = Tracker::load(config.bpf_log)?;
+    for name in &config.liberal_interfaces {
+        if !config.interfaces.contains(name) {
+            anyhow::bail!("--liberal-iface {name}: not one of the watched interfaces (add --iface {name})");
+        }
+    }
+    let mut tracker = Tracker::load_with_policy(config.bpf_log, config.rst_policy)?;
+    for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
+        tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;
+        info!("{}: liberal: only one direction is visible here, so no RST is dropped on it", iface.name);
+    }
+    if config.rst_policy != crate::config::RstPolicy::Observe {
+        info!("RST policy: {:?}: forged resets are dropped in XDP and reported with action \"dropped\"", config.rst_policy);
+    }
     for iface in &interfaces {
         let a = tracker.attach(iface, config.xdp_mode, config.egress)?;
         let mode = match a.mode {

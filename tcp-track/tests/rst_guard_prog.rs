@@ -1,0 +1,234 @@
+//! The RST drop rules, one by one, in the real XDP program run with
+//! BPF_PROG_TEST_RUN: the verdict (XDP_DROP or XDP_PASS) and what the
+//! flow record looks like afterwards.
+
+mod support;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{PacketBuilder, TcpOptionElement};
+use tcp_track::{
+    config::{BpfLog, RstPolicy},
+    loader::Tracker,
+};
+use tcp_track_common::{
+    counters,
+    flow::{direction, key_v4, FlowKeyV4, FlowRecord},
+    parse::parse,
+    state::{STATE_CLOSE, STATE_ESTABLISHED, STATE_SYN_SENT, STATE_TIME_WAIT},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const C: ([u8; 4], u16) = ([198, 18, 0, 1], 40000);
+const S: ([u8; 4], u16) = ([198, 18, 0, 2], 80);
+
+/// A segment from `from` to `to`; `window` as sent, `wscale` on SYNs.
+#[allow(clippy::too_many_arguments)]
+fn seg(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32, window: u16, wscale: Option<u8>, len: usize) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, window);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            _ => b,
+        };
+    }
+    if let Some(ws) = wscale {
+        b = b.options(&[TcpOptionElement::WindowScale(ws)]).unwrap();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![0u8; len]).unwrap();
+    out
+}
+
+struct Guard {
+    tracker: Tracker,
+}
+
+impl Guard {
+    fn new(policy: RstPolicy) -> Guard {
+        Guard { tracker: Tracker::load_with_policy(BpfLog::Off, policy).expect("loading the kernel programs") }
+    }
+
+    fn run(&self, frame: &[u8]) -> u32 {
+        let xdp: &Xdp = self.tracker.ebpf.program("tcp_track_xdp").unwrap().try_into().unwrap();
+        xdp.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).unwrap().return_value
+    }
+
+    fn record(&self) -> FlowRecord {
+        let f = seg(C, S, "A", 0, 0, 0, None, 0);
+        let s = parse(f.as_slice()).unwrap();
+        let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map("FLOWS_V4").unwrap()).unwrap();
+        map.get(&key_v4(&s, direction(&s)), 0).expect("the flow is tracked")
+    }
+
+    fn counter(&self, i: u32) -> u64 {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.tracker.ebpf.map("COUNTERS").unwrap()).unwrap();
+        map.get(&i, 0).unwrap().iter().sum()
+    }
+
+    /// Handshake with ISNs `c`/`s`, both offering window scale `ws`; the
+    /// client then advertises `cwin` (scaled by `ws`).
+    fn established(&self, c: u32, s: u32, ws: Option<u8>, cwin: u16) {
+        for f in [
+            seg(C, S, "S", c, 0, 64240, ws, 0),
+            seg(S, C, "SA", s, c.wrapping_add(1), 65160, ws, 0),
+            seg(C, S, "A", c.wrapping_add(1), s.wrapping_add(1), cwin, None, 0),
+        ] {
+            assert_eq!(self.run(&f), XDP_PASS);
+        }
+        assert_eq!(self.record().state, STATE_ESTABLISHED);
+    }
+}
+
+/// RSTs from the server to the client; the client expects `s + 1` next.
+fn rst_to_client(seq: u32) -> Vec<u8> {
+    seg(S, C, "R", seq, 0, 0, None, 0)
+}
+
+#[test]
+fn out_of_window_rst_is_dropped_and_changes_nothing() {
+    require_root!();
+    for policy in [RstPolicy::DropOutOfWindow, RstPolicy::DropInvalid] {
+        let g = Guard::new(policy);
+        g.established(1000, 5000, Some(7), 502);
+        let before = g.record();
+        assert_eq!(g.run(&rst_to_client(5001u32.wrapping_add(0x4000_0000))), XDP_DROP, "{policy:?}");
+        let after = g.record();
+        assert_eq!((after.state, after.peer), (before.state, before.peer), "a dropped RST leaves the record alone");
+        assert_eq!(g.counter(counters::RST_DROPPED), 1);
+    }
+}
+
+#[test]
+fn in_window_inexact_rst_is_dropped_only_by_drop_invalid() {
+    require_root!();
+    // The client's window is 502 << 7 = 64256: 60000 bytes in is inside it.
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(1000, 5000, Some(7), 502);
+    assert_eq!(g.run(&rst_to_client(5001 + 60000)), XDP_DROP);
+    assert_eq!(g.record().state, STATE_ESTABLISHED);
+    let g = Guard::new(RstPolicy::DropOutOfWindow);
+    g.established(1000, 5000, Some(7), 502);
+    assert_eq!(g.run(&rst_to_client(5001 + 60000)), XDP_PASS, "inside the window is not out of it");
+    assert_eq!(g.record().state, STATE_ESTABLISHED, "the receiver answers with a challenge ACK and keeps the connection");
+    assert_eq!(g.run(&rst_to_client(5001 + 70000)), XDP_DROP, "beyond 64256 is out of the window");
+}
+
+#[test]
+fn window_scaling_decides_what_is_inside() {
+    require_root!();
+    // Without scaling the same window field is 502 bytes: 60000 in is outside.
+    let g = Guard::new(RstPolicy::DropOutOfWindow);
+    g.established(1000, 5000, None, 502);
+    assert_eq!(g.run(&rst_to_client(5001 + 60000)), XDP_DROP);
+}
+
+#[test]
+fn exact_rst_passes_and_closes() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(1000, 5000, Some(7), 502);
+    assert_eq!(g.run(&rst_to_client(5001)), XDP_PASS);
+    assert_eq!(g.record().state, STATE_CLOSE);
+}
+
+#[test]
+fn sequence_numbers_wrap() {
+    require_root!();
+    let (c, s) = (u32::MAX - 5, u32::MAX - 3);
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(c, s, Some(7), 502);
+    // Two bytes past 2^32 on the server's side: 2^32 - 3 + 1 = -2 ... +100 wraps.
+    assert_eq!(g.run(&rst_to_client(s.wrapping_add(1).wrapping_add(100))), XDP_DROP, "in window across the wrap, inexact");
+    assert_eq!(g.run(&rst_to_client(s.wrapping_add(1).wrapping_add(0x4000_0000))), XDP_DROP, "out of window across the wrap");
+    assert_eq!(g.record().state, STATE_ESTABLISHED);
+    assert_eq!(g.run(&rst_to_client(s.wrapping_add(1))), XDP_PASS, "exact across the wrap");
+    assert_eq!(g.record().state, STATE_CLOSE);
+}
+
+#[test]
+fn refusal_passes() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    assert_eq!(g.run(&seg(C, S, "S", 1000, 0, 64240, None, 0)), XDP_PASS);
+    assert_eq!(g.record().state, STATE_SYN_SENT);
+    assert_eq!(g.run(&seg(S, C, "RA", 0, 1001, 0, None, 0)), XDP_PASS, "RST|ACK seq 0 ack ISN+1: connection refused");
+    assert_eq!(g.record().state, STATE_CLOSE);
+}
+
+#[test]
+fn stateless_peer_rst_passes() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(1000, 5000, Some(7), 502);
+    // The client sends data; the server, which lost the connection, answers
+    // RST with seq = the ACK it received and no ACK flag.
+    assert_eq!(g.run(&seg(C, S, "A", 1001, 5001, 502, None, 10)), XDP_PASS);
+    assert_eq!(g.run(&rst_to_client(5001)), XDP_PASS);
+    assert_eq!(g.record().state, STATE_CLOSE);
+}
+
+#[test]
+fn time_wait_assassination_is_dropped_and_time_wait_stays() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(1000, 5000, Some(7), 502);
+    for f in [
+        seg(C, S, "FA", 1001, 5001, 502, None, 0),
+        seg(S, C, "FA", 5001, 1002, 510, None, 0),
+        seg(C, S, "A", 1002, 5002, 502, None, 0),
+    ] {
+        assert_eq!(g.run(&f), XDP_PASS);
+    }
+    assert_eq!(g.record().state, STATE_TIME_WAIT);
+    assert_eq!(g.run(&rst_to_client(5002)), XDP_DROP, "RFC 1337: even an exact RST must not end TIME-WAIT");
+    assert_eq!(g.record().state, STATE_TIME_WAIT);
+    let g = Guard::new(RstPolicy::DropOutOfWindow);
+    g.established(1000, 5000, Some(7), 502);
+    for f in [seg(C, S, "FA", 1001, 5001, 502, None, 0), seg(S, C, "FA", 5001, 1002, 510, None, 0), seg(C, S, "A", 1002, 5002, 502, None, 0)] {
+        g.run(&f);
+    }
+    assert_eq!(g.run(&rst_to_client(5002)), XDP_PASS, "drop-out-of-window leaves TIME-WAIT to the endpoint");
+}
+
+#[test]
+fn bad_checksum_rst_is_neither_dropped_nor_applied() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    g.established(1000, 5000, Some(7), 502);
+    for seq in [5001u32, 5001 + 0x4000_0000] {
+        let mut f = rst_to_client(seq);
+        let at = 14 + 20 + 16;
+        f[at] ^= 0x5a;
+        assert_eq!(g.run(&f), XDP_PASS, "a corrupt RST is the stack's business");
+        assert_eq!(g.record().state, STATE_ESTABLISHED, "and changes nothing");
+    }
+    assert_eq!(g.counter(counters::RST_BAD_CHECKSUM), 2);
+    assert_eq!(g.counter(counters::RST_DROPPED), 0);
+}
+
+#[test]
+fn flows_with_unknown_windows_are_never_judged() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    // Picked up mid-stream: only the server has been seen.
+    assert_eq!(g.run(&seg(S, C, "A", 5001, 1001, 510, None, 100)), XDP_PASS);
+    assert_eq!(g.run(&rst_to_client(5001u32.wrapping_add(0x4000_0000))), XDP_PASS, "unjudged, like be_liberal");
+    assert_eq!(g.record().state, STATE_CLOSE);
+}
+
+#[test]
+fn observe_drops_nothing() {
+    require_root!();
+    let g = Guard::new(RstPolicy::Observe);
+    g.established(1000, 5000, Some(7), 502);
+    assert_eq!(g.run(&rst_to_client(5001u32.wrapping_add(0x4000_0000))), XDP_PASS);
+    assert_eq!(g.run(&rst_to_client(5001 + 100)), XDP_PASS);
+    assert_eq!(g.record().state, STATE_ESTABLISHED, "invalid RSTs change nothing, dropped or not");
+}
