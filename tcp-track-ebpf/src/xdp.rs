@@ -24,3 +24,10 @@ pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     // Everything else goes on to the stack, whatever happened above.
     xdp_action::XDP_PASS
 }
+
+/// The benchmark's baseline: the cost of running any XDP program at all,
+/// subtracted from the tracker's figures. Never attached by the daemon.
+#[xdp]
+pub fn tcp_track_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}

@@ -87,6 +87,10 @@ pub struct Config {
     pub rst_policy: RstPolicy,
     /// Interfaces where only one direction is visible: nothing is dropped there.
     pub liberal_interfaces: Vec<String>,
+    /// Flow-table capacity per address family (IPv4 and IPv6 tables each).
+    pub max_flows: u32,
+    /// How often to print the kernel counters on stderr (also at exit).
+    pub stats_interval: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -100,6 +104,8 @@ impl Config {
             report: crate::report::ReportConfig::default(),
             rst_policy: RstPolicy::Observe,
             liberal_interfaces: Vec::new(),
+            max_flows: crate::loader::DEFAULT_MAX_FLOWS,
+            stats_interval: None,
         }
     }
 }

@@ -26,6 +26,10 @@ use crate::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TCP_TRACK_EBPF_OBJECT"));
 
 pub const XDP_PROGRAM: &str = "tcp_track_xdp";
+/// An XDP program that only returns XDP_PASS: the benchmark's baseline.
+pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
+/// Flow-table capacity per address family when not told otherwise.
+pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
 
 #[derive(Debug, Error)]
@@ -95,6 +99,11 @@ impl Tracker {
 
     /// Load with an RST policy (a load-time constant of the XDP program).
     pub fn load_with_policy(bpf_log: BpfLog, rst_policy: RstPolicy) -> Result<Self, LoadError> {
+        Self::load_sized(bpf_log, rst_policy, DEFAULT_MAX_FLOWS)
+    }
+
+    /// Load with an RST policy and a flow-table capacity (per family).
+    pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
@@ -107,6 +116,8 @@ impl Tracker {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
             .override_global("RST_POLICY", &policy, true)
+            .map_max_entries("FLOWS_V4", max_flows)
+            .map_max_entries("FLOWS_V6", max_flows)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         let logger = if bpf_log == BpfLog::Off {

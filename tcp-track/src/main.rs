@@ -84,6 +84,14 @@ struct RunArgs {
     /// routing): nothing is judged, so nothing is dropped there. Repeatable.
     #[arg(long = "liberal-iface", value_name = "IF")]
     liberal_interfaces: Vec<String>,
+    /// Flow-table capacity, per address family (the start-up log says what
+    /// it costs in kernel memory).
+    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_FLOWS)]
+    max_flows: u32,
+    /// Print the kernel counters on stderr this often (they are always
+    /// printed at exit).
+    #[arg(long, value_parser = duration)]
+    stats_interval: Option<Duration>,
 }
 
 /// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
@@ -120,6 +128,8 @@ fn main() -> ExitCode {
                 },
                 rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },
                 liberal_interfaces: args.liberal_interfaces,
+                max_flows: args.max_flows,
+                stats_interval: args.stats_interval,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,

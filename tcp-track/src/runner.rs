@@ -37,7 +37,13 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
             anyhow::bail!("--liberal-iface {name}: not one of the watched interfaces (add --iface {name})");
         }
     }
-    let mut tracker = Tracker::load_with_policy(config.bpf_log, config.rst_policy)?;
+    let mut tracker = Tracker::load_sized(config.bpf_log, config.rst_policy, config.max_flows)?;
+    info!(
+        "flow tables: {} IPv4 + {} IPv6 flows, {} in kernel memory",
+        config.max_flows,
+        config.max_flows,
+        stats::mib(stats::table_memory(&tracker.ebpf, &["FLOWS_V4", "FLOWS_V6"]))
+    );
     for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
         tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;
         info!("{}: liberal: only one direction is visible here, so no RST is dropped on it", iface.name);
@@ -74,6 +80,8 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stats_tick = tokio::time::interval(config.stats_interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
+    stats_tick.tick().await;
     let mut lost_reported = 0u64;
     tokio::pin!(shutdown);
     let result = loop {
@@ -102,6 +110,9 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 if let Err(e) = res.and_then(|_| out.flush()) {
                     break Err(e);
                 }
+            }
+            _ = stats_tick.tick(), if config.stats_interval.is_some() => {
+                info!("counters: {}", stats::format(&counters.read()));
             }
             _ = tick.tick() => {
                 let lost = counters.read()[counters::EVENTS_LOST as usize];

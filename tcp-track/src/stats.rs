@@ -28,3 +28,45 @@ impl Counters {
 pub fn format(values: &[u64; counters::COUNT as usize]) -> String {
     counters::NAMES.iter().zip(values).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
 }
+
+/// Kernel memory charged to the named maps, in bytes: the `memlock` line of
+/// each map's fdinfo (the kernel's own accounting, keys, values, buckets
+/// and per-element overhead included).
+pub fn table_memory(ebpf: &aya::Ebpf, names: &[&str]) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    names
+        .iter()
+        .filter_map(|n| ebpf.map(n))
+        .filter_map(|m| {
+            let data = match m {
+                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+                _ => return None,
+            };
+            let fd = data.fd().as_fd().as_raw_fd();
+            memlock_of(&std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?)
+        })
+        .sum()
+}
+
+/// The `memlock:` value of a map's fdinfo.
+pub fn memlock_of(fdinfo: &str) -> Option<u64> {
+    fdinfo.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// `12.5 MiB`.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nmap_type:\t9\nmemlock:\t9437184\nmap_id:\t12\n";
+        assert_eq!(memlock_of(info), Some(9437184));
+        assert_eq!(memlock_of("nothing"), None);
+        assert_eq!(mib(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

@@ -42,6 +42,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build (release) and run the benchmark as root: prints a table of
+    /// per-packet costs, memory per flow, event throughput, SYN-flood survival.
+    Bench,
     /// Install what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -72,6 +75,16 @@ fn main() -> Result<()> {
             eprintln!("xtask: running {} {}", binary.display(), args.join(" "));
             // Replace this process so Ctrl-C reaches the daemon directly.
             Err(cmd.exec()).with_context(|| format!("starting {}", binary.display()))
+        }
+        Cmd::Bench => {
+            ensure_bpf_toolchain()?;
+            cargo_build(&root, true)?;
+            let binary = root.join("target/release/tcp-track-bench");
+            let status = as_root(&binary).status().with_context(|| format!("running {}", binary.display()))?;
+            if !status.success() {
+                bail!("the benchmark failed ({status})");
+            }
+            Ok(())
         }
         Cmd::Test { args } => {
             ensure_bpf_toolchain()?;
