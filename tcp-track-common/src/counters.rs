@@ -7,7 +7,7 @@ pub const TCP_SEGMENTS: u32 = 0;
 pub const NOT_TCP: u32 = 1;
 /// Frames that claimed to be IP/TCP but were malformed (see `parse::Malformed`).
 pub const MALFORMED: u32 = 2;
-/// Flow entries created.
+/// Flow entries created (half-open or, for flows picked up mid-stream, established).
 pub const FLOWS_CREATED: u32 = 3;
 /// Flow-map updates that failed (-ENOMEM, -EBUSY, ...): that segment was not tracked.
 pub const MAP_UPDATE_FAILED: u32 = 4;
@@ -21,8 +21,11 @@ pub const RST_DROPPED: u32 = 7;
 /// RSTs with a bad TCP checksum: left to the stack, never judged.
 pub const RST_BAD_CHECKSUM: u32 = 8;
 
+/// Flows moved from the half-open table to the established one.
+pub const FLOWS_PROMOTED: u32 = 9;
+
 /// Number of counters; the size of the `COUNTERS` array.
-pub const COUNT: u32 = 9;
+pub const COUNT: u32 = 10;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -35,4 +38,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "invalid_flags",
     "rst_dropped",
     "rst_bad_checksum",
+    "flows_promoted",
 ];

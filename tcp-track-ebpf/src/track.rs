@@ -20,11 +20,11 @@ use tcp_track_common::{
     flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
     guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
     parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
-    state::{classify_reset, step, Outcome, STATE_NONE},
+    state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV},
     tcp,
 };
 
-use crate::maps::{count, EVENTS, FLOWS_V4, FLOWS_V6};
+use crate::maps::{count, EVENTS, FLOWS_V4, FLOWS_V6, HALF_OPEN_V4, HALF_OPEN_V6};
 
 /// Per-CPU working memory of one program run.
 pub struct Scratch {
@@ -154,40 +154,50 @@ fn parse_frame<P: Packet>(pkt: &P, out: &mut Segment) -> u8 {
 #[inline(never)]
 fn account_v4(scratch: &mut Scratch, seen: &Seen) -> u32 {
     let dir = direction(&scratch.seg);
-    account(&FLOWS_V4, &key_v4(&scratch.seg, dir), scratch, dir, seen)
+    account(&FLOWS_V4, &HALF_OPEN_V4, &key_v4(&scratch.seg, dir), scratch, dir, seen)
 }
 
 #[inline(never)]
 fn account_v6(scratch: &mut Scratch, seen: &Seen) -> u32 {
     let dir = direction(&scratch.seg);
-    account(&FLOWS_V6, &key_v6(&scratch.seg, dir), scratch, dir, seen)
+    account(&FLOWS_V6, &HALF_OPEN_V6, &key_v6(&scratch.seg, dir), scratch, dir, seen)
 }
 
-/// Find the flow's record (or start one), run the shared state machine on
-/// the segment, and report the outcome.
+/// Find the flow's record (established table first, then half-open), or
+/// start one, run the shared state machine on the segment, report the
+/// outcome, and move a flow out of the half-open table once its handshake
+/// is over.
 #[inline(always)]
-fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
+fn account<K>(flows: &LruHashMap<K, FlowRecord>, half: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
     let Scratch { seg, fresh } = scratch;
-    if let Some(rec) = map.get_ptr_mut(key) {
+    if let Some(rec) = flows.get_ptr_mut(key) {
         // SAFETY: `rec` points into a map value that stays valid for the
         // rest of this program run (RCU). See FlowRecord for the (benign,
         // documented) race between CPUs updating one flow.
+        return on_record(unsafe { &mut *rec }, seg, dir, seen);
+    }
+    if let Some(rec) = half.get_ptr_mut(key) {
+        // SAFETY: as above.
         let rec = unsafe { &mut *rec };
-        if seen.policy != RST_POLICY_OBSERVE && seg.has(tcp::RST) && seen.csum == CSUM_OK {
-            // Judge before applying: a dropped RST must not change the flow.
-            let class = classify_reset(rec, seg, dir);
-            if drops(seen.policy, class) {
-                count(counters::RST_DROPPED);
-                report(seg, dir, rec, &Outcome::dropped_reset(rec.state, class), seen);
-                return DROP;
+        let verdict = on_record(rec, seg, dir, seen);
+        if rec.state > STATE_SYN_RECV {
+            // The handshake completed (or the attempt was reset): promote an
+            // open connection to the established table, forget the rest.
+            if rec.state != STATE_CLOSE {
+                if flows.insert(key, &*rec, 0).is_ok() {
+                    count(counters::FLOWS_PROMOTED);
+                } else {
+                    count(counters::MAP_UPDATE_FAILED);
+                }
             }
+            let _ = half.remove(key);
         }
-        let out = step_flow(rec, seg, dir, seen.now);
-        report(seg, dir, rec, &out, seen);
-        return ACCOUNTED;
+        return verdict;
     }
     // A flow we have no record of: the state machine decides whether this
-    // segment starts one (a RST or a malformed segment does not).
+    // segment starts one (a RST or a malformed segment does not), and where
+    // it lives: a SYN or SYN-ACK in the half-open table, a flow picked up
+    // mid-stream in the established one.
     *fresh = FlowRecord::default();
     fresh.initiator = initiator_of(seg, dir).0;
     let out = step_flow(fresh, seg, dir, seen.now);
@@ -195,20 +205,16 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, d
         report(seg, dir, fresh, &out, seen);
         return ACCOUNTED;
     }
-    match map.insert(key, &*fresh, BPF_NOEXIST as u64) {
+    let table = if out.new_state <= STATE_SYN_RECV { half } else { flows };
+    match table.insert(key, &*fresh, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(counters::FLOWS_CREATED);
             report(seg, dir, fresh, &out, seen);
             ACCOUNTED
         }
         // Another CPU created it between our lookup and insert: step theirs.
-        Err(_) => match map.get_ptr_mut(key) {
-            Some(rec) => {
-                let rec = unsafe { &mut *rec };
-                let out = step_flow(rec, seg, dir, seen.now);
-                report(seg, dir, rec, &out, seen);
-                ACCOUNTED
-            }
+        Err(_) => match table.get_ptr_mut(key) {
+            Some(rec) => on_record(unsafe { &mut *rec }, seg, dir, seen),
             None => {
                 // -ENOMEM / -EBUSY, or evicted at once: this segment goes untracked.
                 count(counters::MAP_UPDATE_FAILED);
@@ -216,6 +222,24 @@ fn account<K>(map: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, d
             }
         },
     }
+}
+
+/// A segment of a flow we have a record of: the drop rule, then the state
+/// machine.
+#[inline(always)]
+fn on_record(rec: &mut FlowRecord, seg: &Segment, dir: u8, seen: &Seen) -> u32 {
+    if seen.policy != RST_POLICY_OBSERVE && seg.has(tcp::RST) && seen.csum == CSUM_OK {
+        // Judge before applying: a dropped RST must not change the flow.
+        let class = classify_reset(rec, seg, dir);
+        if drops(seen.policy, class) {
+            count(counters::RST_DROPPED);
+            report(seg, dir, rec, &Outcome::dropped_reset(rec.state, class), seen);
+            return DROP;
+        }
+    }
+    let out = step_flow(rec, seg, dir, seen.now);
+    report(seg, dir, rec, &out, seen);
+    ACCOUNTED
 }
 
 /// The shared state machine as one BPF subprogram, called from three places.

@@ -89,6 +89,8 @@ pub struct Config {
     pub liberal_interfaces: Vec<String>,
     /// Flow-table capacity per address family (IPv4 and IPv6 tables each).
     pub max_flows: u32,
+    /// Half-open table capacity per address family.
+    pub max_half_open: u32,
     /// How often to print the kernel counters on stderr (also at exit).
     pub stats_interval: Option<std::time::Duration>,
 }
@@ -105,6 +107,7 @@ impl Config {
             rst_policy: RstPolicy::Observe,
             liberal_interfaces: Vec::new(),
             max_flows: crate::loader::DEFAULT_MAX_FLOWS,
+            max_half_open: crate::loader::DEFAULT_MAX_HALF_OPEN,
             stats_interval: None,
         }
     }

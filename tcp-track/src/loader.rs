@@ -30,6 +30,10 @@ pub const XDP_PROGRAM: &str = "tcp_track_xdp";
 pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
 /// Flow-table capacity per address family when not told otherwise.
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
+/// Half-open table capacity per address family when not told otherwise.
+pub const DEFAULT_MAX_HALF_OPEN: u32 = 16384;
+/// The maps holding flows: established, then half-open.
+pub const FLOW_TABLES: [&str; 4] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
 
 #[derive(Debug, Error)]
@@ -99,11 +103,12 @@ impl Tracker {
 
     /// Load with an RST policy (a load-time constant of the XDP program).
     pub fn load_with_policy(bpf_log: BpfLog, rst_policy: RstPolicy) -> Result<Self, LoadError> {
-        Self::load_sized(bpf_log, rst_policy, DEFAULT_MAX_FLOWS)
+        Self::load_sized(bpf_log, rst_policy, DEFAULT_MAX_FLOWS, DEFAULT_MAX_HALF_OPEN)
     }
 
-    /// Load with an RST policy and a flow-table capacity (per family).
-    pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32) -> Result<Self, LoadError> {
+    /// Load with an RST policy and table capacities (per address family):
+    /// established flows and half-open ones.
+    pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32, max_half_open: u32) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
@@ -118,6 +123,8 @@ impl Tracker {
             .override_global("RST_POLICY", &policy, true)
             .map_max_entries("FLOWS_V4", max_flows)
             .map_max_entries("FLOWS_V6", max_flows)
+            .map_max_entries("HALF_OPEN_V4", max_half_open)
+            .map_max_entries("HALF_OPEN_V6", max_half_open)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         let logger = if bpf_log == BpfLog::Off {

@@ -88,6 +88,11 @@ struct RunArgs {
     /// it costs in kernel memory).
     #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_FLOWS)]
     max_flows: u32,
+    /// Half-open table capacity, per address family: connections whose
+    /// handshake has not completed live there, apart, so that a SYN flood
+    /// cannot evict established ones.
+    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_HALF_OPEN)]
+    max_half_open: u32,
     /// Print the kernel counters on stderr this often (they are always
     /// printed at exit).
     #[arg(long, value_parser = duration)]
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
                 rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },
                 liberal_interfaces: args.liberal_interfaces,
                 max_flows: args.max_flows,
+                max_half_open: args.max_half_open,
                 stats_interval: args.stats_interval,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -160,6 +160,9 @@ pub struct Reporter<L: FlowLookup> {
     clock: crate::clock::WallClock,
     /// Events not printed because of a flow's rate limit.
     pub suppressed: u64,
+    /// Flows whose record was gone when a deadline came, without a close
+    /// having been seen: LRU evictions, which the kernel does not report.
+    pub vanished: u64,
 }
 
 const NS: u64 = 1_000_000_000;
@@ -176,6 +179,7 @@ impl<L: FlowLookup> Reporter<L> {
             pressure: HashMap::new(),
             clock,
             suppressed: 0,
+            vanished: 0,
         }
     }
 
@@ -532,6 +536,7 @@ impl<L: FlowLookup> Reporter<L> {
         match what {
             Deadline::HalfOpen => {
                 let Some(r) = rec else {
+                    self.vanished += 1;
                     return self.forget(id, at);
                 };
                 let member = t.flood_member;
@@ -611,6 +616,7 @@ impl<L: FlowLookup> Reporter<L> {
                     }
                     // Evicted from the table: it expired all the same.
                     None => {
+                        self.vanished += 1;
                         let mut e = Event { event: "time_wait_expired", ..base };
                         e.set("after_s", self.cfg.time_wait_timeout.as_secs_f64());
                         out.push(e);
@@ -703,28 +709,39 @@ fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
     if dir == raw.initiator & 1 { "client" } else { "server" }
 }
 
-/// The kernel's flow maps, as the reporter reads them.
+type Table<K> = aya::maps::HashMap<aya::maps::MapData, K, FlowRecord>;
+
+/// The kernel's flow maps, as the reporter reads them: established flows
+/// and half-open ones.
 pub struct KernelFlows {
-    pub v4: aya::maps::HashMap<aya::maps::MapData, tcp_track_common::flow::FlowKeyV4, FlowRecord>,
-    pub v6: aya::maps::HashMap<aya::maps::MapData, tcp_track_common::flow::FlowKeyV6, FlowRecord>,
+    pub v4: Table<tcp_track_common::flow::FlowKeyV4>,
+    pub v6: Table<tcp_track_common::flow::FlowKeyV6>,
+    pub half_v4: Table<tcp_track_common::flow::FlowKeyV4>,
+    pub half_v6: Table<tcp_track_common::flow::FlowKeyV6>,
 }
 
 impl FlowLookup for KernelFlows {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
         if id.family == tcp_track_common::parse::FAMILY_IPV4 {
-            self.v4.get(&key_v4(id), 0).ok()
+            let k = key_v4(id);
+            self.v4.get(&k, 0).or_else(|_| self.half_v4.get(&k, 0)).ok()
         } else {
-            self.v6.get(&key_v6(id), 0).ok()
+            let k = key_v6(id);
+            self.v6.get(&k, 0).or_else(|_| self.half_v6.get(&k, 0)).ok()
         }
     }
 
     fn remove(&mut self, id: &FlowId) {
         // A flow already gone (evicted) is fine.
-        let _ = if id.family == tcp_track_common::parse::FAMILY_IPV4 {
-            self.v4.remove(&key_v4(id))
+        if id.family == tcp_track_common::parse::FAMILY_IPV4 {
+            let k = key_v4(id);
+            let _ = self.v4.remove(&k);
+            let _ = self.half_v4.remove(&k);
         } else {
-            self.v6.remove(&key_v6(id))
-        };
+            let k = key_v6(id);
+            let _ = self.v6.remove(&k);
+            let _ = self.half_v6.remove(&k);
+        }
     }
 }
 

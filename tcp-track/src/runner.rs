@@ -37,12 +37,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
             anyhow::bail!("--liberal-iface {name}: not one of the watched interfaces (add --iface {name})");
         }
     }
-    let mut tracker = Tracker::load_sized(config.bpf_log, config.rst_policy, config.max_flows)?;
+    let mut tracker = Tracker::load_sized(config.bpf_log, config.rst_policy, config.max_flows, config.max_half_open)?;
     info!(
-        "flow tables: {} IPv4 + {} IPv6 flows, {} in kernel memory",
+        "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",
         config.max_flows,
-        config.max_flows,
-        stats::mib(stats::table_memory(&tracker.ebpf, &["FLOWS_V4", "FLOWS_V6"]))
+        config.max_half_open,
+        stats::mib(stats::table_memory(&tracker.ebpf, &crate::loader::FLOW_TABLES))
     );
     for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
         tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;
@@ -70,7 +70,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let ifnames: HashMap<u32, String> = interfaces.iter().map(|i| (i.index, i.name.clone())).collect();
     let clock = WallClock::now();
     let decoder = Decoder::new(clock, ifnames);
-    let flows = KernelFlows { v4: take_map(&mut tracker, "FLOWS_V4")?, v6: take_map(&mut tracker, "FLOWS_V6")? };
+    let flows = KernelFlows {
+        v4: take_map(&mut tracker, "FLOWS_V4")?,
+        v6: take_map(&mut tracker, "FLOWS_V6")?,
+        half_v4: take_map(&mut tracker, "HALF_OPEN_V4")?,
+        half_v6: take_map(&mut tracker, "HALF_OPEN_V6")?,
+    };
     let mut reporter = Reporter::new(config.report.clone(), flows, clock);
     let mut ring = watch(events).context("watching the event ring buffer")?;
 
@@ -132,6 +137,9 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     }
     info!("detached from {}", names.join(", "));
     info!("counters: {}", stats::format(&counters.read()));
+    if reporter.vanished > 0 {
+        info!("{} flows vanished from the kernel tables without a close (evicted: raise --max-flows or --max-half-open)", reporter.vanished);
+    }
     if reporter.suppressed > 0 {
         info!("{} events not printed: a flow exceeded its rate limit ({} per second)", reporter.suppressed, config.report.per_flow_rate);
     }

@@ -123,17 +123,30 @@ impl Loaded {
         assert_eq!(r.return_value, TC_ACT_UNSPEC, "the egress hook lets every packet through to the next program");
     }
 
+    /// The flow's record, from the established table or the half-open one.
     fn record(&self, seg: &Segment) -> Option<FlowRecord> {
         let dir = direction(seg);
+        let ebpf = &self.tracker.ebpf;
         if seg.family == 4 {
-            let map: HashMap<&MapData, FlowKeyV4, FlowRecord> =
-                HashMap::try_from(self.tracker.ebpf.map("FLOWS_V4").unwrap()).unwrap();
-            map.get(&key_v4(seg, dir), 0).ok()
+            ["FLOWS_V4", "HALF_OPEN_V4"].iter().find_map(|t| {
+                let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(ebpf.map(t).unwrap()).unwrap();
+                map.get(&key_v4(seg, dir), 0).ok()
+            })
         } else {
-            let map: HashMap<&MapData, FlowKeyV6, FlowRecord> =
-                HashMap::try_from(self.tracker.ebpf.map("FLOWS_V6").unwrap()).unwrap();
-            map.get(&key_v6(seg, dir), 0).ok()
+            ["FLOWS_V6", "HALF_OPEN_V6"].iter().find_map(|t| {
+                let map: HashMap<&MapData, FlowKeyV6, FlowRecord> = HashMap::try_from(ebpf.map(t).unwrap()).unwrap();
+                map.get(&key_v6(seg, dir), 0).ok()
+            })
         }
+    }
+
+    /// Which table holds the flow.
+    fn table_of(&self, seg: &Segment) -> Option<&'static str> {
+        let dir = direction(seg);
+        ["FLOWS_V4", "HALF_OPEN_V4"].into_iter().find(|t| {
+            let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map(t).unwrap()).unwrap();
+            map.get(&key_v4(seg, dir), 0).is_ok()
+        })
     }
 
     fn counters(&self) -> [u64; counters::COUNT as usize] {
@@ -319,4 +332,37 @@ fn kernel_and_host_parsers_agree() {
             Err(Skip::Malformed(m)) => assert_eq!(delta(counters::MALFORMED), 1, "{name}: malformed ({m:?}) in the kernel too"),
         }
     }
+}
+
+/// A flood of SYNs overflows the half-open table and never touches the
+/// established one: the established flow survives.
+#[test]
+fn established_flow_survives_a_half_open_overflow() {
+    require_root!();
+    let k = Loaded { tracker: Tracker::load_sized(BpfLog::Off, tcp_track::config::RstPolicy::Observe, 1024, 64).unwrap() };
+    let mut host = HostTracker::default();
+    let conv = conversation(Family::V4);
+    for (_, f) in &conv[..4] {
+        k.xdp(f);
+        host.feed(f);
+    }
+    let est = parse(conv[3].1.as_slice()).unwrap();
+    assert_eq!(k.table_of(&est), Some("FLOWS_V4"), "promoted when the handshake completed");
+    let syn = parse(frame(Family::V4, Side::Client, SYN, 7, 0, &[], None).as_slice()).unwrap();
+    let _ = syn;
+    // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open table.
+    for i in 0..10_000u32 {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([198, 19, (i >> 8) as u8, i as u8], SERVER4, 64)
+            .tcp(1024 + (i % 50_000) as u16, SPORT, i, 1024)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+        k.xdp(&out);
+    }
+    let rec = k.record(&est).expect("the established flow is still tracked");
+    assert_eq!(without_time(rec), without_time(host.rec.unwrap()), "and its record is intact");
+    let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(k.tracker.ebpf.map("HALF_OPEN_V4").unwrap()).unwrap();
+    assert!(map.keys().count() <= 64, "the flood stayed in the half-open table");
 }
