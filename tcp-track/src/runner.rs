@@ -29,6 +29,10 @@ use tcp_track_common::event::FlowEvent;
 /// ring buffer cannot starve signal handling.
 const MAX_BATCH: usize = 4096;
 
+/// How often the ring buffer is drained when the kernel has not woken us:
+/// the longest an event waits before it is printed.
+const BACKSTOP: Duration = Duration::from_millis(10);
+
 /// Load, attach, stream events to stdout until `shutdown` resolves, detach.
 pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<()> {
     let interfaces = preflight::check_all(&config.interfaces)?;
@@ -85,6 +89,10 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel submits events without waking us (it wakes us only when the
+    // ring fills up): drain on this short backstop timer.
+    let mut backstop = tokio::time::interval(BACKSTOP);
+    backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_tick = tokio::time::interval(config.stats_interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
     stats_tick.tick().await;
     let mut lost_reported = 0u64;
@@ -108,6 +116,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 let mut guard = guard.context("waiting on the kernel log ring buffer")?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+            _ = backstop.tick() => {
+                let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, config.format, &mut out);
+                if let Err(e) = res.and_then(|_| out.flush()) {
+                    break Err(e);
+                }
             }
             _ = sleep_until_deadline(reporter.next_deadline()) => {
                 let now = clock::monotonic_ns();
