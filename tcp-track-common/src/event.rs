@@ -82,6 +82,7 @@ const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
 
 impl FlowEvent {
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // one record built from everything the hook knows
     pub fn new(kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, now_ns: u64, ifindex: u32, hook: u8) -> Self {
         let (lo_addr, lo_port, hi_addr, hi_port) = endpoints(seg, dir);
         let mut detail = 0;

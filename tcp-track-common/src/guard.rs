@@ -42,7 +42,7 @@ const MAX_VERIFIED: usize = 60;
 #[inline(always)]
 pub fn tcp_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
     let len = seg.l4_len as usize;
-    if seg.payload_len != 0 || len > MAX_VERIFIED || len % 4 != 0 {
+    if seg.payload_len != 0 || len > MAX_VERIFIED || !len.is_multiple_of(4) {
         return CSUM_UNVERIFIED;
     }
     let pseudo = pseudo_header_sum(seg, len as u32);

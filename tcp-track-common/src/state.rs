@@ -593,7 +593,7 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
             return if acks_syn || (seg.seq == 0 && !seg.has(tcp::ACK)) { RESET_REFUSED } else { RESET_OUT_OF_WINDOW };
         }
         // RFC 1337: a RST towards an endpoint in TIME-WAIT.
-        STATE_TIME_WAIT if rec.info & closer_bit(r as u8) != 0 => return RESET_TIME_WAIT,
+        STATE_TIME_WAIT if rec.info & closer_bit(r) != 0 => return RESET_TIME_WAIT,
         _ => {}
     }
     // Synchronized states: RFC 5961 §3.2 / RFC 9293 §3.10.7.4.

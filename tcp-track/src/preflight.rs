@@ -71,7 +71,7 @@ fn interface_flags(name: &str) -> Option<i32> {
         }
         let rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
         libc::close(fd);
-        (rc == 0).then(|| req.ifr_ifru.ifru_flags as i32)
+        (rc == 0).then_some(req.ifr_ifru.ifru_flags as i32)
     }
 }
 

@@ -169,11 +169,7 @@ impl HostTracker {
     fn feed(&mut self, frame: &[u8]) -> Segment {
         let seg = parse(frame).expect("test frames are well formed");
         let dir = direction(&seg);
-        let mut rec = self.rec.unwrap_or_else(|| {
-            let mut fresh = FlowRecord::default();
-            fresh.initiator = initiator_of(&seg, dir).0;
-            fresh
-        });
+        let mut rec = self.rec.unwrap_or_else(|| FlowRecord { initiator: initiator_of(&seg, dir).0, ..FlowRecord::default() });
         let out = step(&mut rec, &seg, dir, 0);
         if out.new_state != STATE_NONE || self.rec.is_some() {
             self.rec = Some(rec);
