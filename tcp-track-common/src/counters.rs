@@ -24,8 +24,11 @@ pub const RST_BAD_CHECKSUM: u32 = 8;
 /// Flows moved from the half-open table to the established one.
 pub const FLOWS_PROMOTED: u32 = 9;
 
+/// Flows that reached TIME_WAIT or were reset.
+pub const FLOWS_CLOSED: u32 = 10;
+
 /// Number of counters; the size of the `COUNTERS` array.
-pub const COUNT: u32 = 10;
+pub const COUNT: u32 = 11;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -39,4 +42,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "rst_dropped",
     "rst_bad_checksum",
     "flows_promoted",
+    "flows_closed",
 ];

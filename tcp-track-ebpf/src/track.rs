@@ -20,7 +20,7 @@ use tcp_track_common::{
     flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
     guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
     parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
-    state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV},
+    state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
 };
 
@@ -249,7 +249,12 @@ fn on_record(rec: &mut FlowRecord, seg: &Segment, dir: u8, seen: &Seen) -> u32 {
 /// The shared state machine as one BPF subprogram, called from three places.
 #[inline(never)]
 fn step_flow(rec: &mut FlowRecord, seg: &Segment, dir: u8, now: u64) -> Outcome {
-    step(rec, seg, dir, now)
+    let out = step(rec, seg, dir, now);
+    // Closed once: on the way into TIME_WAIT or CLOSE, not from one to the other.
+    if out.old_state < STATE_TIME_WAIT && (out.new_state == STATE_TIME_WAIT || out.new_state == STATE_CLOSE) {
+        count(counters::FLOWS_CLOSED);
+    }
+    out
 }
 
 /// Its own BPF subprogram: building an event is big, and inlined at every

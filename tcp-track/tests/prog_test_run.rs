@@ -212,6 +212,8 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
     let c = k.counters();
     assert_eq!(c[counters::TCP_SEGMENTS as usize], 11);
     assert_eq!(c[counters::FLOWS_CREATED as usize], 1, "both directions share one entry");
+    assert_eq!(c[counters::FLOWS_PROMOTED as usize], 1, "from the half-open table when the handshake completed");
+    assert_eq!(c[counters::FLOWS_CLOSED as usize], 1, "closed once, entering TIME_WAIT (the RST after that is not a second close)");
 }
 
 #[test]
