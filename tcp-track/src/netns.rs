@@ -301,19 +301,43 @@ impl Drop for RawSender {
 /// An IPv4 TCP segment with correct checksums, from `src` to `dst`, for
 /// `send_frames`. `flags`: `S` SYN, `A` ACK (with `ack`), `R` RST, `F` FIN.
 pub fn tcp_frame(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, dst_mac: [u8; 6], flags: &str, seq: u32, ack: u32) -> Vec<u8> {
+    tcp_segment(src, dst, dst_mac, Tcp { flags, seq, ack, ..Tcp::default() })
+}
+
+/// The TCP side of a crafted segment (see `tcp_segment`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tcp<'a> {
+    /// `S` SYN, `A` ACK (with `ack`), `R` RST, `F` FIN.
+    pub flags: &'a str,
+    pub seq: u32,
+    pub ack: u32,
+    /// The window field as sent (unscaled).
+    pub window: u16,
+    /// A window-scale option (for SYNs).
+    pub wscale: Option<u8>,
+    /// Bytes of (zero) payload.
+    pub payload: usize,
+}
+
+/// An IPv4 TCP segment with correct checksums, with window, window scale
+/// and payload as given.
+pub fn tcp_segment(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, dst_mac: [u8; 6], tcp: Tcp) -> Vec<u8> {
     let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], dst_mac)
         .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .tcp(src.port(), dst.port(), seq, 0);
-    for f in flags.chars() {
+        .tcp(src.port(), dst.port(), tcp.seq, tcp.window);
+    for f in tcp.flags.chars() {
         b = match f {
             'S' => b.syn(),
-            'A' => b.ack(ack),
+            'A' => b.ack(tcp.ack),
             'R' => b.rst(),
             'F' => b.fin(),
             _ => b,
         };
     }
+    if let Some(ws) = tcp.wscale {
+        b = b.options(&[etherparse::TcpOptionElement::WindowScale(ws)]).expect("one option fits");
+    }
     let mut out = Vec::new();
-    b.write(&mut out, &[]).expect("writing to a Vec cannot fail");
+    b.write(&mut out, &vec![0u8; tcp.payload]).expect("writing to a Vec cannot fail");
     out
 }

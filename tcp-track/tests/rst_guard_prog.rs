@@ -4,14 +4,16 @@
 
 mod support;
 
+use std::net::SocketAddrV4;
+
 use aya::{
     maps::{HashMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use etherparse::{PacketBuilder, TcpOptionElement};
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     loader::Tracker,
+    netns::{tcp_segment, Tcp},
 };
 use tcp_track_common::{
     counters,
@@ -28,22 +30,8 @@ const S: ([u8; 4], u16) = ([198, 18, 0, 2], 80);
 /// A segment from `from` to `to`; `window` as sent, `wscale` on SYNs.
 #[allow(clippy::too_many_arguments)]
 fn seg(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32, window: u16, wscale: Option<u8>, len: usize) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, window);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            _ => b,
-        };
-    }
-    if let Some(ws) = wscale {
-        b = b.options(&[TcpOptionElement::WindowScale(ws)]).unwrap();
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, &vec![0u8; len]).unwrap();
-    out
+    let addr = |(ip, port): ([u8; 4], u16)| SocketAddrV4::new(ip.into(), port);
+    tcp_segment(addr(from), addr(to), [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window, wscale, payload: len })
 }
 
 struct Guard {

@@ -24,11 +24,11 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use etherparse::PacketBuilder;
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     events::Decoder,
     loader::{Tracker, EMPTY_PROGRAM, XDP_PROGRAM},
+    netns::{tcp_segment, Tcp},
     stats::table_memory,
 };
 use tcp_track_common::{
@@ -97,19 +97,8 @@ fn client(i: u32) -> ([u8; 4], u16) {
 }
 
 fn frame(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32, len: usize) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, 502);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            _ => b,
-        };
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, &vec![0u8; len]).expect("frame");
-    out
+    let addr = |(ip, port): ([u8; 4], u16)| std::net::SocketAddrV4::new(ip.into(), port);
+    tcp_segment(addr(from), addr(to), [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window: 502, payload: len, ..Tcp::default() })
 }
 
 /// An established flow's record, as the state machine would leave it.
@@ -134,17 +123,25 @@ fn established(c_isn: u32, s_isn: u32) -> FlowRecord {
 
 struct Bench {
     tracker: Tracker,
-    capacity: u32,
 }
 
+/// Half-open table capacity in every benchmark.
+const MAX_HALF_OPEN: u32 = 16_384;
+
 impl Bench {
-    /// The programs loaded with a table of `live` established IPv4 flows.
+    /// The programs (policy `drop-invalid`) with a table of `live`
+    /// established IPv4 flows, twice that size rounded to a power of two.
     fn new(live: u32) -> Result<Bench> {
-        let capacity = (live.next_power_of_two() * 2).max(2048);
-        let mut tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::DropInvalid, capacity, 16384)?;
+        Bench::load(RstPolicy::DropInvalid, (live.next_power_of_two() * 2).max(2048), live)
+    }
+
+    /// The programs with `policy`, an established table of `max_flows`
+    /// holding `live` flows, and the empty baseline program.
+    fn load(policy: RstPolicy, max_flows: u32, live: u32) -> Result<Bench> {
+        let mut tracker = Tracker::load_sized(BpfLog::Off, policy, max_flows, MAX_HALF_OPEN)?;
         let empty: &mut Xdp = tracker.ebpf.program_mut(EMPTY_PROGRAM).and_then(|p| p.try_into().ok()).context("the empty program")?;
         empty.load()?;
-        let mut b = Bench { tracker, capacity };
+        let mut b = Bench { tracker };
         b.fill(0, live)?;
         Ok(b)
     }
@@ -220,14 +217,13 @@ impl Bench {
         let new = self.median_single(XDP_PROGRAM, &syns)?;
         let base = self.median_single(EMPTY_PROGRAM, &syns[..2000])?;
         out.push((format!("new SYN (single runs; empty: {base:.0} ns)"), new - base));
-        let _ = self.capacity;
         Ok(out)
     }
 }
 
 fn memory() -> Result<()> {
     let capacity = 1 << 20;
-    let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, 16384)?;
+    let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
     let v4 = table_memory(&tracker.ebpf, &["FLOWS_V4"]) as f64 / capacity as f64;
     let v6 = table_memory(&tracker.ebpf, &["FLOWS_V6"]) as f64 / capacity as f64;
     println!("kernel memory per tracked flow (memlock / capacity, {capacity} entries)");
@@ -300,11 +296,7 @@ fn events_per_second() -> Result<()> {
 fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
-    let mut bench = Bench::new(0)?;
-    let capacity = bench.capacity.max(65_536);
-    drop(bench);
-    bench = Bench { tracker: Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, 65_536, 16_384)?, capacity };
-    bench.fill(0, established_flows)?;
+    let bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
     let started = Instant::now();
     let mut costs = Vec::new();
     for i in 0..syns {
@@ -325,7 +317,7 @@ fn flood() -> Result<()> {
             alive += 1;
         }
     }
-    println!("SYN flood: {established_flows} established flows, then {syns} SYNs from spoofed sources (tables: 65536 established, 16384 half-open)");
+    println!("SYN flood: {established_flows} established flows, then {syns} SYNs from spoofed sources (tables: 65536 established, {MAX_HALF_OPEN} half-open)");
     println!("  established flows still tracked and correct: {alive} of {established_flows} (target: all)");
     println!("  per-SYN cost during the flood: median {:.0} ns (single runs, {secs:.1} s in all)", costs[costs.len() / 2]);
     Ok(())
