@@ -208,7 +208,7 @@ impl<L: FlowLookup> Reporter<L> {
         let now = raw.ts_ns;
         let mut out = Vec::new();
         if raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE || !self.flows.contains_key(&id) {
-            self.start_tracking(&id, raw, &ev);
+            out.extend(self.start_tracking(&id, raw, &ev));
         }
         let server_addr = self.flows.get(&id).and_then(|t| t.server_addr);
         let verbose = self.cfg.events == EventSet::All;
@@ -281,7 +281,9 @@ impl<L: FlowLookup> Reporter<L> {
         self.rate_limit(&id, now, out)
     }
 
-    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) {
+    /// Start remembering a flow; returns what ending an older incarnation's
+    /// accounting produced (a `syn_flood_ended`).
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
         let client = ev.client.clone().unwrap_or_default();
         self.incarnations += 1;
         let t = Tracked {
@@ -303,24 +305,33 @@ impl<L: FlowLookup> Reporter<L> {
             refilled_ns: raw.ts_ns,
             suppressed: 0,
         };
-        if let Some(old) = self.flows.insert(*id, t) {
-            // A new incarnation of the 4-tuple: the old one's accounting ends.
-            self.release(&old);
-        }
+        // A new incarnation of the 4-tuple: the old one's accounting ends.
+        let old = self.flows.insert(*id, t)?;
+        self.release(&old, raw.ts_ns)
     }
 
-    /// Undo the counts a forgotten flow held.
-    fn release(&mut self, t: &Tracked) {
-        if t.half_open_counted {
-            if let Some(s) = t.server_addr.and_then(|a| self.servers.get_mut(&a)) {
-                s.half_open = s.half_open.saturating_sub(1);
-            }
-        }
+    /// Undo the counts a flow held: its place among its server's half-open
+    /// connections (which may end a SYN flood: returned) and in TIME_WAIT
+    /// pressure.
+    fn release(&mut self, t: &Tracked, at: u64) -> Option<Event> {
         if t.tw_counted {
-            if let (Some(ip), Some(server)) = (t.client_ip, t.server_addr) {
-                if let Some(p) = self.pressure.get_mut(&(ip, server)) {
-                    p.count = p.count.saturating_sub(1);
-                }
+            self.drop_pressure(t.client_ip, t.server_addr);
+        }
+        if t.half_open_counted {
+            return self.uncount(t.server_addr?, at);
+        }
+        None
+    }
+
+    /// One fewer TIME_WAIT from `ip` towards `server`; the report is
+    /// re-armed once the count is well below the threshold.
+    fn drop_pressure(&mut self, ip: Option<IpAddr>, server: Option<SocketAddr>) {
+        let threshold = self.cfg.time_wait_pressure;
+        let (Some(ip), Some(server)) = (ip, server) else { return };
+        if let Some(p) = self.pressure.get_mut(&(ip, server)) {
+            p.count = p.count.saturating_sub(1);
+            if p.count < threshold / 2 {
+                p.reported = false;
             }
         }
     }
@@ -487,21 +498,12 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     fn uncount_time_wait(&mut self, id: &FlowId) {
-        let threshold = self.cfg.time_wait_pressure;
         let Some(t) = self.flows.get_mut(id) else { return };
-        if !t.tw_counted {
+        if !std::mem::take(&mut t.tw_counted) {
             return;
         }
-        t.tw_counted = false;
-        if let (Some(ip), Some(server)) = (t.client_ip, t.server_addr) {
-            if let Some(p) = self.pressure.get_mut(&(ip, server)) {
-                p.count = p.count.saturating_sub(1);
-                // Re-armed once well below the threshold.
-                if p.count < threshold / 2 {
-                    p.reported = false;
-                }
-            }
-        }
+        let (ip, server) = (t.client_ip, t.server_addr);
+        self.drop_pressure(ip, server);
     }
 
     /// Deadlines due at `now` (monotonic ns).
@@ -645,19 +647,7 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// Drop the daemon's memory of a flow.
     fn forget(&mut self, id: &FlowId, at: u64) -> Vec<Event> {
-        let mut out = Vec::new();
-        if let Some(t) = self.flows.remove(id) {
-            if t.half_open_counted {
-                if let Some(server) = t.server_addr {
-                    out.extend(self.uncount(server, at));
-                }
-            }
-            if t.tw_counted {
-                let t2 = Tracked { half_open_counted: false, ..t };
-                self.release(&t2);
-            }
-        }
-        out
+        self.flows.remove(id).and_then(|t| self.release(&t, at)).into_iter().collect()
     }
 
     /// At most `per_flow_rate` events a second per flow (burst of twice

@@ -308,3 +308,24 @@ fn deadlines_of_an_older_incarnation_are_stale() {
     assert!(g.r.on_time(T0 + 3 * S + 500).is_empty(), "the first TIME_WAIT's deadline belongs to the old incarnation");
     assert_eq!(names(&g.r.on_time(T0 + 4 * S)), ["time_wait_expired"]);
 }
+
+#[test]
+fn time_wait_pressure_is_reported_again_after_the_time_waits_expire() {
+    let mut g = Rig::new(cfg());
+    let wave = |g: &mut Rig, base: u16, at: u64| -> usize {
+        let mut evs = Vec::new();
+        for i in 0..3u16 {
+            let syn = raw(EVENT_FLOW_NEW, base + i, at, true, SYN, 0, STATE_SYN_SENT);
+            g.feed(syn);
+            let mut tw = raw(EVENT_STATE, base + i, at + 1, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+            tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+            evs.extend(g.feed(tw));
+            g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
+        }
+        evs.iter().filter(|e| e.event == "time_wait_pressure").count()
+    };
+    assert_eq!(wave(&mut g, 30000, T0), 1);
+    // All three expire (2 s): the pressure is gone and the report re-armed.
+    assert_eq!(names(&g.r.on_time(T0 + 3 * S)), ["time_wait_expired"; 3]);
+    assert_eq!(wave(&mut g, 31000, T0 + 4 * S), 1, "reported again once it builds up again");
+}
