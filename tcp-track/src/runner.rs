@@ -93,8 +93,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     // ring fills up): drain on this short backstop timer.
     let mut backstop = tokio::time::interval(BACKSTOP);
     backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stats_tick = tokio::time::interval(config.stats_interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
-    stats_tick.tick().await;
+    let mut stats_tick = config.stats_interval.map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut lost_reported = 0u64;
     tokio::pin!(shutdown);
     let result = loop {
@@ -130,7 +129,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                     break Err(e);
                 }
             }
-            _ = stats_tick.tick(), if config.stats_interval.is_some() => {
+            _ = async { stats_tick.as_mut().expect("guarded by if").tick().await }, if stats_tick.is_some() => {
                 info!("counters: {}", stats::format(&counters.read()));
             }
             _ = tick.tick() => {

@@ -92,7 +92,7 @@ fn main() -> Result<()> {
             let status = Command::new(cargo())
                 .current_dir(&root)
                 // The tests run ip, tc, ss and nft, which live in sbin.
-                .env("PATH", with_sbin())
+                .env("PATH", env::join_paths(search_path()).unwrap_or_default())
                 .args(["test", "--workspace"])
                 .args(&args)
                 .status()
@@ -125,15 +125,16 @@ fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// PATH with the sbin directories appended (where they are missing).
-fn with_sbin() -> std::ffi::OsString {
+/// PATH's directories, with the sbin directories appended where missing
+/// (the tests run ip, tc, ss and nft, which live there).
+fn search_path() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
     for d in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
         if !dirs.iter().any(|x| x == Path::new(d)) {
             dirs.push(PathBuf::from(d));
         }
     }
-    env::join_paths(dirs).unwrap_or_default()
+    dirs
 }
 
 fn cargo_build(root: &Path, release: bool) -> Result<()> {
@@ -167,9 +168,7 @@ fn as_root(program: &Path) -> Command {
 
 /// `program` on PATH, or in the sbin directories a non-login PATH may lack.
 fn have(program: &str) -> bool {
-    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    dirs.iter().any(|d| d.join(program).is_file())
+    search_path().iter().any(|d| d.join(program).is_file())
 }
 
 /// Make sure `tcp-track/build.rs` will find a way to compile the kernel
