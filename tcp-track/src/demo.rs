@@ -19,7 +19,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::{
     config::Format,
-    netns::{enter_netns, is_root, send_frames, set_linger_zero, tcp_frame, Netns, Pair},
+    netns::{enter_netns, is_root, send_frames, set_linger_zero, tcp_frame, Pair},
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -120,19 +120,9 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-fn listen(ns: &Netns, ip: std::net::Ipv4Addr) -> Result<TcpListener> {
-    Ok(ns.enter(move || TcpListener::bind((ip, 0)))?)
-}
-
-fn connect(ns: &Netns, to: SocketAddr) -> Result<TcpStream> {
-    let s = ns.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
-
 /// Client connects, both exchange a few bytes.
 fn pair(net: &Pair, l: &TcpListener) -> Result<(TcpStream, TcpStream)> {
-    let mut c = connect(&net.a, l.local_addr()?)?;
+    let mut c = net.a.connect(l.local_addr()?)?;
     let (mut s, _) = l.accept()?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     c.write_all(b"hello")?;
@@ -156,13 +146,13 @@ fn play(net: &Pair) -> Result<()> {
     #[allow(clippy::type_complexity)]
     let steps: [(&str, &dyn Fn() -> Result<()>); 11] = [
         ("a connection to a port nobody listens on (reset: refused)", &|| {
-            let port = listen(&net.b, server_ip)?.local_addr()?.port();
+            let port = net.b.listen(server_ip)?.local_addr()?.port();
             let to = SocketAddr::from((server_ip, port));
             let _ = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)));
             Ok(())
         }),
         ("the client aborts with SO_LINGER 0 (reset: abort)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (c, _s) = pair(net, &l)?;
             set_linger_zero(c.as_raw_fd());
             drop(c);
@@ -170,7 +160,7 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("the server closes with unread data (reset: abort)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (mut c, s) = pair(net, &l)?;
             c.write_all(b"unread")?;
             pause(Duration::from_millis(100));
@@ -179,12 +169,12 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("a normal close, client first (time_wait, time_wait_expired after 3 s)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (mut c, mut s) = pair(net, &l)?;
             release(&mut c, &mut s)
         }),
         ("the server closes first, then the client reconnects from the same port (time_wait_reuse)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (mut c, mut s) = pair(net, &l)?;
             let (ca, sa) = (c.local_addr()?, s.local_addr()?);
             release(&mut s, &mut c)?;
@@ -202,7 +192,7 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("a blind forged RST hits the client while it is in TIME_WAIT (reset: time_wait_assassination)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (mut c, mut s) = pair(net, &l)?;
             let (ca, sa) = (c.local_addr()?, s.local_addr()?);
             release(&mut c, &mut s)?;
@@ -213,18 +203,18 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("the client's final ACK is dropped: the server stays in SYN_RECV (half_open syn_recv after 3 s)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let port = l.local_addr()?.port();
             net.a.nft(&format!(
                 "add table inet demo; add chain inet demo out {{ type filter hook output priority 0; }}; add rule inet demo out tcp dport {port} tcp flags & (syn | ack | fin | rst) == ack drop"
             ));
-            let c = connect(&net.a, l.local_addr()?)?;
+            let c = net.a.connect(l.local_addr()?)?;
             std::mem::forget(l);
             std::mem::forget(c);
             Ok(())
         }),
         ("a SYN into a server that drops it (half_open syn_sent after 3 s)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let to = l.local_addr()?;
             net.b.nft(&format!(
                 "add table inet demo; add chain inet demo in {{ type filter hook input priority 0; }}; add rule inet demo in tcp dport {} drop",
@@ -240,7 +230,7 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("the client's socket vanishes silently, then the server sends (reset: stateless_peer, half_open peer_lost)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (c, mut s) = pair(net, &l)?;
             net.a.nft("add table inet demo2; add chain inet demo2 out { type filter hook output priority 0; }; add rule inet demo2 out tcp flags & rst == rst drop");
             set_linger_zero(c.as_raw_fd());
@@ -251,7 +241,7 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("the server application never closes after the client did (close_wait after 3 s), and six quick connections leave TIME_WAITs (time_wait_pressure)", &|| {
-            let l = listen(&net.b, server_ip)?;
+            let l = net.b.listen(server_ip)?;
             let (c, s) = pair(net, &l)?;
             c.shutdown(Shutdown::Write)?;
             std::mem::forget((c, s));
@@ -262,7 +252,7 @@ fn play(net: &Pair) -> Result<()> {
             Ok(())
         }),
         ("a SYN flood: 1000 SYNs from spoofed sources in well under a second, towards a service on the watched host (syn_flood, then syn_flood_ended)", &|| {
-            let l = listen(&net.a, client_ip)?;
+            let l = net.a.listen(client_ip)?;
             let target = v4(l.local_addr()?);
             std::mem::forget(l);
             let mac = net.a.mac(&net.a_end.ifname);

@@ -200,6 +200,20 @@ impl Netns {
         mac
     }
 
+    /// A socket listening on `ip` (any free port) in this namespace.
+    pub fn listen(&self, ip: impl Into<IpAddr>) -> std::io::Result<std::net::TcpListener> {
+        let ip = ip.into();
+        self.enter(move || std::net::TcpListener::bind((ip, 0)))
+    }
+
+    /// A connection to `to` made from this namespace: five seconds to
+    /// connect; reads give up after ten.
+    pub fn connect(&self, to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        let s = self.enter(move || std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5)))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        Ok(s)
+    }
+
     /// A sysctl inside this namespace.
     pub fn sysctl(&self, setting: &str) {
         let out = self.exec("sysctl", &["-qw", setting]);

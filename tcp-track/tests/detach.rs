@@ -5,7 +5,6 @@ mod support;
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
     thread,
     time::Duration,
 };
@@ -84,8 +83,7 @@ fn router_sees_both_directions_on_two_interfaces() {
         &["run", "--iface", &net.ra_end.ifname, "--iface", &net.rb_end.ifname, "--no-egress", "--format", "json", "--events", "all"],
     );
     assert!(tcx_egress(&net.r, &net.ra_end.ifname).is_empty(), "--no-egress attaches no TC program");
-    let server_ip = net.b_end.v4;
-    let listener = net.b.enter(move || TcpListener::bind((server_ip, 0)).unwrap());
+    let listener = net.b.listen(net.b_end.v4).unwrap();
     let server_addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
@@ -93,7 +91,7 @@ fn router_sees_both_directions_on_two_interfaces() {
         s.read_to_end(&mut buf).unwrap();
         buf
     });
-    let mut c = net.a.enter(move || TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).unwrap());
+    let mut c = net.a.connect(server_addr).unwrap();
     let client_addr = c.local_addr().unwrap();
     c.write_all(b"through the router").unwrap();
     drop(c);

@@ -5,7 +5,7 @@ mod support;
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr},
     thread,
     time::Duration,
 };
@@ -14,8 +14,7 @@ use support::{daemon::Daemon, netns::Pair};
 
 /// Open, use and close one connection from `a` to `b`; returns (client, server).
 fn one_connection(net: &Pair, v6: bool) -> (SocketAddr, SocketAddr) {
-    let server_ip = net.b_end.addr(v6);
-    let listener = net.b.enter(move || TcpListener::bind((server_ip, 0)).expect("bind in b"));
+    let listener = net.b.listen(net.b_end.addr(v6)).expect("bind in b");
     let server_addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
@@ -25,7 +24,7 @@ fn one_connection(net: &Pair, v6: bool) -> (SocketAddr, SocketAddr) {
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).expect("read to EOF"); // the client's FIN
     });
-    let client = net.a.enter(move || TcpStream::connect_timeout(&server_addr, Duration::from_secs(5)).expect("connect"));
+    let client = net.a.connect(server_addr).expect("connect");
     let client_addr = client.local_addr().unwrap();
     let mut c = client;
     c.write_all(b"ping").unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream},
     os::fd::AsRawFd,
     thread,
     time::Duration,
@@ -39,10 +39,8 @@ struct Conn {
 }
 
 fn open(net: &Pair, d: &mut Daemon) -> Conn {
-    let ip = net.b_end.v4;
-    let l = net.b.enter(move || TcpListener::bind((ip, 0)).unwrap());
-    let to = l.local_addr().unwrap();
-    let c = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap());
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let c = net.a.connect(l.local_addr().unwrap()).unwrap();
     let (s, _) = l.accept().unwrap();
     for x in [&c, &s] {
         x.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -233,9 +231,9 @@ fn legitimate_resets_pass_with_the_flag() {
 
     // Refused.
     let ip = net.b_end.v4;
-    let port = net.b.enter(move || TcpListener::bind((ip, 0)).unwrap()).local_addr().unwrap().port();
+    let port = net.b.listen(ip).unwrap().local_addr().unwrap().port();
     let to = SocketAddr::from((ip, port));
-    let err = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err());
+    let err = net.a.connect(to).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
     let r = d.wait_for(WAIT, "refused", |v| v["event"] == "reset" && v["server"] == to.to_string().as_str());
     assert_eq!((r["reason"].as_str(), r["action"].as_str()), (Some("refused"), Some("passed")), "{r}");

@@ -30,14 +30,11 @@ fn daemon(net: &Pair, extra: &[&str]) -> Daemon {
 }
 
 fn listener(net: &Pair, v6: bool) -> TcpListener {
-    let ip = net.b_end.addr(v6);
-    net.b.enter(move || TcpListener::bind((ip, 0)).expect("bind"))
+    net.b.listen(net.b_end.addr(v6)).expect("bind")
 }
 
 fn connect(net: &Pair, to: SocketAddr) -> TcpStream {
-    let s = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
+    net.a.connect(to).expect("connect")
 }
 
 fn is(v: &Value, event: &str) -> bool {
@@ -56,7 +53,7 @@ fn refused(v6: bool) {
     // Bind to learn a free port, then close it: nobody listens there.
     let port = listener(&net, v6).local_addr().unwrap().port();
     let server = SocketAddr::new(net.b_end.addr(v6), port);
-    let err = net.a.enter(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap_err());
+    let err = net.a.connect(server).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && v["server"] == server.to_string().as_str());
     assert_eq!((r["reason"].as_str(), r["from"].as_str(), r["action"].as_str()), (Some("refused"), Some("server"), Some("passed")), "{r}");
@@ -310,8 +307,7 @@ fn s10_syn_flood() {
     let net = Pair::new("flood");
     let mut d = daemon(&net, &["--syn-flood-threshold", "100", "--half-open-timeout", "2s"]);
     // The server is in a this time, so the daemon sees the flood arrive at XDP.
-    let ip = net.a_end.v4;
-    let server = net.a.enter(move || TcpListener::bind((ip, 0)).unwrap());
+    let server = net.a.listen(net.a_end.v4).unwrap();
     let sa = server.local_addr().unwrap();
     let mac = net.a.mac(&net.a_end.ifname);
     let frames: Vec<Vec<u8>> = (0..3000u32)

@@ -9,7 +9,7 @@ mod support;
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     thread,
     time::Duration,
@@ -36,10 +36,8 @@ fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> String {
 
 /// A connected pair: (client stream in a, server stream in b).
 fn connect(net: &Pair, v6: bool) -> (TcpStream, TcpStream) {
-    let ip = net.b_end.addr(v6);
-    let listener = net.b.enter(move || TcpListener::bind((ip, 0)).expect("bind"));
-    let addr = listener.local_addr().unwrap();
-    let client = net.a.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect"));
+    let listener = net.b.listen(net.b_end.addr(v6)).expect("bind");
+    let client = net.a.connect(listener.local_addr().unwrap()).expect("connect");
     let (server, _) = listener.accept().expect("accept");
     for s in [&client, &server] {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
