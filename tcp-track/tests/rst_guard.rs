@@ -105,8 +105,17 @@ fn out_of_window_burst_is_dropped() {
     let r = d.wait_for(WAIT, "a dropped reset", |v| v["event"] == "reset" && v["action"] == "dropped");
     assert_eq!((r["reason"].as_str(), r["window"].as_str()), (Some("invalid"), Some("outside")), "{r}");
     still_works(&mut conn);
+    let printed = d.drain(Duration::from_millis(300)).iter().filter(|l| l.contains(r#""action":"dropped""#)).count() as u64;
     let lines = stop(d);
     assert_eq!(exit_counter(&lines, "rst_dropped"), 50, "every forged RST dropped: {lines:?}");
+    // Every drop is reported: printed, or, past the flow's rate limit,
+    // counted among the events not printed.
+    let held_back = lines
+        .iter()
+        .find_map(|l| l.split(" events not printed").next().filter(|_| l.contains(" events not printed")))
+        .and_then(|l| l.split_whitespace().last())
+        .map_or(0, |n| n.parse::<u64>().unwrap());
+    assert_eq!(printed + held_back, 50, "{printed} printed, {held_back} held back: {lines:?}");
 }
 
 /// SIGTERM, wait, and return the daemon's stderr (its counters are there).
