@@ -27,8 +27,12 @@ pub const FLOWS_PROMOTED: u32 = 9;
 /// Flows that reached TIME_WAIT or were reset.
 pub const FLOWS_CLOSED: u32 = 10;
 
+/// Half-open flows evicted from a full set of the half-open table by a
+/// newer SYN (a SYN flood, or a table too small: raise --max-half-open).
+pub const HALF_OPEN_EVICTED: u32 = 11;
+
 /// Number of counters; the size of the `COUNTERS` array.
-pub const COUNT: u32 = 11;
+pub const COUNT: u32 = 12;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -43,4 +47,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "rst_bad_checksum",
     "flows_promoted",
     "flows_closed",
+    "half_open_evicted",
 ];

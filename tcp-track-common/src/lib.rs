@@ -12,6 +12,7 @@ pub mod counters;
 pub mod event;
 pub mod flow;
 pub mod guard;
+pub mod halfopen;
 pub mod parse;
 pub mod seq;
 pub mod state;

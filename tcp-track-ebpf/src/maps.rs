@@ -2,11 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    Global,
 };
 use tcp_track_common::{
     counters,
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
+    halfopen::{HalfOpenV4, HalfOpenV6, WAYS},
 };
 
 /// Capacity of each flow map. The daemon may override it at load time.
@@ -18,17 +20,27 @@ pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_en
 #[map]
 pub static FLOWS_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
-/// Capacity of each half-open table. The daemon may override it at load time.
+/// Slots of each half-open table (`halfopen::geometry`: a whole power of two
+/// of sets). The daemon may override it at load time, with the set mask.
 pub const MAX_HALF_OPEN: u32 = 16384;
 
 /// Flows that have only seen a SYN (or SYN and SYN-ACK) live apart, in their
-/// own bounded LRU tables, until the handshake completes: a flood of spoofed
-/// SYNs churns these and can never evict an established connection.
+/// own bounded set-associative tables (`tcp_track_common::halfopen`), until
+/// the handshake completes: a flood of spoofed SYNs churns these and can
+/// never evict an established connection.
 #[map]
-pub static HALF_OPEN_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_entries(MAX_HALF_OPEN, 0);
+pub static HALF_OPEN_V4: Array<HalfOpenV4> = Array::with_max_entries(MAX_HALF_OPEN, 0);
 
 #[map]
-pub static HALF_OPEN_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(MAX_HALF_OPEN, 0);
+pub static HALF_OPEN_V6: Array<HalfOpenV6> = Array::with_max_entries(MAX_HALF_OPEN, 0);
+
+/// Number of half-open sets minus one, set by the daemon with the tables' size.
+#[unsafe(no_mangle)]
+pub static HALF_OPEN_SET_MASK: Global<u32> = Global::new(MAX_HALF_OPEN / WAYS - 1);
+
+/// Key of the half-open tables' hash, random per daemon start.
+#[unsafe(no_mangle)]
+pub static HALF_OPEN_SEED: Global<u32> = Global::new(0);
 
 /// Events for the daemon (`tcp_track_common::event::FlowEvent` records).
 #[map]

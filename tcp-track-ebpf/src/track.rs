@@ -11,20 +11,21 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     Global,
 };
 use tcp_track_common::{
     counters,
     event::{event_kind, FlowEvent, HOOK_XDP},
-    flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
+    flow::{coarse_time, direction, initiator_of, key_v4, key_v6, FlowRecord},
     guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
+    halfopen::{clear, occupied, same_key, set_of, victim, Slot, Words, WAYS},
     parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
     state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
 };
 
-use crate::maps::{count, EVENTS, FLOWS_V4, FLOWS_V6, HALF_OPEN_V4, HALF_OPEN_V6};
+use crate::maps::{count, EVENTS, FLOWS_V4, FLOWS_V6, HALF_OPEN_SEED, HALF_OPEN_SET_MASK, HALF_OPEN_V4, HALF_OPEN_V6};
 
 /// Per-CPU working memory of one program run.
 pub struct Scratch {
@@ -172,7 +173,7 @@ fn account_v6(scratch: &mut Scratch, seen: &Seen) -> u32 {
 /// outcome, and move a flow out of the half-open table once its handshake
 /// is over.
 #[inline(always)]
-fn account<K>(flows: &LruHashMap<K, FlowRecord>, half: &LruHashMap<K, FlowRecord>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
+fn account<K: Words + Copy, S: Slot<Key = K>>(flows: &LruHashMap<K, FlowRecord>, half: &Array<S>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
     let Scratch { seg, fresh } = scratch;
     if let Some(rec) = flows.get_ptr_mut(key) {
         // SAFETY: `rec` points into a map value that stays valid for the
@@ -180,23 +181,40 @@ fn account<K>(flows: &LruHashMap<K, FlowRecord>, half: &LruHashMap<K, FlowRecord
         // documented) race between CPUs updating one flow.
         return on_record(unsafe { &mut *rec }, seg, dir, seen);
     }
-    if let Some(rec) = half.get_ptr_mut(key) {
-        // SAFETY: as above.
-        let rec = unsafe { &mut *rec };
-        let verdict = on_record(rec, seg, dir, seen);
-        if rec.state > STATE_SYN_RECV {
-            // The handshake completed (or the attempt was reset): promote an
-            // open connection to the established table, forget the rest.
-            if rec.state != STATE_CLOSE {
-                if flows.insert(key, &*rec, 0).is_ok() {
-                    count(counters::FLOWS_PROMOTED);
-                } else {
-                    count(counters::MAP_UPDATE_FAILED);
+    // The key's set in the half-open table. Looking a slot up changes
+    // nothing about its age (unlike an LRU lookup): a retransmitted SYN or
+    // SYN-ACK keeps the entry as old as its first SYN.
+    let base = set_of(key, HALF_OPEN_SEED.load(), HALF_OPEN_SET_MASK.load());
+    let mut used = [true; WAYS as usize];
+    let mut born = [coarse_time(seen.now); WAYS as usize];
+    let mut w = 0u32;
+    while w < WAYS {
+        if let Some(slot) = half.get_ptr_mut(base + w) {
+            // SAFETY: array values live as long as the map; see `halfopen`
+            // for the unlocked writes.
+            let slot = unsafe { &mut *slot };
+            if occupied(slot) && same_key(slot.key(), key) {
+                let rec = slot.record_mut();
+                let verdict = on_record(rec, seg, dir, seen);
+                if rec.state > STATE_SYN_RECV {
+                    // The handshake completed (or the attempt was reset):
+                    // promote an open connection to the established table,
+                    // forget the rest.
+                    if rec.state != STATE_CLOSE {
+                        if flows.insert(key, &*rec, 0).is_ok() {
+                            count(counters::FLOWS_PROMOTED);
+                        } else {
+                            count(counters::MAP_UPDATE_FAILED);
+                        }
+                    }
+                    clear(slot);
                 }
+                return verdict;
             }
-            let _ = half.remove(key);
+            used[w as usize] = occupied(slot);
+            born[w as usize] = slot.born();
         }
-        return verdict;
+        w += 1;
     }
     // A flow we have no record of: the state machine decides whether this
     // segment starts one (a RST or a malformed segment does not), and where
@@ -209,15 +227,31 @@ fn account<K>(flows: &LruHashMap<K, FlowRecord>, half: &LruHashMap<K, FlowRecord
         report(seg, dir, fresh, &out, seen);
         return ACCOUNTED;
     }
-    let table = if out.new_state <= STATE_SYN_RECV { half } else { flows };
-    match table.insert(key, &*fresh, BPF_NOEXIST as u64) {
+    if out.new_state <= STATE_SYN_RECV {
+        // A free way of the set, else the one created longest ago.
+        let (way, evicts) = victim(used, born, seen.now);
+        let Some(slot) = half.get_ptr_mut(base + way) else {
+            // Only if the daemon sized the table and its mask apart.
+            count(counters::MAP_UPDATE_FAILED);
+            return UNTRACKED;
+        };
+        // SAFETY: as above.
+        unsafe { &mut *slot }.fill(key, coarse_time(seen.now), fresh);
+        if evicts {
+            count(counters::HALF_OPEN_EVICTED);
+        }
+        count(counters::FLOWS_CREATED);
+        report(seg, dir, fresh, &out, seen);
+        return ACCOUNTED;
+    }
+    match flows.insert(key, &*fresh, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(counters::FLOWS_CREATED);
             report(seg, dir, fresh, &out, seen);
             ACCOUNTED
         }
         // Another CPU created it between our lookup and insert: step theirs.
-        Err(_) => match table.get_ptr_mut(key) {
+        Err(_) => match flows.get_ptr_mut(key) {
             Some(rec) => on_record(unsafe { &mut *rec }, seg, dir, seen),
             None => {
                 // -ENOMEM / -EBUSY, or evicted at once: this segment goes untracked.

@@ -13,6 +13,7 @@ pub mod preflight;
 pub mod report;
 mod runner;
 pub mod stats;
+pub mod tables;
 
 pub use config::{Config, Format, XdpModeChoice};
 pub use runner::run;

@@ -17,10 +17,33 @@ use aya::{
 use log::{debug, info, warn};
 use thiserror::Error;
 
+use tcp_track_common::halfopen;
+
 use crate::{
     config::{BpfLog, RstPolicy, XdpModeChoice},
     preflight::Interface,
+    tables::HalfOpenLayout,
 };
+
+/// Slots the half-open tables get for a requested capacity: whole sets, a
+/// power of two of them.
+pub fn half_open_slots(max_half_open: u32) -> u32 {
+    halfopen::geometry(max_half_open).0
+}
+
+/// A fresh key for the half-open tables' hash, so that no one outside can
+/// predict which SYNs share a set.
+fn random_seed() -> u32 {
+    let mut seed = [0u8; 4];
+    // SAFETY: writes at most 4 bytes into `seed`. Should the call fail, a
+    // time-derived seed still differs per start.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n == 4 {
+        u32::from_ne_bytes(seed)
+    } else {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() ^ std::process::id())
+    }
+}
 
 /// The kernel programs, built by build.rs for bpfel-unknown-none.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TCP_TRACK_EBPF_OBJECT"));
@@ -33,7 +56,7 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 /// Half-open table capacity per address family when not told otherwise.
 pub const DEFAULT_MAX_HALF_OPEN: u32 = 16384;
 /// The maps holding flows: established, then half-open.
-pub const FLOW_TABLES: [&str; 4] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
+pub const FLOW_TABLES: [&str; 4] = crate::tables::NAMES;
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
 
 #[derive(Debug, Error)]
@@ -92,6 +115,8 @@ impl Attached {
 /// kernel-side logs, which must stay alive as long as the programs.
 pub struct Tracker {
     pub ebpf: Ebpf,
+    /// Where the half-open tables keep a flow (their hash seed and sets).
+    pub half_open: HalfOpenLayout,
     pub attached: Vec<Attached>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -107,9 +132,12 @@ impl Tracker {
     }
 
     /// Load with an RST policy and table capacities (per address family):
-    /// established flows and half-open ones.
+    /// established flows and half-open ones (rounded up to whole sets, see
+    /// `half_open_slots`).
     pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32, max_half_open: u32) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
+        let (half_open_slots, set_mask) = halfopen::geometry(max_half_open);
+        let half_open = HalfOpenLayout { seed: random_seed(), set_mask };
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
             BpfLog::Error => 1,
@@ -123,8 +151,10 @@ impl Tracker {
             .override_global("RST_POLICY", &policy, true)
             .map_max_entries("FLOWS_V4", max_flows)
             .map_max_entries("FLOWS_V6", max_flows)
-            .map_max_entries("HALF_OPEN_V4", max_half_open)
-            .map_max_entries("HALF_OPEN_V6", max_half_open)
+            .override_global("HALF_OPEN_SEED", &half_open.seed, true)
+            .override_global("HALF_OPEN_SET_MASK", &half_open.set_mask, true)
+            .map_max_entries("HALF_OPEN_V4", half_open_slots)
+            .map_max_entries("HALF_OPEN_V6", half_open_slots)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         let logger = if bpf_log == BpfLog::Off {
@@ -136,7 +166,7 @@ impl Tracker {
         xdp.load().map_err(|e| rejected(XDP_PROGRAM, e))?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
         tc.load().map_err(|e| rejected(TC_PROGRAM, e))?;
-        Ok(Tracker { ebpf, attached: Vec::new(), logger })
+        Ok(Tracker { ebpf, half_open, attached: Vec::new(), logger })
     }
 
     /// Attach XDP (and TC egress unless `egress` is false or the interface

@@ -90,7 +90,8 @@ struct RunArgs {
     max_flows: u32,
     /// Half-open table capacity, per address family: connections whose
     /// handshake has not completed live there, apart, so that a SYN flood
-    /// cannot evict established ones.
+    /// cannot evict established ones. Rounded up to a power of two of
+    /// 4-slot sets.
     #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_HALF_OPEN)]
     max_half_open: u32,
     /// Print the kernel counters on stderr this often (they are always

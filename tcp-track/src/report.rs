@@ -183,6 +183,10 @@ impl<L: FlowLookup> Reporter<L> {
         }
     }
 
+    pub fn lookup(&self) -> &L {
+        &self.lookup
+    }
+
     pub fn lookup_mut(&mut self) -> &mut L {
         &mut self.lookup
     }
@@ -699,38 +703,21 @@ fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
     if dir == raw.initiator & 1 { "client" } else { "server" }
 }
 
-type Table<K> = aya::maps::HashMap<aya::maps::MapData, K, FlowRecord>;
-
-/// The kernel's flow maps, as the reporter reads them: established flows
+/// The kernel's flow tables, as the reporter reads them: established flows
 /// and half-open ones.
-pub struct KernelFlows {
-    pub v4: Table<tcp_track_common::flow::FlowKeyV4>,
-    pub v6: Table<tcp_track_common::flow::FlowKeyV6>,
-    pub half_v4: Table<tcp_track_common::flow::FlowKeyV4>,
-    pub half_v6: Table<tcp_track_common::flow::FlowKeyV6>,
-}
+pub type KernelFlows = crate::tables::FlowTables<aya::maps::MapData>;
 
-impl FlowLookup for KernelFlows {
+impl<M: std::borrow::BorrowMut<aya::maps::MapData>> FlowLookup for crate::tables::FlowTables<M> {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
-        if id.family == tcp_track_common::parse::FAMILY_IPV4 {
-            let k = key_v4(id);
-            self.v4.get(&k, 0).or_else(|_| self.half_v4.get(&k, 0)).ok()
-        } else {
-            let k = key_v6(id);
-            self.v6.get(&k, 0).or_else(|_| self.half_v6.get(&k, 0)).ok()
-        }
+        let found = if id.family == tcp_track_common::parse::FAMILY_IPV4 { self.get_v4(&key_v4(id)) } else { self.get_v6(&key_v6(id)) };
+        found.map(|(_, rec)| rec)
     }
 
     fn remove(&mut self, id: &FlowId) {
-        // A flow already gone (evicted) is fine.
         if id.family == tcp_track_common::parse::FAMILY_IPV4 {
-            let k = key_v4(id);
-            let _ = self.v4.remove(&k);
-            let _ = self.half_v4.remove(&k);
+            self.remove_v4(&key_v4(id));
         } else {
-            let k = key_v6(id);
-            let _ = self.v6.remove(&k);
-            let _ = self.half_v6.remove(&k);
+            self.remove_v6(&key_v6(id));
         }
     }
 }

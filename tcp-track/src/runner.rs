@@ -45,7 +45,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     info!(
         "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",
         config.max_flows,
-        config.max_half_open,
+        crate::loader::half_open_slots(config.max_half_open),
         stats::mib(stats::table_memory(&tracker.ebpf, &crate::loader::FLOW_TABLES))
     );
     for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
@@ -74,12 +74,8 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let ifnames: HashMap<u32, String> = interfaces.iter().map(|i| (i.index, i.name.clone())).collect();
     let clock = WallClock::now();
     let decoder = Decoder::new(clock, ifnames);
-    let flows = KernelFlows {
-        v4: take_map(&mut tracker, "FLOWS_V4")?,
-        v6: take_map(&mut tracker, "FLOWS_V6")?,
-        half_v4: take_map(&mut tracker, "HALF_OPEN_V4")?,
-        half_v6: take_map(&mut tracker, "HALF_OPEN_V6")?,
-    };
+    let layout = tracker.half_open;
+    let flows = KernelFlows::take(&mut tracker.ebpf, layout).context("taking the flow tables out of the eBPF object")?;
     let mut reporter = Reporter::new(config.report.clone(), flows, clock);
     let mut ring = watch(events).context("watching the event ring buffer")?;
 

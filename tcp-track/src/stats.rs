@@ -39,7 +39,7 @@ pub fn table_memory(ebpf: &aya::Ebpf, names: &[&str]) -> u64 {
         .filter_map(|n| ebpf.map(n))
         .filter_map(|m| {
             let data = match m {
-                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
                 _ => return None,
             };
             let fd = data.fd().as_fd().as_raw_fd();

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use nix::sys::signal::{kill, Signal};
 use support::{daemon::Daemon, netns::Pair};
 
 /// Open, use and close one connection from `a` to `b`; returns (client, server).
@@ -70,4 +71,47 @@ fn ipv4_connection_is_reported_from_syn_to_fin() {
 #[test]
 fn ipv6_connection_is_reported_from_syn_to_fin() {
     flow_events(true);
+}
+
+/// `counters: tcp_segments=10 not_tcp=2 ...` lines of the daemon's stderr,
+/// as name → value maps.
+fn counter_lines(d: &Daemon) -> Vec<std::collections::HashMap<String, u64>> {
+    d.stderr_lines()
+        .iter()
+        .filter_map(|l| l.split_once("counters: "))
+        .map(|(_, rest)| rest.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.parse().expect("a number"))).collect())
+        .collect()
+}
+
+#[test]
+fn counters_are_printed_every_stats_interval_and_at_exit() {
+    require_root!();
+    let net = Pair::new("stats");
+    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all", "--stats-interval", "300ms"]);
+    let (_, s) = one_connection(&net, false);
+    let s = s.to_string();
+    d.wait_for(Duration::from_secs(5), "the server's fin", |v| v["event"] == "fin" && v["server"] == s.as_str() && v["from"] == "server");
+    // Several periodic lines while the daemon runs, the latest showing the
+    // connection: created in the half-open table, promoted, closed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let periodic = loop {
+        let lines = counter_lines(&d);
+        if lines.len() >= 3 && lines.last().unwrap()["flows_closed"] >= 1 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "fewer than 3 counter lines in 5 s:\n{}", d.stderr_lines().join("\n"));
+        thread::sleep(Duration::from_millis(100));
+    };
+    let last = periodic.last().unwrap();
+    assert_eq!(last.len(), tcp_track_common::counters::NAMES.len(), "every counter is printed: {last:?}");
+    assert_eq!((last["flows_created"], last["flows_promoted"], last["flows_closed"]), (1, 1, 1), "{last:?}");
+    // SYN, SYN-ACK, ACK, ping, its ACK, pong, its ACK, FIN, ACK, FIN, ACK (at least).
+    assert!(last["tcp_segments"] >= 10, "{last:?}");
+    assert!(periodic.windows(2).all(|w| w[0]["tcp_segments"] <= w[1]["tcp_segments"]), "counters only grow");
+    let before_exit = periodic.len();
+    kill(d.pid(), Signal::SIGTERM).expect("sending SIGTERM");
+    assert!(d.wait(Duration::from_secs(10)).success());
+    let lines = counter_lines(&d);
+    assert!(lines.len() > before_exit, "a final line at exit");
+    assert_eq!(lines.last().unwrap()["flows_closed"], 1);
 }

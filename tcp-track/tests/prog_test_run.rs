@@ -8,14 +8,18 @@
 mod support;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, TcpOptionElement};
-use tcp_track::{config::BpfLog, loader::Tracker};
+use tcp_track::{
+    config::BpfLog,
+    loader::Tracker,
+    tables::{FlowTables, Table},
+};
 use tcp_track_common::{
     counters,
-    flow::{direction, initiator_of, key_v4, key_v6, FlowKeyV4, FlowKeyV6, FlowRecord},
+    flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
     parse::{parse, Segment, Skip},
     state::{self, step, STATE_NONE},
     tcp::{ACK, FIN, PSH, RST, SYN},
@@ -123,30 +127,27 @@ impl Loaded {
         assert_eq!(r.return_value, TC_ACT_UNSPEC, "the egress hook lets every packet through to the next program");
     }
 
+    fn tables(&self) -> FlowTables<&MapData> {
+        FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap()
+    }
+
     /// The flow's record, from the established table or the half-open one.
     fn record(&self, seg: &Segment) -> Option<FlowRecord> {
+        self.find(seg).map(|(_, rec)| rec)
+    }
+
+    /// Which table holds the flow, and its record.
+    fn find(&self, seg: &Segment) -> Option<(Table, FlowRecord)> {
         let dir = direction(seg);
-        let ebpf = &self.tracker.ebpf;
         if seg.family == 4 {
-            ["FLOWS_V4", "HALF_OPEN_V4"].iter().find_map(|t| {
-                let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(ebpf.map(t).unwrap()).unwrap();
-                map.get(&key_v4(seg, dir), 0).ok()
-            })
+            self.tables().get_v4(&key_v4(seg, dir))
         } else {
-            ["FLOWS_V6", "HALF_OPEN_V6"].iter().find_map(|t| {
-                let map: HashMap<&MapData, FlowKeyV6, FlowRecord> = HashMap::try_from(ebpf.map(t).unwrap()).unwrap();
-                map.get(&key_v6(seg, dir), 0).ok()
-            })
+            self.tables().get_v6(&key_v6(seg, dir))
         }
     }
 
-    /// Which table holds the flow.
-    fn table_of(&self, seg: &Segment) -> Option<&'static str> {
-        let dir = direction(seg);
-        ["FLOWS_V4", "HALF_OPEN_V4"].into_iter().find(|t| {
-            let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map(t).unwrap()).unwrap();
-            map.get(&key_v4(seg, dir), 0).is_ok()
-        })
+    fn table_of(&self, seg: &Segment) -> Option<Table> {
+        self.find(seg).map(|(t, _)| t)
     }
 
     fn counters(&self) -> [u64; counters::COUNT as usize] {
@@ -345,22 +346,56 @@ fn established_flow_survives_a_half_open_overflow() {
         host.feed(f);
     }
     let est = parse(conv[3].1.as_slice()).unwrap();
-    assert_eq!(k.table_of(&est), Some("FLOWS_V4"), "promoted when the handshake completed");
-    let syn = parse(frame(Family::V4, Side::Client, SYN, 7, 0, &[], None).as_slice()).unwrap();
-    let _ = syn;
+    assert_eq!(k.table_of(&est), Some(Table::Established), "promoted when the handshake completed");
     // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open table.
     for i in 0..10_000u32 {
-        let mut out = Vec::new();
-        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([198, 19, (i >> 8) as u8, i as u8], SERVER4, 64)
-            .tcp(1024 + (i % 50_000) as u16, SPORT, i, 1024)
-            .syn()
-            .write(&mut out, &[])
-            .unwrap();
-        k.xdp(&out);
+        k.xdp(&spoofed(i, false));
     }
     let rec = k.record(&est).expect("the established flow is still tracked");
     assert_eq!(without_time(rec), without_time(host.rec.unwrap()), "and its record is intact");
-    let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(k.tracker.ebpf.map("HALF_OPEN_V4").unwrap()).unwrap();
-    assert!(map.keys().count() <= 64, "the flood stayed in the half-open table");
+    let (used, slots) = k.tables().half_open_v4();
+    assert_eq!((used, slots), (64, 64), "the flood filled the half-open table, and only it");
+    assert_eq!(k.tables().established_v4(), 1, "no spoofed SYN reached the established table");
+    assert_eq!(k.counters()[counters::HALF_OPEN_EVICTED as usize], 10_000 - 64);
+}
+
+/// A SYN from spoofed source `i` (198.19.x.y) to the server, or the
+/// server's SYN-ACK to it.
+fn spoofed(i: u32, synack: bool) -> Vec<u8> {
+    let (client, cport) = ([198, 19, (i >> 8) as u8, i as u8], 1024 + (i % 50_000) as u16);
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let b = if synack { eth.ipv4(SERVER4, client, 64).tcp(SPORT, cport, 9000, 1024).syn().ack(i + 1) } else { eth.ipv4(client, SERVER4, 64).tcp(cport, SPORT, i, 1024).syn() };
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+#[test]
+fn retransmissions_do_not_make_a_half_open_entry_younger() {
+    require_root!();
+    // Four slots: one set, so every flow competes with every other.
+    let k = Loaded { tracker: Tracker::load_sized(BpfLog::Off, tcp_track::config::RstPolicy::Observe, 1024, 4).unwrap() };
+    let present = |i: u32| k.table_of(&parse(spoofed(i, false).as_slice()).unwrap()) == Some(Table::HalfOpen);
+    // Entry ages are kept in units of about a millisecond: space the births.
+    let tick = || std::thread::sleep(std::time::Duration::from_millis(3));
+    for i in 1..=4 {
+        k.xdp(&spoofed(i, false));
+        tick();
+    }
+    // Flow 1 retransmits its SYN; flow 2 gets a SYN-ACK, retransmitted.
+    k.xdp(&spoofed(1, false));
+    k.xdp(&spoofed(2, true));
+    k.xdp(&spoofed(2, true));
+    assert_eq!(k.record(&parse(spoofed(2, false).as_slice()).unwrap()).unwrap().peer.iter().map(|p| p.retrans).max(), Some(1));
+    tick();
+    // A fifth flow evicts the oldest by birth, flow 1, as if it had not
+    // retransmitted (an LRU would have evicted flow 3, the least recently
+    // used).
+    k.xdp(&spoofed(5, false));
+    assert_eq!((1..=5).map(present).collect::<Vec<_>>(), [false, true, true, true, true]);
+    tick();
+    k.xdp(&spoofed(6, false));
+    assert_eq!((2..=6).map(present).collect::<Vec<_>>(), [false, true, true, true, true], "then flow 2, SYN-ACKs and all");
+    assert_eq!(k.counters()[counters::HALF_OPEN_EVICTED as usize], 2);
+    assert_eq!(k.counters()[counters::FLOWS_CREATED as usize], 6);
 }

@@ -7,17 +7,18 @@ mod support;
 use std::net::SocketAddrV4;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     loader::Tracker,
     netns::{tcp_segment, Tcp},
+    tables::FlowTables,
 };
 use tcp_track_common::{
     counters,
-    flow::{direction, key_v4, FlowKeyV4, FlowRecord},
+    flow::{direction, key_v4, FlowRecord},
     parse::parse,
     state::{STATE_CLOSE, STATE_ESTABLISHED, STATE_SYN_SENT, STATE_TIME_WAIT},
 };
@@ -52,10 +53,8 @@ impl Guard {
     fn try_record(&self) -> Option<FlowRecord> {
         let f = seg(C, S, "A", 0, 0, 0, None, 0);
         let s = parse(f.as_slice()).unwrap();
-        ["FLOWS_V4", "HALF_OPEN_V4"].iter().find_map(|t| {
-            let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map(t).unwrap()).unwrap();
-            map.get(&key_v4(&s, direction(&s)), 0).ok()
-        })
+        let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap();
+        tables.get_v4(&key_v4(&s, direction(&s))).map(|(_, rec)| rec)
     }
 
     fn record(&self) -> FlowRecord {

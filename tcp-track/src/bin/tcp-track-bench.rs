@@ -9,6 +9,7 @@
 //! - a SYN flood against established flows.
 
 use std::{
+    collections::BTreeMap,
     io::{BufWriter, Write},
     net::Ipv4Addr,
     sync::{
@@ -27,12 +28,15 @@ use aya::{
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     events::Decoder,
+    report::{KernelFlows, ReportConfig, Reporter},
+    tables::Table,
     loader::{Tracker, EMPTY_PROGRAM, XDP_PROGRAM},
     netns::{tcp_segment, Tcp},
     stats::table_memory,
 };
 use tcp_track_common::{
     counters,
+    event::FlowEvent,
     flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     parse::parse,
     state::STATE_ESTABLISHED,
@@ -48,8 +52,31 @@ fn main() -> Result<()> {
         bail!("the benchmark loads eBPF programs: run it as root (cargo xtask bench does)");
     }
     pin_to_cpu(0)?;
+    // Sections to run (all when none is named): packets memory events flood.
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let want = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
     println!("tcp-track benchmark (BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {RUNS} runs, pinned to CPU 0)");
-    println!();
+    if want("packets") {
+        println!();
+        packets()?;
+    }
+    if want("memory") {
+        println!();
+        memory()?;
+    }
+    if want("events") {
+        println!();
+        events_per_second()?;
+    }
+    if want("flood") {
+        println!();
+        flood()?;
+    }
+    Ok(())
+}
+
+/// The per-packet table: every segment kind at 1K, 64K and 1M live flows.
+fn packets() -> Result<()> {
     println!("{:<44} {:>10} {:>10} {:>10}", "per-packet cost above an empty XDP program", "1K flows", "64K flows", "1M flows");
     let sizes = [1_000u32, 65_536, 1_000_000];
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
@@ -69,12 +96,6 @@ fn main() -> Result<()> {
         println!("{:<44} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2]);
     }
     println!("{:<44} {:>10} {:>10} {:>10}", "(empty XDP program itself)", empty_row[0], empty_row[1], empty_row[2]);
-    println!();
-    memory()?;
-    println!();
-    events_per_second()?;
-    println!();
-    flood()?;
     Ok(())
 }
 
@@ -152,9 +173,7 @@ impl Bench {
         for i in from..to {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
-            let mut rec = established(1000, 5000);
-            rec.initiator = direction(&seg);
-            map.insert(key_v4(&seg, direction(&seg)), rec, 0)?;
+            map.insert(key_v4(&seg, direction(&seg)), established_record(&seg), 0)?;
         }
         Ok(())
     }
@@ -292,11 +311,46 @@ fn events_per_second() -> Result<()> {
     Ok(())
 }
 
-/// Establish 10,000 flows, then inject SYNs from random spoofed sources.
+/// Establish 10,000 flows, then inject SYNs from random spoofed sources,
+/// while a consumer thread runs the ring buffer's events through the
+/// daemon's decoder and reporter and counts what it would print.
 fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
-    let bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
+    let mut bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
+    let layout = bench.tracker.half_open;
+    let tables = KernelFlows::take(&mut bench.tracker.ebpf, layout)?;
+    let mut ring: RingBuf<MapData> = RingBuf::try_from(bench.tracker.ebpf.take_map("EVENTS").unwrap())?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(bench.tracker.ebpf.take_map("COUNTERS").unwrap())?;
+    let done = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let done = done.clone();
+        thread::spawn(move || -> Result<(Reporter<KernelFlows>, BTreeMap<&'static str, u64>)> {
+            pin_to_cpu(1)?;
+            let clock = tcp_track::clock::WallClock::now();
+            let decoder = Decoder::new(clock, [(0u32, "bench".to_string())].into_iter().collect());
+            let mut reporter = Reporter::new(ReportConfig::default(), tables, clock);
+            let mut printed = BTreeMap::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let mut got = 0;
+                while let Some(item) = ring.next() {
+                    got += 1;
+                    let raw: FlowEvent = bytemuck::pod_read_unaligned(&item);
+                    drop(item);
+                    for ev in reporter.on_event(&raw, decoder.event(&raw)?) {
+                        *printed.entry(ev.event).or_insert(0) += 1;
+                    }
+                }
+                if finished && got == 0 {
+                    return Ok((reporter, printed));
+                }
+                if got == 0 {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
     let started = Instant::now();
     let mut costs = Vec::new();
     for i in 0..syns {
@@ -307,18 +361,43 @@ fn flood() -> Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::SeqCst);
+    let (reporter, printed) = consumer.join().expect("consumer thread")?;
     costs.sort_by(|a, b| a.total_cmp(b));
-    let map: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(bench.tracker.ebpf.map("FLOWS_V4").unwrap())?;
+    let tables = reporter.lookup();
     let mut alive = 0;
     for i in 0..established_flows {
         let f = frame(client(i), SERVER, "A", 1, 1, 0);
         let seg = parse(f.as_slice()).expect("well formed");
-        if map.get(&key_v4(&seg, direction(&seg)), 0).is_ok_and(|r| r.state == STATE_ESTABLISHED) {
+        if tables.get_v4(&key_v4(&seg, direction(&seg))).is_some_and(|(t, r)| t == Table::Established && r == established_record(&seg)) {
             alive += 1;
         }
     }
-    println!("SYN flood: {established_flows} established flows, then {syns} SYNs from spoofed sources (tables: 65536 established, {MAX_HALF_OPEN} half-open)");
+    let total = |i: u32| -> Result<u64> { Ok(counters.get(&i, 0)?.iter().sum()) };
+    let (half_open_used, half_open_slots) = tables.half_open_v4();
+    println!("SYN flood: {established_flows} established flows, then {syns} SYNs from spoofed sources (tables: 65536 established, {half_open_slots} half-open)");
     println!("  established flows still tracked and correct: {alive} of {established_flows} (target: all)");
+    println!(
+        "  syn_flood events printed: {} (target: one); syn_flood_ended: {} (the flood is still on when the benchmark stops)",
+        printed.get("syn_flood").copied().unwrap_or(0),
+        printed.get("syn_flood_ended").copied().unwrap_or(0)
+    );
+    println!(
+        "  other lines printed: {}; events lost to a full ring buffer: {}",
+        printed.iter().filter(|(k, _)| !k.starts_with("syn_flood")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        total(counters::EVENTS_LOST)?
+    );
+    println!(
+        "  half-open table: {half_open_used} of {half_open_slots} slots in use, {} evictions",
+        total(counters::HALF_OPEN_EVICTED)?
+    );
     println!("  per-SYN cost during the flood: median {:.0} ns (single runs, {secs:.1} s in all)", costs[costs.len() / 2]);
     Ok(())
+}
+
+/// The record `Bench::fill` stored for an established flow.
+fn established_record(seg: &tcp_track_common::parse::Segment) -> FlowRecord {
+    let mut rec = established(1000, 5000);
+    rec.initiator = direction(seg);
+    rec
 }

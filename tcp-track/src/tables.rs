@@ -1,0 +1,125 @@
+//! The kernel's flow tables as user space reads them: the established
+//! tables (LRU hash maps) and the half-open tables (set-associative arrays,
+//! `tcp_track_common::halfopen`), for IPv4 and IPv6.
+
+use std::borrow::{Borrow, BorrowMut};
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use tcp_track_common::{
+    flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
+    halfopen::{clear, occupied, same_key, set_of, HalfOpenV4, HalfOpenV6, Slot, Words, WAYS},
+};
+
+/// Where the half-open entries of a key are: the tables' hash seed and set
+/// mask, chosen by the loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpenLayout {
+    pub seed: u32,
+    pub set_mask: u32,
+}
+
+/// Which table holds a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Established,
+    HalfOpen,
+}
+
+/// The four flow tables. `M` is `MapData` when the tables were taken out
+/// of the loaded object (the daemon), `&MapData` when borrowed (tests,
+/// benchmark).
+pub struct FlowTables<M: Borrow<MapData>> {
+    v4: HashMap<M, FlowKeyV4, FlowRecord>,
+    v6: HashMap<M, FlowKeyV6, FlowRecord>,
+    half_v4: Array<M, HalfOpenV4>,
+    half_v6: Array<M, HalfOpenV6>,
+    layout: HalfOpenLayout,
+}
+
+/// The names of the four maps, in `FlowTables` order.
+pub const NAMES: [&str; 4] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
+
+impl FlowTables<MapData> {
+    /// Take the tables out of a loaded object (for good).
+    pub fn take(ebpf: &mut aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        Ok(FlowTables {
+            v4: HashMap::try_from(take(NAMES[0])?)?,
+            v6: HashMap::try_from(take(NAMES[1])?)?,
+            half_v4: Array::try_from(take(NAMES[2])?)?,
+            half_v6: Array::try_from(take(NAMES[3])?)?,
+            layout,
+        })
+    }
+}
+
+impl<'a> FlowTables<&'a MapData> {
+    /// Read the tables of a loaded object without taking them.
+    pub fn borrow(ebpf: &'a aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
+        let map = |name: &str| ebpf.map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        Ok(FlowTables {
+            v4: HashMap::try_from(map(NAMES[0])?)?,
+            v6: HashMap::try_from(map(NAMES[1])?)?,
+            half_v4: Array::try_from(map(NAMES[2])?)?,
+            half_v6: Array::try_from(map(NAMES[3])?)?,
+            layout,
+        })
+    }
+}
+
+impl<M: Borrow<MapData>> FlowTables<M> {
+    pub fn get_v4(&self, key: &FlowKeyV4) -> Option<(Table, FlowRecord)> {
+        match self.v4.get(key, 0) {
+            Ok(r) => Some((Table::Established, r)),
+            Err(_) => find(&self.half_v4, key, self.layout).map(|(_, s)| (Table::HalfOpen, s.record)),
+        }
+    }
+
+    pub fn get_v6(&self, key: &FlowKeyV6) -> Option<(Table, FlowRecord)> {
+        match self.v6.get(key, 0) {
+            Ok(r) => Some((Table::Established, r)),
+            Err(_) => find(&self.half_v6, key, self.layout).map(|(_, s)| (Table::HalfOpen, s.record)),
+        }
+    }
+
+    /// Half-open IPv4 entries in use, and the table's slots.
+    pub fn half_open_v4(&self) -> (usize, u32) {
+        let slots = self.half_v4.len();
+        ((0..slots).filter(|&i| self.half_v4.get(&i, 0).is_ok_and(|s| occupied(&s))).count(), slots)
+    }
+
+    /// Established IPv4 entries (walks the whole map).
+    pub fn established_v4(&self) -> usize {
+        self.v4.keys().filter(|k| k.is_ok()).count()
+    }
+}
+
+impl<M: BorrowMut<MapData>> FlowTables<M> {
+    /// Forget a flow in whichever table holds it (gone already is fine).
+    pub fn remove_v4(&mut self, key: &FlowKeyV4) {
+        let _ = self.v4.remove(key);
+        if let Some((i, mut slot)) = find(&self.half_v4, key, self.layout) {
+            clear(&mut slot);
+            let _ = self.half_v4.set(i, slot, 0);
+        }
+    }
+
+    pub fn remove_v6(&mut self, key: &FlowKeyV6) {
+        let _ = self.v6.remove(key);
+        if let Some((i, mut slot)) = find(&self.half_v6, key, self.layout) {
+            clear(&mut slot);
+            let _ = self.half_v6.set(i, slot, 0);
+        }
+    }
+}
+
+/// The slot holding `key` in its set, if any: (index, copy of the slot).
+fn find<M, S, K>(table: &Array<M, S>, key: &K, layout: HalfOpenLayout) -> Option<(u32, S)>
+where
+    M: Borrow<MapData>,
+    S: Slot<Key = K> + aya::Pod,
+    K: Words,
+{
+    let base = set_of(key, layout.seed, layout.set_mask);
+    (base..base + WAYS).find_map(|i| table.get(&i, 0).ok().filter(|s| occupied(s) && same_key(s.key(), key)).map(|s| (i, s)))
+}
