@@ -20,6 +20,25 @@ pub trait Packet {
     /// The `N` bytes at `offset`, or `None` if the frame is shorter.
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
 
+    /// One byte, and big-endian 16- and 32-bit fields, at `offset`. The
+    /// parser reads headers field by field through these; the BPF packet
+    /// overrides the wide ones with single loads (without that, LLVM reads a
+    /// field at an unaligned packet offset one byte at a time).
+    #[inline(always)]
+    fn read_u8(&self, offset: usize) -> Option<u8> {
+        self.load::<1>(offset).map(|b| b[0])
+    }
+
+    #[inline(always)]
+    fn read_be16(&self, offset: usize) -> Option<u16> {
+        self.load::<2>(offset).map(u16::from_be_bytes)
+    }
+
+    #[inline(always)]
+    fn read_be32(&self, offset: usize) -> Option<u32> {
+        self.load::<4>(offset).map(u32::from_be_bytes)
+    }
+
     /// Drive `walk` over a SYN's option area: call `walk.step(self)` until it
     /// returns false, at most [`MAX_TCP_OPTIONS`] times (each step consumes
     /// at least one byte). The BPF programs override this with `bpf_loop`,
@@ -171,15 +190,29 @@ pub enum Malformed {
 /// Parse one frame, starting at its Ethernet header.
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Result<Segment, Skip> {
+    let mut seg = Segment::default();
+    parse_into(pkt, &mut seg).map(|()| seg)
+}
+
+/// `parse`, writing the segment in place (in BPF: straight into a map
+/// value, with no copy through the stack). On error `seg` holds a partial
+/// summary that means nothing.
+#[inline(always)]
+pub fn parse_into<P: Packet + ?Sized>(pkt: &P, seg: &mut Segment) -> Result<(), Skip> {
     let (ethertype, l3) = parse_ethernet(pkt)?;
-    let mut seg = Segment { wscale: NO_WSCALE, ..Segment::default() };
+    *seg = Segment { wscale: NO_WSCALE, ..Segment::default() };
     let (l4, l4_len) = match ethertype {
-        ETH_P_IPV4 => parse_ipv4(pkt, l3, &mut seg)?,
-        ETH_P_IPV6 => parse_ipv6(pkt, l3, &mut seg)?,
+        ETH_P_IPV4 => parse_ipv4(pkt, l3, seg)?,
+        ETH_P_IPV6 => parse_ipv6(pkt, l3, seg)?,
         _ => return Err(Skip::NotTcp),
     };
-    parse_tcp(pkt, l4, l4_len, &mut seg)?;
-    Ok(seg)
+    parse_tcp(pkt, l4, l4_len, seg)
+}
+
+/// Whether the frame holds `len` bytes at `offset` (`len` > 0).
+#[inline(always)]
+fn holds<P: Packet + ?Sized>(pkt: &P, offset: usize, len: usize) -> bool {
+    pkt.read_u8(offset + len - 1).is_some()
 }
 
 #[inline(always)]
@@ -187,30 +220,21 @@ fn truncated() -> Skip {
     Skip::Malformed(Malformed::Truncated)
 }
 
-#[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
-#[inline(always)]
-fn be32(b: [u8; 4]) -> u32 {
-    u32::from_be_bytes(b)
-}
-
 /// Ethernet, skipping up to two VLAN tags (802.1Q, 802.1ad QinQ).
 /// Returns the inner ethertype and the offset of the L3 header.
 #[inline(always)]
 fn parse_ethernet<P: Packet + ?Sized>(pkt: &P) -> Result<(u16, usize), Skip> {
-    let eth: [u8; ETH_HLEN] = pkt.load(0).ok_or(Skip::NotTcp)?;
-    let mut ethertype = be16([eth[12], eth[13]]);
+    if !holds(pkt, 0, ETH_HLEN) {
+        return Err(Skip::NotTcp);
+    }
+    let mut ethertype = pkt.read_be16(12).ok_or(Skip::NotTcp)?;
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         // A tag is TCI (2 bytes) then the next ethertype (2 bytes).
-        let tag: [u8; 4] = pkt.load(off).ok_or_else(truncated)?;
-        ethertype = be16([tag[2], tag[3]]);
+        ethertype = pkt.read_be16(off + 2).ok_or_else(truncated)?;
         off += 4;
     }
     Ok((ethertype, off))
@@ -219,16 +243,19 @@ fn parse_ethernet<P: Packet + ?Sized>(pkt: &P) -> Result<(u16, usize), Skip> {
 /// IPv4 with options (RFC 791). Returns (offset of TCP header, TCP length).
 #[inline(always)]
 fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Result<(usize, usize), Skip> {
-    let h: [u8; 20] = pkt.load(l3).ok_or_else(truncated)?;
-    if h[0] >> 4 != 4 {
+    if !holds(pkt, l3, 20) {
+        return Err(truncated());
+    }
+    let vihl = pkt.read_u8(l3).ok_or_else(truncated)?;
+    if vihl >> 4 != 4 {
         return Err(Skip::Malformed(Malformed::BadIpVersion));
     }
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return Err(Skip::Malformed(Malformed::BadIpv4HeaderLength));
     }
     let frame_l3 = pkt.frame_len().saturating_sub(l3);
-    let mut total = be16([h[2], h[3]]) as usize;
+    let mut total = pkt.read_be16(l3 + 2).ok_or_else(truncated)? as usize;
     if total == 0 {
         // IPv4 BIG TCP: GSO packets over 64 KiB carry tot_len 0 and the
         // length lives in the skb (Linux 6.3+). Only trust it on a frame
@@ -242,7 +269,7 @@ fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
     if total < ihl || total > frame_l3 {
         return Err(Skip::Malformed(Malformed::BadIpLength));
     }
-    let frag = be16([h[6], h[7]]);
+    let frag = pkt.read_be16(l3 + 6).ok_or_else(truncated)?;
     if frag & 0x1fff != 0 {
         // A non-first fragment carries no TCP header, only payload bytes.
         return Err(Skip::NotTcp);
@@ -250,12 +277,12 @@ fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
     if frag & 0x2000 != 0 {
         seg.seg_flags |= SEG_FIRST_FRAGMENT;
     }
-    if h[9] != IPPROTO_TCP {
+    if pkt.read_u8(l3 + 9) != Some(IPPROTO_TCP) {
         return Err(Skip::NotTcp);
     }
     seg.family = FAMILY_IPV4;
-    seg.saddr[..4].copy_from_slice(&h[12..16]);
-    seg.daddr[..4].copy_from_slice(&h[16..20]);
+    seg.saddr[..4].copy_from_slice(&pkt.read_be32(l3 + 12).ok_or_else(truncated)?.to_be_bytes());
+    seg.daddr[..4].copy_from_slice(&pkt.read_be32(l3 + 16).ok_or_else(truncated)?.to_be_bytes());
     seg.ip_len = total as u32;
     Ok((l3 + ihl, total - ihl))
 }
@@ -265,14 +292,16 @@ fn parse_ipv4<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
 fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Result<(usize, usize), Skip> {
     // Fixed header in pieces: version..hop limit, then the two addresses
     // straight into the segment (keeps the BPF stack small).
-    let h: [u8; 8] = pkt.load(l3).ok_or_else(truncated)?;
-    if h[0] >> 4 != 6 {
+    if !holds(pkt, l3, 40) {
+        return Err(truncated());
+    }
+    if pkt.read_u8(l3).ok_or_else(truncated)? >> 4 != 6 {
         return Err(Skip::Malformed(Malformed::BadIpVersion));
     }
-    seg.saddr = pkt.load(l3 + 8).ok_or_else(truncated)?;
-    seg.daddr = pkt.load(l3 + 24).ok_or_else(truncated)?;
+    read_addr(pkt, l3 + 8, &mut seg.saddr)?;
+    read_addr(pkt, l3 + 24, &mut seg.daddr)?;
     let frame_l3 = pkt.frame_len().saturating_sub(l3);
-    let mut payload = be16([h[4], h[5]]) as usize;
+    let mut payload = pkt.read_be16(l3 + 4).ok_or_else(truncated)? as usize;
     if payload == 0 {
         // Jumbogram / IPv6 BIG TCP: the real length is in a hop-by-hop
         // option on the wire and in the skb in the kernel; use the frame.
@@ -288,7 +317,7 @@ fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
     seg.family = FAMILY_IPV6;
     seg.ip_len = (40 + payload) as u32;
 
-    let mut next = h[6];
+    let mut next = pkt.read_u8(l3 + 6).ok_or_else(truncated)?;
     let mut off = l3 + 40;
     let mut ext_len = 0usize;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -296,27 +325,27 @@ fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
             IPPROTO_TCP => break,
             // Hop-by-hop, routing, destination options: length in 8-octet units, not counting the first 8.
             0 | 43 | 60 => {
-                let e: [u8; 2] = pkt.load(off).ok_or_else(truncated)?;
-                next = e[0];
-                (e[1] as usize + 1) * 8
+                let e = pkt.read_be16(off).ok_or_else(truncated)?;
+                next = (e >> 8) as u8;
+                ((e & 0xff) as usize + 1) * 8
             }
             // Fragment header: fixed 8 bytes. Only the first fragment has a TCP header.
             44 => {
-                let e: [u8; 4] = pkt.load(off).ok_or_else(truncated)?;
-                if be16([e[2], e[3]]) & 0xfff8 != 0 {
+                let e = pkt.read_be32(off).ok_or_else(truncated)?;
+                if e & 0xfff8 != 0 {
                     return Err(Skip::NotTcp);
                 }
-                if e[3] & 1 != 0 {
+                if e & 1 != 0 {
                     seg.seg_flags |= SEG_FIRST_FRAGMENT;
                 }
-                next = e[0];
+                next = (e >> 24) as u8;
                 8
             }
             // Authentication header (RFC 4302): length in 4-octet units, minus 2.
             51 => {
-                let e: [u8; 2] = pkt.load(off).ok_or_else(truncated)?;
-                next = e[0];
-                (e[1] as usize + 2) * 4
+                let e = pkt.read_be16(off).ok_or_else(truncated)?;
+                next = (e >> 8) as u8;
+                ((e & 0xff) as usize + 2) * 4
             }
             // ESP, no next header, mobility, unknown: not something we look into.
             _ => return Err(Skip::NotTcp),
@@ -333,23 +362,40 @@ fn parse_ipv6<P: Packet + ?Sized>(pkt: &P, l3: usize, seg: &mut Segment) -> Resu
     Ok((off, payload - ext_len))
 }
 
+/// An IPv6 address, four 32-bit loads.
+#[inline(always)]
+fn read_addr<P: Packet + ?Sized>(pkt: &P, off: usize, out: &mut [u8; 16]) -> Result<(), Skip> {
+    let mut i = 0;
+    while i < 4 {
+        let w = pkt.read_be32(off + 4 * i).ok_or_else(truncated)?.to_be_bytes();
+        out[4 * i..4 * i + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The TCP header (RFC 9293 §3.1); options only on SYN segments.
 #[inline(always)]
 fn parse_tcp<P: Packet + ?Sized>(pkt: &P, l4: usize, l4_len: usize, seg: &mut Segment) -> Result<(), Skip> {
     if l4_len < 20 {
         return Err(Skip::Malformed(Malformed::BadTcpDataOffset));
     }
-    let t: [u8; 20] = pkt.load(l4).ok_or_else(truncated)?;
-    let doff = ((t[12] >> 4) as usize) * 4;
+    if !holds(pkt, l4, 20) {
+        return Err(truncated());
+    }
+    // Data offset and flags in one 16-bit word.
+    let off_flags = pkt.read_be16(l4 + 12).ok_or_else(truncated)?;
+    let doff = ((off_flags >> 12) as usize) * 4;
     if doff < 20 || doff > l4_len {
         return Err(Skip::Malformed(Malformed::BadTcpDataOffset));
     }
-    seg.sport = be16([t[0], t[1]]);
-    seg.dport = be16([t[2], t[3]]);
-    seg.seq = be32([t[4], t[5], t[6], t[7]]);
-    seg.ack = be32([t[8], t[9], t[10], t[11]]);
-    seg.flags = t[13];
-    seg.window = be16([t[14], t[15]]);
+    let ports = pkt.read_be32(l4).ok_or_else(truncated)?;
+    seg.sport = (ports >> 16) as u16;
+    seg.dport = ports as u16;
+    seg.seq = pkt.read_be32(l4 + 4).ok_or_else(truncated)?;
+    seg.ack = pkt.read_be32(l4 + 8).ok_or_else(truncated)?;
+    seg.flags = off_flags as u8;
+    seg.window = pkt.read_be16(l4 + 14).ok_or_else(truncated)?;
     seg.payload_len = (l4_len - doff) as u32;
     seg.l4_offset = l4 as u16;
     seg.l4_len = if l4_len > 0xffff { 0xffff } else { l4_len as u16 };
@@ -416,7 +462,7 @@ impl OptionWalk {
             return false;
         }
         let at = self.off + i;
-        let Some([kind]) = pkt.load::<1>(at) else {
+        let Some(kind) = pkt.read_u8(at) else {
             self.opt_flags |= OPT_MALFORMED;
             return false;
         };
@@ -428,7 +474,7 @@ impl OptionWalk {
             }
             _ => {}
         }
-        let Some([olen]) = pkt.load::<1>(at + 1) else {
+        let Some(olen) = pkt.read_u8(at + 1) else {
             self.opt_flags |= OPT_MALFORMED;
             return false;
         };
@@ -439,13 +485,13 @@ impl OptionWalk {
         }
         match (kind, olen) {
             (2, 4) => {
-                if let Some(v) = pkt.load::<2>(at + 2) {
-                    self.mss = u16::from_be_bytes(v);
+                if let Some(v) = pkt.read_be16(at + 2) {
+                    self.mss = v;
                     self.opt_flags |= OPT_MSS;
                 }
             }
             (3, 3) => {
-                if let Some([shift]) = pkt.load::<1>(at + 2) {
+                if let Some(shift) = pkt.read_u8(at + 2) {
                     // RFC 7323 §2.3: a shift above 14 is treated as 14.
                     self.wscale = if shift > 14 { 14 } else { shift };
                     self.opt_flags |= OPT_WSCALE;
@@ -453,9 +499,9 @@ impl OptionWalk {
             }
             (4, 2) => self.opt_flags |= OPT_SACK_PERM,
             (8, 10) => {
-                if let (Some(v), Some(e)) = (pkt.load::<4>(at + 2), pkt.load::<4>(at + 6)) {
-                    self.ts_val = u32::from_be_bytes(v);
-                    self.ts_ecr = u32::from_be_bytes(e);
+                if let (Some(v), Some(e)) = (pkt.read_be32(at + 2), pkt.read_be32(at + 6)) {
+                    self.ts_val = v;
+                    self.ts_ecr = e;
                     self.opt_flags |= OPT_TIMESTAMP;
                 }
             }

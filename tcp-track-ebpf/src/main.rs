@@ -6,6 +6,8 @@
 //! (XDP_PASS, TC "next"): a tracker never breaks traffic by accident.
 #![no_std]
 #![no_main]
+// Single packet loads at unaligned offsets (packet.rs).
+#![feature(asm_experimental_arch)]
 
 mod maps;
 mod packet;

@@ -1,6 +1,6 @@
 //! `Packet` over the bytes between `data` and `data_end`, for both hooks.
 
-use core::ffi::c_void;
+use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
     helpers::generated::bpf_loop,
@@ -48,6 +48,21 @@ impl DirectPacket {
     }
 }
 
+impl DirectPacket {
+    /// The address of `len` bytes at `offset`, if they lie inside the packet.
+    #[inline(always)]
+    fn at(&self, offset: usize, len: usize) -> Option<usize> {
+        if offset > MAX_OFFSET {
+            return None;
+        }
+        let p = self.start + offset;
+        if p + len > self.end {
+            return None;
+        }
+        Some(p)
+    }
+}
+
 impl Packet for DirectPacket {
     #[inline(always)]
     fn frame_len(&self) -> usize {
@@ -56,15 +71,30 @@ impl Packet for DirectPacket {
 
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        if offset > MAX_OFFSET {
-            return None;
-        }
-        let p = self.start + offset;
-        if p + N > self.end {
-            return None;
-        }
-        // SAFETY: [p, p + N) was just checked to lie inside the packet.
+        let p = self.at(offset, N)?;
+        // SAFETY: [p, p + N) lies inside the packet (`at`).
         Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
+    }
+
+    #[inline(always)]
+    fn read_be16(&self, offset: usize) -> Option<u16> {
+        let p = self.at(offset, 2)?;
+        let v: u64;
+        // SAFETY: [p, p + 2) lies inside the packet (`at`). One 2-byte load
+        // wherever the field sits: the verifier allows misaligned packet
+        // access on CPUs that do it efficiently (x86-64, arm64), which LLVM
+        // cannot know, so plain Rust would read the bytes one by one.
+        unsafe { asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
+        Some(u16::from_be(v as u16))
+    }
+
+    #[inline(always)]
+    fn read_be32(&self, offset: usize) -> Option<u32> {
+        let p = self.at(offset, 4)?;
+        let v: u64;
+        // SAFETY: as in read_be16, for [p, p + 4).
+        unsafe { asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
+        Some(u32::from_be(v as u32))
     }
 
     /// The option walk under `bpf_loop` (Linux 5.17+): the verifier checks

@@ -20,7 +20,7 @@ use tcp_track_common::{
     flow::{coarse_time, direction, initiator_of, key_v4, key_v6, FlowRecord},
     guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
     halfopen::{clear, occupied, same_key, set_of, victim, Slot, Words, WAYS},
-    parse::{parse, Packet, Segment, Skip, FAMILY_IPV4},
+    parse::{parse_into, Packet, Segment, Skip, FAMILY_IPV4},
     state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
 };
@@ -140,14 +140,12 @@ const NOT_TCP: u8 = 1;
 const MALFORMED_BASE: u8 = 2;
 
 /// The parser as a BPF subprogram: its temporaries live in its own frame,
-/// gone by the time the flow is accounted. Writes the segment to `out`.
+/// gone by the time the flow is accounted. Writes the segment to `out`
+/// (the per-CPU scratch slot).
 #[inline(never)]
 fn parse_frame<P: Packet>(pkt: &P, out: &mut Segment) -> u8 {
-    match parse(pkt) {
-        Ok(seg) => {
-            *out = seg;
-            PARSED
-        }
+    match parse_into(pkt, out) {
+        Ok(()) => PARSED,
         Err(Skip::NotTcp) => NOT_TCP,
         Err(Skip::Malformed(m)) => MALFORMED_BASE + m as u8,
     }
