@@ -46,20 +46,11 @@ pub fn tcp_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
         return CSUM_UNVERIFIED;
     }
     let pseudo = pseudo_header_sum(seg, len as u32);
-    let mut sum: u64 = pseudo;
     let base = seg.l4_offset as usize;
-    let mut i = 0;
-    while i < MAX_VERIFIED / 4 {
-        if i * 4 >= len {
-            break;
-        }
-        let Some(w) = pkt.read_be32(base + i * 4) else {
-            return CSUM_UNVERIFIED;
-        };
-        sum += (w >> 16) as u64 + (w & 0xffff) as u64;
-        i += 1;
-    }
-    if fold(sum) == 0xffff {
+    let Some(segment) = pkt.sum16(base, len) else {
+        return CSUM_UNVERIFIED;
+    };
+    if fold(pseudo + segment) == 0xffff {
         return CSUM_OK;
     }
     // A segment from a stack on this machine crossing a virtual device
@@ -90,8 +81,25 @@ fn pseudo_header_sum(seg: &Segment, tcp_len: u32) -> u64 {
 }
 
 /// Fold a ones'-complement sum to 16 bits.
+/// `Packet::sum16` as a bounded loop of 4-byte loads.
 #[inline(always)]
-fn fold(mut sum: u64) -> u16 {
+pub fn sum16_words<P: Packet + ?Sized>(pkt: &P, offset: usize, len: usize) -> Option<u64> {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < MAX_VERIFIED / 4 {
+        if i * 4 >= len {
+            break;
+        }
+        let w = pkt.read_be32(offset + i * 4)?;
+        sum += (w >> 16) as u64 + (w & 0xffff) as u64;
+        i += 1;
+    }
+    Some(sum)
+}
+
+/// Ones'-complement fold of a sum to 16 bits.
+#[inline(always)]
+pub fn fold(mut sum: u64) -> u16 {
     // Three folds reduce any sum of up to 2^48 to 16 bits.
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);

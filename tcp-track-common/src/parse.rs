@@ -39,6 +39,15 @@ pub trait Packet {
         self.load::<4>(offset).map(u32::from_be_bytes)
     }
 
+    /// Sum of the big-endian 16-bit words of the `len` bytes at `offset`
+    /// (`len` a multiple of 4, at most 60), not yet folded; `None` when the
+    /// frame is shorter. The BPF packet sums a bare 20-byte TCP header with
+    /// one `bpf_csum_diff` call.
+    #[inline(always)]
+    fn sum16(&self, offset: usize, len: usize) -> Option<u64> {
+        crate::guard::sum16_words(self, offset, len)
+    }
+
     /// Drive `walk` over a SYN's option area: call `walk.step(self)` until it
     /// returns false, at most [`MAX_TCP_OPTIONS`] times (each step consumes
     /// at least one byte). The BPF programs override this with `bpf_loop`,

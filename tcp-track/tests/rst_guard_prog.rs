@@ -205,6 +205,15 @@ fn bad_checksum_rst_is_neither_dropped_nor_applied() {
     }
     assert_eq!(g.counter(counters::RST_BAD_CHECKSUM), 2);
     assert_eq!(g.counter(counters::RST_DROPPED), 0);
+    // A header with options (24 bytes) is summed by the other path than a
+    // bare 20-byte one: corrupt, it passes; intact and forged, it is dropped.
+    let mut f = seg(S, C, "R", 5001 + 0x4000_0000, 0, 0, Some(0), 0);
+    f[14 + 20 + 16] ^= 0x5a;
+    assert_eq!(g.run(&f), XDP_PASS);
+    assert_eq!(g.counter(counters::RST_BAD_CHECKSUM), 3);
+    f[14 + 20 + 16] ^= 0x5a;
+    assert_eq!(g.run(&f), XDP_DROP);
+    assert_eq!(g.counter(counters::RST_DROPPED), 1);
 }
 
 #[test]
