@@ -130,6 +130,8 @@ fn main() -> ExitCode {
                     syn_flood_threshold: args.syn_flood_threshold,
                     time_wait_pressure: args.time_wait_pressure,
                     events: args.events,
+                    // Both address families' half-open tables.
+                    max_half_open_tracked: 2 * tcp_track::loader::half_open_slots(args.max_half_open) as usize,
                     ..ReportConfig::default()
                 },
                 rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },

@@ -76,6 +76,11 @@ pub struct ReportConfig {
     pub events: EventSet,
     /// Events one flow may print per second (burst of twice that).
     pub per_flow_rate: u32,
+    /// Half-open connections remembered at most: the kernel's half-open
+    /// tables cannot hold more either, so past this the oldest are forgotten
+    /// as the kernel has evicted them. Keeps the daemon's memory bounded
+    /// under a SYN flood.
+    pub max_half_open_tracked: usize,
 }
 
 impl Default for ReportConfig {
@@ -88,6 +93,7 @@ impl Default for ReportConfig {
             time_wait_pressure: 1000,
             events: EventSet::Notable,
             per_flow_rate: 10,
+            max_half_open_tracked: 2 * crate::loader::half_open_slots(crate::loader::DEFAULT_MAX_HALF_OPEN) as usize,
         }
     }
 }
@@ -157,6 +163,11 @@ pub struct Reporter<L: FlowLookup> {
     incarnations: u64,
     servers: HashMap<SocketAddr, ServerStats>,
     pressure: HashMap<(IpAddr, SocketAddr), Pressure>,
+    /// Half-open connections in the order they opened (flow, incarnation);
+    /// entries of flows no longer half-open are skipped, and compacted away.
+    half_open_order: std::collections::VecDeque<(FlowId, u64)>,
+    /// Flows currently counted as half-open.
+    half_open_live: usize,
     clock: crate::clock::WallClock,
     /// Events not printed because of a flow's rate limit.
     pub suppressed: u64,
@@ -177,6 +188,8 @@ impl<L: FlowLookup> Reporter<L> {
             incarnations: 0,
             servers: HashMap::new(),
             pressure: HashMap::new(),
+            half_open_order: std::collections::VecDeque::new(),
+            half_open_live: 0,
             clock,
             suppressed: 0,
             vanished: 0,
@@ -201,9 +214,41 @@ impl<L: FlowLookup> Reporter<L> {
         self.deadlines.peek().map(|Reverse((t, _, _, _))| *t)
     }
 
+    /// Deadlines waiting, stale ones included (for tests).
+    pub fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+
     fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
         let incarnation = self.flows.get(&id).map(|t| t.incarnation).unwrap_or(0);
         self.deadlines.push(Reverse((at, id, incarnation, what)));
+        // Deadlines of forgotten flows wait in the heap until they come due;
+        // under a flood that is a timeout's worth of SYNs. Sweep them out
+        // once they outnumber the live ones (amortised O(1) per deadline).
+        if self.deadlines.len() > 4 * self.flows.len() + 4096 {
+            let flows = &self.flows;
+            self.deadlines.retain(|Reverse((_, id, inc, _))| flows.get(id).is_some_and(|t| t.incarnation == *inc));
+        }
+    }
+
+    /// Past `max_half_open_tracked` half-open connections, forget the oldest
+    /// (the kernel evicted them already: its tables are no larger). Returns
+    /// what forgetting them printed (a `syn_flood_ended`).
+    fn shed_half_open(&mut self, now: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let cap = self.cfg.max_half_open_tracked.max(1);
+        while self.half_open_live > cap {
+            let Some((id, inc)) = self.half_open_order.pop_front() else { break };
+            if self.flows.get(&id).is_some_and(|t| t.incarnation == inc && t.half_open_counted) {
+                self.vanished += 1;
+                out.extend(self.forget(&id, now));
+            }
+        }
+        if self.half_open_order.len() > 2 * cap + 1024 {
+            let flows = &self.flows;
+            self.half_open_order.retain(|(id, inc)| flows.get(id).is_some_and(|t| t.incarnation == *inc && t.half_open_counted));
+        }
+        out
     }
 
     /// One kernel event, already decoded into `ev`; returns what to print.
@@ -225,10 +270,13 @@ impl<L: FlowLookup> Reporter<L> {
                 if let Some(t) = self.flows.get_mut(&id) {
                     t.half_open_counted = true;
                     t.flood_member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
+                    self.half_open_order.push_back((id, t.incarnation));
+                    self.half_open_live += 1;
                 }
                 if let Some(e) = flood_started {
                     out.push(e);
                 }
+                out.extend(self.shed_half_open(now));
             }
         }
         if raw.kind == EVENT_HANDSHAKE_RETRANS {
@@ -334,7 +382,9 @@ impl<L: FlowLookup> Reporter<L> {
         let (Some(ip), Some(server)) = (ip, server) else { return };
         if let Some(p) = self.pressure.get_mut(&(ip, server)) {
             p.count = p.count.saturating_sub(1);
-            if p.count < threshold / 2 {
+            if p.count == 0 {
+                self.pressure.remove(&(ip, server));
+            } else if p.count < threshold / 2 {
                 p.reported = false;
             }
         }
@@ -423,9 +473,16 @@ impl<L: FlowLookup> Reporter<L> {
     /// One fewer half-open connection to `server`; `syn_flood_ended` when
     /// that ends a flood.
     fn uncount(&mut self, server: SocketAddr, now: u64) -> Option<Event> {
+        self.half_open_live = self.half_open_live.saturating_sub(1);
         let threshold = self.cfg.syn_flood_threshold;
         let s = self.servers.get_mut(&server)?;
         s.half_open = s.half_open.saturating_sub(1);
+        if s.half_open == 0 && s.flooded_since.is_none() {
+            // Nothing left to remember of this server (spoofed SYNs to many
+            // ports must not grow this map without bound).
+            self.servers.remove(&server);
+            return None;
+        }
         let since = s.flooded_since?;
         if s.half_open >= threshold / 2 {
             return None;

@@ -40,6 +40,7 @@ fn cfg() -> ReportConfig {
         time_wait_pressure: 3,
         events: EventSet::Notable,
         per_flow_rate: 10,
+        max_half_open_tracked: 1000,
     }
 }
 
@@ -203,6 +204,28 @@ fn a_syn_flood_is_one_event_and_one_end() {
     }
     assert_eq!(names(&later), ["syn_flood_ended"]);
     assert_eq!(later[0].field("peak_half_open").unwrap(), 500);
+}
+
+#[test]
+fn a_long_flood_keeps_the_daemon_memory_bounded() {
+    let mut g = Rig::new(ReportConfig { max_half_open_tracked: 100, ..cfg() });
+    let mut all = Vec::new();
+    // 50,000 spoofed SYNs over 5 s (ports wrap: several incarnations of a
+    // 4-tuple, as a real flood produces).
+    for i in 0..50_000u64 {
+        all.extend(g.feed(raw(EVENT_FLOW_NEW, 1024 + (i % 60_000) as u16, T0 + i * 100_000, true, SYN, 0, STATE_SYN_SENT)));
+        assert!(g.r.tracked_flows() <= 100, "at most the kernel's half-open capacity is remembered");
+        assert!(g.r.pending_deadlines() <= 4 * 101 + 4096 + 1, "stale deadlines are swept");
+    }
+    assert_eq!(names(&all), ["syn_flood"], "one line for the whole flood");
+    assert_eq!(g.r.vanished, 50_000 - 100, "the forgotten ones are counted as evicted");
+    let mut later = Vec::new();
+    for t in 1..=20 {
+        later.extend(g.r.on_time(T0 + 5 * S + t * S));
+    }
+    assert_eq!(names(&later), ["syn_flood_ended"]);
+    assert_eq!(g.r.tracked_flows(), 0);
+    assert!(g.r.servers.is_empty(), "nothing is kept of a server once its flood is over");
 }
 
 #[test]
