@@ -105,6 +105,9 @@ enum Deadline {
     PeerLost,
     TimeWait,
     CloseWait,
+    /// A reset connection's record is kept as long as a half-open timeout
+    /// (segments still in flight), then dropped.
+    Closed,
 }
 
 /// What the daemon remembers of a flow between kernel events.
@@ -130,6 +133,9 @@ struct Tracked {
     peer_lost_reported: bool,
     /// Which incarnation of the 4-tuple this is (unique per reporter).
     incarnation: u64,
+    /// Deadlines armed and not yet fired: a flow with none is checked by
+    /// the audit instead.
+    deadlines_pending: u32,
     /// Rate limit: tokens and the time they were last refilled.
     tokens: f64,
     refilled_ns: u64,
@@ -168,6 +174,8 @@ pub struct Reporter<L: FlowLookup> {
     half_open_order: std::collections::VecDeque<(FlowId, u64)>,
     /// Flows currently counted as half-open.
     half_open_live: usize,
+    /// Every tracked flow, for the audit's round robin (stale entries skipped).
+    audit_order: std::collections::VecDeque<(FlowId, u64)>,
     clock: crate::clock::WallClock,
     /// Events not printed because of a flow's rate limit.
     pub suppressed: u64,
@@ -190,6 +198,7 @@ impl<L: FlowLookup> Reporter<L> {
             pressure: HashMap::new(),
             half_open_order: std::collections::VecDeque::new(),
             half_open_live: 0,
+            audit_order: std::collections::VecDeque::new(),
             clock,
             suppressed: 0,
             vanished: 0,
@@ -220,7 +229,13 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
-        let incarnation = self.flows.get(&id).map(|t| t.incarnation).unwrap_or(0);
+        let incarnation = match self.flows.get_mut(&id) {
+            Some(t) => {
+                t.deadlines_pending += 1;
+                t.incarnation
+            }
+            None => 0,
+        };
         self.deadlines.push(Reverse((at, id, incarnation, what)));
         // Deadlines of forgotten flows wait in the heap until they come due;
         // under a flood that is a timeout's worth of SYNs. Sweep them out
@@ -353,10 +368,16 @@ impl<L: FlowLookup> Reporter<L> {
             tw_counted: false,
             close_wait_armed: false,
             peer_lost_reported: false,
+            deadlines_pending: 0,
             tokens: 2.0 * self.cfg.per_flow_rate as f64,
             refilled_ns: raw.ts_ns,
             suppressed: 0,
         };
+        self.audit_order.push_back((*id, t.incarnation));
+        if self.audit_order.len() > 2 * self.flows.len() + 1024 {
+            let flows = &self.flows;
+            self.audit_order.retain(|(id, inc)| flows.get(id).is_some_and(|t| t.incarnation == *inc));
+        }
         // A new incarnation of the 4-tuple: the old one's accounting ends.
         let old = self.flows.insert(*id, t)?;
         self.release(&old, raw.ts_ns)
@@ -517,6 +538,11 @@ impl<L: FlowLookup> Reporter<L> {
                     out.extend(self.count_time_wait(id, ev, now));
                 }
             }
+            // Reset (RFC 9293 §3.10.7): nothing more to follow than
+            // segments still in flight.
+            STATE_CLOSE if raw.old_state != STATE_CLOSE => {
+                self.arm(now + dur_ns(self.cfg.half_open_timeout), *id, Deadline::Closed);
+            }
             STATE_FIN_WAIT | STATE_CLOSE_WAIT => {
                 let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
                 if !armed {
@@ -575,7 +601,8 @@ impl<L: FlowLookup> Reporter<L> {
                 break;
             }
             self.deadlines.pop();
-            if self.flows.get(&id).is_some_and(|t| t.incarnation == incarnation) {
+            if let Some(t) = self.flows.get_mut(&id).filter(|t| t.incarnation == incarnation) {
+                t.deadlines_pending = t.deadlines_pending.saturating_sub(1);
                 out.extend(self.fire(&id, what, at));
             }
         }
@@ -599,8 +626,14 @@ impl<L: FlowLookup> Reporter<L> {
         match what {
             Deadline::HalfOpen => {
                 let Some(r) = rec else {
-                    self.vanished += 1;
-                    return self.forget(id, at);
+                    // Gone while still half-open: evicted. A connection
+                    // that completed or was reset since is left to the
+                    // audit or its own deadline.
+                    if t.half_open_counted {
+                        self.vanished += 1;
+                        return self.forget(id, at);
+                    }
+                    return out;
                 };
                 let member = t.flood_member;
                 let kind = match r.state {
@@ -689,6 +722,12 @@ impl<L: FlowLookup> Reporter<L> {
                     Some(_) => {}
                 }
             }
+            Deadline::Closed => {
+                if rec.is_none_or(|r| r.state == STATE_CLOSE) {
+                    self.lookup.remove(id);
+                    out.extend(self.forget(id, at));
+                }
+            }
             Deadline::CloseWait => {
                 let Some(r) = rec else { return out };
                 if r.state != STATE_FIN_WAIT && r.state != STATE_CLOSE_WAIT {
@@ -702,6 +741,26 @@ impl<L: FlowLookup> Reporter<L> {
                 e.set("meaning", "the other side closed long ago; the application on this side has not closed its socket");
                 out.push(e);
             }
+        }
+        out
+    }
+
+    /// Check up to `budget` tracked flows that wait for no deadline (open
+    /// connections, mostly) against the kernel tables, round robin: one
+    /// that is gone was evicted without a close. Counted in `vanished` and
+    /// forgotten, so evictions are not silent and the daemon's memory does
+    /// not keep flows the kernel dropped. Returns what forgetting printed.
+    pub fn audit(&mut self, now: u64, budget: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        for _ in 0..budget.min(self.audit_order.len()) {
+            let Some((id, inc)) = self.audit_order.pop_front() else { break };
+            let Some(t) = self.flows.get(&id).filter(|t| t.incarnation == inc) else { continue };
+            if t.deadlines_pending > 0 || self.lookup.lookup(&id).is_some() {
+                self.audit_order.push_back((id, inc));
+                continue;
+            }
+            self.vanished += 1;
+            out.extend(self.forget(&id, now));
         }
         out
     }

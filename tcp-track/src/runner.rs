@@ -29,6 +29,10 @@ use tcp_track_common::event::FlowEvent;
 /// ring buffer cannot starve signal handling.
 const MAX_BATCH: usize = 4096;
 
+/// Tracked flows checked against the kernel tables each second (a map
+/// lookup each: a few milliseconds of CPU at most).
+const AUDIT_PER_SECOND: usize = 2000;
+
 /// How often the ring buffer is drained when the kernel has not woken us:
 /// the longest an event waits before it is printed.
 const BACKSTOP: Duration = Duration::from_millis(10);
@@ -129,6 +133,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 info!("counters: {}", stats::format(&counters.read()));
             }
             _ = tick.tick() => {
+                // Flows evicted from the kernel tables without a close are
+                // found (and forgotten) by this audit, a slice a second.
+                let res = reporter.audit(clock::monotonic_ns(), AUDIT_PER_SECOND).iter().try_for_each(|ev| output::write_event(&mut out, config.format, ev));
+                if let Err(e) = res.and_then(|_| out.flush()) {
+                    break Err(e);
+                }
                 let lost = counters.read()[counters::EVENTS_LOST as usize];
                 if lost > lost_reported {
                     warn!("{} events lost: the ring buffer was full (total {lost})", lost - lost_reported);

@@ -229,6 +229,54 @@ fn a_long_flood_keeps_the_daemon_memory_bounded() {
 }
 
 #[test]
+fn a_refused_connection_is_forgotten_and_not_counted_as_evicted() {
+    let mut g = Rig::new(cfg());
+    let syn = raw(EVENT_FLOW_NEW, 41000, T0, true, SYN, 0, STATE_SYN_SENT);
+    g.feed(syn);
+    let mut rst = raw(EVENT_RST, 41000, T0 + 1000, false, RST | ACK, STATE_SYN_SENT, STATE_CLOSE);
+    rst.reset = tcp_track_common::state::RESET_REFUSED;
+    assert_eq!(names(&g.feed(rst)), ["reset"]);
+    // The kernel cleared the half-open slot when the attempt was reset.
+    let mut later = Vec::new();
+    for t in 1..=10 {
+        later.extend(g.r.on_time(T0 + t * S));
+    }
+    assert!(later.is_empty(), "{later:?}");
+    assert_eq!(g.r.vanished, 0, "a reset is a close, not an eviction");
+    assert_eq!(g.r.tracked_flows(), 0, "forgotten after a timeout");
+}
+
+#[test]
+fn the_audit_finds_open_connections_evicted_without_a_close() {
+    let mut g = Rig::new(cfg());
+    let mut ids = Vec::new();
+    for port in [42000u16, 42001, 42002] {
+        let syn = raw(EVENT_FLOW_NEW, port, T0, true, SYN, 0, STATE_SYN_SENT);
+        g.feed(syn);
+        g.feed(raw(EVENT_STATE, port, T0 + 1000, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+        g.set_record(&syn, STATE_ESTABLISHED, |_| {});
+        ids.push(FlowId::of(&syn));
+    }
+    // Deadlines still pending (the handshake's): the audit leaves them to those.
+    g.r.lookup_mut().records.remove(&ids[0]);
+    assert!(g.r.audit(T0 + 2000, 10).is_empty());
+    assert_eq!(g.r.vanished, 0);
+    for t in 1..=4 {
+        g.r.on_time(T0 + t * S);
+    }
+    // Now open connections wait for nothing: the one the kernel lost is found.
+    assert!(g.r.audit(T0 + 5 * S, 10).is_empty());
+    assert_eq!((g.r.vanished, g.r.tracked_flows()), (1, 2));
+    // Round robin: repeated audits do not count it again, and keep the others.
+    g.r.audit(T0 + 6 * S, 10);
+    assert_eq!((g.r.vanished, g.r.tracked_flows()), (1, 2));
+    g.r.lookup_mut().records.remove(&ids[2]);
+    g.r.audit(T0 + 7 * S, 1);
+    g.r.audit(T0 + 7 * S, 1);
+    assert_eq!((g.r.vanished, g.r.tracked_flows()), (2, 1), "a budget of one checks one flow per call");
+}
+
+#[test]
 fn time_wait_pressure_is_reported_once() {
     let mut g = Rig::new(cfg());
     let mut all = Vec::new();
