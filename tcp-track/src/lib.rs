@@ -15,4 +15,4 @@ mod runner;
 pub mod stats;
 
 pub use config::{Config, Format, XdpModeChoice};
-pub use runner::run;
+pub use runner::{drain, run};

@@ -191,8 +191,9 @@ async fn sleep_until_deadline(deadline_ns: Option<u64>) {
     }
 }
 
-/// Handle up to MAX_BATCH records. Returns how many were read.
-fn drain<W: Write, L: FlowLookup>(
+/// Handle up to MAX_BATCH records: decode, report, write. Returns how many
+/// were read. Public so that the benchmark measures this very path.
+pub fn drain<W: Write, L: FlowLookup>(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
     reporter: &mut Reporter<L>,

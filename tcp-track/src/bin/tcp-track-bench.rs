@@ -7,6 +7,8 @@
 //! - kernel memory per tracked flow, from the maps' own accounting;
 //! - events per second from the ring buffer to JSON lines, and events lost;
 //! - a SYN flood against established flows.
+//!
+//! `tcp-track-bench events` runs only the events-per-second section.
 
 use std::{
     io::{BufWriter, Write},
@@ -48,6 +50,11 @@ fn main() -> Result<()> {
         bail!("the benchmark loads eBPF programs: run it as root (cargo xtask bench does)");
     }
     pin_to_cpu(0)?;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("events") => return events_per_second(),
+        Some(other) => bail!("unknown section {other:?}: no argument runs every section, `events` only events per second"),
+    }
     println!("tcp-track benchmark (BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {RUNS} runs, pinned to CPU 0)");
     println!();
     println!("{:<44} {:>10} {:>10} {:>10}", "per-packet cost above an empty XDP program", "1K flows", "64K flows", "1M flows");
@@ -234,47 +241,62 @@ fn memory() -> Result<()> {
 }
 
 /// Invalid RSTs on one flow each emit an event: this thread runs them
-/// through the program on CPU 1 while a consumer thread, on CPU 0, drains
-/// the ring buffer into JSON lines written to a file.
+/// through the program on CPU 1 while a consumer thread, on CPU 0, runs the
+/// daemon's own `drain` (decode, reporter, JSON lines) into a file.
+///
+/// The reporter runs with the default configuration except for the per-flow
+/// rate limit, lifted so that it lets every event through: the producer
+/// replays one frame (`repeat`), so every event is on one flow, and without
+/// that the limit would print 20 lines and count the rest as suppressed. The
+/// alternative, one flow per event, would need one BPF_PROG_TEST_RUN call per
+/// event, which caps the producer near the rate being measured. Either way
+/// every event goes through the same token-bucket update.
 fn events_per_second() -> Result<()> {
+    use tcp_track::report::{KernelFlows, ReportConfig, Reporter};
     let mut bench = Bench::new(1000)?;
     let me = client(3_000_000);
     for f in [frame(me, SERVER, "S", 1000, 0, 0), frame(SERVER, me, "SA", 5000, 1001, 0), frame(me, SERVER, "A", 1001, 5001, 0)] {
         bench.run(XDP_PROGRAM, &f, 1)?;
     }
     let rst = frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0);
-    let mut ring: RingBuf<MapData> = RingBuf::try_from(bench.tracker.ebpf.take_map("EVENTS").unwrap())?;
-    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(bench.tracker.ebpf.take_map("COUNTERS").unwrap())?;
-    let decoder = Decoder::new(tcp_track::clock::WallClock::now(), [(0u32, "bench".to_string())].into_iter().collect());
+    let ebpf = &mut bench.tracker.ebpf;
+    let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
+    let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take("COUNTERS")?)?;
+    let flows = KernelFlows {
+        v4: HashMap::try_from(take("FLOWS_V4")?)?,
+        v6: HashMap::try_from(take("FLOWS_V6")?)?,
+        half_v4: HashMap::try_from(take("HALF_OPEN_V4")?)?,
+        half_v6: HashMap::try_from(take("HALF_OPEN_V6")?)?,
+    };
+    let clock = tcp_track::clock::WallClock::now();
+    let decoder = Decoder::new(clock, [(0u32, "bench".to_string())].into_iter().collect());
+    let mut reporter = Reporter::new(ReportConfig { per_flow_rate: u32::MAX, ..ReportConfig::default() }, flows, clock);
+    let path = "/tmp/tcp-track-bench-events.jsonl";
     let total: u64 = 1_000_000;
     let chunk = 2_000u32;
     let done = Arc::new(AtomicBool::new(false));
     let consumer = {
         let done = done.clone();
-        thread::spawn(move || -> Result<(u64, f64)> {
+        thread::spawn(move || -> Result<(u64, f64, u64)> {
             pin_to_cpu(0)?;
-            let mut out = BufWriter::new(std::fs::File::create("/tmp/tcp-track-bench-events.jsonl")?);
+            let mut out = BufWriter::new(std::fs::File::create(path)?);
             let started = Instant::now();
-            let mut written = 0u64;
+            let mut read = 0u64;
             loop {
                 let finished = done.load(Ordering::SeqCst);
-                let mut got = 0;
-                while let Some(item) = ring.next() {
-                    let ev = decoder.decode(&item)?;
-                    serde_json::to_writer(&mut out, &ev)?;
-                    out.write_all(b"\n")?;
-                    written += 1;
-                    got += 1;
-                }
-                if finished && got == 0 {
+                let (n, res) = tcp_track::drain(&mut ring, &decoder, &mut reporter, tcp_track::Format::Json, &mut out);
+                res?;
+                read += n as u64;
+                if finished && n == 0 {
                     break;
                 }
-                if got == 0 {
+                if n == 0 {
                     thread::yield_now();
                 }
             }
             out.flush()?;
-            Ok((written, started.elapsed().as_secs_f64()))
+            Ok((read, started.elapsed().as_secs_f64(), reporter.suppressed))
         })
     };
     pin_to_cpu(1)?;
@@ -284,11 +306,13 @@ fn events_per_second() -> Result<()> {
         sent += chunk as u64;
     }
     done.store(true, Ordering::SeqCst);
-    let (written, secs) = consumer.join().expect("consumer thread")?;
+    let (read, secs, suppressed) = consumer.join().expect("consumer thread")?;
     pin_to_cpu(0)?;
     let lost: u64 = counters.get(&counters::EVENTS_LOST, 0)?.iter().sum();
-    println!("events from the ring buffer to JSON lines (written to a file), consumer pinned to CPU 0");
-    println!("  {written} events in {secs:.2} s: {:.0} events/s; lost to a full ring buffer: {lost} (of {total})", written as f64 / secs);
+    let lines = std::fs::read(path)?.iter().filter(|&&b| b == b'\n').count();
+    println!("events from the ring buffer through the daemon's drain (decode, reporter, JSON lines to a file), consumer pinned to CPU 0");
+    println!("  {read} events in {secs:.2} s: {:.0} events/s; lost to a full ring buffer: {lost} (of {total})", read as f64 / secs);
+    println!("  {lines} lines written; held back by the rate limit: {suppressed}");
     Ok(())
 }
 
