@@ -281,11 +281,12 @@ fn events_per_second() -> Result<()> {
         thread::spawn(move || -> Result<(u64, f64, u64)> {
             pin_to_cpu(0)?;
             let mut out = BufWriter::new(std::fs::File::create(path)?);
+            let mut writer = tcp_track::output::Writer::new(tcp_track::Format::Json);
             let started = Instant::now();
             let mut read = 0u64;
             loop {
                 let finished = done.load(Ordering::SeqCst);
-                let (n, res) = tcp_track::drain(&mut ring, &decoder, &mut reporter, tcp_track::Format::Json, &mut out);
+                let (n, res) = tcp_track::drain(&mut ring, &decoder, &mut reporter, &mut writer, &mut out);
                 res?;
                 read += n as u64;
                 if finished && n == 0 {
