@@ -30,13 +30,28 @@ use tcp_track_common::{
 use crate::events::{client_server, Endpoint, Event, Timestamp};
 
 /// A flow, as the kernel keys it: family and the canonical endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowId {
     pub family: u8,
     pub lo_addr: [u8; 16],
     pub hi_addr: [u8; 16],
     pub lo_port: u16,
     pub hi_port: u16,
+}
+
+/// Hashed as one run of bytes: the reporter looks flows up for every
+/// event, and the derived impl feeds the (keyed, flood-resistant) hasher
+/// seven pieces, which costs several times more.
+impl std::hash::Hash for FlowId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut bytes = [0u8; 37];
+        bytes[0] = self.family;
+        bytes[1..17].copy_from_slice(&self.lo_addr);
+        bytes[17..33].copy_from_slice(&self.hi_addr);
+        bytes[33..35].copy_from_slice(&self.lo_port.to_ne_bytes());
+        bytes[35..37].copy_from_slice(&self.hi_port.to_ne_bytes());
+        state.write(&bytes);
+    }
 }
 
 impl FlowId {
@@ -221,25 +236,31 @@ impl<L: FlowLookup> Reporter<L> {
     fn handle(&mut self, raw: &FlowEvent, ev: Event, out: &mut Vec<Event>) {
         let id = FlowId::of(raw);
         let now = raw.ts_ns;
-        if raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE || !self.flows.contains_key(&id) {
-            out.extend(self.start_tracking(&id, raw, &ev));
-        }
-        let server_addr = self.flows.get(&id).map(|t| t.server);
+        let opening = raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE;
+        // One look at the flow for the common case, an event on a flow
+        // already tracked: server, flood membership and whether it is
+        // half-open only change in the branches below that update them here.
+        let known = if opening { None } else { self.flows.get(&id).map(|t| (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)) };
+        let (server, mut member, mut half_open) = match known {
+            Some(k) => k,
+            None => {
+                out.extend(self.start_tracking(&id, raw, &ev));
+                (client_server(raw).1, false, false)
+            }
+        };
         let verbose = self.cfg.events == EventSet::All;
 
         // A connection opening: count it among its server's half-open ones.
-        if (raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE) && raw.origin == ORIGIN_SYN {
+        if opening && raw.origin == ORIGIN_SYN {
             self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::HalfOpen);
-            if let Some(server) = server_addr {
-                let flood_started = self.count_syn(server, &ev.iface, now);
-                if let Some(t) = self.flows.get_mut(&id) {
-                    t.half_open_counted = true;
-                    t.flood_member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
-                }
-                if let Some(e) = flood_started {
-                    out.push(e);
-                }
+            let flood_started = self.count_syn(server, &ev.iface, now);
+            member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
+            half_open = true;
+            if let Some(t) = self.flows.get_mut(&id) {
+                t.half_open_counted = true;
+                t.flood_member = member;
             }
+            out.extend(flood_started);
         }
         if raw.kind == EVENT_HANDSHAKE_RETRANS {
             if let Some(t) = self.flows.get_mut(&id) {
@@ -251,18 +272,15 @@ impl<L: FlowLookup> Reporter<L> {
             }
         }
         // The handshake done, or the connection gone: no longer half-open.
-        if raw.new_state >= STATE_ESTABLISHED {
-            if let Some(e) = self.leave_half_open(&id, raw, &ev) {
-                out.push(e);
-            }
+        if raw.new_state >= STATE_ESTABLISHED && half_open {
+            out.extend(self.leave_half_open(&id, raw, &ev));
         }
-        let member = self.flows.get(&id).is_some_and(|t| t.flood_member);
 
-        match raw.kind {
+        // The event itself goes here, ahead of what it causes below; it is
+        // moved in at the end because those are built from it.
+        let at = out.len();
+        let print = match raw.kind {
             EVENT_RST => {
-                if !member || verbose {
-                    out.push(ev.clone());
-                }
                 if raw.reset == RESET_STATELESS_PEER {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
@@ -277,22 +295,20 @@ impl<L: FlowLookup> Reporter<L> {
                     }
                     out.push(e);
                 }
+                !member || verbose
             }
-            EVENT_REUSE => out.push(ev.clone()),
+            EVENT_REUSE => true,
             EVENT_DATA_RETRANS => {
                 self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
-                if verbose {
-                    out.push(ev.clone());
-                }
+                verbose
             }
-            _ => {
-                if verbose && !member {
-                    out.push(ev.clone());
-                }
-            }
-        }
+            _ => verbose && !member,
+        };
         if raw.old_state != raw.new_state {
             self.on_transition(&id, raw, &ev, out);
+        }
+        if print {
+            out.insert(at, ev);
         }
         self.rate_limit(&id, now, out);
     }
@@ -647,6 +663,9 @@ impl<L: FlowLookup> Reporter<L> {
     /// At most `per_flow_rate` events a second per flow (burst of twice
     /// that); SYN-flood events are about a server and pass.
     fn rate_limit(&mut self, id: &FlowId, now: u64, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
         let rate = self.cfg.per_flow_rate as f64;
         let Some(t) = self.flows.get_mut(id) else { return };
         let total = &mut self.suppressed;
