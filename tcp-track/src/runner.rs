@@ -87,7 +87,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     info!("watching {}: press Ctrl-C to stop", names.join(", "));
 
     let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::with_capacity(output::BUFFER, stdout.lock());
     let mut writer = output::Writer::new(config.format);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The kernel submits events without waking us (it wakes us only when the

@@ -280,7 +280,7 @@ fn events_per_second() -> Result<()> {
         let done = done.clone();
         thread::spawn(move || -> Result<(u64, f64, u64)> {
             pin_to_cpu(0)?;
-            let mut out = BufWriter::new(std::fs::File::create(path)?);
+            let mut out = BufWriter::with_capacity(tcp_track::output::BUFFER, std::fs::File::create(path)?);
             let mut writer = tcp_track::output::Writer::new(tcp_track::Format::Json);
             let started = Instant::now();
             let mut read = 0u64;
