@@ -38,10 +38,6 @@ impl Writer {
         Writer { format, line: Line { buf: Vec::with_capacity(512), second: None } }
     }
 
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
     /// Write one event as one line.
     pub fn write<W: Write>(&mut self, out: &mut W, ev: &Event) -> io::Result<()> {
         self.line.buf.clear();
