@@ -221,7 +221,7 @@ impl Line {
     fn endpoint(&mut self, e: &Endpoint) {
         match e {
             Endpoint::Socket(a) => self.socket(a),
-            Endpoint::Host(IpAddr::V4(ip)) => self.ipv4(ip),
+            Endpoint::Host(IpAddr::V4(ip)) => self.ipv4(ip, None),
             Endpoint::Host(ip) => write!(self.buf, "{ip}").expect("writing to a Vec"),
         }
     }
@@ -230,28 +230,41 @@ impl Line {
     /// and embedded IPv4 forms) through it.
     fn socket(&mut self, a: &SocketAddr) {
         match a {
-            SocketAddr::V4(a) => {
-                self.ipv4(a.ip());
-                self.buf.push(b':');
-                self.uint(a.port().into());
-            }
+            SocketAddr::V4(a) => self.ipv4(a.ip(), Some(a.port())),
             SocketAddr::V6(_) => write!(self.buf, "{a}").expect("writing to a Vec"),
         }
     }
 
-    fn ipv4(&mut self, ip: &Ipv4Addr) {
+    /// `a.b.c.d`, and `:port` if given, assembled on the stack: one copy
+    /// into the line rather than a capacity check per character.
+    fn ipv4(&mut self, ip: &Ipv4Addr, port: Option<u16>) {
+        let mut text = [0u8; 21];
+        let mut n = 0;
         for (i, &o) in ip.octets().iter().enumerate() {
             if i > 0 {
-                self.buf.push(b'.');
+                text[n] = b'.';
+                n += 1;
             }
             if o >= 100 {
-                self.buf.push(b'0' + o / 100);
+                text[n] = b'0' + o / 100;
+                n += 1;
             }
             if o >= 10 {
-                self.buf.push(b'0' + o / 10 % 10);
+                text[n] = b'0' + o / 10 % 10;
+                n += 1;
             }
-            self.buf.push(b'0' + o % 10);
+            text[n] = b'0' + o % 10;
+            n += 1;
         }
+        if let Some(port) = port {
+            text[n] = b':';
+            n += 1;
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(port).as_bytes();
+            text[n..n + digits.len()].copy_from_slice(digits);
+            n += digits.len();
+        }
+        self.buf.extend_from_slice(&text[..n]);
     }
 
     fn uint(&mut self, n: u64) {
