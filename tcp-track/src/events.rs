@@ -2,11 +2,13 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, LazyLock},
+    time::{Duration, SystemTime},
 };
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
     event::{
         FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_FIN, EVENT_FLOW_NEW,
@@ -32,54 +34,367 @@ pub enum DecodeError {
     UnknownKind(u16),
 }
 
-/// One line of output. The JSON schema is in the README.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One line of output. The JSON schema is in the README; `output` writes it.
+///
+/// Built once per kernel event, so nothing in it is allocated on the common
+/// path: the segment's fields are a plain struct, names are `&'static str`,
+/// addresses stay addresses and the interface name is shared.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    /// RFC 3339, UTC.
-    pub ts: String,
+    pub ts: Timestamp,
     pub event: &'static str,
-    pub iface: String,
+    pub iface: Arc<str>,
     /// The side that sent the first SYN (for a flow picked up mid-stream, a
     /// guess). Absent on events about a server rather than one connection
     /// (`syn_flood`, `syn_flood_ended`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    pub server: String,
+    pub client: Option<Endpoint>,
+    pub server: SocketAddr,
     /// Present and true when the flow was first seen after its handshake.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub picked_up: bool,
-    /// The event's own fields, in a stable order.
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+    /// The fields of the segment that caused the event, if one did: first
+    /// in the output.
+    pub segment: Option<Segment>,
+    /// The reporter's fields, in the order they were set: after the
+    /// segment's.
+    pub extra: Vec<(&'static str, FieldValue)>,
 }
 
 impl Event {
-    pub fn field(&self, name: &str) -> Option<&Value> {
-        self.fields.get(name)
+    /// An event with no fields yet.
+    pub fn new(ts: Timestamp, event: &'static str, iface: Arc<str>, client: Option<Endpoint>, server: SocketAddr) -> Self {
+        Event { ts, event, iface, client, server, picked_up: false, segment: None, extra: Vec::new() }
     }
 
-    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
-        self.fields.insert(name.to_string(), value.into());
+    pub fn field(&self, name: &str) -> Option<FieldValue> {
+        let mut found = None;
+        self.for_each_field(|k, v| {
+            if found.is_none() && k == name {
+                found = Some(v.clone());
+            }
+        });
+        found
+    }
+
+    /// Set a reporter field: replaced in place if already set, else appended.
+    pub fn set(&mut self, name: &'static str, value: impl Into<FieldValue>) {
+        debug_assert!(
+            self.segment.is_none_or(|s| !s.has_field(name)),
+            "{name} is a segment field: setting it again would print the key twice"
+        );
+        let value = value.into();
+        match self.extra.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = value,
+            None => self.extra.push((name, value)),
+        }
+    }
+
+    /// Every field after the fixed ones, in output order.
+    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
+        if let Some(s) = &self.segment {
+            s.for_each_field(&mut f);
+        }
+        for (k, v) in &self.extra {
+            f(k, v);
+        }
+    }
+
+    /// The event as a JSON value, built the generic way with serde_json: the
+    /// reference the fast writer in `output` is tested against. Fails only
+    /// for a time past year 9999.
+    pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("ts", &self.ts.to_string())?;
+        map.serialize_entry("event", self.event)?;
+        map.serialize_entry("iface", &*self.iface)?;
+        if let Some(c) = &self.client {
+            map.serialize_entry("client", &c.to_string())?;
+        }
+        map.serialize_entry("server", &self.server.to_string())?;
+        if self.picked_up {
+            map.serialize_entry("picked_up", &true)?;
+        }
+        let mut res = Ok(());
+        self.for_each_field(|k, v| {
+            if res.is_ok() {
+                res = map.serialize_entry(k, v);
+            }
+        });
+        res?;
+        map.end()
+    }
+}
+
+/// A field's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldValue {
+    Str(&'static str),
+    UInt(u64),
+    /// Printed as serde_json prints an f64 (`60.0`; `null` if not finite).
+    Float(f64),
+    Bool(bool),
+    /// Printed as a list of RFC 3339 strings.
+    Times(Vec<Timestamp>),
+}
+
+impl FieldValue {
+    pub fn as_str(&self) -> Option<&'static str> {
+        match self {
+            FieldValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Str(s) => serializer.serialize_str(s),
+            FieldValue::UInt(n) => serializer.serialize_u64(*n),
+            FieldValue::Float(x) => serializer.serialize_f64(*x),
+            FieldValue::Bool(b) => serializer.serialize_bool(*b),
+            FieldValue::Times(ts) => serializer.collect_seq(ts.iter().map(|t| t.to_string())),
+        }
+    }
+}
+
+impl From<&'static str> for FieldValue {
+    fn from(s: &'static str) -> Self {
+        FieldValue::Str(s)
+    }
+}
+
+impl From<bool> for FieldValue {
+    fn from(b: bool) -> Self {
+        FieldValue::Bool(b)
+    }
+}
+
+impl From<f64> for FieldValue {
+    fn from(x: f64) -> Self {
+        FieldValue::Float(x)
+    }
+}
+
+impl From<Vec<Timestamp>> for FieldValue {
+    fn from(ts: Vec<Timestamp>) -> Self {
+        FieldValue::Times(ts)
+    }
+}
+
+macro_rules! uint_field {
+    ($($t:ty),*) => {$(
+        impl From<$t> for FieldValue {
+            fn from(n: $t) -> Self {
+                FieldValue::UInt(n as u64)
+            }
+        }
+    )*};
+}
+uint_field!(u8, u16, u32, u64, usize);
+
+// Comparisons with plain values, for tests and for callers that look at a
+// field: `ev.field("reason").unwrap() == "abort"`.
+impl PartialEq<str> for FieldValue {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for FieldValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<bool> for FieldValue {
+    fn eq(&self, other: &bool) -> bool {
+        *self == FieldValue::Bool(*other)
+    }
+}
+
+impl PartialEq<f64> for FieldValue {
+    fn eq(&self, other: &f64) -> bool {
+        *self == FieldValue::Float(*other)
+    }
+}
+
+macro_rules! int_eq {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for FieldValue {
+            fn eq(&self, other: &$t) -> bool {
+                u64::try_from(*other).is_ok_and(|n| *self == FieldValue::UInt(n))
+            }
+        }
+    )*};
+}
+int_eq!(i32, u32, u64, usize);
+
+/// When an event happened, wall-clock. Printed as RFC 3339, UTC, with
+/// microseconds (truncated): `2026-11-21T05:30:00.123456Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Whole seconds and microseconds since the Unix epoch. Times before it
+    /// (only a clock anchored in the past could make one) read as the epoch.
+    pub fn unix_micros(&self) -> (u64, u32) {
+        let d = self.0.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        (d.as_secs(), d.subsec_micros())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, micros) = self.unix_micros();
+        let t = SystemTime::UNIX_EPOCH + Duration::new(secs, micros * 1000);
+        fmt::Display::fmt(&humantime::format_rfc3339_micros(t), f)
+    }
+}
+
+/// A client as events name it: an endpoint, or for `time_wait_pressure`
+/// only its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Socket(SocketAddr),
+    Host(IpAddr),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Socket(a) => a.fmt(f),
+            Endpoint::Host(ip) => ip.fmt(f),
+        }
+    }
+}
+
+/// The fields of the segment that caused an event, kept as the kernel's
+/// codes (an event is moved several times on its way out, so it is kept
+/// small) and named when printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Sent by the client (else by the server).
+    pub from_client: bool,
+    /// TCP flags.
+    pub flags: u8,
+    /// Seen by XDP (`ingress`), else by TC (`egress`).
+    pub ingress: bool,
+    pub seq: u32,
+    pub ack: u32,
+    /// `state::STATE_*` after the segment.
+    pub state: u8,
+    /// `state::EP_*` of each endpoint.
+    pub client_state: u8,
+    pub server_state: u8,
+    /// `reset` events only.
+    pub reset: Option<ResetFields>,
+    /// `time_wait_reuse` only.
+    pub isn_advanced: Option<bool>,
+    /// Retransmission events only.
+    pub retransmits: Option<u8>,
+}
+
+/// What a `reset` event adds to its segment's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetFields {
+    /// `state::RESET_*`: the judgement, printed as `reason` (and `window`,
+    /// `judged`).
+    pub judgement: u8,
+    pub dropped: bool,
+    pub drop_justified: bool,
+}
+
+impl ResetFields {
+    /// `reason` and `window`; no reason for a RST the kernel did not classify.
+    pub fn reason(&self) -> (Option<&'static str>, Option<&'static str>) {
+        match self.judgement {
+            RESET_REFUSED => (Some("refused"), None),
+            RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
+            RESET_STATELESS_PEER => (Some("stateless_peer"), None),
+            RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
+            RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
+            RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),
+            RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
+            _ => (None, None),
+        }
+    }
+}
+
+impl Segment {
+    pub fn from(&self) -> &'static str {
+        if self.from_client { "client" } else { "server" }
+    }
+
+    /// Its fields in output order.
+    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
+        f("from", &FieldValue::Str(self.from()));
+        f("flags", &FieldValue::Str(flag_names(self.flags)));
+        f("seen", &FieldValue::Str(if self.ingress { "ingress" } else { "egress" }));
+        f("seq", &FieldValue::UInt(self.seq.into()));
+        f("ack", &FieldValue::UInt(self.ack.into()));
+        f("state", &FieldValue::Str(state_name(self.state)));
+        f("client_state", &FieldValue::Str(endpoint_state_name(self.client_state)));
+        f("server_state", &FieldValue::Str(endpoint_state_name(self.server_state)));
+        if let Some(r) = &self.reset {
+            let (reason, window) = r.reason();
+            if let Some(reason) = reason {
+                f("reason", &FieldValue::Str(reason));
+            }
+            if let Some(window) = window {
+                f("window", &FieldValue::Str(window));
+            }
+            f("action", &FieldValue::Str(if r.dropped { "dropped" } else { "passed" }));
+            f("drop_justified", &FieldValue::Bool(r.drop_justified));
+            if r.judgement == RESET_UNJUDGED {
+                f("judged", &FieldValue::Bool(false));
+            }
+        }
+        if let Some(adv) = self.isn_advanced {
+            f("isn_advanced", &FieldValue::Bool(adv));
+        }
+        if let Some(n) = self.retransmits {
+            f("retransmits", &FieldValue::UInt(n.into()));
+        }
+    }
+
+    fn has_field(&self, name: &str) -> bool {
+        let mut found = false;
+        self.for_each_field(|k, _| found |= k == name);
+        found
     }
 }
 
 /// Decodes records, naming interfaces by the indexes we attached to.
 pub struct Decoder {
     clock: WallClock,
-    ifnames: HashMap<u32, String>,
+    /// A few entries: a scan beats hashing.
+    ifnames: Vec<(u32, Arc<str>)>,
 }
 
 impl Decoder {
     pub fn new(clock: WallClock, ifnames: HashMap<u32, String>) -> Self {
-        Decoder { clock, ifnames }
+        Decoder { clock, ifnames: ifnames.into_iter().map(|(i, n)| (i, Arc::from(n))).collect() }
     }
 
-    pub fn ifname(&self, ifindex: u32) -> String {
-        self.ifnames.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+    pub fn ifname(&self, ifindex: u32) -> Arc<str> {
+        match self.ifnames.iter().find(|(i, _)| *i == ifindex) {
+            Some((_, name)) => name.clone(),
+            None => Arc::from(format!("if{ifindex}")),
+        }
     }
 
     pub fn clock(&self) -> &WallClock {
         &self.clock
+    }
+
+    pub fn timestamp(&self, mono_ns: u64) -> Timestamp {
+        Timestamp(self.clock.wall_time(mono_ns))
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -98,62 +413,48 @@ impl Decoder {
             EVENT_DATA_RETRANS => "retransmit",
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
-        let hi = endpoint(raw.family, &raw.hi_addr, raw.hi_port);
-        // `initiator` is the direction whose sender is the client; direction
-        // 0 is sent by the `lo` endpoint.
+        let (client, server) = client_server(raw);
         let client_is_lo = raw.initiator & 1 == 0;
-        let (client, server) = if client_is_lo { (lo, hi) } else { (hi, lo) };
         let (client_state, server_state) = if client_is_lo { (raw.lo_state, raw.hi_state) } else { (raw.hi_state, raw.lo_state) };
-        let from = if raw.dir & 1 == raw.initiator & 1 { "client" } else { "server" };
-        let is_reset = raw.kind == EVENT_RST;
-        let (reason, window) = match raw.reset {
-            RESET_REFUSED => (Some("refused"), None),
-            RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
-            RESET_STATELESS_PEER => (Some("stateless_peer"), None),
-            RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
-            RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
-            RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),
-            RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
-            _ => (None, None),
+        let segment = Segment {
+            from_client: raw.dir & 1 == raw.initiator & 1,
+            flags: raw.tcp_flags,
+            ingress: raw.hook == HOOK_XDP,
+            seq: raw.seq,
+            ack: raw.ack,
+            state: raw.new_state,
+            client_state,
+            server_state,
+            reset: (raw.kind == EVENT_RST).then_some(ResetFields {
+                judgement: raw.reset,
+                dropped: raw.detail & DETAIL_DROPPED != 0,
+                drop_justified: raw.detail & DETAIL_DROP_JUSTIFIED != 0,
+            }),
+            isn_advanced: (raw.kind == EVENT_REUSE).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
+            retransmits: (raw.kind == EVENT_HANDSHAKE_RETRANS || raw.kind == EVENT_DATA_RETRANS).then_some(raw.retrans),
         };
-        let mut f = Map::new();
-        f.insert("from".into(), from.into());
-        f.insert("flags".into(), flag_names(raw.tcp_flags).into());
-        f.insert("seen".into(), (if raw.hook == HOOK_XDP { "ingress" } else { "egress" }).into());
-        f.insert("seq".into(), raw.seq.into());
-        f.insert("ack".into(), raw.ack.into());
-        f.insert("state".into(), state_name(raw.new_state).into());
-        f.insert("client_state".into(), endpoint_state_name(client_state).into());
-        f.insert("server_state".into(), endpoint_state_name(server_state).into());
-        if is_reset {
-            if let Some(r) = reason {
-                f.insert("reason".into(), r.into());
-            }
-            if let Some(w) = window {
-                f.insert("window".into(), w.into());
-            }
-            f.insert("action".into(), (if raw.detail & DETAIL_DROPPED != 0 { "dropped" } else { "passed" }).into());
-            f.insert("drop_justified".into(), (raw.detail & DETAIL_DROP_JUSTIFIED != 0).into());
-            if raw.reset == RESET_UNJUDGED {
-                f.insert("judged".into(), false.into());
-            }
-        }
-        if raw.kind == EVENT_REUSE {
-            f.insert("isn_advanced".into(), (raw.detail & DETAIL_ISN_ADVANCED != 0).into());
-        }
-        if raw.kind == EVENT_HANDSHAKE_RETRANS || raw.kind == EVENT_DATA_RETRANS {
-            f.insert("retransmits".into(), raw.retrans.into());
-        }
         Ok(Event {
-            ts: self.clock.rfc3339(raw.ts_ns),
+            ts: self.timestamp(raw.ts_ns),
             event,
             iface: self.ifname(raw.ifindex),
-            client: Some(client.to_string()),
-            server: server.to_string(),
+            client: Some(Endpoint::Socket(client)),
+            server,
             picked_up: raw.origin == ORIGIN_MIDSTREAM,
-            fields: f,
+            segment: Some(segment),
+            extra: Vec::new(),
         })
+    }
+}
+
+/// A record's (client, server) endpoints. `initiator` is the direction
+/// whose sender is the client; direction 0 is sent by the `lo` endpoint.
+pub fn client_server(raw: &FlowEvent) -> (SocketAddr, SocketAddr) {
+    let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
+    let hi = endpoint(raw.family, &raw.hi_addr, raw.hi_port);
+    if raw.initiator & 1 == 0 {
+        (lo, hi)
+    } else {
+        (hi, lo)
     }
 }
 
@@ -166,8 +467,15 @@ fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// `SYN|ACK`-style names, in tcpdump's order of importance.
-pub fn flag_names(flags: u8) -> String {
+/// `SYN|ACK`-style names, in tcpdump's order of importance; `none` for no
+/// flag. All 256 are built once, so that naming a segment's flags costs an
+/// index.
+pub fn flag_names(flags: u8) -> &'static str {
+    static NAMES: LazyLock<Vec<String>> = LazyLock::new(|| (0..=255u8).map(build_flag_names).collect());
+    &NAMES[flags as usize]
+}
+
+fn build_flag_names(flags: u8) -> String {
     const NAMES: [(u8, &str); 8] = [
         (tcp::SYN, "SYN"),
         (tcp::FIN, "FIN"),
@@ -230,12 +538,12 @@ mod tests {
     fn new_flow_names_client_and_server() {
         let ev = decoder().decode(bytemuck::bytes_of(&raw_v4())).unwrap();
         assert_eq!(ev.event, "flow_new");
-        assert_eq!(ev.client.as_deref(), Some("198.18.0.2:43210"));
-        assert_eq!(ev.server, "198.18.0.1:8080");
+        assert_eq!(ev.client, Some(Endpoint::Socket("198.18.0.2:43210".parse().unwrap())));
+        assert_eq!(ev.server.to_string(), "198.18.0.1:8080");
         assert_eq!(ev.field("from").unwrap(), "client");
-        assert_eq!(ev.iface, "veth-a");
+        assert_eq!(&*ev.iface, "veth-a");
         assert_eq!(ev.field("seen").unwrap(), "egress");
-        assert_eq!(ev.ts, "2023-11-14T22:13:20.001500Z");
+        assert_eq!(ev.ts.to_string(), "2023-11-14T22:13:20.001500Z");
         assert_eq!(ev.field("state").unwrap(), "SYN_SENT");
         assert_eq!(ev.field("client_state").unwrap(), "SYN-SENT");
         assert_eq!(ev.field("server_state").unwrap(), "NONE");
@@ -283,8 +591,8 @@ mod tests {
         raw.origin = ORIGIN_MIDSTREAM;
         raw.hook = HOOK_XDP;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!((ev.event, ev.field("from").unwrap(), ev.field("flags").unwrap()), ("fin", &Value::from("server"), &Value::from("FIN|ACK")));
-        assert_eq!(ev.server, "[2001:db8::1]:8080");
+        assert_eq!((ev.event, ev.field("from").unwrap(), ev.field("flags").unwrap()), ("fin", FieldValue::Str("server"), FieldValue::Str("FIN|ACK")));
+        assert_eq!(ev.server.to_string(), "[2001:db8::1]:8080");
         assert!(ev.picked_up);
         assert_eq!(ev.field("seen").unwrap(), "ingress");
     }
@@ -297,7 +605,7 @@ mod tests {
         assert_eq!(decoder().event(&raw), Err(DecodeError::UnknownKind(99)));
         raw.ifindex = 12;
         raw.kind = EVENT_RST;
-        assert_eq!(decoder().event(&raw).unwrap().iface, "if12");
+        assert_eq!(&*decoder().event(&raw).unwrap().iface, "if12");
     }
 
     #[test]
@@ -305,5 +613,30 @@ mod tests {
         assert_eq!(flag_names(tcp::SYN | tcp::ACK), "SYN|ACK");
         assert_eq!(flag_names(tcp::RST | tcp::ACK), "RST|ACK");
         assert_eq!(flag_names(0), "none");
+        assert_eq!(flag_names(0xff), "SYN|FIN|RST|PSH|ACK|URG|ECE|CWR");
+    }
+
+    #[test]
+    fn timestamps_print_like_humantime_truncated_to_microseconds() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for nanos in [0u64, 999, 1_000, 1_999, 999_999_999, 86_400_000_000_123, 40 * 365 * 86_400_000_000_000 + 7] {
+            let t = base + Duration::from_nanos(nanos);
+            assert_eq!(Timestamp(t).to_string(), humantime::format_rfc3339_micros(t).to_string());
+        }
+        assert_eq!(Timestamp(SystemTime::UNIX_EPOCH - Duration::from_secs(5)).to_string(), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn set_replaces_in_place_and_appends_after_the_segment() {
+        let mut ev = decoder().event(&raw_v4()).unwrap();
+        ev.set("kind", "a");
+        ev.set("n", 3u32);
+        ev.set("kind", "b");
+        let mut keys = Vec::new();
+        ev.for_each_field(|k, _| keys.push(k));
+        assert_eq!(keys[..8], ["from", "flags", "seen", "seq", "ack", "state", "client_state", "server_state"]);
+        assert_eq!(keys[8..], ["kind", "n"]);
+        assert_eq!(ev.field("kind").unwrap(), "b");
+        assert_eq!(ev.field("n").unwrap(), 3);
     }
 }

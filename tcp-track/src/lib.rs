@@ -16,4 +16,4 @@ pub mod stats;
 pub mod tables;
 
 pub use config::{Config, Format, XdpModeChoice};
-pub use runner::run;
+pub use runner::{drain, run};

@@ -11,10 +11,10 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
-use serde_json::Value;
 use tcp_track_common::{
     event::{
         FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO, EVENT_DATA_RETRANS, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS,
@@ -27,16 +27,31 @@ use tcp_track_common::{
     },
 };
 
-use crate::events::Event;
+use crate::events::{client_server, Endpoint, Event, Timestamp};
 
 /// A flow, as the kernel keys it: family and the canonical endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowId {
     pub family: u8,
     pub lo_addr: [u8; 16],
     pub hi_addr: [u8; 16],
     pub lo_port: u16,
     pub hi_port: u16,
+}
+
+/// Hashed as one run of bytes: the reporter looks flows up for every
+/// event, and the derived impl feeds the (keyed, flood-resistant) hasher
+/// seven pieces, which costs several times more.
+impl std::hash::Hash for FlowId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut bytes = [0u8; 37];
+        bytes[0] = self.family;
+        bytes[1..17].copy_from_slice(&self.lo_addr);
+        bytes[17..33].copy_from_slice(&self.hi_addr);
+        bytes[33..35].copy_from_slice(&self.lo_port.to_ne_bytes());
+        bytes[35..37].copy_from_slice(&self.hi_port.to_ne_bytes());
+        state.write(&bytes);
+    }
 }
 
 impl FlowId {
@@ -113,14 +128,12 @@ enum Deadline {
 /// What the daemon remembers of a flow between kernel events.
 #[derive(Debug)]
 struct Tracked {
-    iface: String,
-    client: String,
-    server: String,
-    server_addr: Option<SocketAddr>,
-    client_ip: Option<IpAddr>,
-    /// Handshake retransmission times (RFC 3339), SYN-ACKs and SYNs.
-    synack_times: Vec<String>,
-    syn_times: Vec<String>,
+    iface: Arc<str>,
+    client: SocketAddr,
+    server: SocketAddr,
+    /// Handshake retransmission times, SYN-ACKs and SYNs.
+    synack_times: Vec<Timestamp>,
+    syn_times: Vec<Timestamp>,
     /// Counted among its server's half-open connections.
     half_open_counted: bool,
     /// A `half_open` event was printed; a later event must close the story.
@@ -150,7 +163,7 @@ struct ServerStats {
     flooded_since: Option<u64>,
     flood_syns: u64,
     flood_peak: u32,
-    iface: String,
+    iface: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +195,9 @@ pub struct Reporter<L: FlowLookup> {
     /// Flows whose record was gone when a deadline came, without a close
     /// having been seen: LRU evictions, which the kernel does not report.
     pub vanished: u64,
+    /// What the last kernel event produced, kept so that its allocation
+    /// serves the next one.
+    pending: Vec<Event>,
 }
 
 const NS: u64 = 1_000_000_000;
@@ -202,11 +218,16 @@ impl<L: FlowLookup> Reporter<L> {
             clock,
             suppressed: 0,
             vanished: 0,
+            pending: Vec::new(),
         }
     }
 
     pub fn lookup(&self) -> &L {
         &self.lookup
+    }
+
+    fn ts(&self, mono_ns: u64) -> Timestamp {
+        Timestamp(self.clock.wall_time(mono_ns))
     }
 
     pub fn lookup_mut(&mut self) -> &mut L {
@@ -266,100 +287,109 @@ impl<L: FlowLookup> Reporter<L> {
         out
     }
 
-    /// One kernel event, already decoded into `ev`; returns what to print.
-    pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> Vec<Event> {
+    /// One kernel event, already decoded into `ev`; returns what to print,
+    /// drained from a buffer the reporter keeps for the next event.
+    pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> std::vec::Drain<'_, Event> {
+        let mut out = std::mem::take(&mut self.pending);
+        out.clear();
+        self.handle(raw, ev, &mut out);
+        self.pending = out;
+        self.pending.drain(..)
+    }
+
+    fn handle(&mut self, raw: &FlowEvent, ev: Event, out: &mut Vec<Event>) {
         let id = FlowId::of(raw);
         let now = raw.ts_ns;
-        let mut out = Vec::new();
-        if raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE || !self.flows.contains_key(&id) {
-            out.extend(self.start_tracking(&id, raw, &ev));
-        }
-        let server_addr = self.flows.get(&id).and_then(|t| t.server_addr);
+        let opening = raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE;
+        // One look at the flow for the common case, an event on a flow
+        // already tracked: server, flood membership and whether it is
+        // half-open only change in the branches below that update them here.
+        let known = if opening { None } else { self.flows.get(&id).map(|t| (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)) };
+        let (server, mut member, mut half_open) = match known {
+            Some(k) => k,
+            None => {
+                out.extend(self.start_tracking(&id, raw, &ev));
+                (client_server(raw).1, false, false)
+            }
+        };
         let verbose = self.cfg.events == EventSet::All;
 
         // A connection opening: count it among its server's half-open ones.
-        if (raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE) && raw.origin == ORIGIN_SYN {
+        if opening && raw.origin == ORIGIN_SYN {
             self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::HalfOpen);
-            if let Some(server) = server_addr {
-                let flood_started = self.count_syn(server, &ev.iface, now);
-                if let Some(t) = self.flows.get_mut(&id) {
-                    t.half_open_counted = true;
-                    t.flood_member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
-                    self.half_open_order.push_back((id, t.incarnation));
-                    self.half_open_live += 1;
-                }
-                if let Some(e) = flood_started {
-                    out.push(e);
-                }
-                out.extend(self.shed_half_open(now));
+            let flood_started = self.count_syn(server, &ev.iface, now);
+            member = self.servers.get(&server).is_some_and(|s| s.flooded_since.is_some());
+            half_open = true;
+            if let Some(t) = self.flows.get_mut(&id) {
+                t.half_open_counted = true;
+                t.flood_member = member;
+                self.half_open_order.push_back((id, t.incarnation));
+                self.half_open_live += 1;
             }
+            out.extend(flood_started);
+            out.extend(self.shed_half_open(now));
         }
         if raw.kind == EVENT_HANDSHAKE_RETRANS {
             if let Some(t) = self.flows.get_mut(&id) {
-                let from_server = ev.field("from").and_then(Value::as_str) == Some("server");
+                let from_server = ev.segment.is_some_and(|s| !s.from_client);
                 let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
                 if list.len() < 16 {
-                    list.push(ev.ts.clone());
+                    list.push(ev.ts);
                 }
             }
         }
         // The handshake done, or the connection gone: no longer half-open.
-        if raw.new_state >= STATE_ESTABLISHED {
-            if let Some(e) = self.leave_half_open(&id, raw, &ev) {
-                out.push(e);
-            }
+        if raw.new_state >= STATE_ESTABLISHED && half_open {
+            out.extend(self.leave_half_open(&id, raw, &ev));
         }
-        let member = self.flows.get(&id).is_some_and(|t| t.flood_member);
 
-        match raw.kind {
+        // The event itself goes here, ahead of what it causes below; it is
+        // moved in at the end because those are built from it.
+        let at = out.len();
+        let print = match raw.kind {
             EVENT_RST => {
-                if !member || verbose {
-                    out.push(ev.clone());
-                }
                 if raw.reset == RESET_STATELESS_PEER {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
                     let mut e = self.flow_event(&id, &ev, "half_open");
                     e.set("kind", "peer_lost");
                     e.set("evidence", "stateless_peer_reset");
-                    e.set("lost", ev.field("from").cloned().unwrap_or(Value::Null));
+                    if let Some(s) = &ev.segment {
+                        e.set("lost", s.from());
+                    }
                     if let Some(t) = self.flows.get_mut(&id) {
                         t.peer_lost_reported = true;
                     }
                     out.push(e);
                 }
+                !member || verbose
             }
-            EVENT_REUSE => out.push(ev.clone()),
+            EVENT_REUSE => true,
             EVENT_DATA_RETRANS => {
                 self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
-                if verbose {
-                    out.push(ev.clone());
-                }
+                verbose
             }
-            _ => {
-                if verbose && !member {
-                    out.push(ev.clone());
-                }
-            }
-        }
+            _ => verbose && !member,
+        };
         if raw.old_state != raw.new_state {
-            out.extend(self.on_transition(&id, raw, &ev));
+            self.on_transition(&id, raw, &ev, out);
         }
-        self.rate_limit(&id, now, out)
+        if print {
+            out.insert(at, ev);
+        }
+        self.rate_limit(&id, now, out);
     }
 
     /// Start remembering a flow; returns what ending an older incarnation's
     /// accounting produced (a `syn_flood_ended`).
     fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
-        let client = ev.client.clone().unwrap_or_default();
+        let (client, server) = client_server(raw);
         self.incarnations += 1;
         let t = Tracked {
             incarnation: self.incarnations,
             iface: ev.iface.clone(),
-            client_ip: client.parse::<SocketAddr>().ok().map(|a| a.ip()),
             client,
-            server: ev.server.clone(),
-            server_addr: ev.server.parse().ok(),
+            server,
             synack_times: Vec::new(),
             syn_times: Vec::new(),
             half_open_counted: false,
@@ -388,19 +418,18 @@ impl<L: FlowLookup> Reporter<L> {
     /// pressure.
     fn release(&mut self, t: &Tracked, at: u64) -> Option<Event> {
         if t.tw_counted {
-            self.drop_pressure(t.client_ip, t.server_addr);
+            self.drop_pressure(t.client.ip(), t.server);
         }
         if t.half_open_counted {
-            return self.uncount(t.server_addr?, at);
+            return self.uncount(t.server, at);
         }
         None
     }
 
     /// One fewer TIME_WAIT from `ip` towards `server`; the report is
     /// re-armed once the count is well below the threshold.
-    fn drop_pressure(&mut self, ip: Option<IpAddr>, server: Option<SocketAddr>) {
+    fn drop_pressure(&mut self, ip: IpAddr, server: SocketAddr) {
         let threshold = self.cfg.time_wait_pressure;
-        let (Some(ip), Some(server)) = (ip, server) else { return };
         if let Some(p) = self.pressure.get_mut(&(ip, server)) {
             p.count = p.count.saturating_sub(1);
             if p.count == 0 {
@@ -412,7 +441,7 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// A SYN towards `server`; returns `syn_flood` when this one starts a flood.
-    fn count_syn(&mut self, server: SocketAddr, iface: &str, now: u64) -> Option<Event> {
+    fn count_syn(&mut self, server: SocketAddr, iface: &Arc<str>, now: u64) -> Option<Event> {
         let threshold = self.cfg.syn_flood_threshold;
         let s = self.servers.entry(server).or_default();
         s.half_open += 1;
@@ -431,40 +460,33 @@ impl<L: FlowLookup> Reporter<L> {
         s.flooded_since = Some(now);
         s.flood_syns = 1;
         s.flood_peak = s.half_open;
-        s.iface = iface.to_string();
+        s.iface = iface.clone();
         let (half_open, rate) = (s.half_open, s.recent_syns.len());
         // Every half-open connection of this server is part of the flood now.
         for t in self.flows.values_mut() {
-            if t.server_addr == Some(server) && t.half_open_counted {
+            if t.server == server && t.half_open_counted {
                 t.flood_member = true;
             }
         }
-        let mut e = self.server_event(server, iface, now, "syn_flood");
+        let mut e = self.server_event(server, iface.clone(), now, "syn_flood");
         e.set("half_open", half_open);
         e.set("syn_rate", rate);
         e.set("threshold", threshold);
         Some(e)
     }
 
-    fn server_event(&self, server: SocketAddr, iface: &str, now: u64, name: &'static str) -> Event {
-        Event {
-            ts: self.clock.rfc3339(now),
-            event: name,
-            iface: iface.to_string(),
-            client: None,
-            server: server.to_string(),
-            picked_up: false,
-            fields: serde_json::Map::new(),
-        }
+    fn server_event(&self, server: SocketAddr, iface: Arc<str>, now: u64, name: &'static str) -> Event {
+        Event::new(self.ts(now), name, iface, None, server)
     }
 
+    /// An event of the reporter's about the flow `like` is about, at the
+    /// same time.
     fn flow_event(&self, id: &FlowId, like: &Event, name: &'static str) -> Event {
-        let mut e = Event { event: name, fields: serde_json::Map::new(), ..like.clone() };
-        if let Some(t) = self.flows.get(id) {
-            e.client = Some(t.client.clone());
-            e.server = t.server.clone();
-            e.iface = t.iface.clone();
-        }
+        let mut e = match self.flows.get(id) {
+            Some(t) => Event::new(like.ts, name, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
+            None => Event::new(like.ts, name, like.iface.clone(), like.client, like.server),
+        };
+        e.picked_up = like.picked_up;
         e
     }
 
@@ -472,7 +494,7 @@ impl<L: FlowLookup> Reporter<L> {
     fn leave_half_open(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
         let (counted, reported, server) = {
             let t = self.flows.get_mut(id)?;
-            let r = (t.half_open_counted, t.half_open_reported, t.server_addr);
+            let r = (t.half_open_counted, t.half_open_reported, t.server);
             t.half_open_counted = false;
             t.half_open_reported = false;
             r
@@ -484,9 +506,7 @@ impl<L: FlowLookup> Reporter<L> {
             out = Some(e);
         }
         if counted {
-            if let Some(server) = server {
-                return self.uncount(server, raw.ts_ns).or(out);
-            }
+            return self.uncount(server, raw.ts_ns).or(out);
         }
         out
     }
@@ -510,7 +530,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         s.flooded_since = None;
         let (syns, peak, iface) = (s.flood_syns, s.flood_peak, s.iface.clone());
-        let mut e = self.server_event(server, &iface, now, "syn_flood_ended");
+        let mut e = self.server_event(server, iface, now, "syn_flood_ended");
         e.set("duration_s", ((now.saturating_sub(since)) as f64 / NS as f64 * 1000.0).round() / 1000.0);
         e.set("syns", syns);
         e.set("peak_half_open", peak);
@@ -518,8 +538,7 @@ impl<L: FlowLookup> Reporter<L> {
         Some(e)
     }
 
-    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Vec<Event> {
-        let mut out = Vec::new();
+    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
         match raw.new_state {
             STATE_TIME_WAIT => {
@@ -558,7 +577,6 @@ impl<L: FlowLookup> Reporter<L> {
         if raw.old_state == STATE_TIME_WAIT {
             self.uncount_time_wait(id);
         }
-        out
     }
 
     fn count_time_wait(&mut self, id: &FlowId, ev: &Event, now: u64) -> Option<Event> {
@@ -568,7 +586,7 @@ impl<L: FlowLookup> Reporter<L> {
             return None;
         }
         t.tw_counted = true;
-        let key = (t.client_ip?, t.server_addr?);
+        let key = (t.client.ip(), t.server);
         let p = self.pressure.entry(key).or_default();
         p.count += 1;
         if p.count < threshold || p.reported {
@@ -576,8 +594,8 @@ impl<L: FlowLookup> Reporter<L> {
         }
         p.reported = true;
         let count = p.count;
-        let mut e = self.server_event(key.1, &ev.iface, now, "time_wait_pressure");
-        e.client = Some(key.0.to_string());
+        let mut e = self.server_event(key.1, ev.iface.clone(), now, "time_wait_pressure");
+        e.client = Some(Endpoint::Host(key.0));
         e.set("time_wait", count);
         e.set("threshold", threshold);
         e.set("meaning", "each TIME_WAIT holds a client port for this server: the client may run out of ephemeral ports");
@@ -589,7 +607,7 @@ impl<L: FlowLookup> Reporter<L> {
         if !std::mem::take(&mut t.tw_counted) {
             return;
         }
-        let (ip, server) = (t.client_ip, t.server_addr);
+        let (ip, server) = (t.client.ip(), t.server);
         self.drop_pressure(ip, server);
     }
 
@@ -613,15 +631,7 @@ impl<L: FlowLookup> Reporter<L> {
         let mut out = Vec::new();
         let Some(t) = self.flows.get(id) else { return out };
         let rec = self.lookup.lookup(id);
-        let base = Event {
-            ts: self.clock.rfc3339(at),
-            event: "",
-            iface: t.iface.clone(),
-            client: Some(t.client.clone()),
-            server: t.server.clone(),
-            picked_up: false,
-            fields: serde_json::Map::new(),
-        };
+        let base = Event::new(self.ts(at), "", t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server);
         let client_dir = rec.map(|r| r.initiator & 1).unwrap_or(0);
         match what {
             Deadline::HalfOpen => {
@@ -772,18 +782,17 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// At most `per_flow_rate` events a second per flow (burst of twice
     /// that); SYN-flood events are about a server and pass.
-    fn rate_limit(&mut self, id: &FlowId, now: u64, events: Vec<Event>) -> Vec<Event> {
+    fn rate_limit(&mut self, id: &FlowId, now: u64, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
         let rate = self.cfg.per_flow_rate as f64;
-        let mut out = Vec::with_capacity(events.len());
-        for mut e in events {
+        let Some(t) = self.flows.get_mut(id) else { return };
+        let total = &mut self.suppressed;
+        events.retain_mut(|e| {
             if e.client.is_none() {
-                out.push(e);
-                continue;
+                return true;
             }
-            let Some(t) = self.flows.get_mut(id) else {
-                out.push(e);
-                continue;
-            };
             let elapsed = now.saturating_sub(t.refilled_ns) as f64 / NS as f64;
             t.tokens = (t.tokens + elapsed * rate).min(2.0 * rate);
             t.refilled_ns = now;
@@ -793,13 +802,13 @@ impl<L: FlowLookup> Reporter<L> {
                     e.set("suppressed_before", t.suppressed);
                     t.suppressed = 0;
                 }
-                out.push(e);
+                true
             } else {
                 t.suppressed += 1;
-                self.suppressed += 1;
+                *total += 1;
+                false
             }
-        }
-        out
+        });
     }
 }
 

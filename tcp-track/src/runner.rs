@@ -87,7 +87,8 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     info!("watching {}: press Ctrl-C to stop", names.join(", "));
 
     let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::with_capacity(output::BUFFER, stdout.lock());
+    let mut writer = output::Writer::new(config.format);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The kernel submits events without waking us (it wakes us only when the
     // ring fills up): drain on this short backstop timer.
@@ -101,7 +102,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
             _ = &mut shutdown => break Ok(()),
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring buffer")?;
-                let (n, res) = drain(guard.get_inner_mut(), &decoder, &mut reporter, config.format, &mut out);
+                let (n, res) = drain(guard.get_inner_mut(), &decoder, &mut reporter, &mut writer, &mut out);
                 if let Err(e) = res.and_then(|_| out.flush()) {
                     break Err(e);
                 }
@@ -117,14 +118,14 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 guard.clear_ready();
             }
             _ = backstop.tick() => {
-                let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, config.format, &mut out);
+                let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, &mut writer, &mut out);
                 if let Err(e) = res.and_then(|_| out.flush()) {
                     break Err(e);
                 }
             }
             _ = sleep_until_deadline(reporter.next_deadline()) => {
                 let now = clock::monotonic_ns();
-                let res = reporter.on_time(now).iter().try_for_each(|ev| output::write_event(&mut out, config.format, ev));
+                let res = reporter.on_time(now).iter().try_for_each(|ev| writer.write(&mut out, ev));
                 if let Err(e) = res.and_then(|_| out.flush()) {
                     break Err(e);
                 }
@@ -148,7 +149,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
         }
     };
     // Whatever is already in the ring buffer still gets printed.
-    let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, config.format, &mut out);
+    let (_, res) = drain(ring.get_mut(), &decoder, &mut reporter, &mut writer, &mut out);
     let flushed = res.and_then(|_| out.flush());
 
     for (iface, e) in tracker.detach_all() {
@@ -197,12 +198,13 @@ async fn sleep_until_deadline(deadline_ns: Option<u64>) {
     }
 }
 
-/// Handle up to MAX_BATCH records. Returns how many were read.
-fn drain<W: Write, L: FlowLookup>(
+/// Handle up to MAX_BATCH records: decode, report, write. Returns how many
+/// were read. Public so that the benchmark measures this very path.
+pub fn drain<W: Write, L: FlowLookup>(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
     reporter: &mut Reporter<L>,
-    format: crate::Format,
+    writer: &mut output::Writer,
     out: &mut W,
 ) -> (usize, io::Result<()>) {
     let mut n = 0;
@@ -220,7 +222,7 @@ fn drain<W: Write, L: FlowLookup>(
         match decoder.event(&raw) {
             Ok(ev) => {
                 for ev in reporter.on_event(&raw, ev) {
-                    if let Err(e) = output::write_event(out, format, &ev) {
+                    if let Err(e) = writer.write(out, &ev) {
                         return (n, Err(e));
                     }
                 }

@@ -10,7 +10,15 @@ use tcp_track_common::{
 };
 
 use super::*;
-use crate::{clock::WallClock, events::Decoder};
+use crate::events::FieldValue;
+use crate::{
+    clock::WallClock,
+    events::Decoder,
+    output::{
+        tests::{assert_like_reference, writers},
+        Writer,
+    },
+};
 
 #[derive(Default)]
 struct FakeTable {
@@ -47,17 +55,37 @@ fn cfg() -> ReportConfig {
 struct Rig {
     r: Reporter<FakeTable>,
     dec: Decoder,
+    /// Every event the tests see is also printed and checked against the
+    /// reference output.
+    writers: (Writer, Writer),
 }
 
 impl Rig {
     fn new(cfg: ReportConfig) -> Rig {
         let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
-        Rig { r: Reporter::new(cfg, FakeTable::default(), clock), dec: Decoder::new(clock, Map::from([(3, "veth0".into())])) }
+        Rig {
+            r: Reporter::new(cfg, FakeTable::default(), clock),
+            dec: Decoder::new(clock, Map::from([(3, "veth0".into())])),
+            writers: writers(),
+        }
     }
 
     fn feed(&mut self, raw: FlowEvent) -> Vec<Event> {
         let ev = self.dec.event(&raw).unwrap();
-        self.r.on_event(&raw, ev)
+        let evs: Vec<Event> = self.r.on_event(&raw, ev).collect();
+        self.check(evs)
+    }
+
+    fn on_time(&mut self, now: u64) -> Vec<Event> {
+        let evs = self.r.on_time(now);
+        self.check(evs)
+    }
+
+    fn check(&mut self, evs: Vec<Event>) -> Vec<Event> {
+        for ev in &evs {
+            assert_like_reference(&mut self.writers, ev);
+        }
+        evs
     }
 
     fn set_record(&mut self, raw: &FlowEvent, state: u8, f: impl FnOnce(&mut FlowRecord)) {
@@ -103,14 +131,14 @@ fn unanswered_syn_is_reported_then_expires() {
         r.peer[0].retrans = 2;
         r.last_seen = coarse_time(T0 + 3 * S);
     });
-    assert!(g.r.on_time(T0 + 2 * S).is_empty(), "not yet");
-    let evs = g.r.on_time(T0 + 3 * S);
+    assert!(g.on_time(T0 + 2 * S).is_empty(), "not yet");
+    let evs = g.on_time(T0 + 3 * S);
     assert_eq!(names(&evs), ["half_open"]);
     assert_eq!(evs[0].field("kind").unwrap(), "syn_sent");
     assert_eq!(evs[0].field("syn_retransmits").unwrap(), 2);
-    assert_eq!(evs[0].client.as_deref(), Some("198.18.0.1:40000"));
+    assert_eq!(evs[0].client.unwrap().to_string(), "198.18.0.1:40000");
     // Quiet for a whole timeout after that: the story ends.
-    let evs = g.r.on_time(T0 + 7 * S);
+    let evs = g.on_time(T0 + 7 * S);
     assert_eq!(names(&evs), ["half_open_ended"]);
     assert_eq!(evs[0].field("outcome").unwrap(), "expired");
     assert_eq!(g.r.lookup_mut().removed, [FlowId::of(&syn)]);
@@ -129,11 +157,12 @@ fn stuck_syn_recv_reports_synack_retransmissions_and_a_late_handshake() {
         assert!(g.feed(rt).is_empty());
     }
     g.set_record(&syn, STATE_SYN_RECV, |r| r.peer[1].retrans = 2);
-    let evs = g.r.on_time(T0 + 3 * S);
+    let evs = g.on_time(T0 + 3 * S);
     assert_eq!(names(&evs), ["half_open"]);
     assert_eq!(evs[0].field("kind").unwrap(), "syn_recv");
     assert_eq!(evs[0].field("synack_retransmits").unwrap(), 2);
-    assert_eq!(evs[0].field("retransmit_times").unwrap().as_array().unwrap().len(), 2);
+    let FieldValue::Times(times) = evs[0].field("retransmit_times").unwrap() else { panic!("a list of times") };
+    assert_eq!(times.len(), 2);
     let evs = g.feed(raw(EVENT_STATE, 40001, T0 + 4 * S, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
     assert_eq!(names(&evs), ["half_open_ended"]);
     assert_eq!(evs[0].field("outcome").unwrap(), "established");
@@ -146,7 +175,7 @@ fn completed_handshake_is_never_half_open() {
     g.feed(syn);
     g.feed(raw(EVENT_STATE, 40002, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
     g.set_record(&syn, STATE_ESTABLISHED, |_| {});
-    assert!(g.r.on_time(T0 + 10 * S).is_empty());
+    assert!(g.on_time(T0 + 10 * S).is_empty());
 }
 
 #[test]
@@ -161,7 +190,7 @@ fn time_wait_entry_and_expiry() {
     assert_eq!(names(&evs), ["time_wait"]);
     assert_eq!(evs[0].field("closer").unwrap(), "client");
     g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
-    let evs = g.r.on_time(T0 + 3 * S);
+    let evs = g.on_time(T0 + 3 * S);
     assert_eq!(names(&evs), ["time_wait_expired"]);
     assert_eq!(g.r.lookup_mut().removed.len(), 1, "the kernel record goes with it");
 }
@@ -180,7 +209,7 @@ fn reused_time_wait_does_not_expire() {
     assert_eq!(names(&evs), ["time_wait_reuse"]);
     assert_eq!(evs[0].field("isn_advanced").unwrap(), true);
     g.set_record(&syn, STATE_SYN_SENT, |_| {});
-    assert!(!names(&g.r.on_time(T0 + 3 * S + 20)).contains(&"time_wait_expired"));
+    assert!(!names(&g.on_time(T0 + 3 * S + 20)).contains(&"time_wait_expired"));
 }
 
 #[test]
@@ -194,13 +223,13 @@ fn a_syn_flood_is_one_event_and_one_end() {
     }
     assert_eq!(names(&all), ["syn_flood"]);
     assert_eq!(all[0].client, None);
-    assert_eq!(all[0].server, "198.18.0.2:80");
+    assert_eq!(all[0].server.to_string(), "198.18.0.2:80");
     assert_eq!(all[0].field("half_open").unwrap(), 11);
     // Every half-open entry times out; the flood ends once, and none of the
     // 500 prints a line of its own.
     let mut later = Vec::new();
     for t in 1..=20 {
-        later.extend(g.r.on_time(T0 + t * S));
+        later.extend(g.on_time(T0 + t * S));
     }
     assert_eq!(names(&later), ["syn_flood_ended"]);
     assert_eq!(later[0].field("peak_half_open").unwrap(), 500);
@@ -289,7 +318,7 @@ fn time_wait_pressure_is_reported_once() {
     }
     let pressure: Vec<&Event> = all.iter().filter(|e| e.event == "time_wait_pressure").collect();
     assert_eq!(pressure.len(), 1);
-    assert_eq!(pressure[0].client.as_deref(), Some("198.18.0.1"));
+    assert_eq!(pressure[0].client.unwrap().to_string(), "198.18.0.1");
     assert_eq!(pressure[0].field("time_wait").unwrap(), 3);
 }
 
@@ -301,7 +330,7 @@ fn close_wait_that_lingers() {
     g.feed(raw(EVENT_STATE, 40005, T0 + 1, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
     g.feed(raw(EVENT_FIN, 40005, T0 + S, true, FIN | ACK, STATE_ESTABLISHED, STATE_FIN_WAIT));
     g.set_record(&syn, STATE_CLOSE_WAIT, |r| r.info = INFO_CLOSER_LO);
-    let evs = g.r.on_time(T0 + 6 * S);
+    let evs = g.on_time(T0 + 6 * S);
     assert_eq!(names(&evs), ["close_wait"]);
     assert_eq!(evs[0].field("waiting").unwrap(), "server");
 }
@@ -332,7 +361,7 @@ fn unacknowledged_retransmissions_mean_a_lost_peer() {
         r.peer[1].retrans = 4;
         r.last_seen = coarse_time(T0 + 4 * S);
     });
-    let evs = g.r.on_time(T0 + 4 * S);
+    let evs = g.on_time(T0 + 4 * S);
     assert_eq!(names(&evs), ["half_open"]);
     assert_eq!(evs[0].field("lost").unwrap(), "client");
     assert_eq!(evs[0].field("retransmits").unwrap(), 4);
@@ -376,8 +405,8 @@ fn deadlines_of_an_older_incarnation_are_stale() {
     tw2.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
     g.feed(tw2);
     g.set_record(&syn, STATE_TIME_WAIT, |_| {});
-    assert!(g.r.on_time(T0 + 3 * S + 500).is_empty(), "the first TIME_WAIT's deadline belongs to the old incarnation");
-    assert_eq!(names(&g.r.on_time(T0 + 4 * S)), ["time_wait_expired"]);
+    assert!(g.on_time(T0 + 3 * S + 500).is_empty(), "the first TIME_WAIT's deadline belongs to the old incarnation");
+    assert_eq!(names(&g.on_time(T0 + 4 * S)), ["time_wait_expired"]);
 }
 
 #[test]
@@ -397,6 +426,6 @@ fn time_wait_pressure_is_reported_again_after_the_time_waits_expire() {
     };
     assert_eq!(wave(&mut g, 30000, T0), 1);
     // All three expire (2 s): the pressure is gone and the report re-armed.
-    assert_eq!(names(&g.r.on_time(T0 + 3 * S)), ["time_wait_expired"; 3]);
+    assert_eq!(names(&g.on_time(T0 + 3 * S)), ["time_wait_expired"; 3]);
     assert_eq!(wave(&mut g, 31000, T0 + 4 * S), 1, "reported again once it builds up again");
 }
