@@ -389,9 +389,13 @@ fn flood() -> Result<()> {
     };
     let started = Instant::now();
     let mut costs = Vec::new();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for i in 0..syns {
-        let src = ([198, 19, (i >> 8) as u8, i as u8], 1024 + (i % 50_000) as u16);
-        let d = bench.run(XDP_PROGRAM, &frame(src, SERVER, "S", i.wrapping_mul(2654435761), 0, 0), 1)?;
+        // A random spoofed source in 198.19.0.0/16 (the established
+        // clients live in 198.18.128.0/17), random port and ISN.
+        let r = rng.next();
+        let src = ([198, 19, (r >> 8) as u8, r as u8], 1024 + ((r >> 16) % 64_000) as u16);
+        let d = bench.run(XDP_PROGRAM, &frame(src, SERVER, "S", (r >> 32) as u32, 0, 0), 1)?;
         if i % 100 == 0 {
             costs.push(d.as_nanos() as f64);
         }
@@ -436,6 +440,18 @@ fn flood() -> Result<()> {
         median - empty
     );
     Ok(())
+}
+
+/// xorshift64: reproducible pseudo-random spoofed sources.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// The record `Bench::fill` stored for an established flow.
