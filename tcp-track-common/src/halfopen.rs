@@ -3,8 +3,9 @@
 //! completes.
 //!
 //! It is a set-associative cache in a BPF array, like FreeBSD's syncache:
-//! a keyed hash of the 4-tuple picks a set of `WAYS` slots; a new flow takes
-//! a free slot of its set or evicts the one that was *created* longest ago.
+//! a keyed hash of the 4-tuple picks a set of `WAYS` slots (one array
+//! element); a new flow takes a free slot of its set or evicts the one that
+//! was *created* longest ago.
 //! Age is the slot's creation time, which no later segment changes, so a
 //! retransmitted SYN or SYN-ACK does not make an entry younger (an LRU hash
 //! map would: every lookup marks its entry as recently used). A flood of
@@ -28,79 +29,117 @@ use crate::state::STATE_NONE;
 /// oldest-first while the lookup stays four compares.
 pub const WAYS: u32 = 4;
 
+/// One set of the IPv4 table, one array element. The keys and birth times
+/// come first and fill one 64-byte cache line: a lookup reads that line,
+/// and the record of the way that matches.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct HalfOpenV4 {
-    pub key: FlowKeyV4,
-    /// `flow::coarse_time` of the segment that created the entry.
-    pub born: u32,
-    /// `record.state == STATE_NONE`: the slot is free.
-    pub record: FlowRecord,
+pub struct SetV4 {
+    pub keys: [FlowKeyV4; WAYS as usize],
+    /// `born(now)` of the segment that created each way's entry; 0: free.
+    pub born: [u32; WAYS as usize],
+    pub records: [FlowRecord; WAYS as usize],
 }
-const _: () = assert!(core::mem::size_of::<HalfOpenV4>() == 80);
+const _: () = assert!(core::mem::size_of::<SetV4>() == 320);
+const _: () = assert!(core::mem::offset_of!(SetV4, records) == 64);
 
+/// One set of the IPv6 table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct HalfOpenV6 {
-    pub key: FlowKeyV6,
-    pub born: u32,
-    pub record: FlowRecord,
+pub struct SetV6 {
+    pub keys: [FlowKeyV6; WAYS as usize],
+    pub born: [u32; WAYS as usize],
+    pub records: [FlowRecord; WAYS as usize],
 }
-const _: () = assert!(core::mem::size_of::<HalfOpenV6>() == 104);
+const _: () = assert!(core::mem::size_of::<SetV6>() == 416);
 
-/// A slot of either family.
-pub trait Slot {
+/// A set of either family. Way indexes go through branches, not
+/// arithmetic: in BPF, LLVM may drop the bound of an index it believes is
+/// small, and the verifier then refuses the access.
+pub trait Set {
     type Key: Copy;
-    fn key(&self) -> &Self::Key;
-    fn born(&self) -> u32;
-    fn record(&self) -> &FlowRecord;
-    fn record_mut(&mut self) -> &mut FlowRecord;
-    /// Take the slot for a new flow.
-    fn fill(&mut self, key: &Self::Key, born: u32, record: &FlowRecord);
+    fn key(&self, way: u32) -> &Self::Key;
+    fn born(&self) -> &[u32; WAYS as usize];
+    fn record_mut(&mut self, way: u32) -> &mut FlowRecord;
+    /// Take way `way` for a new flow.
+    fn fill(&mut self, way: u32, key: &Self::Key, born: u32, record: &FlowRecord);
+    /// Free way `way` (after promotion, or when the attempt was reset).
+    fn clear(&mut self, way: u32);
 }
 
-macro_rules! slot_impl {
-    ($slot:ty, $key:ty) => {
-        impl Slot for $slot {
+macro_rules! set_impl {
+    ($set:ty, $key:ty) => {
+        impl Set for $set {
             type Key = $key;
             #[inline(always)]
-            fn key(&self) -> &$key {
-                &self.key
+            fn key(&self, way: u32) -> &$key {
+                match way {
+                    0 => &self.keys[0],
+                    1 => &self.keys[1],
+                    2 => &self.keys[2],
+                    _ => &self.keys[3],
+                }
             }
             #[inline(always)]
-            fn born(&self) -> u32 {
-                self.born
+            fn born(&self) -> &[u32; WAYS as usize] {
+                &self.born
             }
             #[inline(always)]
-            fn record(&self) -> &FlowRecord {
-                &self.record
+            fn record_mut(&mut self, way: u32) -> &mut FlowRecord {
+                match way {
+                    0 => &mut self.records[0],
+                    1 => &mut self.records[1],
+                    2 => &mut self.records[2],
+                    _ => &mut self.records[3],
+                }
             }
             #[inline(always)]
-            fn record_mut(&mut self) -> &mut FlowRecord {
-                &mut self.record
+            fn fill(&mut self, way: u32, key: &$key, born: u32, record: &FlowRecord) {
+                match way {
+                    0 => (self.keys[0], self.born[0]) = (*key, born),
+                    1 => (self.keys[1], self.born[1]) = (*key, born),
+                    2 => (self.keys[2], self.born[2]) = (*key, born),
+                    _ => (self.keys[3], self.born[3]) = (*key, born),
+                }
+                *self.record_mut(way) = *record;
             }
             #[inline(always)]
-            fn fill(&mut self, key: &$key, born: u32, record: &FlowRecord) {
-                self.key = *key;
-                self.born = born;
-                self.record = *record;
+            fn clear(&mut self, way: u32) {
+                match way {
+                    0 => self.born[0] = 0,
+                    1 => self.born[1] = 0,
+                    2 => self.born[2] = 0,
+                    _ => self.born[3] = 0,
+                }
+                self.record_mut(way).state = STATE_NONE;
             }
         }
     };
 }
-slot_impl!(HalfOpenV4, FlowKeyV4);
-slot_impl!(HalfOpenV6, FlowKeyV6);
+set_impl!(SetV4, FlowKeyV4);
+set_impl!(SetV6, FlowKeyV6);
 
-/// A slot is in use while its record has a state.
+/// A way's birth time: the coarse clock with its lowest bit set, so that
+/// no entry is ever born at 0, which marks a free way.
 #[inline(always)]
-pub fn occupied<S: Slot>(slot: &S) -> bool {
-    slot.record().state != STATE_NONE
+pub const fn born(now_ns: u64) -> u32 {
+    coarse_time(now_ns) | 1
 }
 
-/// Free a slot (after promotion, or when the attempt was reset).
+/// The way holding `key`, if any.
 #[inline(always)]
-pub fn clear<S: Slot>(slot: &mut S) {
-    slot.record_mut().state = STATE_NONE;
+pub fn find<S: Set>(set: &S, key: &S::Key) -> Option<u32>
+where
+    S::Key: Words,
+{
+    let mut w = 0;
+    while w < WAYS {
+        if set.born()[w as usize] != 0 && same_key(set.key(w), key) {
+            return Some(w);
+        }
+        w += 1;
+    }
+    None
 }
 
 /// Keys as 32-bit words, for hashing and for comparing without `memcmp`
@@ -166,32 +205,32 @@ pub fn hash<K: Words>(key: &K, seed: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// Index of the first slot of the key's set. `set_mask` is the number of
-/// sets minus one (a power of two minus one; see `geometry`).
+/// The key's set: an index into the table's array.
 #[inline(always)]
 pub fn set_of<K: Words>(key: &K, seed: u32, set_mask: u32) -> u32 {
-    (hash(key, seed) & set_mask) * WAYS
+    hash(key, seed) & set_mask
 }
 
-/// The table for a requested capacity: (slots, set mask). The number of
-/// sets is rounded up to a power of two so a mask picks one; at least one set.
+/// The table for a requested capacity in flows: (sets, set mask). The
+/// number of sets is rounded up to a power of two so that a mask picks one;
+/// at least one set.
 pub fn geometry(capacity: u32) -> (u32, u32) {
     let sets = capacity.div_ceil(WAYS).max(1).checked_next_power_of_two().unwrap_or(1 << 29);
     let sets = sets.min(1 << 29);
-    (sets * WAYS, sets - 1)
+    (sets, sets - 1)
 }
 
 /// Which way of a set a new entry takes: the first free one, else the one
 /// created longest ago (ages compared with wrapping arithmetic, so the
 /// coarse clock's wrap does not matter). `(way, evicts)`.
 #[inline(always)]
-pub fn victim(occupied: [bool; WAYS as usize], born: [u32; WAYS as usize], now_ns: u64) -> (u32, bool) {
-    let now = coarse_time(now_ns);
+pub fn victim(born: &[u32; WAYS as usize], now_ns: u64) -> (u32, bool) {
+    let now = self::born(now_ns);
     let mut best = 0u32;
     let mut best_age = 0u32;
     let mut w = 0usize;
     while w < WAYS as usize {
-        if !occupied[w] {
+        if born[w] == 0 {
             return (w as u32, false);
         }
         let age = now.wrapping_sub(born[w]);
@@ -214,21 +253,41 @@ mod tests {
 
     #[test]
     fn geometry_rounds_to_whole_power_of_two_sets() {
-        assert_eq!(geometry(16384), (16384, 4095));
-        assert_eq!(geometry(4), (4, 0));
-        assert_eq!(geometry(1), (4, 0));
-        assert_eq!(geometry(0), (4, 0));
-        assert_eq!(geometry(100), (128, 31));
+        assert_eq!(geometry(16384), (4096, 4095));
+        assert_eq!(geometry(4), (1, 0));
+        assert_eq!(geometry(1), (1, 0));
+        assert_eq!(geometry(0), (1, 0));
+        assert_eq!(geometry(100), (32, 31));
         assert_eq!(geometry(u32::MAX).1, (1 << 29) - 1, "no overflow");
     }
 
     #[test]
     fn free_way_first_then_the_oldest() {
         let ms = |m: u64| m << 20;
-        assert_eq!(victim([true, false, true, false], [5, 0, 6, 0], ms(10)), (1, false));
-        assert_eq!(victim([true; 4], [7, 3, 9, 4], ms(10)), (1, true), "way 1 was created first");
+        assert_eq!(victim(&[5, 0, 7, 0], ms(10)), (1, false));
+        assert_eq!(victim(&[7, 3, 9, 5], ms(10)), (1, true), "way 1 was created first");
         // Across the coarse clock's wrap: born just before it is older.
-        assert_eq!(victim([true; 4], [2, u32::MAX - 1, 1, 0], ms(3)), (1, true));
+        assert_eq!(victim(&[3, u32::MAX - 1, 1, 3], ms(3)), (1, true));
+        assert_eq!(born(0), 1, "never 0, which means free");
+    }
+
+    #[test]
+    fn ways_are_found_filled_and_cleared() {
+        let mut set = SetV4::default();
+        let rec = FlowRecord { state: crate::state::STATE_SYN_SENT, ..FlowRecord::default() };
+        for w in 0..WAYS {
+            assert_eq!(find(&set, &k4(w)), None);
+            set.fill(w, &k4(w), born(1 << 20), &rec);
+        }
+        for w in 0..WAYS {
+            assert_eq!(find(&set, &k4(w)), Some(w));
+        }
+        set.record_mut(2).segments = 9;
+        assert_eq!(set.records[2].segments, 9);
+        set.clear(2);
+        assert_eq!(find(&set, &k4(2)), None);
+        assert_eq!((set.born[2], set.records[2].state), (0, STATE_NONE));
+        assert_eq!(find(&set, &k4(3)), Some(3));
     }
 
     #[test]
@@ -255,7 +314,7 @@ mod tests {
         let (_, mask) = geometry(4096);
         let mut per_set = [0u32; 1024];
         for i in 0..65536 {
-            per_set[(set_of(&k4(i), 0x1234_5678, mask) / WAYS) as usize] += 1;
+            per_set[set_of(&k4(i), 0x1234_5678, mask) as usize] += 1;
         }
         // 64 keys per set on average; a usable hash keeps every set near it.
         assert!(per_set.iter().all(|&n| (24..=112).contains(&n)), "min {:?} max {:?}", per_set.iter().min(), per_set.iter().max());

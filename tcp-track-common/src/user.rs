@@ -8,6 +8,6 @@ unsafe impl aya::Pod for FlowKeyV4 {}
 unsafe impl aya::Pod for FlowKeyV6 {}
 unsafe impl aya::Pod for FlowRecord {}
 unsafe impl aya::Pod for FlowEvent {}
-// SAFETY: as above: #[repr(C)] bytemuck::Pod slots of the half-open tables.
-unsafe impl aya::Pod for crate::halfopen::HalfOpenV4 {}
-unsafe impl aya::Pod for crate::halfopen::HalfOpenV6 {}
+// SAFETY: as above: #[repr(C)] bytemuck::Pod sets of the half-open tables.
+unsafe impl aya::Pod for crate::halfopen::SetV4 {}
+unsafe impl aya::Pod for crate::halfopen::SetV6 {}

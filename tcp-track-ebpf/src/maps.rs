@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tcp_track_common::{
     counters,
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
-    halfopen::{HalfOpenV4, HalfOpenV6, WAYS},
+    halfopen::{SetV4, SetV6},
 };
 
 /// Capacity of each flow map. The daemon may override it at load time.
@@ -20,23 +20,23 @@ pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_en
 #[map]
 pub static FLOWS_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
-/// Slots of each half-open table (`halfopen::geometry`: a whole power of two
-/// of sets). The daemon may override it at load time, with the set mask.
-pub const MAX_HALF_OPEN: u32 = 16384;
+/// Sets of each half-open table (`halfopen::geometry`: a power of two; four
+/// flows each). The daemon may override it at load time, with the set mask.
+pub const HALF_OPEN_SETS: u32 = 4096;
 
 /// Flows that have only seen a SYN (or SYN and SYN-ACK) live apart, in their
 /// own bounded set-associative tables (`tcp_track_common::halfopen`), until
 /// the handshake completes: a flood of spoofed SYNs churns these and can
 /// never evict an established connection.
 #[map]
-pub static HALF_OPEN_V4: Array<HalfOpenV4> = Array::with_max_entries(MAX_HALF_OPEN, 0);
+pub static HALF_OPEN_V4: Array<SetV4> = Array::with_max_entries(HALF_OPEN_SETS, 0);
 
 #[map]
-pub static HALF_OPEN_V6: Array<HalfOpenV6> = Array::with_max_entries(MAX_HALF_OPEN, 0);
+pub static HALF_OPEN_V6: Array<SetV6> = Array::with_max_entries(HALF_OPEN_SETS, 0);
 
 /// Number of half-open sets minus one, set by the daemon with the tables' size.
 #[unsafe(no_mangle)]
-pub static HALF_OPEN_SET_MASK: Global<u32> = Global::new(MAX_HALF_OPEN / WAYS - 1);
+pub static HALF_OPEN_SET_MASK: Global<u32> = Global::new(HALF_OPEN_SETS - 1);
 
 /// Key of the half-open tables' hash, random per daemon start.
 #[unsafe(no_mangle)]

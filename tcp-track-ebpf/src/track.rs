@@ -17,9 +17,9 @@ use aya_ebpf::{
 use tcp_track_common::{
     counters,
     event::{event_kind, FlowEvent, HOOK_XDP},
-    flow::{coarse_time, direction, initiator_of, key_v4, key_v6, FlowRecord},
+    flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
     guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
-    halfopen::{clear, occupied, same_key, set_of, victim, Slot, Words, WAYS},
+    halfopen::{born, find, set_of, victim, Set, Words},
     parse::{parse_into, Packet, Segment, Skip, FAMILY_IPV4},
     state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
@@ -171,7 +171,7 @@ fn account_v6(scratch: &mut Scratch, seen: &Seen) -> u32 {
 /// outcome, and move a flow out of the half-open table once its handshake
 /// is over.
 #[inline(always)]
-fn account<K: Words + Copy, S: Slot<Key = K>>(flows: &LruHashMap<K, FlowRecord>, half: &Array<S>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
+fn account<K: Words + Copy, S: Set<Key = K>>(flows: &LruHashMap<K, FlowRecord>, half: &Array<S>, key: &K, scratch: &mut Scratch, dir: u8, seen: &Seen) -> u32 {
     let Scratch { seg, fresh } = scratch;
     if let Some(rec) = flows.get_ptr_mut(key) {
         // SAFETY: `rec` points into a map value that stays valid for the
@@ -179,40 +179,33 @@ fn account<K: Words + Copy, S: Slot<Key = K>>(flows: &LruHashMap<K, FlowRecord>,
         // documented) race between CPUs updating one flow.
         return on_record(unsafe { &mut *rec }, seg, dir, seen);
     }
-    // The key's set in the half-open table. Looking a slot up changes
+    // The key's set in the half-open table. Looking an entry up changes
     // nothing about its age (unlike an LRU lookup): a retransmitted SYN or
     // SYN-ACK keeps the entry as old as its first SYN.
-    let base = set_of(key, HALF_OPEN_SEED.load(), HALF_OPEN_SET_MASK.load());
-    let mut used = [true; WAYS as usize];
-    let mut born = [coarse_time(seen.now); WAYS as usize];
-    let mut w = 0u32;
-    while w < WAYS {
-        if let Some(slot) = half.get_ptr_mut(base + w) {
-            // SAFETY: array values live as long as the map; see `halfopen`
-            // for the unlocked writes.
-            let slot = unsafe { &mut *slot };
-            if occupied(slot) && same_key(slot.key(), key) {
-                let rec = slot.record_mut();
-                let verdict = on_record(rec, seg, dir, seen);
-                if rec.state > STATE_SYN_RECV {
-                    // The handshake completed (or the attempt was reset):
-                    // promote an open connection to the established table,
-                    // forget the rest.
-                    if rec.state != STATE_CLOSE {
-                        if flows.insert(key, &*rec, 0).is_ok() {
-                            count(counters::FLOWS_PROMOTED);
-                        } else {
-                            count(counters::MAP_UPDATE_FAILED);
-                        }
-                    }
-                    clear(slot);
+    let Some(set) = half.get_ptr_mut(set_of(key, HALF_OPEN_SEED.load(), HALF_OPEN_SET_MASK.load())) else {
+        // Only if the daemon sized the table and its mask apart.
+        count(counters::MAP_UPDATE_FAILED);
+        return UNTRACKED;
+    };
+    // SAFETY: array values live as long as the map; see `halfopen` for the
+    // unlocked writes.
+    let set = unsafe { &mut *set };
+    if let Some(way) = find(set, key) {
+        let rec = set.record_mut(way);
+        let verdict = on_record(rec, seg, dir, seen);
+        if rec.state > STATE_SYN_RECV {
+            // The handshake completed (or the attempt was reset): promote an
+            // open connection to the established table, forget the rest.
+            if rec.state != STATE_CLOSE {
+                if flows.insert(key, &*rec, 0).is_ok() {
+                    count(counters::FLOWS_PROMOTED);
+                } else {
+                    count(counters::MAP_UPDATE_FAILED);
                 }
-                return verdict;
             }
-            used[w as usize] = occupied(slot);
-            born[w as usize] = slot.born();
+            set.clear(way);
         }
-        w += 1;
+        return verdict;
     }
     // A flow we have no record of: the state machine decides whether this
     // segment starts one (a RST or a malformed segment does not), and where
@@ -227,14 +220,8 @@ fn account<K: Words + Copy, S: Slot<Key = K>>(flows: &LruHashMap<K, FlowRecord>,
     }
     if out.new_state <= STATE_SYN_RECV {
         // A free way of the set, else the one created longest ago.
-        let (way, evicts) = victim(used, born, seen.now);
-        let Some(slot) = half.get_ptr_mut(base + way) else {
-            // Only if the daemon sized the table and its mask apart.
-            count(counters::MAP_UPDATE_FAILED);
-            return UNTRACKED;
-        };
-        // SAFETY: as above.
-        unsafe { &mut *slot }.fill(key, coarse_time(seen.now), fresh);
+        let (way, evicts) = victim(set.born(), seen.now);
+        set.fill(way, key, born(seen.now), fresh);
         if evicts {
             count(counters::HALF_OPEN_EVICTED);
         }

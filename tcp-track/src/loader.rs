@@ -25,10 +25,10 @@ use crate::{
     tables::HalfOpenLayout,
 };
 
-/// Slots the half-open tables get for a requested capacity: whole sets, a
-/// power of two of them.
+/// Flows the half-open tables hold for a requested capacity: whole sets of
+/// four, a power of two of them.
 pub fn half_open_slots(max_half_open: u32) -> u32 {
-    halfopen::geometry(max_half_open).0
+    halfopen::geometry(max_half_open).0 * halfopen::WAYS
 }
 
 /// A fresh key for the half-open tables' hash, so that no one outside can
@@ -136,7 +136,7 @@ impl Tracker {
     /// `half_open_slots`).
     pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32, max_half_open: u32) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
-        let (half_open_slots, set_mask) = halfopen::geometry(max_half_open);
+        let (half_open_sets, set_mask) = halfopen::geometry(max_half_open);
         let half_open = HalfOpenLayout { seed: random_seed(), set_mask };
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
@@ -153,8 +153,8 @@ impl Tracker {
             .map_max_entries("FLOWS_V6", max_flows)
             .override_global("HALF_OPEN_SEED", &half_open.seed, true)
             .override_global("HALF_OPEN_SET_MASK", &half_open.set_mask, true)
-            .map_max_entries("HALF_OPEN_V4", half_open_slots)
-            .map_max_entries("HALF_OPEN_V6", half_open_slots)
+            .map_max_entries("HALF_OPEN_V4", half_open_sets)
+            .map_max_entries("HALF_OPEN_V6", half_open_sets)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
         let logger = if bpf_log == BpfLog::Off {

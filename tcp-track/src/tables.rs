@@ -7,7 +7,7 @@ use std::borrow::{Borrow, BorrowMut};
 use aya::maps::{Array, HashMap, MapData, MapError};
 use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
-    halfopen::{clear, occupied, same_key, set_of, HalfOpenV4, HalfOpenV6, Slot, Words, WAYS},
+    halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
 };
 
 /// Where the half-open entries of a key are: the tables' hash seed and set
@@ -31,8 +31,8 @@ pub enum Table {
 pub struct FlowTables<M: Borrow<MapData>> {
     v4: HashMap<M, FlowKeyV4, FlowRecord>,
     v6: HashMap<M, FlowKeyV6, FlowRecord>,
-    half_v4: Array<M, HalfOpenV4>,
-    half_v6: Array<M, HalfOpenV6>,
+    half_v4: Array<M, SetV4>,
+    half_v6: Array<M, SetV6>,
     layout: HalfOpenLayout,
 }
 
@@ -71,21 +71,22 @@ impl<M: Borrow<MapData>> FlowTables<M> {
     pub fn get_v4(&self, key: &FlowKeyV4) -> Option<(Table, FlowRecord)> {
         match self.v4.get(key, 0) {
             Ok(r) => Some((Table::Established, r)),
-            Err(_) => find(&self.half_v4, key, self.layout).map(|(_, s)| (Table::HalfOpen, s.record)),
+            Err(_) => find_in(&self.half_v4, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
         }
     }
 
     pub fn get_v6(&self, key: &FlowKeyV6) -> Option<(Table, FlowRecord)> {
         match self.v6.get(key, 0) {
             Ok(r) => Some((Table::Established, r)),
-            Err(_) => find(&self.half_v6, key, self.layout).map(|(_, s)| (Table::HalfOpen, s.record)),
+            Err(_) => find_in(&self.half_v6, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
         }
     }
 
-    /// Half-open IPv4 entries in use, and the table's slots.
+    /// Half-open IPv4 entries in use, and the flows the table can hold.
     pub fn half_open_v4(&self) -> (usize, u32) {
-        let slots = self.half_v4.len();
-        ((0..slots).filter(|&i| self.half_v4.get(&i, 0).is_ok_and(|s| occupied(&s))).count(), slots)
+        let sets = self.half_v4.len();
+        let used = (0..sets).filter_map(|i| self.half_v4.get(&i, 0).ok()).map(|s| s.born.iter().filter(|&&b| b != 0).count()).sum();
+        (used, sets * WAYS)
     }
 
     /// Established IPv4 entries (walks the whole map).
@@ -98,28 +99,29 @@ impl<M: BorrowMut<MapData>> FlowTables<M> {
     /// Forget a flow in whichever table holds it (gone already is fine).
     pub fn remove_v4(&mut self, key: &FlowKeyV4) {
         let _ = self.v4.remove(key);
-        if let Some((i, mut slot)) = find(&self.half_v4, key, self.layout) {
-            clear(&mut slot);
-            let _ = self.half_v4.set(i, slot, 0);
+        if let Some((i, mut set, way)) = find_in(&self.half_v4, key, self.layout) {
+            set.clear(way);
+            let _ = self.half_v4.set(i, set, 0);
         }
     }
 
     pub fn remove_v6(&mut self, key: &FlowKeyV6) {
         let _ = self.v6.remove(key);
-        if let Some((i, mut slot)) = find(&self.half_v6, key, self.layout) {
-            clear(&mut slot);
-            let _ = self.half_v6.set(i, slot, 0);
+        if let Some((i, mut set, way)) = find_in(&self.half_v6, key, self.layout) {
+            set.clear(way);
+            let _ = self.half_v6.set(i, set, 0);
         }
     }
 }
 
-/// The slot holding `key` in its set, if any: (index, copy of the slot).
-fn find<M, S, K>(table: &Array<M, S>, key: &K, layout: HalfOpenLayout) -> Option<(u32, S)>
+/// The set holding `key`, if any: (its index, a copy of it, the way).
+fn find_in<M, S, K>(table: &Array<M, S>, key: &K, layout: HalfOpenLayout) -> Option<(u32, S, u32)>
 where
     M: Borrow<MapData>,
-    S: Slot<Key = K> + aya::Pod,
+    S: Set<Key = K> + aya::Pod,
     K: Words,
 {
-    let base = set_of(key, layout.seed, layout.set_mask);
-    (base..base + WAYS).find_map(|i| table.get(&i, 0).ok().filter(|s| occupied(s) && same_key(s.key(), key)).map(|s| (i, s)))
+    let index = set_of(key, layout.seed, layout.set_mask);
+    let set = table.get(&index, 0).ok()?;
+    find(&set, key).map(|way| (index, set, way))
 }

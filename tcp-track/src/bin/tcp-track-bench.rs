@@ -229,7 +229,10 @@ impl Bench {
         out.push(("invalid RST (checksum, judge, drop)".to_string(), bad_rst - empty));
         // SYN-ACK on a flow in SYN_RECV (repeats: the retransmission path).
         let g = client(3_000_001);
-        self.run(XDP_PROGRAM, &frame(g, SERVER, "S", c, 0, 0), 1)?;
+        // Its SYN, repeated first: the half-open path warm (lookup miss in
+        // the established table, set probe, SYN retransmission).
+        let syn = self.median(XDP_PROGRAM, &frame(g, SERVER, "S", c, 0, 0))?;
+        out.push(("SYN (half-open flow, repeated)".to_string(), syn - empty));
         let synack = self.median(XDP_PROGRAM, &frame(SERVER, g, "SA", s, c + 1, 0))?;
         out.push(("SYN-ACK (SYN_RECV flow, repeated)".to_string(), synack - empty));
         // FIN on an established flow (repeats: FIN retransmissions).
