@@ -193,11 +193,10 @@ impl Line {
         let prefix = match self.second {
             Some((s, prefix)) if s == secs => prefix,
             _ => {
-                // RFC 3339 has four-digit years, and humantime refuses more.
-                if secs > LAST_SECOND_OF_9999 {
-                    return Err(io::Error::other(format!("cannot print a time {secs} s after 1970, past year 9999")));
-                }
-                let whole = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+                // RFC 3339 has four-digit years, and humantime refuses more:
+                // a clock that far off prints as the last second of 9999
+                // rather than stopping the tracker.
+                let whole = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.min(LAST_SECOND_OF_9999)));
                 let mut prefix = [0u8; 20];
                 write!(&mut prefix[..], "{whole}")?;
                 // `...:00Z` becomes `...:00.`, the fraction to follow.
@@ -643,8 +642,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_time_past_year_9999_is_an_error_not_a_panic() {
+    fn a_time_past_year_9999_is_clamped_not_an_error() {
         let e = Event::new(Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800)), "x", "i".into(), None, "1.2.3.4:5".parse().unwrap());
-        assert!(write_event(&mut Vec::new(), Format::Json, &e).is_err());
+        let mut out = Vec::new();
+        write_event(&mut out, Format::Json, &e).unwrap();
+        assert!(String::from_utf8(out).unwrap().starts_with(r#"{"ts":"9999-12-31T23:59:59.000000Z""#));
     }
 }
