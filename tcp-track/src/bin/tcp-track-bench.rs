@@ -252,12 +252,17 @@ impl Bench {
 
 fn memory() -> Result<()> {
     let capacity = 1 << 20;
-    let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
-    let v4 = table_memory(&tracker.ebpf, &["FLOWS_V4"]) as f64 / capacity as f64;
-    let v6 = table_memory(&tracker.ebpf, &["FLOWS_V6"]) as f64 / capacity as f64;
+    let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, capacity)?;
+    let per_flow = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
+    let (v4, v6) = (per_flow("FLOWS_V4"), per_flow("FLOWS_V6"));
     println!("kernel memory per tracked flow (memlock / capacity, {capacity} entries)");
     println!("  IPv4  {v4:>6.1} bytes   (target 144; key 12 B, value {} B)", std::mem::size_of::<FlowRecord>());
     println!("  IPv6  {v6:>6.1} bytes   (target 176; key 36 B)");
+    println!(
+        "  half-open slot (same capacity): IPv4 {:.1} bytes, IPv6 {:.1} bytes",
+        per_flow("HALF_OPEN_V4"),
+        per_flow("HALF_OPEN_V6")
+    );
     println!("  nf_conntrack for comparison: about 304 bytes per connection");
     Ok(())
 }
