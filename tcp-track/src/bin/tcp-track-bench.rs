@@ -435,7 +435,7 @@ fn flood() -> Result<()> {
     );
     println!(
         "  other lines printed: {}; events lost to a full ring buffer: {}",
-        printed.iter().filter(|(k, _)| !k.starts_with("syn_flood")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        other_lines(&printed),
         total(counters::EVENTS_LOST)?
     );
     println!(
@@ -448,6 +448,12 @@ fn flood() -> Result<()> {
         median - empty
     );
     Ok(())
+}
+
+/// `name=count ...` of the lines printed besides the flood's own, or `none`.
+fn other_lines(printed: &BTreeMap<&'static str, u64>) -> String {
+    let other: Vec<String> = printed.iter().filter(|(k, _)| !k.starts_with("syn_flood")).map(|(k, v)| format!("{k}={v}")).collect();
+    if other.is_empty() { "none".to_string() } else { other.join(" ") }
 }
 
 /// xorshift64: reproducible pseudo-random spoofed sources.
