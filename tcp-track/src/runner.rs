@@ -131,7 +131,7 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 }
             }
             _ = async { stats_tick.as_mut().expect("guarded by if").tick().await }, if stats_tick.is_some() => {
-                info!("counters: {}", stats::format(&counters.read()));
+                info!("counters: {} flows_vanished={}", stats::format(&counters.read()), reporter.vanished);
             }
             _ = tick.tick() => {
                 // Flows evicted from the kernel tables without a close are
@@ -156,7 +156,10 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
     info!("detached from {}", names.join(", "));
-    info!("counters: {}", stats::format(&counters.read()));
+    // `flows_vanished`: found gone from the kernel tables without a close
+    // by the daemon (evictions of followed flows; half-open evictions are
+    // also counted by the kernel, in `half_open_evicted`).
+    info!("counters: {} flows_vanished={}", stats::format(&counters.read()), reporter.vanished);
     if reporter.vanished > 0 {
         info!("{} flows vanished from the kernel tables without a close (evicted: raise --max-flows or --max-half-open)", reporter.vanished);
     }

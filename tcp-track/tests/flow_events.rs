@@ -103,7 +103,8 @@ fn counters_are_printed_every_stats_interval_and_at_exit() {
         thread::sleep(Duration::from_millis(100));
     };
     let last = periodic.last().unwrap();
-    assert_eq!(last.len(), tcp_track_common::counters::NAMES.len(), "every counter is printed: {last:?}");
+    assert_eq!(last.len(), tcp_track_common::counters::NAMES.len() + 1, "every kernel counter is printed, and flows_vanished: {last:?}");
+    assert_eq!(last["flows_vanished"], 0, "{last:?}");
     assert_eq!((last["flows_created"], last["flows_promoted"], last["flows_closed"]), (1, 1, 1), "{last:?}");
     // SYN, SYN-ACK, ACK, ping, its ACK, pong, its ACK, FIN, ACK, FIN, ACK (at least).
     assert!(last["tcp_segments"] >= 10, "{last:?}");
