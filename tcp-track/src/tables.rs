@@ -97,6 +97,12 @@ impl<M: Borrow<MapData>> FlowTables<M> {
 
 impl<M: BorrowMut<MapData>> FlowTables<M> {
     /// Forget a flow in whichever table holds it (gone already is fine).
+    ///
+    /// A half-open entry is freed by writing its whole set back, which can
+    /// undo an entry the kernel wrote into another way of that set in the
+    /// same microseconds; that flow's next handshake segment then starts it
+    /// again (as picked up from its SYN-ACK). The daemon only frees entries
+    /// it gave up on, so this is rare and never touches an established flow.
     pub fn remove_v4(&mut self, key: &FlowKeyV4) {
         let _ = self.v4.remove(key);
         if let Some((i, mut set, way)) = find_in(&self.half_v4, key, self.layout) {
