@@ -403,14 +403,17 @@ impl<L: FlowLookup> Reporter<L> {
             refilled_ns: raw.ts_ns,
             suppressed: 0,
         };
-        self.audit_order.push_back((*id, t.incarnation));
+        let incarnation = t.incarnation;
+        let old = self.flows.insert(*id, t);
+        // Into the audit's round robin once tracked: the sweep below keeps
+        // only flows tracked in the same incarnation.
+        self.audit_order.push_back((*id, incarnation));
         if self.audit_order.len() > 2 * self.flows.len() + 1024 {
             let flows = &self.flows;
             self.audit_order.retain(|(id, inc)| flows.get(id).is_some_and(|t| t.incarnation == *inc));
         }
         // A new incarnation of the 4-tuple: the old one's accounting ends.
-        let old = self.flows.insert(*id, t)?;
-        self.release(&old, raw.ts_ns)
+        self.release(&old?, raw.ts_ns)
     }
 
     /// Undo the counts a flow held: its place among its server's half-open

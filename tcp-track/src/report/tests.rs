@@ -258,6 +258,19 @@ fn a_long_flood_keeps_the_daemon_memory_bounded() {
 }
 
 #[test]
+fn every_tracked_flow_stays_in_the_audit_round_robin() {
+    // Flows shed in a flood leave stale entries behind, which are swept out
+    // now and then: the sweep must never take a flow still tracked.
+    let mut g = Rig::new(ReportConfig { max_half_open_tracked: 10, ..cfg() });
+    for i in 0..3000u64 {
+        g.feed(raw(EVENT_FLOW_NEW, 1024 + i as u16, T0 + i * 1000, true, SYN, 0, STATE_SYN_SENT));
+        for (id, t) in &g.r.flows {
+            assert!(g.r.audit_order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
+        }
+    }
+}
+
+#[test]
 fn a_refused_connection_is_forgotten_and_not_counted_as_evicted() {
     let mut g = Rig::new(cfg());
     let syn = raw(EVENT_FLOW_NEW, 41000, T0, true, SYN, 0, STATE_SYN_SENT);
