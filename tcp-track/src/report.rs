@@ -263,7 +263,7 @@ impl<L: FlowLookup> Reporter<L> {
         // once they outnumber the live ones (amortised O(1) per deadline).
         if self.deadlines.len() > 4 * self.flows.len() + 4096 {
             let flows = &self.flows;
-            self.deadlines.retain(|Reverse((_, id, inc, _))| flows.get(id).is_some_and(|t| t.incarnation == *inc));
+            self.deadlines.retain(|Reverse((_, id, inc, _))| current(flows, id, *inc).is_some());
         }
     }
 
@@ -275,14 +275,14 @@ impl<L: FlowLookup> Reporter<L> {
         let cap = self.cfg.max_half_open_tracked.max(1);
         while self.half_open_live > cap {
             let Some((id, inc)) = self.half_open_order.pop_front() else { break };
-            if self.flows.get(&id).is_some_and(|t| t.incarnation == inc && t.half_open_counted) {
+            if current(&self.flows, &id, inc).is_some_and(|t| t.half_open_counted) {
                 self.vanished += 1;
                 out.extend(self.forget(&id, now));
             }
         }
         if self.half_open_order.len() > 2 * cap + 1024 {
             let flows = &self.flows;
-            self.half_open_order.retain(|(id, inc)| flows.get(id).is_some_and(|t| t.incarnation == *inc && t.half_open_counted));
+            self.half_open_order.retain(|(id, inc)| current(flows, id, *inc).is_some_and(|t| t.half_open_counted));
         }
         out
     }
@@ -410,7 +410,7 @@ impl<L: FlowLookup> Reporter<L> {
         self.audit_order.push_back((*id, incarnation));
         if self.audit_order.len() > 2 * self.flows.len() + 1024 {
             let flows = &self.flows;
-            self.audit_order.retain(|(id, inc)| flows.get(id).is_some_and(|t| t.incarnation == *inc));
+            self.audit_order.retain(|(id, inc)| current(flows, id, *inc).is_some());
         }
         // A new incarnation of the 4-tuple: the old one's accounting ends.
         self.release(&old?, raw.ts_ns)
@@ -767,7 +767,7 @@ impl<L: FlowLookup> Reporter<L> {
         let mut out = Vec::new();
         for _ in 0..budget.min(self.audit_order.len()) {
             let Some((id, inc)) = self.audit_order.pop_front() else { break };
-            let Some(t) = self.flows.get(&id).filter(|t| t.incarnation == inc) else { continue };
+            let Some(t) = current(&self.flows, &id, inc) else { continue };
             if t.deadlines_pending > 0 || self.lookup.lookup(&id).is_some() {
                 self.audit_order.push_back((id, inc));
                 continue;
@@ -817,6 +817,12 @@ impl<L: FlowLookup> Reporter<L> {
 
 fn dur_ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// The tracked flow `id` if it is still incarnation `incarnation`: queue
+/// and heap entries of a flow since forgotten or reincarnated are stale.
+fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
+    flows.get(id).filter(|t| t.incarnation == incarnation)
 }
 
 /// How long since the flow's last segment, from its coarse timestamp
