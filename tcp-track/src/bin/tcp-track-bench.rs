@@ -39,7 +39,6 @@ use tcp_track::{
 };
 use tcp_track_common::{
     counters,
-    event::FlowEvent,
     flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     parse::parse,
     state::STATE_ESTABLISHED,
@@ -307,11 +306,7 @@ fn events_per_second() -> Result<()> {
     let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take("COUNTERS")?)?;
     let clock = tcp_track::clock::WallClock::now();
-    // BPF_PROG_TEST_RUN hands XDP its frames as received on loopback: name
-    // it, as the daemon names the interfaces it attached to.
-    // SAFETY: a NUL-terminated string.
-    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    let decoder = Decoder::new(clock, [(lo, "lo".to_string())].into_iter().collect());
+    let decoder = decoder(clock);
     let mut reporter = Reporter::new(ReportConfig { per_flow_rate: u32::MAX, ..ReportConfig::default() }, flows, clock);
     let mut writer = tcp_track::output::Writer::new(tcp_track::Format::Json);
     let path = "/tmp/tcp-track-bench-events.jsonl";
@@ -362,8 +357,8 @@ fn events_per_second() -> Result<()> {
 }
 
 /// Establish 10,000 flows, then inject SYNs from random spoofed sources,
-/// while a consumer thread runs the ring buffer's events through the
-/// daemon's decoder and reporter and counts what it would print.
+/// while a consumer thread runs the ring buffer through the daemon's own
+/// `drain` and counts the lines it prints, by event.
 fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
@@ -375,27 +370,28 @@ fn flood() -> Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let consumer = {
         let done = done.clone();
-        thread::spawn(move || -> Result<(Reporter<KernelFlows>, BTreeMap<&'static str, u64>)> {
+        thread::spawn(move || -> Result<(Reporter<KernelFlows>, BTreeMap<String, u64>)> {
             pin_to_cpu(1)?;
             let clock = tcp_track::clock::WallClock::now();
-            let decoder = Decoder::new(clock, [(0u32, "bench".to_string())].into_iter().collect());
+            let decoder = decoder(clock);
             let mut reporter = Reporter::new(ReportConfig::default(), tables, clock);
+            let mut writer = tcp_track::output::Writer::new(tcp_track::Format::Json);
+            let mut lines = Vec::new();
             let mut printed = BTreeMap::new();
             loop {
                 let finished = done.load(Ordering::SeqCst);
-                let mut got = 0;
-                while let Some(item) = ring.next() {
-                    got += 1;
-                    let raw: FlowEvent = bytemuck::pod_read_unaligned(&item);
-                    drop(item);
-                    for ev in reporter.on_event(&raw, decoder.event(&raw)?) {
-                        *printed.entry(ev.event).or_insert(0) += 1;
+                // The daemon's own path, into memory; then count its lines.
+                let (n, res) = tcp_track::drain(&mut ring, &decoder, &mut reporter, &mut writer, &mut lines);
+                res?;
+                for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let v: serde_json::Value = serde_json::from_slice(line)?;
+                    *printed.entry(v["event"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+                }
+                lines.clear();
+                if n == 0 {
+                    if finished {
+                        return Ok((reporter, printed));
                     }
-                }
-                if finished && got == 0 {
-                    return Ok((reporter, printed));
-                }
-                if got == 0 {
                     thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -456,8 +452,17 @@ fn flood() -> Result<()> {
     Ok(())
 }
 
+/// The daemon's decoder. BPF_PROG_TEST_RUN hands XDP its frames as
+/// received on loopback: name it, as the daemon names the interfaces it
+/// attached to.
+fn decoder(clock: tcp_track::clock::WallClock) -> Decoder {
+    // SAFETY: a NUL-terminated string.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    Decoder::new(clock, [(lo, "lo".to_string())].into_iter().collect())
+}
+
 /// `name=count ...` of the lines printed besides the flood's own, or `none`.
-fn other_lines(printed: &BTreeMap<&'static str, u64>) -> String {
+fn other_lines(printed: &BTreeMap<String, u64>) -> String {
     let other: Vec<String> = printed.iter().filter(|(k, _)| !k.starts_with("syn_flood")).map(|(k, v)| format!("{k}={v}")).collect();
     if other.is_empty() { "none".to_string() } else { other.join(" ") }
 }
