@@ -265,7 +265,8 @@ fn on_record(rec: &mut FlowRecord, seg: &Segment, dir: u8, seen: &Seen) -> u32 {
     ACCOUNTED
 }
 
-/// The shared state machine as one BPF subprogram, called from three places.
+/// The shared state machine as one BPF subprogram, called from the four
+/// places in `account` that step a record.
 #[inline(never)]
 fn step_flow(rec: &mut FlowRecord, seg: &Segment, dir: u8, now: u64) -> Outcome {
     let out = step(rec, seg, dir, now);
