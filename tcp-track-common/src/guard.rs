@@ -16,8 +16,9 @@ pub const RST_POLICY_OUT_OF_WINDOW: u8 = 1;
 pub const RST_POLICY_INVALID: u8 = 2;
 
 /// Whether `policy` drops a RST of class `class` (`state::RESET_*`).
-/// Refusals, exact resets, stateless peers' resets and unjudged ones
-/// (windows unknown) are never dropped.
+/// Refusals, exact resets, stateless peers' resets, answers to data after
+/// close or to an unacceptable ACK in SYN-SENT, and unjudged ones (windows
+/// unknown) are never dropped.
 #[inline(always)]
 pub const fn drops(policy: u8, class: u8) -> bool {
     match policy {
@@ -111,7 +112,9 @@ pub fn fold(mut sum: u64) -> u16 {
 mod tests {
     use super::*;
     use crate::parse::parse;
-    use crate::state::{RESET_EXACT, RESET_REFUSED, RESET_STATELESS_PEER, RESET_UNJUDGED};
+    use crate::state::{
+        RESET_DATA_AFTER_CLOSE, RESET_EXACT, RESET_REFUSED, RESET_STATELESS_PEER, RESET_UNACCEPTABLE_ACK, RESET_UNJUDGED,
+    };
     use etherparse::PacketBuilder;
 
     fn rst(v6: bool) -> Vec<u8> {
@@ -164,7 +167,9 @@ mod tests {
 
     #[test]
     fn policies() {
-        for class in [RESET_REFUSED, RESET_EXACT, RESET_STATELESS_PEER, RESET_UNJUDGED] {
+        let legitimate =
+            [RESET_REFUSED, RESET_EXACT, RESET_STATELESS_PEER, RESET_UNJUDGED, RESET_UNACCEPTABLE_ACK, RESET_DATA_AFTER_CLOSE];
+        for class in legitimate {
             for p in [RST_POLICY_OBSERVE, RST_POLICY_OUT_OF_WINDOW, RST_POLICY_INVALID] {
                 assert!(!drops(p, class), "policy {p} must never drop class {class}");
             }

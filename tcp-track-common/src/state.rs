@@ -76,6 +76,19 @@ pub const RESET_OUT_OF_WINDOW: u8 = 6;
 pub const RESET_UNJUDGED: u8 = 7;
 /// No record of the flow at all.
 pub const RESET_UNKNOWN_FLOW: u8 = 8;
+/// The client in SYN-SENT answering an unacceptable ACK (one that does not
+/// acknowledge its SYN) with `<SEQ=SEG.ACK><CTL=RST>` (RFC 9293 §3.10.7.3):
+/// it stays in SYN-SENT and lost nothing. Its receiver, if it holds an old
+/// connection on the 4-tuple, learns that it is half-open (RFC 9293 §3.5.2,
+/// figure 10). Legitimate: never dropped, and the flow stays in SYN_SENT.
+pub const RESET_UNACCEPTABLE_ACK: u8 = 9;
+/// The shape of a stateless peer's reply (no ACK flag; as sequence number
+/// the acknowledgment of the segment it answers), from an endpoint that had
+/// sent its FIN:
+/// it closed on purpose and new data arrived after its close (RFC 1122
+/// §4.2.2.13; Linux's TCPAbortOnData), or its socket is gone after an
+/// orderly close. Not a lost peer.
+pub const RESET_DATA_AFTER_CLOSE: u8 = 10;
 
 /// Endpoint states (RFC 9293 §3.3.2), as `ss` names them.
 pub const EP_NONE: u8 = 0;
@@ -148,6 +161,11 @@ impl Outcome {
 /// invalid flags) and the record should not be stored. For a new flow the
 /// caller presets `initiator` with `flow::initiator_of`'s guess, which is
 /// used when the first segment is neither SYN nor SYN-ACK.
+///
+/// A segment the outcome calls invalid changes neither the state nor the
+/// window state; it is only counted (`segments`, `last_seen`). The one
+/// thing it may leave behind is evidence for judging the RST that answers
+/// it: the acknowledgment of an unacceptable ACK in SYN_SENT.
 #[inline(always)]
 pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcome {
     let dir = dir & 1;
@@ -174,9 +192,17 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
         segment(rec, seg, dir, &mut out)
     };
     if new_state != STATE_NONE {
+        // Every segment of a known flow is counted and keeps it alive (the
+        // daemon tells a live handshake from an abandoned one by it).
         rec.last_seen = coarse_time(now_ns);
         rec.segments = rec.segments.wrapping_add(1);
-        note_last(rec, seg, dir);
+        // Only an acceptable segment may vouch for a RST after it (the RST
+        // train): nf_conntrack records `last_*` only once a segment passed
+        // tcp_in_window. A rejected one, such as a blind attacker's ACK,
+        // would otherwise make his next RST look exact.
+        if out.valid {
+            note_last(rec, seg, dir);
+        }
     }
     out.new_state = new_state;
     out
@@ -319,20 +345,16 @@ fn syn(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
                 rec.state = STATE_SYN_RECV;
             } else {
                 out.valid = false;
+                note_unacceptable_ack(rec, seg, dir);
             }
         }
         // Simultaneous open, second half: each side answers the other's SYN
         // with a SYN-ACK (RFC 9293 figure 7).
         (STATE_SYN_SENT2, true) => {
-            if seg.ack == rec.peer(dir ^ 1).end {
-                let isn = rec.peer(d).isn;
+            if seg.ack == rec.peer(dir ^ 1).end && seg.seq == rec.peer(d).isn {
                 let p = rec.peer_mut(d);
                 p.maxack = seg.ack;
                 p.flags |= PEER_MAXACK_SET;
-                if seg.seq != isn {
-                    out.valid = false;
-                    return rec.state;
-                }
                 learn_synack(rec, seg, dir);
                 rec.state = STATE_SYN_RECV;
             } else {
@@ -372,10 +394,49 @@ fn reincarnate(rec: &mut FlowRecord, seg: &Segment, dir: u8, info: u8) {
     init_syn_sender(rec.peer_mut(dir), seg);
 }
 
+/// In SYN_SENT, a segment with ACK from the side that has not sent a SYN,
+/// whose acknowledgment is not acceptable to the client (RFC 9293
+/// §3.10.7.3: acceptable means SND.UNA < SEG.ACK =< SND.NXT, here ISN <
+/// SEG.ACK =< end of the SYN). The client answers it with
+/// `<SEQ=SEG.ACK><CTL=RST>`; remembering SEG.ACK as that side's `maxack`
+/// lets `classify_reset` recognise the answer (nf_conntrack likewise
+/// annotates an ignored ACK so that the RST answering it is understood).
+/// The side stays unseen (`PEER_SEEN` clear): its window is not learnt, and
+/// an acceptable SYN-ACK later overwrites the whole entry.
+#[inline(always)]
+fn note_unacceptable_ack(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
+    let (s, c) = (dir & 1, (dir ^ 1) & 1);
+    if s == rec.initiator & 1 || !seg.has(tcp::ACK) || rec.peer(s).flags & PEER_SYN != 0 {
+        return;
+    }
+    let client = rec.peer(c);
+    if after(seg.ack, client.isn) && before_eq(seg.ack, client.end) {
+        return;
+    }
+    let p = rec.peer_mut(s);
+    p.maxack = seg.ack;
+    p.flags |= PEER_MAXACK_SET;
+}
+
 /// ACK, data, FIN: window tracking, then the handshake and teardown
 /// transitions.
 #[inline(never)]
 fn segment(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
+    if rec.state == STATE_SYN_SENT || rec.state == STATE_SYN_SENT2 {
+        // No SYN-ACK seen. An ACK, data or FIN now either took a path we do
+        // not see (asymmetric routing) or is unacceptable to its receiver
+        // (RFC 9293 §3.10.7.3 SYN-SENT: "if neither of the SYN or RST bits
+        // is set then drop the segment"; with a bad ACK, answer it with a
+        // RST). nf_conntrack calls it invalid or ignores it; we do not
+        // claim a handshake we did not see either. Rejected before window
+        // tracking: it must not teach the windows anything, nor count as a
+        // retransmission of the SYN.
+        out.valid = false;
+        if rec.state == STATE_SYN_SENT {
+            note_unacceptable_ack(rec, seg, dir);
+        }
+        return rec.state;
+    }
     if !track_window(rec, seg, dir, out) {
         // Out of window: an endpoint drops it (RFC 9293 §3.10.7.4) and so
         // does nf_conntrack's state machine; no transition.
@@ -383,27 +444,17 @@ fn segment(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u
         return rec.state;
     }
     let (s, r) = (dir & 1, (dir ^ 1) & 1);
-    match rec.state {
-        // RFC 9293 §3.10.7.4 SYN-RECEIVED: an ACK that acknowledges the
-        // server's SYN completes the handshake. After a simultaneous open
-        // either side's ACK does.
-        STATE_SYN_RECV => {
-            // Only the client's ACK completes a normal handshake: a server
-            // answering a duplicate SYN with a plain ACK (RFC 9293 §3.10.7.4)
-            // or sending Fast Open data is still in SYN-RECEIVED.
-            let may_complete = dir == rec.initiator & 1 || rec.info & INFO_SIMULTANEOUS_OPEN != 0;
-            if may_complete && seg.has(tcp::ACK) && rec.peer(r).flags & PEER_SYN != 0 && after_eq(seg.ack, rec.peer(r).isn.wrapping_add(1)) {
-                rec.state = STATE_ESTABLISHED;
-            }
+    // RFC 9293 §3.10.7.4 SYN-RECEIVED: an ACK that acknowledges the
+    // server's SYN completes the handshake. After a simultaneous open
+    // either side's ACK does.
+    if rec.state == STATE_SYN_RECV {
+        // Only the client's ACK completes a normal handshake: a server
+        // answering a duplicate SYN with a plain ACK (RFC 9293 §3.10.7.4)
+        // or sending Fast Open data is still in SYN-RECEIVED.
+        let may_complete = dir == rec.initiator & 1 || rec.info & INFO_SIMULTANEOUS_OPEN != 0;
+        if may_complete && seg.has(tcp::ACK) && rec.peer(r).flags & PEER_SYN != 0 && after_eq(seg.ack, rec.peer(r).isn.wrapping_add(1)) {
+            rec.state = STATE_ESTABLISHED;
         }
-        // An ACK while only the client's SYN was seen: the SYN-ACK took a path
-        // we do not see (asymmetric routing). nf_conntrack calls it invalid;
-        // we do not claim a handshake we did not see either.
-        STATE_SYN_SENT | STATE_SYN_SENT2 => {
-            out.valid = false;
-            return rec.state;
-        }
-        _ => {}
     }
     // Teardown. An ACK covering the closer's FIN first, then this segment's FIN.
     if rec.state == STATE_FIN_WAIT && fin_acked(rec, closer_dir(rec)) {
@@ -548,10 +599,14 @@ fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 
     let class = classify_reset(rec, seg, dir);
     out.reset = class;
     match class {
-        RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_UNJUDGED => {
+        RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_DATA_AFTER_CLOSE | RESET_UNJUDGED => {
             rec.peer_mut(dir).flags |= PEER_RST;
             rec.state = STATE_CLOSE;
         }
+        // RFC 9293 §3.10.7.3: the client sends it and stays in SYN-SENT;
+        // its SYN (retransmitted) goes on. Nothing to change, nothing to
+        // drop: it is how a half-open peer learns of its state (§3.5.2).
+        RESET_UNACCEPTABLE_ACK => {}
         RESET_TIME_WAIT => {
             // RFC 1337 §3: an endpoint should ignore it (Linux does with
             // net.ipv4.tcp_rfc1337=1). By default Linux kills the TIME-WAIT
@@ -592,6 +647,18 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
             let acks_syn = seg.has(tcp::ACK) && seg.ack == receiver.end;
             return if acks_syn || (seg.seq == 0 && !seg.has(tcp::ACK)) { RESET_REFUSED } else { RESET_OUT_OF_WINDOW };
         }
+        // RFC 9293 §3.10.7.3 SYN-SENT: "If SEG.ACK =< ISS or SEG.ACK >
+        // SND.NXT, send a reset <SEQ=SEG.ACK><CTL=RST>": the client answers
+        // the unacceptable ACK we saw (`note_unacceptable_ack`) and stays in
+        // SYN-SENT.
+        STATE_SYN_SENT
+            if s == rec.initiator & 1
+                && receiver.flags & (PEER_SYN | PEER_MAXACK_SET) == PEER_MAXACK_SET
+                && !seg.has(tcp::ACK)
+                && seg.seq == receiver.maxack =>
+        {
+            return RESET_UNACCEPTABLE_ACK;
+        }
         // RFC 1337: a RST towards an endpoint in TIME-WAIT.
         STATE_TIME_WAIT if rec.info & closer_bit(r) != 0 => return RESET_TIME_WAIT,
         _ => {}
@@ -605,8 +672,12 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
     let rcv_nxt = receiver.maxack;
     if seg.seq == rcv_nxt && !seg.has(tcp::ACK) && rec.state != STATE_SYN_RECV {
         // The reply of a TCP with no such connection to a segment carrying
-        // ACK: RST, seq = that ACK, no ACK flag (RFC 9293 §3.10.7.1).
-        return RESET_STATELESS_PEER;
+        // ACK: RST, seq = that ACK, no ACK flag (RFC 9293 §3.10.7.1). From
+        // a side that sent its FIN, it is the answer to data after its close
+        // (RFC 1122 §4.2.2.13: Linux resets on new data in FIN-WAIT once the
+        // application closed, and answers from a FIN-WAIT-2 timewait socket
+        // or no socket at all later): it closed on purpose and lost nothing.
+        return if sender.flags & PEER_FIN != 0 { RESET_DATA_AFTER_CLOSE } else { RESET_STATELESS_PEER };
     }
     if seg.seq == rcv_nxt || seg.seq == sender.end {
         return RESET_EXACT;
@@ -723,9 +794,20 @@ pub const fn endpoint_state_name(state: u8) -> &'static str {
     }
 }
 
-/// Whether a RST class is one the receiver accepts.
+/// Whether a RST class is one the receiver accepts (or, for an unacceptable
+/// ACK's answer, a legitimate one whatever its receiver makes of it).
 pub const fn reset_accepted(class: u8) -> bool {
-    matches!(class, RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_UNJUDGED | RESET_TIME_WAIT | RESET_UNKNOWN_FLOW)
+    matches!(
+        class,
+        RESET_REFUSED
+            | RESET_EXACT
+            | RESET_STATELESS_PEER
+            | RESET_UNJUDGED
+            | RESET_TIME_WAIT
+            | RESET_UNKNOWN_FLOW
+            | RESET_UNACCEPTABLE_ACK
+            | RESET_DATA_AFTER_CLOSE
+    )
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use tcp_track_common::{
     parse::FAMILY_IPV4,
     state::{
         endpoint_state_name, state_name, RESET_EXACT, RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_REFUSED,
-        RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
+        RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW, RESET_UNACCEPTABLE_ACK,
+        RESET_DATA_AFTER_CLOSE,
     },
     tcp,
 };
@@ -317,6 +318,8 @@ impl ResetFields {
             RESET_REFUSED => (Some("refused"), None),
             RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
             RESET_STATELESS_PEER => (Some("stateless_peer"), None),
+            RESET_DATA_AFTER_CLOSE => (Some("data_after_close"), None),
+            RESET_UNACCEPTABLE_ACK => (Some("unacceptable_ack"), None),
             RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
             RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
             RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),

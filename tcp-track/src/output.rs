@@ -349,7 +349,8 @@ pub(crate) mod tests {
         parse::{FAMILY_IPV4, FAMILY_IPV6},
         state::{
             endpoint_state_name, state_name, RESET_EXACT, RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_REFUSED,
-            RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
+            RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW, RESET_UNACCEPTABLE_ACK,
+            RESET_DATA_AFTER_CLOSE,
         },
     };
 
@@ -476,6 +477,8 @@ pub(crate) mod tests {
             RESET_REFUSED => (Some("refused"), None),
             RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
             RESET_STATELESS_PEER => (Some("stateless_peer"), None),
+            RESET_DATA_AFTER_CLOSE => (Some("data_after_close"), None),
+            RESET_UNACCEPTABLE_ACK => (Some("unacceptable_ack"), None),
             RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
             RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
             RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),

@@ -19,8 +19,8 @@ use tcp_track_common::{
         parse, Segment, FAMILY_IPV4, FAMILY_IPV6, NO_WSCALE, OPT_WSCALE, SEG_FIRST_FRAGMENT, SEG_LENGTH_FROM_FRAME,
     },
     state::{
-        classify_reset, endpoint_state, step, EP_CLOSED, EP_NONE, RESET_NONE, RESET_UNKNOWN_FLOW, STATE_CLOSE,
-        STATE_NONE, STATE_SYN_SENT,
+        classify_reset, endpoint_state, step, EP_CLOSED, EP_NONE, RESET_DATA_AFTER_CLOSE, RESET_NONE, RESET_UNKNOWN_FLOW,
+        STATE_CLOSE, STATE_NONE, STATE_SYN_SENT,
     },
     tcp,
 };
@@ -28,6 +28,9 @@ use tcp_track_common::{
 /// Largest window-scale shift (RFC 7323 §2.3). Anything above 31 would make
 /// the state machine's `window << scale` overflow.
 const MAX_WSCALE: u8 = 14;
+
+/// The highest `state::RESET_*` class.
+const LAST_RESET_CLASS: u8 = RESET_DATA_AFTER_CLOSE;
 
 /// Fake clock step per frame: a bit over one `last_seen` unit (2^20 ns), so
 /// consecutive segments get distinct coarse times.
@@ -103,7 +106,7 @@ fn feed(rec: &mut FlowRecord, seg: &Segment, now_ns: u64) {
     } else if rec.state != STATE_NONE {
         assert_eq!(rec.last_seen, coarse_time(now_ns));
     }
-    assert!(out.reset <= RESET_UNKNOWN_FLOW, "reset class {}", out.reset);
+    assert!(out.reset <= LAST_RESET_CLASS, "reset class {}", out.reset);
     if seg.has(tcp::RST) && tcp::flags_valid(seg.flags) {
         // classify_reset is what step applies; a caller deciding to drop
         // before stepping must get the same verdict.
@@ -135,7 +138,7 @@ fn check_record(rec: &FlowRecord) {
         assert!(rec.peer(d).scale <= MAX_WSCALE, "scale {} for dir {d}", rec.peer(d).scale);
         let probe = Segment { flags: tcp::RST | tcp::ACK, ..Segment::default() };
         let class = classify_reset(rec, &probe, d);
-        assert!(class <= RESET_UNKNOWN_FLOW, "reset class {class}");
+        assert!(class <= LAST_RESET_CLASS, "reset class {class}");
         if rec.state == STATE_NONE {
             assert_eq!(class, RESET_UNKNOWN_FLOW);
         }

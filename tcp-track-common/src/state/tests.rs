@@ -616,3 +616,235 @@ fn blind_reset_in_time_wait_is_an_attempt_that_leaves_time_wait() {
     assert_eq!((out.reset, out.drop_justified), (RESET_TIME_WAIT, true));
     assert_eq!(out.new_state, STATE_TIME_WAIT, "Linux only kills TIME-WAIT on an exact RST");
 }
+
+// ---- judging like the endpoints (issue 17) ----
+
+/// The record with the two fields every segment of a known flow updates
+/// (its clock and its count) cleared: what a rejected segment must leave
+/// exactly as it was.
+fn judged_part(rec: &FlowRecord) -> FlowRecord {
+    FlowRecord { last_seen: 0, segments: 0, ..*rec }
+}
+
+const POLICIES: [u8; 3] = [crate::guard::RST_POLICY_OBSERVE, crate::guard::RST_POLICY_OUT_OF_WINDOW, crate::guard::RST_POLICY_INVALID];
+
+#[test]
+fn segments_rejected_in_syn_sent_change_nothing_and_are_no_syn_retransmission() {
+    // Client SYN; the SYN-ACK takes a path we do not see; the client's ACK,
+    // data, FIN|ACK and the FIN|ACK again. Each is rejected in SYN_SENT and
+    // must neither teach the windows anything nor count as a retransmitted
+    // SYN (it used to: `handshake_retransmit`, then `syn_retransmits=1`).
+    let mut c = conn_syn_sent();
+    for (i, seg) in [
+        segment(ACK, 1001, 5001, 0, 502),
+        segment(ACK | PSH, 1001, 5001, 100, 502),
+        segment(FIN | ACK, 1101, 5001, 0, 502),
+        segment(FIN | ACK, 1101, 5001, 0, 502),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = c.rec;
+        let out = c.apply(C, seg);
+        assert_eq!((out.valid, out.new_state, out.reset), (false, STATE_SYN_SENT, RESET_NONE), "segment {i}");
+        assert!(!out.retransmission && !out.first_fin, "segment {i}: {out:?}");
+        assert_eq!(crate::event::event_kind(&out), None, "segment {i}: worth no event");
+        assert_eq!(judged_part(&c.rec), judged_part(&before), "segment {i} changed the record");
+        assert_eq!(c.rec.segments, before.segments + 1, "segment {i} is still counted");
+    }
+    assert_eq!(c.endpoints(), ("SYN-SENT", "NONE"));
+    // A real SYN retransmission is the first one.
+    let out = c.apply(C, segment(SYN, 1000, 0, 0, 64240));
+    assert!(out.retransmission);
+    assert_eq!(c.rec.peer[C as usize].retrans, 1);
+    // And the handshake can still complete once a SYN-ACK is seen.
+    assert_eq!(c.apply(S, segment(SYN | ACK, 5000, 1001, 0, 65160)).new_state, STATE_SYN_RECV);
+    assert_eq!(c.apply(C, segment(ACK, 1001, 5001, 0, 502)).new_state, STATE_ESTABLISHED);
+}
+
+#[test]
+fn segments_rejected_in_syn_sent2_change_nothing() {
+    let mut c = conn_syn_sent();
+    c.send(S, SYN, 0);
+    assert_eq!(c.state(), STATE_SYN_SENT2);
+    for dir in [C, S] {
+        let before = c.rec;
+        let out = c.apply(dir, c.make(dir, ACK | PSH, 10));
+        assert_eq!((out.valid, out.new_state), (false, STATE_SYN_SENT2));
+        assert_eq!(judged_part(&c.rec), judged_part(&before));
+    }
+}
+
+#[test]
+fn a_rejected_segment_cannot_vouch_for_a_reset_after_it() {
+    // A blind attacker cannot know the acknowledgment: his ACK is rejected.
+    // It must not become the last segment of an RST train, or his RST at
+    // its end would be taken as exact (not dropped, and closing the flow).
+    let mut c = conn_established();
+    let forged = 5001 + 30_000;
+    let out = c.apply(S, segment(ACK, forged, 0xdead_0000, 0, 100));
+    assert!(!out.valid);
+    let out = c.apply(S, segment(RST, forged, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state, out.drop_justified), (RESET_IN_WINDOW, STATE_ESTABLISHED, true));
+    assert!(crate::guard::drops(crate::guard::RST_POLICY_INVALID, out.reset));
+    // The same RST after an acceptable segment of that length is a train.
+    let mut c = conn_established();
+    let data = c.make(S, ACK | PSH, 19);
+    c.apply(S, data);
+    assert_eq!(c.apply(S, segment(RST, data.seq + 19, 0, 0, 0)).reset, RESET_EXACT);
+}
+
+#[test]
+fn reset_answering_an_unacceptable_ack_in_syn_sent() {
+    // RFC 9293 §3.5.2 figure 10: the client (re)connects while the server
+    // still holds an old connection on the 4-tuple, which answers the SYN
+    // with an ACK of its own sequence space. The client answers
+    // <SEQ=SEG.ACK><CTL=RST> (§3.10.7.3) and stays in SYN-SENT.
+    let mut c = conn_syn_sent();
+    let old_ack = segment(ACK, 300, 100, 0, 65160);
+    let out = c.apply(S, old_ack);
+    assert_eq!((out.valid, out.new_state), (false, STATE_SYN_SENT));
+    assert_eq!(c.rec.peer[S as usize].flags & PEER_SEEN, 0, "the server's window is not learnt from it");
+    let rst = segment(RST, 100, 0, 0, 0);
+    assert_eq!(classify_reset(&c.rec, &rst, C), RESET_UNACCEPTABLE_ACK);
+    let out = c.apply(C, rst);
+    let got = (out.reset, out.new_state, out.drop_justified, out.valid);
+    assert_eq!(got, (RESET_UNACCEPTABLE_ACK, STATE_SYN_SENT, false, true));
+    assert_eq!(c.endpoints(), ("SYN-SENT", "NONE"), "the client lost nothing");
+    assert_eq!(crate::event::event_kind(&out), Some(crate::event::EVENT_RST));
+    for policy in POLICIES {
+        assert!(!crate::guard::drops(policy, RESET_UNACCEPTABLE_ACK), "policy {policy}");
+    }
+    assert!(reset_accepted(RESET_UNACCEPTABLE_ACK));
+    // The client retransmits its SYN (figure 10, line 7); the handshake goes on.
+    let out = c.apply(C, segment(SYN, 1000, 0, 0, 64240));
+    assert!(out.retransmission);
+    assert_eq!(c.send(S, SYN | ACK, 0).new_state, STATE_SYN_RECV);
+    assert_eq!(c.send(C, ACK, 0).new_state, STATE_ESTABLISHED);
+}
+
+#[test]
+fn reset_answering_a_synack_with_a_wrong_ack() {
+    // The same rule for a SYN-ACK that does not acknowledge the SYN.
+    let mut c = conn_syn_sent();
+    assert!(!c.apply(S, segment(SYN | ACK, 5000, 4242, 0, 65160)).valid);
+    let out = c.apply(C, segment(RST, 4242, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_UNACCEPTABLE_ACK, STATE_SYN_SENT));
+    // Then the right SYN-ACK replaces everything learnt from the wrong one.
+    assert_eq!(c.send(S, SYN | ACK, 0).new_state, STATE_SYN_RECV);
+    assert_eq!(c.rec.peer[S as usize].maxack, 1001);
+}
+
+#[test]
+fn client_reset_in_syn_sent_without_that_evidence_is_judged_as_before() {
+    // Without an unacceptable ACK to answer, or with another sequence
+    // number, or with the ACK flag, it is no answer to one.
+    let syn_sent = conn_syn_sent();
+    let mut with_ack = syn_sent.clone();
+    with_ack.apply(S, segment(ACK, 300, 100, 0, 65160));
+    // An acceptable ACK (SEG.ACK = ISN + 1) is dropped silently by the
+    // client (RFC 9293 §3.10.7.3): it is no evidence either.
+    let mut acceptable = syn_sent.clone();
+    acceptable.apply(S, segment(ACK, 300, 1001, 0, 65160));
+    assert_eq!(acceptable.rec.peer[S as usize].flags & PEER_MAXACK_SET, 0);
+    for (name, c, rst) in [
+        ("no unacceptable ACK seen", &syn_sent, segment(RST, 100, 0, 0, 0)),
+        ("another sequence number", &with_ack, segment(RST, 101, 0, 0, 0)),
+        ("with the ACK flag", &with_ack, segment(RST | ACK, 100, 5001, 0, 0)),
+        ("after an acceptable ACK", &acceptable, segment(RST, 1001, 0, 0, 0)),
+    ] {
+        assert_eq!(classify_reset(&c.rec, &rst, C), RESET_UNJUDGED, "{name}");
+    }
+    // A RST from the server side is judged against the client's SYN as ever.
+    assert_eq!(classify_reset(&with_ack.rec, &segment(RST | ACK, 0, 1001, 0, 0), S), RESET_REFUSED);
+    assert_eq!(classify_reset(&with_ack.rec, &segment(RST, 100, 0, 0, 0), S), RESET_OUT_OF_WINDOW);
+}
+
+/// The server closed (its FIN acknowledged: it is in FIN-WAIT-2, its socket
+/// closed by the application); the client, in CLOSE-WAIT, sends more data.
+fn conn_server_closed_then_client_data() -> (Conn, Segment) {
+    let mut c = conn_established();
+    assert_eq!(c.send(S, FIN | ACK, 0).new_state, STATE_FIN_WAIT);
+    assert_eq!(c.send(C, ACK, 0).new_state, STATE_CLOSE_WAIT);
+    let data = c.make(C, ACK | PSH, 100);
+    assert!(c.apply(C, data).valid);
+    (c, data)
+}
+
+#[test]
+fn reset_answering_data_after_close_is_not_a_lost_peer() {
+    // RFC 1122 §4.2.2.13: Linux answers data after close with RST, seq =
+    // the data's ACK, no ACK flag (the shape of a stateless peer's reply).
+    let (mut c, data) = conn_server_closed_then_client_data();
+    let out = c.apply(S, segment(RST, data.ack, 0, 0, 0));
+    let got = (out.reset, out.new_state, out.drop_justified, out.valid);
+    assert_eq!(got, (RESET_DATA_AFTER_CLOSE, STATE_CLOSE, false, true));
+    assert_eq!(c.endpoints(), ("CLOSED", "CLOSED"));
+    for policy in POLICIES {
+        assert!(!crate::guard::drops(policy, RESET_DATA_AFTER_CLOSE), "policy {policy}");
+    }
+    assert!(reset_accepted(RESET_DATA_AFTER_CLOSE));
+}
+
+#[test]
+fn reset_answering_data_and_fin_after_close() {
+    // Both FINs on the wire: the client's last data comes with its FIN, and
+    // the server, which closed first, resets (LAST_ACK).
+    let mut c = conn_established();
+    c.send(S, FIN | ACK, 0);
+    c.send(C, ACK, 0);
+    let last = c.make(C, FIN | ACK | PSH, 50);
+    assert_eq!(c.apply(C, last).new_state, STATE_LAST_ACK);
+    let out = c.apply(S, segment(RST, last.ack, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_DATA_AFTER_CLOSE, STATE_CLOSE));
+}
+
+#[test]
+fn reset_answering_data_that_crossed_the_fin() {
+    // The client's data left before the server's FIN arrived (it does not
+    // acknowledge the FIN): the closed server resets it all the same.
+    let mut c = conn_established();
+    let data = c.make(C, ACK | PSH, 100);
+    assert_eq!(c.send(S, FIN | ACK, 0).new_state, STATE_FIN_WAIT);
+    c.apply(C, data);
+    assert_eq!(c.state(), STATE_FIN_WAIT);
+    let out = c.apply(S, segment(RST, data.ack, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_DATA_AFTER_CLOSE, STATE_CLOSE));
+}
+
+#[test]
+fn the_client_closing_first_is_judged_the_same_way() {
+    let mut c = conn_established();
+    c.send(C, FIN | ACK, 0);
+    c.send(S, ACK, 0);
+    let data = c.make(S, ACK | PSH, 1000);
+    c.apply(S, data);
+    let out = c.apply(C, segment(RST, data.ack, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_DATA_AFTER_CLOSE, STATE_CLOSE));
+}
+
+#[test]
+fn a_stateless_reset_from_the_side_that_did_not_close_is_a_lost_peer() {
+    // The server closed; the client, which has not, loses its socket: its
+    // stack answers the server's ACK with a stateless RST.
+    let (mut c, _) = conn_server_closed_then_client_data();
+    let ack = c.make(S, ACK, 0);
+    c.apply(S, ack);
+    let out = c.apply(C, segment(RST, ack.ack, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_STATELESS_PEER, STATE_CLOSE));
+}
+
+#[test]
+fn exact_and_invalid_resets_after_close_keep_their_classes() {
+    // An abort after the FIN (SO_LINGER 0 after shutdown): RST|ACK at SND.NXT.
+    let (mut c, _) = conn_server_closed_then_client_data();
+    assert_eq!(c.send(S, RST | ACK, 0).reset, RESET_EXACT);
+    // A forged RST from the closed side with a sequence number off by
+    // 1000 is still an invalid one.
+    let (mut c, data) = conn_server_closed_then_client_data();
+    let out = c.apply(S, segment(RST, data.ack + 1000, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state, out.drop_justified), (RESET_IN_WINDOW, STATE_CLOSE_WAIT, true));
+    // Towards an endpoint in TIME-WAIT it is still RFC 1337's case.
+    let mut c = conn_time_wait();
+    assert_eq!(c.apply(S, segment(RST, 5002, 0, 0, 0)).reset, RESET_TIME_WAIT);
+}
