@@ -1252,8 +1252,11 @@ use Side::{C as Client, S as Server};
 /// observer saw it arrive, and saw it in order): its RCV.NXT is 2, the RST
 /// is out of window and ignored, the server stays CLOSING. The observer
 /// compares the RST with the server's last ACK it has seen (1, the server's
-/// newer ACK is still in flight), calls it RESET_STATELESS_PEER and closes
-/// the flow: "server CLOSING but the observer says CLOSED".
+/// newer ACK is still in flight), calls it RESET_DATA_AFTER_CLOSE (the
+/// stateless reply's shape from a side that sent its FIN) and closes the
+/// flow: "server CLOSING but the observer says CLOSED". (A Linux server
+/// would accept it: in CLOSING it takes a RST at RCV.NXT - 1 after a FIN,
+/// tcp_reset_check; this model follows RFC 5961 strictly.)
 ///
 ///   C→S SYN seq=0; S→C SYN|ACK seq=0 ack=1; C→S ACK seq=1 ack=1
 ///   S sends FIN|ACK seq=1 ack=1; C sends FIN|ACK seq=1 ack=1; C sends RST|ACK seq=2 ack=1
