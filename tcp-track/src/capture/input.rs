@@ -33,14 +33,19 @@ impl<R: Read> Input<R> {
     /// than `n` only at the end of the input). Waits only for the bytes it
     /// needs, so a live pipe's packets come out as they arrive.
     pub fn fill(&mut self, n: usize) -> io::Result<usize> {
+        let n = n.min(MAX_RECORD);
         while self.end - self.start < n {
-            if self.start + n > self.buf.len() {
-                // Move what is left to the front, and grow to hold `n`.
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                if n > self.buf.len() {
-                    self.buf.resize(n.min(MAX_RECORD), 0);
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    // Move what is left to the front.
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    // A record larger than the buffer. Doubling (rather than
+                    // growing to the length the record claims) keeps a damaged
+                    // length from costing more than twice the bytes there are.
+                    self.buf.resize((self.buf.len() * 2).min(n), 0);
                 }
             }
             match self.src.read(&mut self.buf[self.end..]) {

@@ -77,7 +77,7 @@ impl PcapNg {
             Endianness::Big => u32::from_be_bytes(word(4)),
             Endianness::Little => u32::from_le_bytes(word(4)),
         } as usize;
-        if len < BLOCK_PEEK_LEN || len % 4 != 0 || len > MAX_RECORD {
+        if len < BLOCK_PEEK_LEN || !len.is_multiple_of(4) || len > MAX_RECORD {
             return Err(Damage(format!(
                 "pcapng block length {len} (a block is a multiple of 4 bytes, from 12 to {MAX_RECORD})"
             )));

@@ -241,12 +241,16 @@ impl<R: Read> CaptureReader<R> {
         loop {
             let offset = self.input.offset();
             let packets = self.stats.packets;
-            let (header_len, what) = match &self.format {
-                Format::Pcap { decoder, .. } => (decoder.record_header_len(), format!("packet {}", self.records + 1)),
-                Format::PcapNg(_) => (BLOCK_PEEK_LEN, format!("block {}", self.records + 2)),
+            let records = self.records;
+            let (header_len, is_pcap) = match &self.format {
+                Format::Pcap { decoder, .. } => (decoder.record_header_len(), true),
+                Format::PcapNg(_) => (BLOCK_PEEK_LEN, false),
             };
+            // Named only when something is wrong: no allocation per packet.
+            // pcapng blocks count from the first section header.
+            let what = || if is_pcap { format!("packet {}", records + 1) } else { format!("block {}", records + 2) };
             let truncated = |needed: usize, available: usize| CaptureError::Truncated {
-                what: what.clone(),
+                what: what(),
                 offset,
                 needed: needed as u64,
                 available: available as u64,
@@ -267,7 +271,8 @@ impl<R: Read> CaptureReader<R> {
                     Some(len) if len <= MAX_RECORD => len,
                     Some(len) => {
                         return Err(malformed(Damage(format!(
-                            "{what} claims {} captured bytes, more than the {MAX_RECORD} a packet can have",
+                            "{} claims {} captured bytes, more than the {MAX_RECORD} a packet can have",
+                            what(),
                             len - header_len
                         ))))
                     }

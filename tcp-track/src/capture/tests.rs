@@ -229,9 +229,7 @@ fn capture_pcap_both_byte_orders_both_resolutions() {
 fn capture_pcap_written_by_hand() {
     let frame = eth_v4("S", 9, 0);
     let mut file = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        file.extend_from_slice(&word.to_be_bytes());
-    }
+    file.extend_from_slice(&0xa1b2_c3d4u32.to_be_bytes());
     file.extend_from_slice(&[0, 2, 0, 4]); // version 2.4
     file.extend_from_slice(&[0; 8]); // thiszone, sigfigs
     file.extend_from_slice(&262_144u32.to_be_bytes()); // snaplen
@@ -470,6 +468,14 @@ fn capture_truncated_file() {
         err.unwrap().to_string(),
         "capture truncated at byte 0: the pcap file header needs 24 bytes, the input ends after 10 (0 packets read before it)"
     );
+
+    // A block claiming 8 MiB in a short file: the error, without waiting on
+    // or allocating for bytes that are not there.
+    let mut ng = pcapng(Endianness::Big, &[iface(1, "eth0", None)], &[]);
+    ng.extend_from_slice(&[0, 0, 0, 6, 0, 0x80, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let (_, err, _) = read_all(&ng);
+    let msg = err.unwrap().to_string();
+    assert!(msg.contains("block 3 needs 8388608 bytes, the input ends after 16"), "{msg}");
 
     let ng = pcapng(
         Endianness::Big,
