@@ -2,6 +2,7 @@
 //! programs, attaches them to the configured interfaces, streams events until
 //! `shutdown` resolves, and detaches everything it attached.
 
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod demo;
