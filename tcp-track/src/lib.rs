@@ -14,6 +14,7 @@ pub mod report;
 mod runner;
 pub mod stats;
 pub mod tables;
+pub mod vocab;
 
 pub use config::{Config, Format, XdpModeChoice};
 pub use runner::{drain, run};

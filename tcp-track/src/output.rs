@@ -14,11 +14,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tcp_track_common::state::{endpoint_state_name, state_name, RESET_UNJUDGED};
-
 use crate::{
     config::Format,
     events::{flag_names, Endpoint, Event, FieldValue, Segment, Timestamp},
+    vocab::ResetClass,
 };
 
 /// Bytes of output to buffer in front of stdout. The daemon flushes after
@@ -82,7 +81,7 @@ impl Line {
         self.buf.extend_from_slice(b"{\"ts\":\"");
         self.ts(ev.ts)?;
         self.buf.extend_from_slice(b"\",\"event\":");
-        self.json_static(ev.event);
+        self.json_static(ev.event.as_str());
         self.buf.extend_from_slice(b",\"iface\":");
         self.json_str(&ev.iface)?;
         if let Some(c) = &ev.client {
@@ -121,14 +120,14 @@ impl Line {
         b.extend_from_slice(b",\"ack\":");
         b.extend_from_slice(itoa::Buffer::new().format(s.ack).as_bytes());
         b.extend_from_slice(b",\"state\":\"");
-        b.extend_from_slice(state_name(s.state).as_bytes());
+        b.extend_from_slice(s.state.as_str().as_bytes());
         b.extend_from_slice(b"\",\"client_state\":\"");
-        b.extend_from_slice(endpoint_state_name(s.client_state).as_bytes());
+        b.extend_from_slice(s.client_state.as_str().as_bytes());
         b.extend_from_slice(b"\",\"server_state\":\"");
-        b.extend_from_slice(endpoint_state_name(s.server_state).as_bytes());
+        b.extend_from_slice(s.server_state.as_str().as_bytes());
         b.push(b'"');
         if let Some(r) = &s.reset {
-            let (reason, window) = r.reason();
+            let (reason, window) = r.judgement.reason();
             if let Some(reason) = reason {
                 b.extend_from_slice(b",\"reason\":\"");
                 b.extend_from_slice(reason.as_bytes());
@@ -141,7 +140,7 @@ impl Line {
             }
             b.extend_from_slice(if r.dropped { b",\"action\":\"dropped\"" } else { b",\"action\":\"passed\"" });
             b.extend_from_slice(if r.drop_justified { b",\"drop_justified\":true" } else { b",\"drop_justified\":false" });
-            if r.judgement == RESET_UNJUDGED {
+            if r.judgement == ResetClass::Unjudged {
                 b.extend_from_slice(b",\"judged\":false");
             }
         }
@@ -159,9 +158,10 @@ impl Line {
         self.buf.push(b' ');
         self.buf.extend_from_slice(ev.iface.as_bytes());
         self.buf.push(b' ');
-        self.buf.extend_from_slice(ev.event.as_bytes());
+        let name = ev.event.as_str();
+        self.buf.extend_from_slice(name.as_bytes());
         // `{:<21}`: padded to 21 characters.
-        let width = ev.event.chars().count();
+        let width = name.chars().count();
         self.buf.resize(self.buf.len() + 21usize.saturating_sub(width), b' ');
         match &ev.client {
             Some(c) => {
@@ -347,13 +347,14 @@ pub(crate) mod tests {
         },
         flow::{ORIGIN_MIDSTREAM, ORIGIN_SYN},
         parse::{FAMILY_IPV4, FAMILY_IPV6},
-        state::{
-            endpoint_state_name, state_name, RESET_EXACT, RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_REFUSED,
-            RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
-        },
+        state::RESET_UNJUDGED,
     };
 
-    use crate::{clock::WallClock, events::Decoder};
+    use crate::{
+        clock::WallClock,
+        events::Decoder,
+        vocab::{ConnState, EndpointState, EventKind},
+    };
 
     fn ts(text: &str) -> Timestamp {
         Timestamp(humantime::parse_rfc3339(text).unwrap())
@@ -362,7 +363,7 @@ pub(crate) mod tests {
     fn ev() -> Event {
         let mut e = Event::new(
             ts("2026-11-21T05:30:00.000001Z"),
-            "fin",
+            EventKind::Fin,
             "veth0".into(),
             Some(Endpoint::Socket("198.18.0.1:43210".parse().unwrap())),
             "198.18.0.2:80".parse().unwrap(),
@@ -398,7 +399,7 @@ pub(crate) mod tests {
         );
         let mut flood = ev();
         flood.client = None;
-        flood.event = "syn_flood";
+        flood.event = EventKind::SynFlood;
         assert!(text_line(&flood).unwrap().contains("syn_flood             server 198.18.0.2:80"));
     }
 
@@ -446,18 +447,11 @@ pub(crate) mod tests {
 
     /// The decoder as it was before events had a typed representation:
     /// every field an owned string in a serde_json map. Kept as the
-    /// reference for what a decoded record prints as.
+    /// reference for what a decoded record prints as: which fields, in
+    /// which order, how they are spelled; the names of the vocabulary are
+    /// the enums' (held to their documented spelling in `vocab`'s tests).
     fn reference_decode(clock: &WallClock, ifnames: &HashMap<u32, String>, raw: &FlowEvent) -> Value {
-        let event = match raw.kind {
-            EVENT_FLOW_NEW => "flow_new",
-            EVENT_FIN => "fin",
-            EVENT_RST => "reset",
-            EVENT_STATE => "state",
-            EVENT_REUSE => "time_wait_reuse",
-            EVENT_HANDSHAKE_RETRANS => "handshake_retransmit",
-            EVENT_DATA_RETRANS => "retransmit",
-            k => panic!("kind {k}"),
-        };
+        let event = EventKind::try_from(raw.kind).unwrap().as_str();
         let endpoint = |addr: &[u8; 16], port: u16| {
             let ip = if raw.family == FAMILY_IPV4 {
                 IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
@@ -472,16 +466,7 @@ pub(crate) mod tests {
         let (client, server) = if client_is_lo { (lo, hi) } else { (hi, lo) };
         let (client_state, server_state) = if client_is_lo { (raw.lo_state, raw.hi_state) } else { (raw.hi_state, raw.lo_state) };
         let from = if raw.dir & 1 == raw.initiator & 1 { "client" } else { "server" };
-        let (reason, window) = match raw.reset {
-            RESET_REFUSED => (Some("refused"), None),
-            RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
-            RESET_STATELESS_PEER => (Some("stateless_peer"), None),
-            RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
-            RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
-            RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),
-            RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
-            _ => (None, None),
-        };
+        let (reason, window) = crate::vocab::ResetClass::from_raw(raw.reset).reason();
         let flags = {
             use tcp_track_common::tcp::*;
             let names: Vec<&str> = [(SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"), (URG, "URG"), (ECE, "ECE"), (CWR, "CWR")]
@@ -505,9 +490,9 @@ pub(crate) mod tests {
         f.insert("seen".into(), (if raw.hook == HOOK_XDP { "ingress" } else { "egress" }).into());
         f.insert("seq".into(), raw.seq.into());
         f.insert("ack".into(), raw.ack.into());
-        f.insert("state".into(), state_name(raw.new_state).into());
-        f.insert("client_state".into(), endpoint_state_name(client_state).into());
-        f.insert("server_state".into(), endpoint_state_name(server_state).into());
+        f.insert("state".into(), ConnState::from_raw(raw.new_state).as_str().into());
+        f.insert("client_state".into(), EndpointState::from_raw(client_state).as_str().into());
+        f.insert("server_state".into(), EndpointState::from_raw(server_state).as_str().into());
         if raw.kind == EVENT_RST {
             if let Some(r) = reason {
                 f.insert("reason".into(), r.into());
@@ -625,7 +610,7 @@ pub(crate) mod tests {
     #[test]
     fn reporter_fields_print_like_serde_json() {
         let mut w = writers();
-        let mut e = Event::new(ts("2026-11-21T05:30:00.5Z"), "syn_flood_ended", "x\"y".into(), None, "[2001:db8::1]:80".parse().unwrap());
+        let mut e = Event::new(ts("2026-11-21T05:30:00.5Z"), EventKind::SynFloodEnded, "x\"y".into(), None, "[2001:db8::1]:80".parse().unwrap());
         e.set("duration_s", 6.004);
         e.set("nan", f64::NAN);
         e.set("big", 1e300);
@@ -643,7 +628,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_time_past_year_9999_is_clamped_not_an_error() {
-        let e = Event::new(Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800)), "x", "i".into(), None, "1.2.3.4:5".parse().unwrap());
+        let e = Event::new(Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800)), EventKind::State, "i".into(), None, "1.2.3.4:5".parse().unwrap());
         let mut out = Vec::new();
         write_event(&mut out, Format::Json, &e).unwrap();
         assert!(String::from_utf8(out).unwrap().starts_with(r#"{"ts":"9999-12-31T23:59:59.000000Z""#));

@@ -16,18 +16,14 @@ use std::{
 };
 
 use tcp_track_common::{
-    event::{
-        FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO, EVENT_DATA_RETRANS, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS,
-        EVENT_REUSE, EVENT_RST,
-    },
+    event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
     flow::{coarse_time, FlowRecord, ORIGIN_SYN},
-    state::{
-        RESET_STATELESS_PEER, STATE_CLOSE, STATE_CLOSE_WAIT, STATE_ESTABLISHED, STATE_FIN_WAIT, STATE_LAST_ACK,
-        STATE_SYN_RECV, STATE_SYN_SENT, STATE_SYN_SENT2, STATE_TIME_WAIT,
-    },
 };
 
-use crate::events::{client_server, Endpoint, Event, Timestamp};
+use crate::{
+    events::{client_server, Endpoint, Event, Timestamp},
+    vocab::{ConnState, EventKind, ResetClass},
+};
 
 /// A flow, as the kernel keys it: family and the canonical endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -300,7 +296,9 @@ impl<L: FlowLookup> Reporter<L> {
     fn handle(&mut self, raw: &FlowEvent, ev: Event, out: &mut Vec<Event>) {
         let id = FlowId::of(raw);
         let now = raw.ts_ns;
-        let opening = raw.kind == EVENT_FLOW_NEW || raw.kind == EVENT_REUSE;
+        let kind = ev.event;
+        let (old_state, new_state) = (ConnState::from_raw(raw.old_state), ConnState::from_raw(raw.new_state));
+        let opening = matches!(kind, EventKind::FlowNew | EventKind::TimeWaitReuse);
         // One look at the flow for the common case, an event on a flow
         // already tracked: server, flood membership and whether it is
         // half-open only change in the branches below that update them here.
@@ -329,7 +327,7 @@ impl<L: FlowLookup> Reporter<L> {
             out.extend(flood_started);
             out.extend(self.shed_half_open(now));
         }
-        if raw.kind == EVENT_HANDSHAKE_RETRANS {
+        if kind == EventKind::HandshakeRetransmit {
             if let Some(t) = self.flows.get_mut(&id) {
                 let from_server = ev.segment.is_some_and(|s| !s.from_client);
                 let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
@@ -339,19 +337,19 @@ impl<L: FlowLookup> Reporter<L> {
             }
         }
         // The handshake done, or the connection gone: no longer half-open.
-        if raw.new_state >= STATE_ESTABLISHED && half_open {
-            out.extend(self.leave_half_open(&id, raw, &ev));
+        if new_state >= ConnState::Established && half_open {
+            out.extend(self.leave_half_open(&id, new_state, &ev, now));
         }
 
         // The event itself goes here, ahead of what it causes below; it is
         // moved in at the end because those are built from it.
         let at = out.len();
-        let print = match raw.kind {
-            EVENT_RST => {
-                if raw.reset == RESET_STATELESS_PEER {
+        let print = match kind {
+            EventKind::Reset => {
+                if ResetClass::from_raw(raw.reset) == ResetClass::StatelessPeer {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
-                    let mut e = self.flow_event(&id, &ev, "half_open");
+                    let mut e = self.flow_event(&id, &ev, EventKind::HalfOpen);
                     e.set("kind", "peer_lost");
                     e.set("evidence", "stateless_peer_reset");
                     if let Some(s) = &ev.segment {
@@ -364,15 +362,15 @@ impl<L: FlowLookup> Reporter<L> {
                 }
                 !member || verbose
             }
-            EVENT_REUSE => true,
-            EVENT_DATA_RETRANS => {
+            EventKind::TimeWaitReuse => true,
+            EventKind::Retransmit => {
                 self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
                 verbose
             }
             _ => verbose && !member,
         };
-        if raw.old_state != raw.new_state {
-            self.on_transition(&id, raw, &ev, out);
+        if old_state != new_state {
+            self.on_transition(&id, raw, (old_state, new_state), &ev, out);
         }
         if print {
             out.insert(at, ev);
@@ -471,30 +469,30 @@ impl<L: FlowLookup> Reporter<L> {
                 t.flood_member = true;
             }
         }
-        let mut e = self.server_event(server, iface.clone(), now, "syn_flood");
+        let mut e = self.server_event(server, iface.clone(), now, EventKind::SynFlood);
         e.set("half_open", half_open);
         e.set("syn_rate", rate);
         e.set("threshold", threshold);
         Some(e)
     }
 
-    fn server_event(&self, server: SocketAddr, iface: Arc<str>, now: u64, name: &'static str) -> Event {
-        Event::new(self.ts(now), name, iface, None, server)
+    fn server_event(&self, server: SocketAddr, iface: Arc<str>, now: u64, kind: EventKind) -> Event {
+        Event::new(self.ts(now), kind, iface, None, server)
     }
 
     /// An event of the reporter's about the flow `like` is about, at the
     /// same time.
-    fn flow_event(&self, id: &FlowId, like: &Event, name: &'static str) -> Event {
+    fn flow_event(&self, id: &FlowId, like: &Event, kind: EventKind) -> Event {
         let mut e = match self.flows.get(id) {
-            Some(t) => Event::new(like.ts, name, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
-            None => Event::new(like.ts, name, like.iface.clone(), like.client, like.server),
+            Some(t) => Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
+            None => Event::new(like.ts, kind, like.iface.clone(), like.client, like.server),
         };
         e.picked_up = like.picked_up;
         e
     }
 
     /// A half-open connection completed or closed.
-    fn leave_half_open(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
+    fn leave_half_open(&mut self, id: &FlowId, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
         let (counted, reported, server) = {
             let t = self.flows.get_mut(id)?;
             let r = (t.half_open_counted, t.half_open_reported, t.server);
@@ -504,12 +502,12 @@ impl<L: FlowLookup> Reporter<L> {
         };
         let mut out = None;
         if reported {
-            let mut e = self.flow_event(id, ev, "half_open_ended");
-            e.set("outcome", if raw.new_state == STATE_CLOSE { "reset" } else { "established" });
+            let mut e = self.flow_event(id, ev, EventKind::HalfOpenEnded);
+            e.set("outcome", if new_state == ConnState::Close { "reset" } else { "established" });
             out = Some(e);
         }
         if counted {
-            return self.uncount(server, raw.ts_ns).or(out);
+            return self.uncount(server, now).or(out);
         }
         out
     }
@@ -533,7 +531,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         s.flooded_since = None;
         let (syns, peak, iface) = (s.flood_syns, s.flood_peak, s.iface.clone());
-        let mut e = self.server_event(server, iface, now, "syn_flood_ended");
+        let mut e = self.server_event(server, iface, now, EventKind::SynFloodEnded);
         e.set("duration_s", ((now.saturating_sub(since)) as f64 / NS as f64 * 1000.0).round() / 1000.0);
         e.set("syns", syns);
         e.set("peak_half_open", peak);
@@ -541,17 +539,17 @@ impl<L: FlowLookup> Reporter<L> {
         Some(e)
     }
 
-    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event, out: &mut Vec<Event>) {
+    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &Event, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
-        match raw.new_state {
-            STATE_TIME_WAIT => {
+        match new {
+            ConnState::TimeWait => {
                 // RFC 9293 §3.6: the active closer waits 2 MSL.
                 let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
                     x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => "both",
                     DETAIL_CLOSER_LO => side_of(raw, 0),
                     _ => side_of(raw, 1),
                 };
-                let mut e = self.flow_event(id, ev, "time_wait");
+                let mut e = self.flow_event(id, ev, EventKind::TimeWait);
                 e.set("closer", closer);
                 e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
                 out.push(e);
@@ -562,10 +560,10 @@ impl<L: FlowLookup> Reporter<L> {
             }
             // Reset (RFC 9293 §3.10.7): nothing more to follow than
             // segments still in flight.
-            STATE_CLOSE if raw.old_state != STATE_CLOSE => {
+            ConnState::Close if old != ConnState::Close => {
                 self.arm(now + dur_ns(self.cfg.half_open_timeout), *id, Deadline::Closed);
             }
-            STATE_FIN_WAIT | STATE_CLOSE_WAIT => {
+            ConnState::FinWait | ConnState::CloseWait => {
                 let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
                 if !armed {
                     self.arm(now + dur_ns(self.cfg.close_wait_timeout), *id, Deadline::CloseWait);
@@ -577,7 +575,7 @@ impl<L: FlowLookup> Reporter<L> {
             _ => {}
         }
         // Leaving TIME_WAIT (reuse, assassination): no longer pressure.
-        if raw.old_state == STATE_TIME_WAIT {
+        if old == ConnState::TimeWait {
             self.uncount_time_wait(id);
         }
     }
@@ -597,7 +595,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         p.reported = true;
         let count = p.count;
-        let mut e = self.server_event(key.1, ev.iface.clone(), now, "time_wait_pressure");
+        let mut e = self.server_event(key.1, ev.iface.clone(), now, EventKind::TimeWaitPressure);
         e.client = Some(Endpoint::Host(key.0));
         e.set("time_wait", count);
         e.set("threshold", threshold);
@@ -634,7 +632,9 @@ impl<L: FlowLookup> Reporter<L> {
         let mut out = Vec::new();
         let Some(t) = self.flows.get(id) else { return out };
         let rec = self.lookup.lookup(id);
-        let base = Event::new(self.ts(at), "", t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server);
+        let state = rec.map(|r| ConnState::from_raw(r.state));
+        // Its kind is set by each deadline below.
+        let base = Event::new(self.ts(at), EventKind::HalfOpen, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server);
         let client_dir = rec.map(|r| r.initiator & 1).unwrap_or(0);
         match what {
             Deadline::HalfOpen => {
@@ -649,12 +649,12 @@ impl<L: FlowLookup> Reporter<L> {
                     return out;
                 };
                 let member = t.flood_member;
-                let kind = match r.state {
-                    STATE_SYN_SENT | STATE_SYN_SENT2 => "syn_sent",
-                    STATE_SYN_RECV => "syn_recv",
+                let kind = match ConnState::from_raw(r.state) {
+                    ConnState::SynSent | ConnState::SynSent2 => "syn_sent",
+                    ConnState::SynRecv => "syn_recv",
                     _ => return out,
                 };
-                let mut e = Event { event: "half_open", ..base };
+                let mut e = Event { event: EventKind::HalfOpen, ..base };
                 e.set("kind", kind);
                 e.set("age_s", self.cfg.half_open_timeout.as_secs_f64());
                 if kind == "syn_sent" {
@@ -673,7 +673,7 @@ impl<L: FlowLookup> Reporter<L> {
                 }
             }
             Deadline::HalfOpenExpiry => {
-                let still = rec.is_some_and(|r| r.state <= STATE_SYN_RECV);
+                let still = state.is_some_and(|s| s <= ConnState::SynRecv);
                 let quiet = rec.is_none_or(|r| idle_for(&r, at) >= dur_ns(self.cfg.half_open_timeout));
                 if still && !quiet {
                     // Still retransmitting: not given up yet.
@@ -682,7 +682,7 @@ impl<L: FlowLookup> Reporter<L> {
                 }
                 if still || rec.is_none() {
                     let member = t.flood_member;
-                    let mut e = Event { event: "half_open_ended", ..base };
+                    let mut e = Event { event: EventKind::HalfOpenEnded, ..base };
                     e.set("outcome", "expired");
                     self.lookup.remove(id);
                     out.extend(self.forget(id, at));
@@ -693,7 +693,7 @@ impl<L: FlowLookup> Reporter<L> {
             }
             Deadline::PeerLost => {
                 let Some(r) = rec else { return out };
-                if !(STATE_ESTABLISHED..=STATE_LAST_ACK).contains(&r.state) || t.peer_lost_reported {
+                if !(ConnState::Established..=ConnState::LastAck).contains(&ConnState::from_raw(r.state)) || t.peer_lost_reported {
                     return out;
                 }
                 // Which side is still retransmitting into silence?
@@ -702,7 +702,7 @@ impl<L: FlowLookup> Reporter<L> {
                 if idle_for(&r, at) > dur_ns(self.cfg.half_open_timeout) {
                     return out;
                 }
-                let mut e = Event { event: "half_open", ..base };
+                let mut e = Event { event: EventKind::HalfOpen, ..base };
                 e.set("kind", "peer_lost");
                 e.set("evidence", "unacknowledged_retransmissions");
                 e.set("retransmitting", if d == client_dir { "client" } else { "server" });
@@ -715,8 +715,8 @@ impl<L: FlowLookup> Reporter<L> {
             }
             Deadline::TimeWait => {
                 match rec {
-                    Some(r) if r.state == STATE_TIME_WAIT => {
-                        let mut e = Event { event: "time_wait_expired", ..base };
+                    Some(_) if state == Some(ConnState::TimeWait) => {
+                        let mut e = Event { event: EventKind::TimeWaitExpired, ..base };
                         e.set("after_s", self.cfg.time_wait_timeout.as_secs_f64());
                         out.push(e);
                         // The endpoints have forgotten it: so do we.
@@ -726,7 +726,7 @@ impl<L: FlowLookup> Reporter<L> {
                     // Evicted from the table: it expired all the same.
                     None => {
                         self.vanished += 1;
-                        let mut e = Event { event: "time_wait_expired", ..base };
+                        let mut e = Event { event: EventKind::TimeWaitExpired, ..base };
                         e.set("after_s", self.cfg.time_wait_timeout.as_secs_f64());
                         out.push(e);
                         out.extend(self.forget(id, at));
@@ -736,19 +736,19 @@ impl<L: FlowLookup> Reporter<L> {
                 }
             }
             Deadline::Closed => {
-                if rec.is_none_or(|r| r.state == STATE_CLOSE) {
+                if state.is_none_or(|s| s == ConnState::Close) {
                     self.lookup.remove(id);
                     out.extend(self.forget(id, at));
                 }
             }
             Deadline::CloseWait => {
                 let Some(r) = rec else { return out };
-                if r.state != STATE_FIN_WAIT && r.state != STATE_CLOSE_WAIT {
+                if !matches!(ConnState::from_raw(r.state), ConnState::FinWait | ConnState::CloseWait) {
                     return out;
                 }
                 let closer_lo = r.info & tcp_track_common::flow::INFO_CLOSER_LO != 0;
                 let waiting_dir = if closer_lo { 1 } else { 0 };
-                let mut e = Event { event: "close_wait", ..base };
+                let mut e = Event { event: EventKind::CloseWait, ..base };
                 e.set("waiting", if waiting_dir == client_dir { "client" } else { "server" });
                 e.set("for_s", self.cfg.close_wait_timeout.as_secs_f64());
                 e.set("meaning", "the other side closed long ago; the application on this side has not closed its socket");

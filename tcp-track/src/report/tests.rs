@@ -3,9 +3,12 @@
 use std::{collections::HashMap as Map, time::SystemTime};
 
 use tcp_track_common::{
-    event::{EVENT_FIN, EVENT_STATE},
+    event::{EVENT_DATA_RETRANS, EVENT_FIN, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE},
     flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
-    state::{RESET_EXACT, RESET_IN_WINDOW},
+    state::{
+        RESET_EXACT, RESET_IN_WINDOW, RESET_STATELESS_PEER, STATE_CLOSE, STATE_CLOSE_WAIT, STATE_ESTABLISHED, STATE_FIN_WAIT,
+        STATE_LAST_ACK, STATE_SYN_RECV, STATE_SYN_SENT, STATE_TIME_WAIT,
+    },
     tcp::{ACK, FIN, RST, SYN},
 };
 
@@ -119,7 +122,7 @@ fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new
 }
 
 fn names(evs: &[Event]) -> Vec<&'static str> {
-    evs.iter().map(|e| e.event).collect()
+    evs.iter().map(|e| e.event.as_str()).collect()
 }
 
 #[test]
@@ -329,7 +332,7 @@ fn time_wait_pressure_is_reported_once() {
         tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
         all.extend(g.feed(tw));
     }
-    let pressure: Vec<&Event> = all.iter().filter(|e| e.event == "time_wait_pressure").collect();
+    let pressure: Vec<&Event> = all.iter().filter(|e| e.event == EventKind::TimeWaitPressure).collect();
     assert_eq!(pressure.len(), 1);
     assert_eq!(pressure[0].client.unwrap().to_string(), "198.18.0.1");
     assert_eq!(pressure[0].field("time_wait").unwrap(), 3);
@@ -435,7 +438,7 @@ fn time_wait_pressure_is_reported_again_after_the_time_waits_expire() {
             evs.extend(g.feed(tw));
             g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
         }
-        evs.iter().filter(|e| e.event == "time_wait_pressure").count()
+        evs.iter().filter(|e| e.event == EventKind::TimeWaitPressure).count()
     };
     assert_eq!(wave(&mut g, 30000, T0), 1);
     // All three expire (2 s): the pressure is gone and the report re-armed.
