@@ -65,7 +65,7 @@ impl Event {
 
     pub fn field(&self, name: &str) -> Option<FieldValue> {
         let mut found = None;
-        self.for_each_field(|k, v| {
+        self.visit_fields(&mut |k: &'static str, v: &FieldValue| {
             if found.is_none() && k == name {
                 found = Some(v.clone());
             }
@@ -86,13 +86,15 @@ impl Event {
         }
     }
 
-    /// Every field after the fixed ones, in output order.
-    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
+    /// Every field after the fixed ones, in output order: the segment's,
+    /// then the reporter's.
+    #[inline(always)]
+    pub fn visit_fields(&self, sink: &mut impl FieldSink) {
         if let Some(s) = &self.segment {
-            s.for_each_field(&mut f);
+            s.visit(sink);
         }
         for (k, v) in &self.extra {
-            f(k, v);
+            sink.value(k, v);
         }
     }
 
@@ -118,13 +120,73 @@ impl Serialize for Event {
             map.serialize_entry("picked_up", &true)?;
         }
         let mut res = Ok(());
-        self.for_each_field(|k, v| {
+        self.visit_fields(&mut |k: &'static str, v: &FieldValue| {
             if res.is_ok() {
                 res = map.serialize_entry(k, v);
             }
         });
         res?;
         map.end()
+    }
+}
+
+/// A field's name, with its spelling in each output format made at
+/// compile time (`key!`), so that a writer copies it in one piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    /// `,"name":`
+    pub json: &'static str,
+    /// `,"name":"`: the start of a string member.
+    pub json_str: &'static str,
+    /// ` name=`
+    pub text: &'static str,
+}
+
+/// `key!("seq")`: the `Key` of a field named `seq`.
+macro_rules! key {
+    ($name:literal) => {
+        $crate::events::Key {
+            name: $name,
+            json: concat!(",\"", $name, "\":"),
+            json_str: concat!(",\"", $name, "\":\""),
+            text: concat!(" ", $name, "="),
+        }
+    };
+}
+
+/// Where an event's fields go, one at a time and in output order: the
+/// JSON and text writers, serde, a lookup by name. `Segment::visit` is the
+/// one description of a segment's fields that they all read.
+///
+/// The writers take the typed methods, so that a segment's fields are
+/// written without going through `FieldValue`; a sink that does not care
+/// implements `value` alone, which any closure taking a name and a value
+/// does.
+pub trait FieldSink {
+    /// Any field; the reporter's fields come this way.
+    fn value(&mut self, name: &'static str, value: &FieldValue);
+
+    /// A string of tcp-track's own vocabulary (nothing in it to escape).
+    #[inline(always)]
+    fn str(&mut self, key: Key, value: &'static str) {
+        self.value(key.name, &FieldValue::Str(value));
+    }
+
+    #[inline(always)]
+    fn uint(&mut self, key: Key, value: u64) {
+        self.value(key.name, &FieldValue::UInt(value));
+    }
+
+    #[inline(always)]
+    fn bool(&mut self, key: Key, value: bool) {
+        self.value(key.name, &FieldValue::Bool(value));
+    }
+}
+
+impl<F: FnMut(&'static str, &FieldValue)> FieldSink for F {
+    fn value(&mut self, name: &'static str, value: &FieldValue) {
+        self(name, value)
     }
 }
 
@@ -312,41 +374,42 @@ impl Segment {
         if self.from_client { "client" } else { "server" }
     }
 
-    /// Its fields in output order.
-    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
-        f("from", &FieldValue::Str(self.from()));
-        f("flags", &FieldValue::Str(flag_names(self.flags)));
-        f("seen", &FieldValue::Str(if self.ingress { "ingress" } else { "egress" }));
-        f("seq", &FieldValue::UInt(self.seq.into()));
-        f("ack", &FieldValue::UInt(self.ack.into()));
-        f("state", &FieldValue::Str(self.state.as_str()));
-        f("client_state", &FieldValue::Str(self.client_state.as_str()));
-        f("server_state", &FieldValue::Str(self.server_state.as_str()));
+    /// Its fields in output order: the one list of them, for every sink.
+    #[inline(always)]
+    pub fn visit(&self, sink: &mut impl FieldSink) {
+        sink.str(key!("from"), self.from());
+        sink.str(key!("flags"), flag_names(self.flags));
+        sink.str(key!("seen"), if self.ingress { "ingress" } else { "egress" });
+        sink.uint(key!("seq"), self.seq.into());
+        sink.uint(key!("ack"), self.ack.into());
+        sink.str(key!("state"), self.state.as_str());
+        sink.str(key!("client_state"), self.client_state.as_str());
+        sink.str(key!("server_state"), self.server_state.as_str());
         if let Some(r) = &self.reset {
             let (reason, window) = r.judgement.reason();
             if let Some(reason) = reason {
-                f("reason", &FieldValue::Str(reason));
+                sink.str(key!("reason"), reason);
             }
             if let Some(window) = window {
-                f("window", &FieldValue::Str(window));
+                sink.str(key!("window"), window);
             }
-            f("action", &FieldValue::Str(if r.dropped { "dropped" } else { "passed" }));
-            f("drop_justified", &FieldValue::Bool(r.drop_justified));
+            sink.str(key!("action"), if r.dropped { "dropped" } else { "passed" });
+            sink.bool(key!("drop_justified"), r.drop_justified);
             if r.judgement == ResetClass::Unjudged {
-                f("judged", &FieldValue::Bool(false));
+                sink.bool(key!("judged"), false);
             }
         }
         if let Some(adv) = self.isn_advanced {
-            f("isn_advanced", &FieldValue::Bool(adv));
+            sink.bool(key!("isn_advanced"), adv);
         }
         if let Some(n) = self.retransmits {
-            f("retransmits", &FieldValue::UInt(n.into()));
+            sink.uint(key!("retransmits"), n.into());
         }
     }
 
     fn has_field(&self, name: &str) -> bool {
         let mut found = false;
-        self.for_each_field(|k, _| found |= k == name);
+        self.visit(&mut |k: &'static str, _: &FieldValue| found |= k == name);
         found
     }
 }
@@ -608,7 +671,7 @@ mod tests {
         ev.set("n", 3u32);
         ev.set("kind", "b");
         let mut keys = Vec::new();
-        ev.for_each_field(|k, _| keys.push(k));
+        ev.visit_fields(&mut |k: &'static str, _: &FieldValue| keys.push(k));
         assert_eq!(keys[..8], ["from", "flags", "seen", "seq", "ack", "state", "client_state", "server_state"]);
         assert_eq!(keys[8..], ["kind", "n"]);
         assert_eq!(ev.field("kind").unwrap(), "b");

@@ -4,9 +4,12 @@
 //! line is assembled in a reused buffer (the timestamp's date and time of
 //! day formatted once per second, integers and IPv4 addresses without the
 //! formatting machinery, strings escaped only when they hold a byte JSON
-//! escapes) and handed over in one write. The JSON must stay what
-//! serde_json makes of an `Event` (its `Serialize` impl): the tests hold the
-//! two together.
+//! escapes) and handed over in one write. The fields after the fixed ones
+//! are not listed here: `Event::visit_fields` lists them once, for a sink
+//! per format (`JsonFields`, `TextFields`), with each key spelled for both
+//! formats at compile time. The JSON must stay what serde_json makes of an
+//! `Event` (its `Serialize` impl, which reads the same list): the tests hold
+//! the two together.
 
 use std::{
     io::{self, Write},
@@ -16,8 +19,7 @@ use std::{
 
 use crate::{
     config::Format,
-    events::{flag_names, Endpoint, Event, FieldValue, Segment, Timestamp},
-    vocab::ResetClass,
+    events::{Endpoint, Event, FieldSink, FieldValue, Key, Timestamp},
 };
 
 /// Bytes of output to buffer in front of stdout. The daemon flushes after
@@ -95,62 +97,11 @@ impl Line {
         if ev.picked_up {
             self.buf.extend_from_slice(b",\"picked_up\":true");
         }
-        if let Some(seg) = &ev.segment {
-            self.json_segment(seg);
-        }
-        for (k, v) in &ev.extra {
-            self.buf.push(b',');
-            self.json_static(k);
-            self.buf.push(b':');
-            self.json_value(v)?;
-        }
+        let mut fields = JsonFields { line: self, res: Ok(()) };
+        ev.visit_fields(&mut fields);
+        fields.res?;
         self.buf.push(b'}');
         Ok(())
-    }
-
-    /// `Segment::for_each_field` written out by hand, keys and the
-    /// punctuation around them as literals: every event has these, and the
-    /// generic way costs several times more.
-    fn json_segment(&mut self, s: &Segment) {
-        let b = &mut self.buf;
-        b.extend_from_slice(if s.from_client { b",\"from\":\"client\",\"flags\":\"" } else { b",\"from\":\"server\",\"flags\":\"" });
-        b.extend_from_slice(flag_names(s.flags).as_bytes());
-        b.extend_from_slice(if s.ingress { b"\",\"seen\":\"ingress\",\"seq\":" } else { b"\",\"seen\":\"egress\",\"seq\":" });
-        b.extend_from_slice(itoa::Buffer::new().format(s.seq).as_bytes());
-        b.extend_from_slice(b",\"ack\":");
-        b.extend_from_slice(itoa::Buffer::new().format(s.ack).as_bytes());
-        b.extend_from_slice(b",\"state\":\"");
-        b.extend_from_slice(s.state.as_str().as_bytes());
-        b.extend_from_slice(b"\",\"client_state\":\"");
-        b.extend_from_slice(s.client_state.as_str().as_bytes());
-        b.extend_from_slice(b"\",\"server_state\":\"");
-        b.extend_from_slice(s.server_state.as_str().as_bytes());
-        b.push(b'"');
-        if let Some(r) = &s.reset {
-            let (reason, window) = r.judgement.reason();
-            if let Some(reason) = reason {
-                b.extend_from_slice(b",\"reason\":\"");
-                b.extend_from_slice(reason.as_bytes());
-                b.push(b'"');
-            }
-            if let Some(window) = window {
-                b.extend_from_slice(b",\"window\":\"");
-                b.extend_from_slice(window.as_bytes());
-                b.push(b'"');
-            }
-            b.extend_from_slice(if r.dropped { b",\"action\":\"dropped\"" } else { b",\"action\":\"passed\"" });
-            b.extend_from_slice(if r.drop_justified { b",\"drop_justified\":true" } else { b",\"drop_justified\":false" });
-            if r.judgement == ResetClass::Unjudged {
-                b.extend_from_slice(b",\"judged\":false");
-            }
-        }
-        if let Some(adv) = s.isn_advanced {
-            b.extend_from_slice(if adv { b",\"isn_advanced\":true" } else { b",\"isn_advanced\":false" });
-        }
-        if let Some(n) = s.retransmits {
-            b.extend_from_slice(b",\"retransmits\":");
-            b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
     }
 
     fn text(&mut self, ev: &Event) -> io::Result<()> {
@@ -175,16 +126,9 @@ impl Line {
         if ev.picked_up {
             self.buf.extend_from_slice(b" (picked up mid-stream)");
         }
-        let mut res = Ok(());
-        ev.for_each_field(|k, v| {
-            if res.is_ok() {
-                self.buf.push(b' ');
-                self.buf.extend_from_slice(k.as_bytes());
-                self.buf.push(b'=');
-                res = self.plain_value(v);
-            }
-        });
-        res
+        let mut fields = TextFields { line: self, res: Ok(()) };
+        ev.visit_fields(&mut fields);
+        fields.res
     }
 
     /// RFC 3339, UTC, microseconds: `2026-11-21T05:30:00.123456Z`.
@@ -331,6 +275,78 @@ impl Line {
             other => self.json_value(other)?,
         }
         Ok(())
+    }
+}
+
+/// Fields as JSON members: `,"key":value`.
+struct JsonFields<'a> {
+    line: &'a mut Line,
+    res: io::Result<()>,
+}
+
+impl FieldSink for JsonFields<'_> {
+    fn value(&mut self, name: &'static str, value: &FieldValue) {
+        if self.res.is_ok() {
+            self.line.buf.push(b',');
+            self.line.json_static(name);
+            self.line.buf.push(b':');
+            self.res = self.line.json_value(value);
+        }
+    }
+
+    #[inline(always)]
+    fn str(&mut self, key: Key, value: &'static str) {
+        let b = &mut self.line.buf;
+        b.extend_from_slice(key.json_str.as_bytes());
+        b.extend_from_slice(value.as_bytes());
+        b.push(b'"');
+    }
+
+    #[inline(always)]
+    fn uint(&mut self, key: Key, value: u64) {
+        self.line.buf.extend_from_slice(key.json.as_bytes());
+        self.line.uint(value);
+    }
+
+    #[inline(always)]
+    fn bool(&mut self, key: Key, value: bool) {
+        self.line.buf.extend_from_slice(key.json.as_bytes());
+        self.line.buf.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+}
+
+/// Fields as text: ` key=value`.
+struct TextFields<'a> {
+    line: &'a mut Line,
+    res: io::Result<()>,
+}
+
+impl FieldSink for TextFields<'_> {
+    fn value(&mut self, name: &'static str, value: &FieldValue) {
+        if self.res.is_ok() {
+            self.line.buf.push(b' ');
+            self.line.buf.extend_from_slice(name.as_bytes());
+            self.line.buf.push(b'=');
+            self.res = self.line.plain_value(value);
+        }
+    }
+
+    #[inline(always)]
+    fn str(&mut self, key: Key, value: &'static str) {
+        self.line.buf.extend_from_slice(key.text.as_bytes());
+        self.line.buf.extend_from_slice(value.as_bytes());
+    }
+
+    #[inline(always)]
+    fn uint(&mut self, key: Key, value: u64) {
+        self.line.buf.extend_from_slice(key.text.as_bytes());
+        self.line.uint(value);
+    }
+
+    #[inline(always)]
+    fn bool(&mut self, key: Key, value: bool) {
+        self.line.buf.extend_from_slice(key.text.as_bytes());
+        self.line.buf.extend_from_slice(if value { b"true" } else { b"false" });
     }
 }
 
