@@ -4,8 +4,7 @@ use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tcp_track::{
-    config::{BpfLog, RstPolicy},
-    report::{EventSet, ReportConfig},
+    config::{BpfLog, Capacity, EventSet, ReportConfig, RstPolicy, DEFAULT_MAX_FLOWS, DEFAULT_MAX_HALF_OPEN},
     Config, Format, XdpModeChoice,
 };
 
@@ -86,13 +85,13 @@ struct RunArgs {
     liberal_interfaces: Vec<String>,
     /// Flow-table capacity, per address family (the start-up log says what
     /// it costs in kernel memory).
-    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_FLOWS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS)]
     max_flows: u32,
     /// Half-open table capacity, per address family: connections whose
     /// handshake has not completed live there, apart, so that a SYN flood
     /// cannot evict established ones. Rounded up to a power of two of
     /// 4-slot sets.
-    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_HALF_OPEN)]
+    #[arg(long, default_value_t = DEFAULT_MAX_HALF_OPEN)]
     max_half_open: u32,
     /// Print the kernel counters on stderr this often (they are always
     /// printed at exit).
@@ -117,6 +116,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             init_logging(args.bpf_log);
+            let capacity = Capacity::new(args.max_flows, args.max_half_open);
             let config = Config {
                 interfaces: args.interfaces,
                 format: args.format,
@@ -130,14 +130,12 @@ fn main() -> ExitCode {
                     syn_flood_threshold: args.syn_flood_threshold,
                     time_wait_pressure: args.time_wait_pressure,
                     events: args.events,
-                    // Both address families' half-open tables.
-                    max_half_open_tracked: 2 * tcp_track::loader::half_open_slots(args.max_half_open) as usize,
+                    max_half_open_tracked: capacity.max_half_open_tracked(),
                     ..ReportConfig::default()
                 },
                 rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },
                 liberal_interfaces: args.liberal_interfaces,
-                max_flows: args.max_flows,
-                max_half_open: args.max_half_open,
+                capacity,
                 stats_interval: args.stats_interval,
             };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -21,6 +21,7 @@ use tcp_track_common::{
 };
 
 use crate::{
+    config::{EventSet, ReportConfig},
     events::{client_server, Endpoint, Event, Timestamp},
     vocab::{ConnState, EventKind, ResetClass},
 };
@@ -61,52 +62,6 @@ impl FlowId {
 pub trait FlowLookup {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord>;
     fn remove(&mut self, id: &FlowId);
-}
-
-/// Which events go to stdout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum EventSet {
-    /// What matters: resets, half-open connections, TIME_WAIT, SYN floods,
-    /// lingering CLOSE_WAIT, TIME_WAIT pressure.
-    #[default]
-    Notable,
-    /// Also every new flow, FIN, state change and retransmission.
-    All,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportConfig {
-    pub half_open_timeout: Duration,
-    pub time_wait_timeout: Duration,
-    pub close_wait_timeout: Duration,
-    /// Half-open connections to one server endpoint that make a SYN flood.
-    pub syn_flood_threshold: u32,
-    /// TIME_WAIT connections from one client address to one server endpoint
-    /// that make TIME_WAIT pressure.
-    pub time_wait_pressure: u32,
-    pub events: EventSet,
-    /// Events one flow may print per second (burst of twice that).
-    pub per_flow_rate: u32,
-    /// Half-open connections remembered at most: the kernel's half-open
-    /// tables cannot hold more either, so past this the oldest are forgotten
-    /// as the kernel has evicted them. Keeps the daemon's memory bounded
-    /// under a SYN flood.
-    pub max_half_open_tracked: usize,
-}
-
-impl Default for ReportConfig {
-    fn default() -> Self {
-        ReportConfig {
-            half_open_timeout: Duration::from_secs(10),
-            time_wait_timeout: Duration::from_secs(60),
-            close_wait_timeout: Duration::from_secs(60),
-            syn_flood_threshold: 200,
-            time_wait_pressure: 1000,
-            events: EventSet::Notable,
-            per_flow_rate: 10,
-            max_half_open_tracked: 2 * crate::loader::half_open_slots(crate::loader::DEFAULT_MAX_HALF_OPEN) as usize,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -835,39 +790,6 @@ fn idle_for(r: &FlowRecord, now: u64) -> u64 {
 /// `client` or `server`: the side sending in direction `dir`.
 fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
     if dir == raw.initiator & 1 { "client" } else { "server" }
-}
-
-/// The kernel's flow tables, as the reporter reads them: established flows
-/// and half-open ones.
-pub type KernelFlows = crate::tables::FlowTables<aya::maps::MapData>;
-
-impl<M: std::borrow::BorrowMut<aya::maps::MapData>> FlowLookup for crate::tables::FlowTables<M> {
-    fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
-        let found = if id.family == tcp_track_common::parse::FAMILY_IPV4 { self.get_v4(&key_v4(id)) } else { self.get_v6(&key_v6(id)) };
-        found.map(|(_, rec)| rec)
-    }
-
-    fn remove(&mut self, id: &FlowId) {
-        if id.family == tcp_track_common::parse::FAMILY_IPV4 {
-            self.remove_v4(&key_v4(id));
-        } else {
-            self.remove_v6(&key_v6(id));
-        }
-    }
-}
-
-fn key_v4(id: &FlowId) -> tcp_track_common::flow::FlowKeyV4 {
-    let (l, h) = (&id.lo_addr, &id.hi_addr);
-    tcp_track_common::flow::FlowKeyV4 {
-        lo_addr: [l[0], l[1], l[2], l[3]],
-        hi_addr: [h[0], h[1], h[2], h[3]],
-        lo_port: id.lo_port,
-        hi_port: id.hi_port,
-    }
-}
-
-fn key_v6(id: &FlowId) -> tcp_track_common::flow::FlowKeyV6 {
-    tcp_track_common::flow::FlowKeyV6 { lo_addr: id.lo_addr, hi_addr: id.hi_addr, lo_port: id.lo_port, hi_port: id.hi_port }
 }
 
 #[cfg(test)]

@@ -19,9 +19,10 @@ use crate::{
     events::Decoder,
     loader::{AttachedMode, Tracker},
     output, preflight,
-    report::{FlowLookup, KernelFlows, Reporter},
+    report::{FlowLookup, Reporter},
     stats,
     stats::Counters,
+    tables::{self, KernelFlows},
 };
 use tcp_track_common::event::FlowEvent;
 
@@ -45,12 +46,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
             anyhow::bail!("--liberal-iface {name}: not one of the watched interfaces (add --iface {name})");
         }
     }
-    let mut tracker = Tracker::load_sized(config.bpf_log, config.rst_policy, config.max_flows, config.max_half_open)?;
+    let mut tracker = Tracker::load_with_capacity(config.bpf_log, config.rst_policy, config.capacity)?;
     info!(
         "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",
-        config.max_flows,
-        crate::loader::half_open_slots(config.max_half_open),
-        stats::mib(stats::table_memory(&tracker.ebpf, &crate::loader::FLOW_TABLES))
+        config.capacity.max_flows(),
+        config.capacity.half_open_slots(),
+        stats::mib(stats::table_memory(&tracker.ebpf, &tables::NAMES))
     );
     for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
         tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;

@@ -29,10 +29,10 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use tcp_track::{
-    config::{BpfLog, RstPolicy},
+    config::{BpfLog, ReportConfig, RstPolicy},
     events::Decoder,
-    report::{KernelFlows, ReportConfig, Reporter},
-    tables::Table,
+    report::Reporter,
+    tables::{KernelFlows, Table},
     loader::{Tracker, EMPTY_PROGRAM, XDP_PROGRAM},
     netns::{tcp_segment, Tcp},
     stats::table_memory,

@@ -13,7 +13,7 @@ use tcp_track_common::{
 };
 
 use super::*;
-use crate::events::FieldValue;
+use crate::{config::EventSet, events::FieldValue};
 use crate::{
     clock::WallClock,
     events::Decoder,
