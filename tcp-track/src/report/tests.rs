@@ -1,10 +1,13 @@
 //! The reporter with a fake clock and a fake flow table.
 
-use std::{collections::HashMap as Map, time::SystemTime};
+use std::{
+    collections::HashMap as Map,
+    time::{Duration, SystemTime},
+};
 
 use tcp_track_common::{
     event::{EVENT_DATA_RETRANS, EVENT_FIN, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE},
-    flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
+    flow::{coarse_time, FlowRecord, DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
     state::{
         RESET_EXACT, RESET_IN_WINDOW, RESET_STATELESS_PEER, STATE_CLOSE, STATE_CLOSE_WAIT, STATE_ESTABLISHED, STATE_FIN_WAIT,
         STATE_LAST_ACK, STATE_SYN_RECV, STATE_SYN_SENT, STATE_TIME_WAIT,
@@ -257,7 +260,7 @@ fn a_long_flood_keeps_the_daemon_memory_bounded() {
     }
     assert_eq!(names(&later), ["syn_flood_ended"]);
     assert_eq!(g.r.tracked_flows(), 0);
-    assert!(g.r.servers.is_empty(), "nothing is kept of a server once its flood is over");
+    assert!(g.r.floods.is_empty(), "nothing is kept of a server once its flood is over");
 }
 
 #[test]
@@ -268,7 +271,7 @@ fn every_tracked_flow_stays_in_the_audit_round_robin() {
     for i in 0..3000u64 {
         g.feed(raw(EVENT_FLOW_NEW, 1024 + i as u16, T0 + i * 1000, true, SYN, 0, STATE_SYN_SENT));
         for (id, t) in &g.r.flows {
-            assert!(g.r.audit_order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
+            assert!(g.r.audit.order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
         }
     }
 }
