@@ -20,6 +20,7 @@ use std::{
 use crate::{
     config::Format,
     events::{Endpoint, Event, FieldSink, FieldValue, Key, Timestamp},
+    vocab::EventKind,
 };
 
 /// Bytes of output to buffer in front of stdout. The daemon flushes after
@@ -28,15 +29,17 @@ use crate::{
 /// times), worth it for ~800 lines rather than the ~25 of the default 8 KiB.
 pub const BUFFER: usize = 256 * 1024;
 
-/// Writes events as lines, keeping its buffers from one line to the next.
+/// Writes events as lines, keeping its buffers from one line to the next,
+/// and counts the lines it wrote by event kind.
 pub struct Writer {
     format: Format,
     line: Line,
+    printed: [u64; EventKind::COUNT],
 }
 
 impl Writer {
     pub fn new(format: Format) -> Self {
-        Writer { format, line: Line { buf: Vec::with_capacity(512), second: None } }
+        Writer { format, line: Line { buf: Vec::with_capacity(512), second: None }, printed: [0; EventKind::COUNT] }
     }
 
     /// Write one event as one line.
@@ -47,20 +50,16 @@ impl Writer {
             Format::Text => self.line.text(ev)?,
         }
         self.line.buf.push(b'\n');
-        out.write_all(&self.line.buf)
+        out.write_all(&self.line.buf)?;
+        self.printed[ev.event as usize] += 1;
+        Ok(())
     }
-}
 
-/// Write one event as one line (a one-off: the daemon keeps a `Writer`).
-pub fn write_event<W: Write>(out: &mut W, format: Format, ev: &Event) -> io::Result<()> {
-    Writer::new(format).write(out, ev)
-}
-
-/// `2026-11-21T05:30:00.123456Z veth0 time_wait  198.18.0.1:43210 -> 198.18.0.2:80 closer=client ...`
-pub fn text_line(ev: &Event) -> io::Result<String> {
-    let mut line = Line { buf: Vec::new(), second: None };
-    line.text(ev)?;
-    Ok(String::from_utf8(line.buf).expect("lines are built from str"))
+    /// Lines written so far, by event kind (every kind, in
+    /// `EventKind::ALL` order).
+    pub fn printed(&self) -> Vec<(EventKind, u64)> {
+        EventKind::ALL.iter().copied().zip(self.printed).collect()
+    }
 }
 
 /// Whether serde_json would escape something in `s`.
@@ -369,11 +368,24 @@ pub(crate) mod tests {
     use crate::{
         clock::WallClock,
         events::Decoder,
-        vocab::{ConnState, EndpointState, EventKind},
+        vocab::{ConnState, EndpointState},
     };
 
     fn ts(text: &str) -> Timestamp {
         Timestamp(humantime::parse_rfc3339(text).unwrap())
+    }
+
+    /// One event as one line, with a writer of its own.
+    fn write_event<W: Write>(out: &mut W, format: Format, ev: &Event) -> io::Result<()> {
+        Writer::new(format).write(out, ev)
+    }
+
+    /// `2026-11-21T05:30:00.123456Z veth0 time_wait  198.18.0.1:43210 -> 198.18.0.2:80 closer=client ...`
+    fn text_line(ev: &Event) -> io::Result<String> {
+        let mut line = Vec::new();
+        write_event(&mut line, Format::Text, ev)?;
+        line.pop();
+        Ok(String::from_utf8(line).unwrap())
     }
 
     fn ev() -> Event {
@@ -388,6 +400,19 @@ pub(crate) mod tests {
         e.set("flags", "FIN|ACK");
         e.set("times", vec![ts("2026-11-21T05:29:58.5Z"), ts("2026-11-21T05:29:59.25Z")]);
         e
+    }
+
+    #[test]
+    fn lines_are_counted_by_kind() {
+        let mut w = Writer::new(Format::Text);
+        let mut flood = ev();
+        flood.event = EventKind::SynFlood;
+        for e in [ev(), flood, ev()] {
+            w.write(&mut io::sink(), &e).unwrap();
+        }
+        let printed: Vec<_> = w.printed().into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(printed, [(EventKind::Fin, 2), (EventKind::SynFlood, 1)]);
+        assert_eq!(w.printed().len(), EventKind::COUNT, "every kind is listed");
     }
 
     #[test]

@@ -448,3 +448,31 @@ fn time_wait_pressure_is_reported_again_after_the_time_waits_expire() {
     assert_eq!(names(&g.on_time(T0 + 3 * S)), ["time_wait_expired"; 3]);
     assert_eq!(wave(&mut g, 31000, T0 + 4 * S), 1, "reported again once it builds up again");
 }
+
+#[test]
+fn the_snapshot_counts_what_the_reporter_follows() {
+    let mut g = Rig::new(cfg());
+    for i in 0..12u16 {
+        g.feed(raw(EVENT_FLOW_NEW, 10000 + i, T0 + i as u64, true, SYN, 0, STATE_SYN_SENT));
+    }
+    for i in 0..3u16 {
+        g.feed(raw(EVENT_FLOW_NEW, 20000 + i, T0 + 100, true, SYN, 0, STATE_SYN_SENT));
+        let mut tw = raw(EVENT_STATE, 20000 + i, T0 + 200, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+        tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+        g.feed(tw);
+    }
+    let s = g.r.snapshot();
+    let by_state: Vec<(ConnState, usize)> = s.flows_by_state.iter().copied().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(by_state, [(ConnState::SynSent, 12), (ConnState::TimeWait, 3)]);
+    assert_eq!(s.flows_by_state.len(), ConnState::ALL.len(), "every state is listed");
+    assert_eq!((s.tracked_flows, s.half_open), (15, 12));
+    assert_eq!(s.floods.len(), 1);
+    let f = &s.floods[0];
+    assert_eq!((f.server.to_string(), f.since_ns, f.syns, f.peak_half_open, f.half_open), ("198.18.0.2:80".into(), T0 + 10, 5, 13, 12));
+    assert_eq!(
+        s.pressure_alerts,
+        [PressureAlert { client: "198.18.0.1".parse().unwrap(), server: "198.18.0.2:80".parse().unwrap(), time_wait: 3 }]
+    );
+    assert_eq!((s.vanished, s.suppressed), (0, 0));
+    assert_eq!(s.pending_deadlines, g.r.pending_deadlines());
+}
