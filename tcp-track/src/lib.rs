@@ -10,6 +10,8 @@
 //!   limits that follow from them;
 //! - `clock`, `preflight`, `stats`: kernel time to wall time, the checks
 //!   made before loading anything, the kernel's counters;
+//! - `test_support`: network namespaces and crafted frames for the demo,
+//!   the tests and the benchmark; not part of the library's API;
 //! - `events`: ring-buffer records decoded into events, and the one list of
 //!   a segment's fields;
 //! - `output`: events written as text or JSON lines;
@@ -24,9 +26,8 @@
 //!   step of its loop, and a snapshot for readers;
 //! - `runner`: `run`, the event loop driving the daemon;
 //! - `demo`: `tcp-track demo`'s scenarios;
-//! - `cmd`: the binary's commands, one module each (`run`, `demo`);
-//! - `test_support`: network namespaces and crafted frames for the demo,
-//!   the tests and the benchmark; not part of the library's API.
+//! - `cmd`: the binary's commands, one module each (`run`, `demo`), each
+//!   turning its arguments into a `Config` and calling the library.
 
 pub mod clock;
 pub mod cmd;
@@ -35,13 +36,14 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod loader;
-pub mod netns;
 pub mod output;
 pub mod preflight;
 pub mod report;
 mod runner;
 pub mod stats;
 pub mod tables;
+#[doc(hidden)]
+pub mod test_support;
 pub mod vocab;
 
 pub use config::{Config, Format, XdpModeChoice};
