@@ -218,22 +218,17 @@ mod tests {
 
     use tcp_track_common::{
         event::{EVENT_FLOW_NEW, EVENT_RST, EVENT_STATE},
-        flow::{FlowRecord, DIR_LO_TO_HI},
         state::{RESET_REFUSED, STATE_CLOSE, STATE_ESTABLISHED, STATE_SYN_SENT},
         tcp,
     };
 
     use super::*;
-    use crate::{clock::WallClock, config::Format, report::FlowId, vocab::ConnState};
-
-    struct NoTable;
-
-    impl FlowLookup for NoTable {
-        fn lookup(&self, _: &FlowId) -> Option<FlowRecord> {
-            None
-        }
-        fn remove(&mut self, _: &FlowId) {}
-    }
+    use crate::{
+        clock::WallClock,
+        config::Format,
+        report::{self, tests::FakeTable},
+        vocab::ConnState,
+    };
 
     /// Counters a test sets.
     #[derive(Clone, Default)]
@@ -245,34 +240,22 @@ mod tests {
         }
     }
 
+    /// A record of the flow 198.18.0.1:`port` -> 198.18.0.2:80, as the
+    /// ring buffer holds it.
     fn raw(kind: u16, port: u16, old: u8, new: u8) -> Vec<u8> {
-        let mut e = FlowEvent {
-            ts_ns: 5_000_000_000,
-            ifindex: 3,
-            kind,
-            family: 4,
-            dir: DIR_LO_TO_HI,
-            tcp_flags: tcp::SYN,
-            old_state: old,
-            new_state: new,
-            lo_port: port,
-            hi_port: 80,
-            ..FlowEvent::default()
-        };
-        e.lo_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
-        e.hi_addr[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let mut e = report::tests::raw(kind, port, 5_000_000_000, true, tcp::SYN, old, new);
         if kind == EVENT_RST {
             e.reset = RESET_REFUSED;
         }
         bytemuck::bytes_of(&e).to_vec()
     }
 
-    fn daemon(counters: Fixed) -> Daemon<NoTable, Fixed, Vec<u8>> {
+    fn daemon(counters: Fixed) -> Daemon<FakeTable, Fixed, Vec<u8>> {
         let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0);
         let decoder = Decoder::new(clock, HashMap::from([(3, "veth0".to_string())]));
         let mut config = Config::new(vec!["veth0".into()]);
         config.format = Format::Json;
-        Daemon::new(&config, decoder, NoTable, counters, Vec::new())
+        Daemon::new(&config, decoder, FakeTable::default(), counters, Vec::new())
     }
 
     #[test]
@@ -333,7 +316,7 @@ mod tests {
             }
         }
         let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
-        let mut d = Daemon::new(&Config::new(vec![]), Decoder::new(clock, HashMap::new()), NoTable, Fixed::default(), Gone);
+        let mut d = Daemon::new(&Config::new(vec![]), Decoder::new(clock, HashMap::new()), FakeTable::default(), Fixed::default(), Gone);
         let mut ring = VecDeque::from([raw(EVENT_RST, 1, STATE_ESTABLISHED, STATE_CLOSE)]);
         assert_eq!(d.drain(&mut ring).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
     }

@@ -526,4 +526,4 @@ fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -26,8 +26,9 @@ use crate::{
     },
 };
 
+/// A flow table a test fills.
 #[derive(Default)]
-struct FakeTable {
+pub(crate) struct FakeTable {
     records: Map<FlowId, FlowRecord>,
     removed: Vec<FlowId>,
 }
@@ -103,7 +104,7 @@ impl Rig {
 
 /// A kernel event on the flow client 198.18.0.1:port → server 198.18.0.2:80.
 /// The server (198.18.0.2... sorts after .1) is `hi`; the client `lo`.
-fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new: u8) -> FlowEvent {
+pub(crate) fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new: u8) -> FlowEvent {
     let mut e = FlowEvent {
         ts_ns: ts,
         ifindex: 3,
