@@ -357,8 +357,8 @@ pub(crate) mod tests {
     use serde_json::{Map, Value};
     use tcp_track_common::{
         event::{
-            FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_DATA_RETRANS, EVENT_FIN,
-            EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE, HOOK_TC_EGRESS, HOOK_XDP,
+            FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_DATA_RETRANS, EVENT_HANDSHAKE_RETRANS,
+            EVENT_REUSE, EVENT_RST, HOOK_TC_EGRESS, HOOK_XDP,
         },
         flow::{ORIGIN_MIDSTREAM, ORIGIN_SYN},
         parse::{FAMILY_IPV4, FAMILY_IPV6},
@@ -556,6 +556,11 @@ pub(crate) mod tests {
         Value::Object(f)
     }
 
+    /// The `FlowEvent::kind` of every kind the kernel makes.
+    fn kernel_kinds() -> Vec<u16> {
+        EventKind::ALL.iter().filter_map(|k| k.kernel_code()).collect()
+    }
+
     /// xorshift64*: varied records without a dependency, the same every run.
     struct Rng(u64);
     impl Rng {
@@ -582,7 +587,7 @@ pub(crate) mod tests {
             .map(|a| a.parse::<Ipv6Addr>().unwrap().octets())
             .collect();
         let v4: [[u8; 4]; 5] = [[198, 18, 0, 1], [10, 0, 0, 255], [0, 0, 0, 0], [255, 255, 255, 255], [1, 20, 100, 9]];
-        let kinds = [EVENT_FLOW_NEW, EVENT_FIN, EVENT_RST, EVENT_STATE, EVENT_REUSE, EVENT_HANDSHAKE_RETRANS, EVENT_DATA_RETRANS];
+        let kinds = kernel_kinds();
         (0..n)
             .map(|i| {
                 let (any32, any16) = (rng.next() as u32, rng.next() as u16);
@@ -645,7 +650,7 @@ pub(crate) mod tests {
             assert_eq!(String::from_utf8(line).unwrap(), reference_text(&reference) + "\n", "{raw:?}");
             assert_eq!(ev.to_json().unwrap(), reference, "serde_json's view of the event agrees too");
         }
-        assert_eq!(seen_kinds.len(), 7);
+        assert_eq!(seen_kinds.len(), kernel_kinds().len(), "every kind the kernel makes");
     }
 
     #[test]
