@@ -203,12 +203,12 @@ impl Config {
     pub fn new(interfaces: Vec<String>) -> Self {
         Config {
             interfaces,
-            format: Format::Text,
-            xdp_mode: XdpModeChoice::Auto,
+            format: Format::default(),
+            xdp_mode: XdpModeChoice::default(),
             egress: true,
-            bpf_log: BpfLog::Off,
+            bpf_log: BpfLog::default(),
             report: ReportConfig::default(),
-            rst_policy: RstPolicy::Observe,
+            rst_policy: RstPolicy::default(),
             liberal_interfaces: Vec::new(),
             capacity: Capacity::default(),
             stats_interval: None,

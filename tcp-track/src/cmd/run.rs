@@ -1,7 +1,7 @@
 //! `tcp-track run`: attach to interfaces and stream connection events to
 //! stdout until SIGINT or SIGTERM.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use anyhow::{Context, Result};
 
@@ -10,53 +10,55 @@ use crate::config::{
     DEFAULT_MAX_HALF_OPEN,
 };
 
+// The defaults shown by `--help` are the configuration's own (`config`).
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Interface to watch (repeat for several; they share one flow table).
     #[arg(long = "iface", value_name = "IF", required = true)]
     pub interfaces: Vec<String>,
     /// Output format: readable text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// XDP attach mode. `auto` tries native (driver) mode and falls back to skb.
-    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
+    #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpModeChoice,
     /// Do not attach the TC egress program: on a box that forwards between
     /// the watched interfaces, XDP alone sees both directions.
     #[arg(long)]
     pub no_egress: bool,
     /// Kernel-side log level (aya-log), printed on stderr; off by default.
-    #[arg(long, value_enum, default_value_t = BpfLog::Off)]
+    #[arg(long, value_enum, default_value_t)]
     pub bpf_log: BpfLog,
     /// Which events to print: what matters (resets, half-open, TIME_WAIT,
     /// SYN floods, CLOSE_WAIT, TIME_WAIT pressure), or also every new flow,
     /// FIN, state change and retransmission.
-    #[arg(long, value_enum, default_value_t = EventSet::Notable)]
+    #[arg(long, value_enum, default_value_t)]
     pub events: EventSet,
     /// A handshake not completed after this long is reported as half-open;
     /// an established connection whose data goes unacknowledged this long
     /// has lost its peer. Forms: 500ms, 2s, 1m.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    pub half_open_timeout: Duration,
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().half_open_timeout.into())]
+    pub half_open_timeout: Timeout,
     /// How long TIME_WAIT lasts before `time_wait_expired` (Linux: 60s).
-    #[arg(long, value_parser = duration, default_value = "60s")]
-    pub time_wait_timeout: Duration,
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().time_wait_timeout.into())]
+    pub time_wait_timeout: Timeout,
     /// CLOSE_WAIT (the other side closed, this side's application has not)
     /// lasting this long is reported.
-    #[arg(long, value_parser = duration, default_value = "60s")]
-    pub close_wait_timeout: Duration,
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().close_wait_timeout.into())]
+    pub close_wait_timeout: Timeout,
     /// More half-open connections than this to one server endpoint is a SYN
     /// flood; it ends when they fall below half of it.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = ReportConfig::default().syn_flood_threshold)]
     pub syn_flood_threshold: u32,
     /// This many TIME_WAIT connections from one client address to one
     /// server endpoint is reported as TIME_WAIT pressure.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = ReportConfig::default().time_wait_pressure)]
     pub time_wait_pressure: u32,
     /// Which RSTs to drop in XDP. Every RST is classified and reported
     /// either way; refusals, exact resets and stateless peers' resets are
     /// never dropped, nor any RST of a flow whose windows are unknown.
-    #[arg(long, value_enum, default_value_t = RstPolicy::Observe, conflicts_with = "drop_invalid_rst")]
+    #[arg(long, value_enum, default_value_t, conflicts_with = "drop_invalid_rst")]
     pub rst_policy: RstPolicy,
     /// Shorthand for --rst-policy drop-invalid (RFC 5961 blind resets and
     /// RFC 1337 TIME-WAIT assassination).
@@ -79,7 +81,7 @@ pub struct RunArgs {
     /// Print the kernel counters on stderr this often (they are always
     /// printed at exit).
     #[arg(long, value_parser = duration)]
-    pub stats_interval: Option<Duration>,
+    pub stats_interval: Option<Timeout>,
 }
 
 impl RunArgs {
@@ -91,9 +93,9 @@ impl RunArgs {
             egress: !self.no_egress,
             bpf_log: self.bpf_log,
             report: ReportConfig {
-                half_open_timeout: self.half_open_timeout,
-                time_wait_timeout: self.time_wait_timeout,
-                close_wait_timeout: self.close_wait_timeout,
+                half_open_timeout: self.half_open_timeout.into(),
+                time_wait_timeout: self.time_wait_timeout.into(),
+                close_wait_timeout: self.close_wait_timeout.into(),
                 syn_flood_threshold: self.syn_flood_threshold,
                 time_wait_pressure: self.time_wait_pressure,
                 events: self.events,
@@ -101,7 +103,7 @@ impl RunArgs {
             },
             rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
             liberal_interfaces: self.liberal_interfaces,
-            stats_interval: self.stats_interval,
+            stats_interval: self.stats_interval.map(Into::into),
             ..Config::new(self.interfaces)
         };
         config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))
@@ -114,9 +116,37 @@ pub fn execute(args: RunArgs) -> Result<()> {
     runtime.block_on(crate::run(args.config(), shutdown_signal()))
 }
 
+/// A duration on the command line: humantime's forms in (`500ms`, `2s`,
+/// `1m`, `1h 30m`), and out as whole seconds (`60s`) when it has no
+/// fraction (`--help` shows the defaults this way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+impl From<Duration> for Timeout {
+    fn from(d: Duration) -> Self {
+        Timeout(d)
+    }
+}
+
+impl From<Timeout> for Duration {
+    fn from(t: Timeout) -> Self {
+        t.0
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_nanos() == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            humantime::format_duration(self.0).fmt(f)
+        }
+    }
+}
+
 /// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
+fn duration(s: &str) -> Result<Timeout, String> {
+    humantime::parse_duration(s).map(Timeout).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
