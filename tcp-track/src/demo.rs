@@ -19,7 +19,10 @@ use socket2::{Domain, Socket, Type};
 
 use crate::{
     config::Format,
-    netns::{enter_netns, is_root, send_frames, set_linger_zero, tcp_frame, Pair},
+    test_support::{
+        frames::{send_frames, tcp_frame},
+        netns::{enter_netns, is_root, set_linger_zero, Pair},
+    },
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -44,7 +47,7 @@ pub fn run(format: Format) -> Result<()> {
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
 
-    let net = Pair::new("demo");
+    let net = Pair::new("demo").context("creating the demo's network namespaces (needs iproute2)")?;
     say(&format!(
         "namespaces {} (client, {}) and {} (server, {}) joined by a veth pair; tcp-track watches {} on the client's side",
         net.a.name, net.a_end.v4, net.b.name, net.b_end.v4, net.a_end.ifname
@@ -113,10 +116,11 @@ fn start_daemon(net: &Pair, format: Format) -> Result<Child> {
     Ok(child)
 }
 
-fn v4(a: SocketAddr) -> SocketAddrV4 {
+/// The demo's endpoints are IPv4.
+fn v4(a: SocketAddr) -> Result<SocketAddrV4> {
     match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => unreachable!("the demo uses IPv4"),
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(a) => bail!("{a}: the demo's hosts are IPv4"),
     }
 }
 
@@ -148,13 +152,14 @@ fn play(net: &Pair) -> Result<()> {
         ("a connection to a port nobody listens on (reset: refused)", &|| {
             let port = net.b.listen(server_ip)?.local_addr()?.port();
             let to = SocketAddr::from((server_ip, port));
-            let _ = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)));
+            // Refused, as it should be: only entering the namespace may fail here.
+            let _refused = net.a.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))?;
             Ok(())
         }),
         ("the client aborts with SO_LINGER 0 (reset: abort)", &|| {
             let l = net.b.listen(server_ip)?;
             let (c, _s) = pair(net, &l)?;
-            set_linger_zero(c.as_raw_fd());
+            set_linger_zero(c.as_raw_fd())?;
             drop(c);
             pause(Duration::from_millis(200));
             Ok(())
@@ -186,7 +191,7 @@ fn play(net: &Pair) -> Result<()> {
                 sock.bind(&ca.into())?;
                 sock.connect_timeout(&sa.into(), Duration::from_secs(3))?;
                 Ok(sock)
-            })?;
+            })??;
             let (s2, _) = l.accept()?;
             drop((again, s2));
             Ok(())
@@ -198,8 +203,8 @@ fn play(net: &Pair) -> Result<()> {
             release(&mut c, &mut s)?;
             pause(Duration::from_millis(100));
             // Blind: the attacker does not know the sequence numbers.
-            let mac = net.a.mac(&net.a_end.ifname);
-            send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa), v4(ca), mac, "R", 0x1234_5678, 0)]);
+            let mac = net.a.mac(&net.a_end.ifname)?;
+            send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa)?, v4(ca)?, mac, "R", 0x1234_5678, 0)?])?;
             Ok(())
         }),
         ("the client's final ACK is dropped: the server stays in SYN_RECV (half_open syn_recv after 3 s)", &|| {
@@ -207,7 +212,7 @@ fn play(net: &Pair) -> Result<()> {
             let port = l.local_addr()?.port();
             net.a.nft(&format!(
                 "add table inet demo; add chain inet demo out {{ type filter hook output priority 0; }}; add rule inet demo out tcp dport {port} tcp flags & (syn | ack | fin | rst) == ack drop"
-            ));
+            ))?;
             let c = net.a.connect(l.local_addr()?)?;
             std::mem::forget(l);
             std::mem::forget(c);
@@ -219,7 +224,7 @@ fn play(net: &Pair) -> Result<()> {
             net.b.nft(&format!(
                 "add table inet demo; add chain inet demo in {{ type filter hook input priority 0; }}; add rule inet demo in tcp dport {} drop",
                 to.port()
-            ));
+            ))?;
             std::mem::forget(l);
             let ns = net.a.path();
             thread::spawn(move || {
@@ -232,10 +237,10 @@ fn play(net: &Pair) -> Result<()> {
         ("the client's socket vanishes silently, then the server sends (reset: stateless_peer, half_open peer_lost)", &|| {
             let l = net.b.listen(server_ip)?;
             let (c, mut s) = pair(net, &l)?;
-            net.a.nft("add table inet demo2; add chain inet demo2 out { type filter hook output priority 0; }; add rule inet demo2 out tcp flags & rst == rst drop");
-            set_linger_zero(c.as_raw_fd());
+            net.a.nft("add table inet demo2; add chain inet demo2 out { type filter hook output priority 0; }; add rule inet demo2 out tcp flags & rst == rst drop")?;
+            set_linger_zero(c.as_raw_fd())?;
             drop(c);
-            net.a.nft("delete table inet demo2");
+            net.a.nft("delete table inet demo2")?;
             s.write_all(b"anyone there?")?;
             pause(Duration::from_millis(200));
             Ok(())
@@ -253,16 +258,16 @@ fn play(net: &Pair) -> Result<()> {
         }),
         ("a SYN flood: 1000 SYNs from spoofed sources in well under a second, towards a service on the watched host (syn_flood, then syn_flood_ended)", &|| {
             let l = net.a.listen(client_ip)?;
-            let target = v4(l.local_addr()?);
+            let target = v4(l.local_addr()?)?;
             std::mem::forget(l);
-            let mac = net.a.mac(&net.a_end.ifname);
+            let mac = net.a.mac(&net.a_end.ifname)?;
             let frames = (0..1000u32)
                 .map(|i| {
                     let src = SocketAddrV4::new([198, 19, (i >> 8) as u8, i as u8].into(), 1024 + i as u16);
                     tcp_frame(src, target, mac, "S", i.wrapping_mul(2654435761), 0)
                 })
-                .collect();
-            send_frames(&net.b, &net.b_end.ifname, frames);
+                .collect::<std::io::Result<_>>()?;
+            send_frames(&net.b, &net.b_end.ifname, frames)?;
             Ok(())
         }),
     ];

@@ -10,22 +10,17 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
-    event::{
-        FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_FIN, EVENT_FLOW_NEW,
-        EVENT_DATA_RETRANS, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE, HOOK_XDP,
-    },
+    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, HOOK_XDP},
     flow::ORIGIN_MIDSTREAM,
     parse::FAMILY_IPV4,
-    state::{
-        endpoint_state_name, state_name, RESET_EXACT, RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_REFUSED,
-        RESET_STATELESS_PEER, RESET_TIME_WAIT, RESET_UNJUDGED, RESET_UNKNOWN_FLOW, RESET_UNACCEPTABLE_ACK,
-        RESET_DATA_AFTER_CLOSE,
-    },
     tcp,
 };
 use thiserror::Error;
 
-use crate::clock::WallClock;
+use crate::{
+    clock::WallClock,
+    vocab::{ConnState, EndpointState, EventKind, ResetClass},
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -39,11 +34,13 @@ pub enum DecodeError {
 ///
 /// Built once per kernel event, so nothing in it is allocated on the common
 /// path: the segment's fields are a plain struct, names are `&'static str`,
-/// addresses stay addresses and the interface name is shared.
+/// addresses stay addresses, vocabulary stays typed (`vocab`) and the
+/// interface name is shared.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub ts: Timestamp,
-    pub event: &'static str,
+    /// What the line is about; printed by its name.
+    pub event: EventKind,
     pub iface: Arc<str>,
     /// The side that sent the first SYN (for a flow picked up mid-stream, a
     /// guess). Absent on events about a server rather than one connection
@@ -62,13 +59,13 @@ pub struct Event {
 
 impl Event {
     /// An event with no fields yet.
-    pub fn new(ts: Timestamp, event: &'static str, iface: Arc<str>, client: Option<Endpoint>, server: SocketAddr) -> Self {
+    pub fn new(ts: Timestamp, event: EventKind, iface: Arc<str>, client: Option<Endpoint>, server: SocketAddr) -> Self {
         Event { ts, event, iface, client, server, picked_up: false, segment: None, extra: Vec::new() }
     }
 
     pub fn field(&self, name: &str) -> Option<FieldValue> {
         let mut found = None;
-        self.for_each_field(|k, v| {
+        self.visit_fields(&mut |k: &'static str, v: &FieldValue| {
             if found.is_none() && k == name {
                 found = Some(v.clone());
             }
@@ -89,13 +86,15 @@ impl Event {
         }
     }
 
-    /// Every field after the fixed ones, in output order.
-    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
+    /// Every field after the fixed ones, in output order: the segment's,
+    /// then the reporter's.
+    #[inline(always)]
+    pub fn visit_fields(&self, sink: &mut impl FieldSink) {
         if let Some(s) = &self.segment {
-            s.for_each_field(&mut f);
+            s.visit(sink);
         }
         for (k, v) in &self.extra {
-            f(k, v);
+            sink.value(k, v);
         }
     }
 
@@ -111,7 +110,7 @@ impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("ts", &self.ts.to_string())?;
-        map.serialize_entry("event", self.event)?;
+        map.serialize_entry("event", self.event.as_str())?;
         map.serialize_entry("iface", &*self.iface)?;
         if let Some(c) = &self.client {
             map.serialize_entry("client", &c.to_string())?;
@@ -121,13 +120,73 @@ impl Serialize for Event {
             map.serialize_entry("picked_up", &true)?;
         }
         let mut res = Ok(());
-        self.for_each_field(|k, v| {
+        self.visit_fields(&mut |k: &'static str, v: &FieldValue| {
             if res.is_ok() {
                 res = map.serialize_entry(k, v);
             }
         });
         res?;
         map.end()
+    }
+}
+
+/// A field's name, with its spelling in each output format made at
+/// compile time (`key!`), so that a writer copies it in one piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    /// `,"name":`
+    pub json: &'static str,
+    /// `,"name":"`: the start of a string member.
+    pub json_str: &'static str,
+    /// ` name=`
+    pub text: &'static str,
+}
+
+/// `key!("seq")`: the `Key` of a field named `seq`.
+macro_rules! key {
+    ($name:literal) => {
+        $crate::events::Key {
+            name: $name,
+            json: concat!(",\"", $name, "\":"),
+            json_str: concat!(",\"", $name, "\":\""),
+            text: concat!(" ", $name, "="),
+        }
+    };
+}
+
+/// Where an event's fields go, one at a time and in output order: the
+/// JSON and text writers, serde, a lookup by name. `Segment::visit` is the
+/// one description of a segment's fields that they all read.
+///
+/// The writers take the typed methods, so that a segment's fields are
+/// written without going through `FieldValue`; a sink that does not care
+/// implements `value` alone, which any closure taking a name and a value
+/// does.
+pub trait FieldSink {
+    /// Any field; the reporter's fields come this way.
+    fn value(&mut self, name: &'static str, value: &FieldValue);
+
+    /// A string of tcp-track's own vocabulary (nothing in it to escape).
+    #[inline(always)]
+    fn str(&mut self, key: Key, value: &'static str) {
+        self.value(key.name, &FieldValue::Str(value));
+    }
+
+    #[inline(always)]
+    fn uint(&mut self, key: Key, value: u64) {
+        self.value(key.name, &FieldValue::UInt(value));
+    }
+
+    #[inline(always)]
+    fn bool(&mut self, key: Key, value: bool) {
+        self.value(key.name, &FieldValue::Bool(value));
+    }
+}
+
+impl<F: FnMut(&'static str, &FieldValue)> FieldSink for F {
+    fn value(&mut self, name: &'static str, value: &FieldValue) {
+        self(name, value)
     }
 }
 
@@ -288,11 +347,11 @@ pub struct Segment {
     pub ingress: bool,
     pub seq: u32,
     pub ack: u32,
-    /// `state::STATE_*` after the segment.
-    pub state: u8,
-    /// `state::EP_*` of each endpoint.
-    pub client_state: u8,
-    pub server_state: u8,
+    /// The connection's state after the segment.
+    pub state: ConnState,
+    /// Each endpoint's own state.
+    pub client_state: EndpointState,
+    pub server_state: EndpointState,
     /// `reset` events only.
     pub reset: Option<ResetFields>,
     /// `time_wait_reuse` only.
@@ -304,29 +363,10 @@ pub struct Segment {
 /// What a `reset` event adds to its segment's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResetFields {
-    /// `state::RESET_*`: the judgement, printed as `reason` (and `window`,
-    /// `judged`).
-    pub judgement: u8,
+    /// The judgement, printed as `reason` (and `window`, `judged`).
+    pub judgement: ResetClass,
     pub dropped: bool,
     pub drop_justified: bool,
-}
-
-impl ResetFields {
-    /// `reason` and `window`; no reason for a RST the kernel did not classify.
-    pub fn reason(&self) -> (Option<&'static str>, Option<&'static str>) {
-        match self.judgement {
-            RESET_REFUSED => (Some("refused"), None),
-            RESET_EXACT | RESET_UNJUDGED => (Some("abort"), None),
-            RESET_STATELESS_PEER => (Some("stateless_peer"), None),
-            RESET_DATA_AFTER_CLOSE => (Some("data_after_close"), None),
-            RESET_UNACCEPTABLE_ACK => (Some("unacceptable_ack"), None),
-            RESET_TIME_WAIT => (Some("time_wait_assassination"), None),
-            RESET_IN_WINDOW => (Some("invalid"), Some("inside")),
-            RESET_OUT_OF_WINDOW => (Some("invalid"), Some("outside")),
-            RESET_UNKNOWN_FLOW => (Some("unknown_flow"), None),
-            _ => (None, None),
-        }
-    }
 }
 
 impl Segment {
@@ -334,41 +374,42 @@ impl Segment {
         if self.from_client { "client" } else { "server" }
     }
 
-    /// Its fields in output order.
-    pub fn for_each_field(&self, mut f: impl FnMut(&'static str, &FieldValue)) {
-        f("from", &FieldValue::Str(self.from()));
-        f("flags", &FieldValue::Str(flag_names(self.flags)));
-        f("seen", &FieldValue::Str(if self.ingress { "ingress" } else { "egress" }));
-        f("seq", &FieldValue::UInt(self.seq.into()));
-        f("ack", &FieldValue::UInt(self.ack.into()));
-        f("state", &FieldValue::Str(state_name(self.state)));
-        f("client_state", &FieldValue::Str(endpoint_state_name(self.client_state)));
-        f("server_state", &FieldValue::Str(endpoint_state_name(self.server_state)));
+    /// Its fields in output order: the one list of them, for every sink.
+    #[inline(always)]
+    pub fn visit(&self, sink: &mut impl FieldSink) {
+        sink.str(key!("from"), self.from());
+        sink.str(key!("flags"), flag_names(self.flags));
+        sink.str(key!("seen"), if self.ingress { "ingress" } else { "egress" });
+        sink.uint(key!("seq"), self.seq.into());
+        sink.uint(key!("ack"), self.ack.into());
+        sink.str(key!("state"), self.state.as_str());
+        sink.str(key!("client_state"), self.client_state.as_str());
+        sink.str(key!("server_state"), self.server_state.as_str());
         if let Some(r) = &self.reset {
-            let (reason, window) = r.reason();
+            let (reason, window) = r.judgement.reason();
             if let Some(reason) = reason {
-                f("reason", &FieldValue::Str(reason));
+                sink.str(key!("reason"), reason);
             }
             if let Some(window) = window {
-                f("window", &FieldValue::Str(window));
+                sink.str(key!("window"), window);
             }
-            f("action", &FieldValue::Str(if r.dropped { "dropped" } else { "passed" }));
-            f("drop_justified", &FieldValue::Bool(r.drop_justified));
-            if r.judgement == RESET_UNJUDGED {
-                f("judged", &FieldValue::Bool(false));
+            sink.str(key!("action"), if r.dropped { "dropped" } else { "passed" });
+            sink.bool(key!("drop_justified"), r.drop_justified);
+            if r.judgement == ResetClass::Unjudged {
+                sink.bool(key!("judged"), false);
             }
         }
         if let Some(adv) = self.isn_advanced {
-            f("isn_advanced", &FieldValue::Bool(adv));
+            sink.bool(key!("isn_advanced"), adv);
         }
         if let Some(n) = self.retransmits {
-            f("retransmits", &FieldValue::UInt(n.into()));
+            sink.uint(key!("retransmits"), n.into());
         }
     }
 
     fn has_field(&self, name: &str) -> bool {
         let mut found = false;
-        self.for_each_field(|k, _| found |= k == name);
+        self.visit(&mut |k: &'static str, _: &FieldValue| found |= k == name);
         found
     }
 }
@@ -406,16 +447,7 @@ impl Decoder {
     }
 
     pub fn event(&self, raw: &FlowEvent) -> Result<Event, DecodeError> {
-        let event = match raw.kind {
-            EVENT_FLOW_NEW => "flow_new",
-            EVENT_FIN => "fin",
-            EVENT_RST => "reset",
-            EVENT_STATE => "state",
-            EVENT_REUSE => "time_wait_reuse",
-            EVENT_HANDSHAKE_RETRANS => "handshake_retransmit",
-            EVENT_DATA_RETRANS => "retransmit",
-            k => return Err(DecodeError::UnknownKind(k)),
-        };
+        let event = EventKind::try_from(raw.kind).map_err(|e| DecodeError::UnknownKind(e.0))?;
         let (client, server) = client_server(raw);
         let client_is_lo = raw.initiator & 1 == 0;
         let (client_state, server_state) = if client_is_lo { (raw.lo_state, raw.hi_state) } else { (raw.hi_state, raw.lo_state) };
@@ -425,16 +457,16 @@ impl Decoder {
             ingress: raw.hook == HOOK_XDP,
             seq: raw.seq,
             ack: raw.ack,
-            state: raw.new_state,
-            client_state,
-            server_state,
-            reset: (raw.kind == EVENT_RST).then_some(ResetFields {
-                judgement: raw.reset,
+            state: ConnState::from_raw(raw.new_state),
+            client_state: EndpointState::from_raw(client_state),
+            server_state: EndpointState::from_raw(server_state),
+            reset: (event == EventKind::Reset).then_some(ResetFields {
+                judgement: ResetClass::from_raw(raw.reset),
                 dropped: raw.detail & DETAIL_DROPPED != 0,
                 drop_justified: raw.detail & DETAIL_DROP_JUSTIFIED != 0,
             }),
-            isn_advanced: (raw.kind == EVENT_REUSE).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
-            retransmits: (raw.kind == EVENT_HANDSHAKE_RETRANS || raw.kind == EVENT_DATA_RETRANS).then_some(raw.retrans),
+            isn_advanced: (event == EventKind::TimeWaitReuse).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
+            retransmits: matches!(event, EventKind::HandshakeRetransmit | EventKind::Retransmit).then_some(raw.retrans),
         };
         Ok(Event {
             ts: self.timestamp(raw.ts_ns),
@@ -502,10 +534,13 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
     use tcp_track_common::{
-        event::HOOK_TC_EGRESS,
+        event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_TC_EGRESS},
         flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
         parse::FAMILY_IPV6,
-        state::{EP_CLOSED, EP_SYN_SENT, EP_TIME_WAIT, STATE_CLOSE, STATE_SYN_SENT},
+        state::{
+            EP_CLOSED, EP_SYN_SENT, EP_TIME_WAIT, RESET_IN_WINDOW, RESET_TIME_WAIT, RESET_UNJUDGED, STATE_CLOSE,
+            STATE_SYN_SENT,
+        },
     };
 
     fn decoder() -> Decoder {
@@ -540,7 +575,7 @@ mod tests {
     #[test]
     fn new_flow_names_client_and_server() {
         let ev = decoder().decode(bytemuck::bytes_of(&raw_v4())).unwrap();
-        assert_eq!(ev.event, "flow_new");
+        assert_eq!(ev.event.as_str(), "flow_new");
         assert_eq!(ev.client, Some(Endpoint::Socket("198.18.0.2:43210".parse().unwrap())));
         assert_eq!(ev.server.to_string(), "198.18.0.1:8080");
         assert_eq!(ev.field("from").unwrap(), "client");
@@ -594,7 +629,7 @@ mod tests {
         raw.origin = ORIGIN_MIDSTREAM;
         raw.hook = HOOK_XDP;
         let ev = decoder().event(&raw).unwrap();
-        assert_eq!((ev.event, ev.field("from").unwrap(), ev.field("flags").unwrap()), ("fin", FieldValue::Str("server"), FieldValue::Str("FIN|ACK")));
+        assert_eq!((ev.event.as_str(), ev.field("from").unwrap(), ev.field("flags").unwrap()), ("fin", FieldValue::Str("server"), FieldValue::Str("FIN|ACK")));
         assert_eq!(ev.server.to_string(), "[2001:db8::1]:8080");
         assert!(ev.picked_up);
         assert_eq!(ev.field("seen").unwrap(), "ingress");
@@ -636,7 +671,7 @@ mod tests {
         ev.set("n", 3u32);
         ev.set("kind", "b");
         let mut keys = Vec::new();
-        ev.for_each_field(|k, _| keys.push(k));
+        ev.visit_fields(&mut |k: &'static str, _: &FieldValue| keys.push(k));
         assert_eq!(keys[..8], ["from", "flags", "seen", "seq", "ack", "state", "client_state", "server_state"]);
         assert_eq!(keys[8..], ["kind", "n"]);
         assert_eq!(ev.field("kind").unwrap(), "b");

@@ -1,20 +1,52 @@
 //! tcp-track's daemon as a library: `run(config, shutdown)` loads the kernel
 //! programs, attaches them to the configured interfaces, streams events until
 //! `shutdown` resolves, and detaches everything it attached.
+//!
+//! Its layout, each module importing only those listed before it:
+//!
+//! - `vocab`: the typed vocabulary (connection and endpoint states, reset
+//!   classes, event kinds), one name each;
+//! - `config`: what the daemon was asked to do, the defaults and the
+//!   limits that follow from them;
+//! - `clock`, `preflight`, `stats`: kernel time to wall time, the checks
+//!   made before loading anything, the kernel's counters;
+//! - `test_support`: network namespaces and crafted frames for the demo,
+//!   the tests and the benchmark; not part of the library's API;
+//! - `events`: ring-buffer records decoded into events, and the one list of
+//!   a segment's fields;
+//! - `output`: events written as text or JSON lines;
+//! - `report`: the reporter, which turns the kernel's transitions into what
+//!   users run tcp-track for, split by concern (deadlines, floods, TIME_WAIT
+//!   pressure, the audit, the rate limit); it sees the kernel's tables only
+//!   through `report::FlowLookup`;
+//! - `tables`: the kernel's flow tables as user space reads them, with the
+//!   aya adapter of `FlowLookup`;
+//! - `loader`: loading the kernel object and attaching its programs;
+//! - `daemon`: the running daemon's state in one struct, one method per
+//!   step of its loop, and a snapshot for readers;
+//! - `runner`: `run`, the event loop driving the daemon;
+//! - `demo`: `tcp-track demo`'s scenarios;
+//! - `cmd`: the binary's commands, one module each (`run`, `demo`), each
+//!   turning its arguments into a `Config` and calling the library.
 
 pub mod capture;
 pub mod clock;
+pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod loader;
-pub mod netns;
 pub mod output;
 pub mod preflight;
 pub mod report;
 mod runner;
 pub mod stats;
 pub mod tables;
+#[doc(hidden)]
+pub mod test_support;
+pub mod vocab;
 
 pub use config::{Config, Format, XdpModeChoice};
-pub use runner::{drain, run};
+pub use daemon::drain;
+pub use runner::run;

@@ -17,19 +17,11 @@ use aya::{
 use log::{debug, info, warn};
 use thiserror::Error;
 
-use tcp_track_common::halfopen;
-
 use crate::{
-    config::{BpfLog, RstPolicy, XdpModeChoice},
+    config::{BpfLog, Capacity, RstPolicy, XdpModeChoice},
     preflight::Interface,
     tables::HalfOpenLayout,
 };
-
-/// Flows the half-open tables hold for a requested capacity: whole sets of
-/// four, a power of two of them.
-pub fn half_open_slots(max_half_open: u32) -> u32 {
-    halfopen::geometry(max_half_open).0 * halfopen::WAYS
-}
 
 /// A fresh key for the half-open tables' hash, so that no one outside can
 /// predict which SYNs share a set.
@@ -51,12 +43,6 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TCP_TRACK_EBPF
 pub const XDP_PROGRAM: &str = "tcp_track_xdp";
 /// An XDP program that only returns XDP_PASS: the benchmark's baseline.
 pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
-/// Flow-table capacity per address family when not told otherwise.
-pub const DEFAULT_MAX_FLOWS: u32 = 65536;
-/// Half-open table capacity per address family when not told otherwise.
-pub const DEFAULT_MAX_HALF_OPEN: u32 = 16384;
-/// The maps holding flows: established, then half-open.
-pub const FLOW_TABLES: [&str; 4] = crate::tables::NAMES;
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
 
 #[derive(Debug, Error)]
@@ -128,16 +114,21 @@ impl Tracker {
 
     /// Load with an RST policy (a load-time constant of the XDP program).
     pub fn load_with_policy(bpf_log: BpfLog, rst_policy: RstPolicy) -> Result<Self, LoadError> {
-        Self::load_sized(bpf_log, rst_policy, DEFAULT_MAX_FLOWS, DEFAULT_MAX_HALF_OPEN)
+        Self::load_with_capacity(bpf_log, rst_policy, Capacity::default())
     }
 
     /// Load with an RST policy and table capacities (per address family):
     /// established flows and half-open ones (rounded up to whole sets, see
-    /// `half_open_slots`).
+    /// `Capacity::half_open_slots`).
     pub fn load_sized(bpf_log: BpfLog, rst_policy: RstPolicy, max_flows: u32, max_half_open: u32) -> Result<Self, LoadError> {
+        Self::load_with_capacity(bpf_log, rst_policy, Capacity::new(max_flows, max_half_open))
+    }
+
+    /// Load with an RST policy and the tables sized as `capacity` says.
+    pub fn load_with_capacity(bpf_log: BpfLog, rst_policy: RstPolicy, capacity: Capacity) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
-        let (half_open_sets, set_mask) = halfopen::geometry(max_half_open);
-        let half_open = HalfOpenLayout { seed: random_seed(), set_mask };
+        let (max_flows, half_open_sets) = (capacity.max_flows(), capacity.half_open_sets());
+        let half_open = HalfOpenLayout { seed: random_seed(), set_mask: capacity.half_open_set_mask() };
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
             BpfLog::Error => 1,

@@ -1,13 +1,11 @@
-//! `tcp-track`: the command line.
+//! `tcp-track`: parse the command line, set up logging, run the command,
+//! turn its outcome into an exit status. The commands are in
+//! `tcp_track::cmd`.
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode};
 
-use clap::{Parser, Subcommand};
-use tcp_track::{
-    config::{BpfLog, RstPolicy},
-    report::{EventSet, ReportConfig},
-    Config, Format, XdpModeChoice,
-};
+use clap::Parser;
+use tcp_track::{cmd::Command, config::BpfLog};
 
 #[derive(Parser)]
 #[command(name = "tcp-track", version, about = "Tracks TCP connections with eBPF/XDP and tells you what they are doing.")]
@@ -16,161 +14,16 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Attach to interfaces and stream connection events to stdout.
-    Run(RunArgs),
-    /// Play every kind of event in throw-away network namespaces (root; about 20 s).
-    Demo {
-        /// Output format of the events.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-    },
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Interface to watch (repeat for several; they share one flow table).
-    #[arg(long = "iface", value_name = "IF", required = true)]
-    interfaces: Vec<String>,
-    /// Output format: readable text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-    /// XDP attach mode. `auto` tries native (driver) mode and falls back to skb.
-    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
-    xdp_mode: XdpModeChoice,
-    /// Do not attach the TC egress program: on a box that forwards between
-    /// the watched interfaces, XDP alone sees both directions.
-    #[arg(long)]
-    no_egress: bool,
-    /// Kernel-side log level (aya-log), printed on stderr; off by default.
-    #[arg(long, value_enum, default_value_t = BpfLog::Off)]
-    bpf_log: BpfLog,
-    /// Which events to print: what matters (resets, half-open, TIME_WAIT,
-    /// SYN floods, CLOSE_WAIT, TIME_WAIT pressure), or also every new flow,
-    /// FIN, state change and retransmission.
-    #[arg(long, value_enum, default_value_t = EventSet::Notable)]
-    events: EventSet,
-    /// A handshake not completed after this long is reported as half-open;
-    /// an established connection whose data goes unacknowledged this long
-    /// has lost its peer. Forms: 500ms, 2s, 1m.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    half_open_timeout: Duration,
-    /// How long TIME_WAIT lasts before `time_wait_expired` (Linux: 60s).
-    #[arg(long, value_parser = duration, default_value = "60s")]
-    time_wait_timeout: Duration,
-    /// CLOSE_WAIT (the other side closed, this side's application has not)
-    /// lasting this long is reported.
-    #[arg(long, value_parser = duration, default_value = "60s")]
-    close_wait_timeout: Duration,
-    /// More half-open connections than this to one server endpoint is a SYN
-    /// flood; it ends when they fall below half of it.
-    #[arg(long, default_value_t = 200)]
-    syn_flood_threshold: u32,
-    /// This many TIME_WAIT connections from one client address to one
-    /// server endpoint is reported as TIME_WAIT pressure.
-    #[arg(long, default_value_t = 1000)]
-    time_wait_pressure: u32,
-    /// Which RSTs to drop in XDP. Every RST is classified and reported
-    /// either way; refusals, exact resets and stateless peers' resets are
-    /// never dropped, nor any RST of a flow whose windows are unknown.
-    #[arg(long, value_enum, default_value_t = RstPolicy::Observe, conflicts_with = "drop_invalid_rst")]
-    rst_policy: RstPolicy,
-    /// Shorthand for --rst-policy drop-invalid (RFC 5961 blind resets and
-    /// RFC 1337 TIME-WAIT assassination).
-    #[arg(long)]
-    drop_invalid_rst: bool,
-    /// An interface where only one direction is visible (asymmetric
-    /// routing): nothing is judged, so nothing is dropped there. Repeatable.
-    #[arg(long = "liberal-iface", value_name = "IF")]
-    liberal_interfaces: Vec<String>,
-    /// Flow-table capacity, per address family (the start-up log says what
-    /// it costs in kernel memory).
-    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_FLOWS)]
-    max_flows: u32,
-    /// Half-open table capacity, per address family: connections whose
-    /// handshake has not completed live there, apart, so that a SYN flood
-    /// cannot evict established ones. Rounded up to a power of two of
-    /// 4-slot sets.
-    #[arg(long, default_value_t = tcp_track::loader::DEFAULT_MAX_HALF_OPEN)]
-    max_half_open: u32,
-    /// Print the kernel counters on stderr this often (they are always
-    /// printed at exit).
-    #[arg(long, value_parser = duration)]
-    stats_interval: Option<Duration>,
-}
-
-/// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { format } => {
-            init_logging(BpfLog::Off);
-            match tcp_track::demo::run(format) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+    init_logging(cli.command.bpf_log());
+    match cli.command.execute() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line on stderr, causes joined with ": ".
+            eprintln!("tcp-track: error: {e:#}");
+            ExitCode::FAILURE
         }
-        Command::Run(args) => {
-            init_logging(args.bpf_log);
-            let config = Config {
-                interfaces: args.interfaces,
-                format: args.format,
-                xdp_mode: args.xdp_mode,
-                egress: !args.no_egress,
-                bpf_log: args.bpf_log,
-                report: ReportConfig {
-                    half_open_timeout: args.half_open_timeout,
-                    time_wait_timeout: args.time_wait_timeout,
-                    close_wait_timeout: args.close_wait_timeout,
-                    syn_flood_threshold: args.syn_flood_threshold,
-                    time_wait_pressure: args.time_wait_pressure,
-                    events: args.events,
-                    // Both address families' half-open tables.
-                    max_half_open_tracked: 2 * tcp_track::loader::half_open_slots(args.max_half_open) as usize,
-                    ..ReportConfig::default()
-                },
-                rst_policy: if args.drop_invalid_rst { RstPolicy::DropInvalid } else { args.rst_policy },
-                liberal_interfaces: args.liberal_interfaces,
-                max_flows: args.max_flows,
-                max_half_open: args.max_half_open,
-                stats_interval: args.stats_interval,
-            };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => return fail(anyhow::Error::new(e).context("starting the async runtime")),
-            };
-            match runtime.block_on(tcp_track::run(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
-    }
-}
-
-/// One line on stderr, causes joined with ": ", and exit status 1.
-fn fail(e: anyhow::Error) -> ExitCode {
-    eprintln!("tcp-track: error: {e:#}");
-    ExitCode::FAILURE
-}
-
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(i), Ok(t)) => (i, t),
-        _ => {
-            log::error!("cannot install signal handlers; stop tcp-track with SIGKILL (its links close on exit)");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = int.recv() => log::info!("SIGINT received, stopping"),
-        _ = term.recv() => log::info!("SIGTERM received, stopping"),
     }
 }
 

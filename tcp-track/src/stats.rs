@@ -3,6 +3,17 @@
 use aya::maps::{MapData, PerCpuArray};
 use tcp_track_common::counters;
 
+/// The kernel's counters, indexed like `tcp_track_common::counters`.
+pub type Totals = [u64; counters::COUNT as usize];
+
+/// Where the daemon reads the kernel's counters: the `COUNTERS` map, or a
+/// test's numbers.
+pub trait CounterSource {
+    /// Current totals.
+    fn read(&self) -> Totals;
+}
+
+/// The `COUNTERS` map.
 pub struct Counters {
     map: PerCpuArray<MapData, u64>,
 }
@@ -11,9 +22,11 @@ impl Counters {
     pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
         Counters { map }
     }
+}
 
-    /// Current totals, indexed like `tcp_track_common::counters`.
-    pub fn read(&self) -> [u64; counters::COUNT as usize] {
+impl CounterSource for Counters {
+    /// Summed over CPUs; a counter that cannot be read reads as 0.
+    fn read(&self) -> Totals {
         let mut out = [0u64; counters::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(values) = self.map.get(&(i as u32), 0) {
@@ -25,7 +38,7 @@ impl Counters {
 }
 
 /// `tcp_segments=10 not_tcp=2 ...`
-pub fn format(values: &[u64; counters::COUNT as usize]) -> String {
+pub fn format(values: &Totals) -> String {
     counters::NAMES.iter().zip(values).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
 }
 

@@ -1,6 +1,7 @@
 //! The kernel's flow tables as user space reads them: the established
 //! tables (LRU hash maps) and the half-open tables (set-associative arrays,
-//! `tcp_track_common::halfopen`), for IPv4 and IPv6.
+//! `tcp_track_common::halfopen`), for IPv4 and IPv6; and the reporter's
+//! view of them (`FlowLookup`), so that the reporter itself never sees aya.
 
 use std::borrow::{Borrow, BorrowMut};
 
@@ -8,7 +9,10 @@ use aya::maps::{Array, HashMap, MapData, MapError};
 use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
+    parse::FAMILY_IPV4,
 };
+
+use crate::report::{FlowId, FlowLookup};
 
 /// Where the half-open entries of a key are: the tables' hash seed and set
 /// mask, chosen by the loader.
@@ -130,4 +134,32 @@ where
     let index = set_of(key, layout.seed, layout.set_mask);
     let set = table.get(&index, 0).ok()?;
     find(&set, key).map(|way| (index, set, way))
+}
+
+/// The kernel's flow tables, taken out of the loaded object: what the
+/// running daemon's reporter reads.
+pub type KernelFlows = FlowTables<MapData>;
+
+impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
+    fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
+        let found = if id.family == FAMILY_IPV4 { self.get_v4(&key_v4(id)) } else { self.get_v6(&key_v6(id)) };
+        found.map(|(_, rec)| rec)
+    }
+
+    fn remove(&mut self, id: &FlowId) {
+        if id.family == FAMILY_IPV4 {
+            self.remove_v4(&key_v4(id));
+        } else {
+            self.remove_v6(&key_v6(id));
+        }
+    }
+}
+
+fn key_v4(id: &FlowId) -> FlowKeyV4 {
+    let (l, h) = (&id.lo_addr, &id.hi_addr);
+    FlowKeyV4 { lo_addr: [l[0], l[1], l[2], l[3]], hi_addr: [h[0], h[1], h[2], h[3]], lo_port: id.lo_port, hi_port: id.hi_port }
+}
+
+fn key_v6(id: &FlowId) -> FlowKeyV6 {
+    FlowKeyV6 { lo_addr: id.lo_addr, hi_addr: id.hi_addr, lo_port: id.lo_port, hi_port: id.hi_port }
 }

@@ -51,7 +51,7 @@ fn assert_one_line_error(code: Option<i32>, last: &str, expected: &str) {
 #[test]
 fn unknown_interface() {
     require_root!();
-    let ns = Netns::new("badif");
+    let ns = Netns::new("badif").unwrap();
     let (code, last) = run_to_exit(in_netns(&ns, &["run", "--iface", "nosuch0"], || Ok(())));
     assert_one_line_error(code, &last, "unknown interface \"nosuch0\"");
     assert!(last.contains("ip link"), "tells how to list interfaces: {last}");
@@ -60,7 +60,7 @@ fn unknown_interface() {
 #[test]
 fn not_root() {
     require_root!();
-    let net = Pair::new("noroot");
+    let net = Pair::new("noroot").unwrap();
     let args = ["run", "--iface", &net.a_end.ifname];
     let (code, last) = run_to_exit(in_netns(&net.a, &args, || {
         // Become `nobody`, with no capabilities left.
@@ -80,7 +80,7 @@ fn not_root() {
 fn native_xdp_on_a_driver_without_it() {
     require_root!();
     // The loopback driver has no native XDP support (the test namespace's own lo).
-    let ns = Netns::new("noxdp");
+    let ns = Netns::new("noxdp").unwrap();
     let (code, last) = run_to_exit(in_netns(&ns, &["run", "--iface", "lo", "--xdp-mode", "native"], || Ok(())));
     assert_one_line_error(code, &last, "interface lo: its driver does not support native (driver-mode) XDP");
     assert!(last.contains("--xdp-mode skb"), "tells which mode to try: {last}");
@@ -89,7 +89,7 @@ fn native_xdp_on_a_driver_without_it() {
 #[test]
 fn auto_mode_falls_back_to_skb_with_a_warning() {
     require_root!();
-    let ns = Netns::new("auto");
+    let ns = Netns::new("auto").unwrap();
     let d = Daemon::start(&ns, &["run", "--iface", "lo"]);
     let lines = d.stderr_lines();
     assert!(lines.iter().any(|l| l.contains("warn") && l.contains("falling back to generic (skb) mode")), "{lines:?}");
@@ -101,7 +101,7 @@ fn auto_mode_falls_back_to_skb_with_a_warning() {
 #[test]
 fn kernel_without_btf() {
     require_root!();
-    let net = Pair::new("nobtf");
+    let net = Pair::new("nobtf").unwrap();
     let args = ["run", "--iface", &net.a_end.ifname];
     let (code, last) = run_to_exit(in_netns(&net.a, &args, || {
         // A private mount namespace where /sys/kernel/btf is an empty tmpfs:
@@ -160,7 +160,7 @@ fn deny_map_create() -> std::io::Result<()> {
 #[test]
 fn kernel_without_ring_buffers() {
     require_root!();
-    let net = Pair::new("noring");
+    let net = Pair::new("noring").unwrap();
     let args = ["run", "--iface", &net.a_end.ifname];
     let (code, last) = run_to_exit(in_netns(&net.a, &args, deny_map_create));
     assert_one_line_error(code, &last, "this kernel has no BPF ring buffer");

@@ -24,13 +24,13 @@ fn malformed_frame(pair: &Pair) -> Vec<u8> {
 }
 
 fn malformed_logged(bpf_log: Option<&str>) -> bool {
-    let net = Pair::new(if bpf_log.is_some() { "logon" } else { "logoff" });
+    let net = Pair::new(if bpf_log.is_some() { "logon" } else { "logoff" }).unwrap();
     let mut args = vec!["run", "--iface", &net.a_end.ifname];
     if let Some(level) = bpf_log {
         args.extend(["--bpf-log", level]);
     }
     let d = Daemon::start(&net.a, &args);
-    send_frame(&net.b, &net.b_end.ifname, malformed_frame(&net));
+    send_frame(&net.b, &net.b_end.ifname, malformed_frame(&net)).unwrap();
     thread::sleep(Duration::from_millis(500));
     let logged = d.stderr_lines().iter().any(|l| l.contains("malformed frame"));
     assert!(d.stop().success());

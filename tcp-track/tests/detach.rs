@@ -17,7 +17,7 @@ use support::{
 
 /// `ip -d link show` mentions an XDP program (`prog/xdp id N`).
 fn xdp_attached(ns: &Netns, ifname: &str) -> bool {
-    ns.ip(&["-d", "link", "show", "dev", ifname]).contains("prog/xdp")
+    ns.ip(&["-d", "link", "show", "dev", ifname]).unwrap().contains("prog/xdp")
 }
 
 /// Names of the programs attached to the TCX egress hook of `ifname`.
@@ -26,20 +26,20 @@ fn tcx_egress(ns: &Netns, ifname: &str) -> Vec<String> {
     ns.enter(move || {
         let (_, progs) = SchedClassifier::query_tcx(&ifname, TcAttachType::Egress).expect("BPF_PROG_QUERY on tcx egress");
         progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect()
-    })
+    }).unwrap()
 }
 
 /// Classic tc state: filters on egress and any clsact qdisc.
 fn tc_egress_state(ns: &Netns, ifname: &str) -> (String, String) {
-    let filters = ns.exec("tc", &["filter", "show", "dev", ifname, "egress"]);
-    let q = ns.exec("tc", &["qdisc", "show", "dev", ifname]);
+    let filters = ns.exec("tc", &["filter", "show", "dev", ifname, "egress"]).unwrap();
+    let q = ns.exec("tc", &["qdisc", "show", "dev", ifname]).unwrap();
     (String::from_utf8_lossy(&filters.stdout).into_owned(), String::from_utf8_lossy(&q.stdout).into_owned())
 }
 
 #[test]
 fn sigterm_detaches_xdp_and_egress() {
     require_root!();
-    let net = Pair::new("detach");
+    let net = Pair::new("detach").unwrap();
     let ifname = net.a_end.ifname.clone();
     let d = Daemon::start(&net.a, &["run", "--iface", &ifname, "--xdp-mode", "native"]);
     assert!(xdp_attached(&net.a, &ifname), "XDP should be attached while running");
@@ -50,7 +50,7 @@ fn sigterm_detaches_xdp_and_egress() {
 
     let status = d.stop();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert!(!xdp_attached(&net.a, &ifname), "{}", net.a.ip(&["-d", "link", "show", "dev", &ifname]));
+    assert!(!xdp_attached(&net.a, &ifname), "{}", net.a.ip(&["-d", "link", "show", "dev", &ifname]).unwrap());
     assert_eq!(tcx_egress(&net.a, &ifname), Vec::<String>::new());
     let (filters, qdiscs) = tc_egress_state(&net.a, &ifname);
     assert_eq!(filters.trim(), "", "no egress filter may remain");
@@ -60,7 +60,7 @@ fn sigterm_detaches_xdp_and_egress() {
 #[test]
 fn sigint_detaches_too() {
     require_root!();
-    let net = Pair::new("sigint");
+    let net = Pair::new("sigint").unwrap();
     let ifname = net.a_end.ifname.clone();
     let d = Daemon::start(&net.a, &["run", "--iface", &ifname, "--xdp-mode", "skb"]);
     assert!(xdp_attached(&net.a, &ifname));
@@ -77,7 +77,7 @@ fn sigint_detaches_too() {
 #[test]
 fn router_sees_both_directions_on_two_interfaces() {
     require_root!();
-    let net = Routed::new("route");
+    let net = Routed::new("route").unwrap();
     let mut d = Daemon::start(
         &net.r,
         &["run", "--iface", &net.ra_end.ifname, "--iface", &net.rb_end.ifname, "--no-egress", "--format", "json", "--events", "all"],

@@ -41,7 +41,7 @@ fn one_connection(net: &Pair, v6: bool) -> (SocketAddr, SocketAddr) {
 
 fn flow_events(v6: bool) {
     require_root!();
-    let net = Pair::new(if v6 { "flow6" } else { "flow4" });
+    let net = Pair::new(if v6 { "flow6" } else { "flow4" }).unwrap();
     let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all"]);
     let (client, server) = one_connection(&net, v6);
     let (c, s) = (client.to_string(), server.to_string());
@@ -86,7 +86,7 @@ fn counter_lines(d: &Daemon) -> Vec<std::collections::HashMap<String, u64>> {
 #[test]
 fn counters_are_printed_every_stats_interval_and_at_exit() {
     require_root!();
-    let net = Pair::new("stats");
+    let net = Pair::new("stats").unwrap();
     let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all", "--stats-interval", "300ms"]);
     let (_, s) = one_connection(&net, false);
     let s = s.to_string();

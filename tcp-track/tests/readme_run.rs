@@ -29,7 +29,7 @@ impl Drop for Group {
 #[test]
 fn cargo_xtask_run_starts_the_daemon_on_lo() {
     require_root!();
-    let ns = Netns::new("readme");
+    let ns = Netns::new("readme").unwrap();
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name, env!("CARGO"), "xtask", "run"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -42,7 +42,7 @@ fn cargo_xtask_run_starts_the_daemon_on_lo() {
         assert!(Instant::now() < deadline, "no `watching lo` from `cargo xtask run`:\n{}", d.stderr_lines().join("\n"));
         thread::sleep(Duration::from_millis(200));
     }
-    assert!(ns.ip(&["-d", "link", "show", "dev", "lo"]).contains("prog/xdp"), "XDP is attached to the namespace's lo");
+    assert!(ns.ip(&["-d", "link", "show", "dev", "lo"]).unwrap().contains("prog/xdp"), "XDP is attached to the namespace's lo");
     // Ctrl-C reaches the whole foreground group.
     killpg(Pid::from_raw(group.0), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -51,5 +51,5 @@ fn cargo_xtask_run_starts_the_daemon_on_lo() {
         thread::sleep(Duration::from_millis(100));
     }
     d.wait(Duration::from_secs(30));
-    assert!(!ns.ip(&["-d", "link", "show", "dev", "lo"]).contains("prog/xdp"), "nothing left on lo");
+    assert!(!ns.ip(&["-d", "link", "show", "dev", "lo"]).unwrap().contains("prog/xdp"), "nothing left on lo");
 }

@@ -73,7 +73,7 @@ fn exit_counter(lines: &[String], name: &str) -> u64 {
 
 /// `TcpExtTCPChallengeACK` in `ns` (absolute, history untouched).
 fn challenge_acks(ns: &Netns) -> u64 {
-    let out = ns.exec("nstat", &["-asz", "TcpExtTCPChallengeACK"]);
+    let out = ns.exec("nstat", &["-asz", "TcpExtTCPChallengeACK"]).unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("TcpExtTCPChallengeACK").map(|v| v.split_whitespace().next().unwrap_or("0").parse().unwrap()))
@@ -93,15 +93,15 @@ fn daemon_on_client_side(net: &Pair, drop: bool) -> Daemon {
 #[test]
 fn out_of_window_burst_is_dropped() {
     require_root!();
-    let net = Pair::new("rstoow");
+    let net = Pair::new("rstoow").unwrap();
     let mut d = daemon_on_client_side(&net, true);
     let mut conn = open(&net, &mut d);
-    let mac = net.a.mac(&net.a_end.ifname);
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
     let rcv_nxt = conn.s_isn.wrapping_add(1);
     let frames: Vec<Vec<u8>> = (1..=50u32)
-        .map(|i| tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", rcv_nxt.wrapping_add(0x1000_0000u32.wrapping_mul(i % 15 + 1)).wrapping_add(i * 7919), 0))
+        .map(|i| tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", rcv_nxt.wrapping_add(0x1000_0000u32.wrapping_mul(i % 15 + 1)).wrapping_add(i * 7919), 0).unwrap())
         .collect();
-    send_frames(&net.b, &net.b_end.ifname, frames);
+    send_frames(&net.b, &net.b_end.ifname, frames).unwrap();
     let r = d.wait_for(WAIT, "a dropped reset", |v| v["event"] == "reset" && v["action"] == "dropped");
     assert_eq!((r["reason"].as_str(), r["window"].as_str()), (Some("invalid"), Some("outside")), "{r}");
     still_works(&mut conn);
@@ -129,7 +129,7 @@ fn stop(mut d: Daemon) -> Vec<String> {
 /// stack never sees them (its challenge-ACK counter does not move);
 /// without it, it answers them with challenge ACKs (RFC 5961 §3.2).
 fn in_window(drop: bool) -> u64 {
-    let net = Pair::new(if drop { "rstinw1" } else { "rstinw0" });
+    let net = Pair::new(if drop { "rstinw1" } else { "rstinw0" }).unwrap();
     // The daemon guards the server's side this time.
     let mut args = vec!["run", "--iface", &net.b_end.ifname, "--format", "json", "--events", "all"];
     if drop {
@@ -138,11 +138,11 @@ fn in_window(drop: bool) -> u64 {
     let mut d = Daemon::start(&net.b, &args);
     let mut conn = open(&net, &mut d);
     let before = challenge_acks(&net.b);
-    let mac = net.b.mac(&net.b_end.ifname);
+    let mac = net.b.mac(&net.b_end.ifname).unwrap();
     // The server expects c_isn + 1 next; 1000 to 10000 bytes further is in
     // its window but not exact.
-    let frames = (1..=10u32).map(|i| tcp_frame(v4(conn.ca), v4(conn.sa), mac, "R", conn.c_isn.wrapping_add(1 + 1000 * i), 0)).collect();
-    send_frames(&net.a, &net.a_end.ifname, frames);
+    let frames = (1..=10u32).map(|i| tcp_frame(v4(conn.ca), v4(conn.sa), mac, "R", conn.c_isn.wrapping_add(1 + 1000 * i), 0).unwrap()).collect();
+    send_frames(&net.a, &net.a_end.ifname, frames).unwrap();
     thread::sleep(Duration::from_millis(300));
     let moved = challenge_acks(&net.b) - before;
     still_works(&mut conn);
@@ -164,8 +164,8 @@ fn in_window_rsts_never_reach_the_stack_with_the_flag() {
 /// 3: an exact RST towards a client in TIME_WAIT: with the flag its
 /// TIME_WAIT socket survives; without it (tcp_rfc1337=0) it is gone.
 fn assassinate(guard: bool) -> bool {
-    let net = Pair::new(if guard { "rsttw1" } else { "rsttw0" });
-    net.a.sysctl("net.ipv4.tcp_rfc1337=0");
+    let net = Pair::new(if guard { "rsttw1" } else { "rsttw0" }).unwrap();
+    net.a.sysctl("net.ipv4.tcp_rfc1337=0").unwrap();
     let mut d = daemon_on_client_side(&net, guard);
     let mut conn = open(&net, &mut d);
     conn.c.shutdown(Shutdown::Write).unwrap();
@@ -177,13 +177,13 @@ fn assassinate(guard: bool) -> bool {
     conn.c.read_to_end(&mut rest).unwrap();
     d.wait_for(WAIT, "time_wait", |v| v["event"] == "time_wait" && v["client"] == ca.to_string().as_str());
     let in_tw = |ns: &Netns| {
-        let out = ns.exec("ss", &["-tanH", "state", "time-wait"]);
+        let out = ns.exec("ss", &["-tanH", "state", "time-wait"]).unwrap();
         String::from_utf8_lossy(&out.stdout).contains(&ca.to_string())
     };
     assert!(in_tw(&net.a), "the client is in TIME-WAIT before the RST");
     // The client expects the server's ISN + 1 (its SYN) + 1 (its FIN).
-    let mac = net.a.mac(&net.a_end.ifname);
-    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa), v4(ca), mac, "R", s_isn.wrapping_add(2), 0)]);
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
+    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa), v4(ca), mac, "R", s_isn.wrapping_add(2), 0).unwrap()]).unwrap();
     let r = d.wait_for(WAIT, "the reset", |v| v["event"] == "reset" && v["client"] == ca.to_string().as_str());
     assert_eq!(r["reason"], "time_wait_assassination", "{r}");
     assert_eq!(r["action"], if guard { "dropped" } else { "passed" }, "{r}");
@@ -205,7 +205,7 @@ fn time_wait_survives_assassination_with_the_flag() {
 #[test]
 fn legitimate_resets_pass_with_the_flag() {
     require_root!();
-    let net = Pair::new("rstok");
+    let net = Pair::new("rstok").unwrap();
     let mut d = daemon_on_client_side(&net, true);
     let expect = |d: &mut Daemon, conn_c: SocketAddr, reason: &str, from: &str| {
         let r = d.wait_for(WAIT, reason, |v| v["event"] == "reset" && v["client"] == conn_c.to_string().as_str());
@@ -214,7 +214,7 @@ fn legitimate_resets_pass_with_the_flag() {
 
     // The server aborts (SO_LINGER 0): its RST arrives through XDP.
     let mut conn = open(&net, &mut d);
-    set_linger_zero(conn.s.as_raw_fd());
+    set_linger_zero(conn.s.as_raw_fd()).unwrap();
     drop(conn.s);
     let mut buf = [0u8; 1];
     assert_eq!(conn.c.read(&mut buf).unwrap_err().kind(), ErrorKind::ConnectionReset);
@@ -223,7 +223,7 @@ fn legitimate_resets_pass_with_the_flag() {
     // The client aborts: the server's application sees the reset.
     let conn = open(&net, &mut d);
     let (c, mut s, ca) = (conn.c, conn.s, conn.ca);
-    set_linger_zero(c.as_raw_fd());
+    set_linger_zero(c.as_raw_fd()).unwrap();
     drop(c);
     assert_eq!(s.read(&mut buf).unwrap_err().kind(), ErrorKind::ConnectionReset);
     expect(&mut d, ca, "abort", "client");
@@ -251,10 +251,10 @@ fn legitimate_resets_pass_with_the_flag() {
     // dropped in its namespace); the client's next data is answered by the
     // server's stack with a RST carrying the ACK it got, through XDP.
     let mut conn = open(&net, &mut d);
-    net.b.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop");
-    set_linger_zero(conn.s.as_raw_fd());
+    net.b.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop").unwrap();
+    set_linger_zero(conn.s.as_raw_fd()).unwrap();
     drop(conn.s);
-    net.b.nft("delete table inet tt");
+    net.b.nft("delete table inet tt").unwrap();
     conn.c.write_all(b"anyone?").unwrap();
     assert_eq!(conn.c.read(&mut buf).unwrap_err().kind(), ErrorKind::ConnectionReset);
     expect(&mut d, conn.ca, "stateless_peer", "server");
@@ -266,17 +266,17 @@ fn legitimate_resets_pass_with_the_flag() {
 #[test]
 fn corrupt_rst_is_not_an_attack() {
     require_root!();
-    let net = Pair::new("rstcsum");
+    let net = Pair::new("rstcsum").unwrap();
     let mut d = daemon_on_client_side(&net, true);
     let mut conn = open(&net, &mut d);
-    let mac = net.a.mac(&net.a_end.ifname);
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
     let mut frames = Vec::new();
     for seq in [conn.s_isn.wrapping_add(1), conn.s_isn.wrapping_add(0x4000_0000)] {
-        let mut f = tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", seq, 0);
+        let mut f = tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", seq, 0).unwrap();
         f[14 + 20 + 16] ^= 0x5a;
         frames.push(f);
     }
-    send_frames(&net.b, &net.b_end.ifname, frames);
+    send_frames(&net.b, &net.b_end.ifname, frames).unwrap();
     thread::sleep(Duration::from_millis(300));
     still_works(&mut conn);
     let lines = d.drain(Duration::from_millis(300));
@@ -291,7 +291,7 @@ fn corrupt_rst_is_not_an_attack() {
 #[test]
 fn liberal_interface_drops_nothing() {
     require_root!();
-    let net = Pair::new("rstlib");
+    let net = Pair::new("rstlib").unwrap();
     let ifname = net.a_end.ifname.clone();
     let mut d = Daemon::start(
         &net.a,
@@ -299,9 +299,9 @@ fn liberal_interface_drops_nothing() {
     );
     assert!(d.stderr_lines().iter().any(|l| l.contains("liberal")), "{:?}", d.stderr_lines());
     let mut conn = open(&net, &mut d);
-    let mac = net.a.mac(&ifname);
+    let mac = net.a.mac(&ifname).unwrap();
     let far = conn.s_isn.wrapping_add(0x4000_0000);
-    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", far, 0)]);
+    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(conn.sa), v4(conn.ca), mac, "R", far, 0).unwrap()]).unwrap();
     let r = d.wait_for(WAIT, "the reset", |v| v["event"] == "reset");
     assert_eq!((r["reason"].as_str(), r["action"].as_str()), (Some("invalid"), Some("passed")), "{r}");
     still_works(&mut conn);

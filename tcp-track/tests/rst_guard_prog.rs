@@ -13,7 +13,7 @@ use aya::{
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     loader::Tracker,
-    netns::{tcp_segment, Tcp},
+    test_support::frames::{tcp_segment, Tcp},
     tables::FlowTables,
 };
 use tcp_track_common::{
@@ -32,7 +32,7 @@ const S: ([u8; 4], u16) = ([198, 18, 0, 2], 80);
 #[allow(clippy::too_many_arguments)]
 fn seg(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32, window: u16, wscale: Option<u8>, len: usize) -> Vec<u8> {
     let addr = |(ip, port): ([u8; 4], u16)| SocketAddrV4::new(ip.into(), port);
-    tcp_segment(addr(from), addr(to), [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window, wscale, payload: len })
+    tcp_segment(addr(from), addr(to), [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window, wscale, payload: len }).unwrap()
 }
 
 struct Guard {

@@ -48,7 +48,7 @@ fn about(v: &Value, client: &SocketAddr, server: &SocketAddr) -> bool {
 /// 1: a SYN to a port nobody listens on is answered with RST: refused.
 fn refused(v6: bool) {
     require_root!();
-    let net = Pair::new(if v6 { "ref6" } else { "ref4" });
+    let net = Pair::new(if v6 { "ref6" } else { "ref4" }).unwrap();
     let mut d = daemon(&net, &[]);
     // Bind to learn a free port, then close it: nobody listens there.
     let port = listener(&net, v6).local_addr().unwrap().port();
@@ -73,13 +73,13 @@ fn s11_connection_refused_ipv6() {
 /// 2: SO_LINGER 0 and close: an abortive release; the server sees ECONNRESET.
 fn abort(v6: bool) {
     require_root!();
-    let net = Pair::new(if v6 { "abt6" } else { "abt4" });
+    let net = Pair::new(if v6 { "abt6" } else { "abt4" }).unwrap();
     let mut d = daemon(&net, &[]);
     let l = listener(&net, v6);
     let c = connect(&net, l.local_addr().unwrap());
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
-    set_linger_zero(c.as_raw_fd());
+    set_linger_zero(c.as_raw_fd()).unwrap();
     drop(c);
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).unwrap_err().kind(), ErrorKind::ConnectionReset, "the server application sees ECONNRESET");
@@ -103,7 +103,7 @@ fn s11_abortive_release_ipv6() {
 #[test]
 fn s03_close_with_unread_data() {
     require_root!();
-    let net = Pair::new("unread");
+    let net = Pair::new("unread").unwrap();
     let mut d = daemon(&net, &[]);
     let l = listener(&net, false);
     let mut c = connect(&net, l.local_addr().unwrap());
@@ -120,7 +120,7 @@ fn s03_close_with_unread_data() {
 /// 4: orderly release; TIME_WAIT on the closer, expiry after --time-wait-timeout.
 fn time_wait(v6: bool, client_first: bool) {
     require_root!();
-    let net = Pair::new(&format!("tw{}{}", if v6 { 6 } else { 4 }, if client_first { "c" } else { "s" }));
+    let net = Pair::new(&format!("tw{}{}", if v6 { 6 } else { 4 }, if client_first { "c" } else { "s" })).unwrap();
     let mut d = daemon(&net, &["--time-wait-timeout", "2s"]);
     let l = listener(&net, v6);
     let mut c = connect(&net, l.local_addr().unwrap());
@@ -162,7 +162,7 @@ fn s11_time_wait_ipv6() {
 #[test]
 fn s05_syn_recv_stuck() {
     require_root!();
-    let net = Pair::new("synrcv");
+    let net = Pair::new("synrcv").unwrap();
     let mut d = daemon(&net, &["--half-open-timeout", "4s"]);
     let l = listener(&net, false);
     let server = l.local_addr().unwrap();
@@ -171,7 +171,7 @@ fn s05_syn_recv_stuck() {
     net.a.nft(&format!(
         "add table inet tt; add chain inet tt out {{ type filter hook output priority 0; }}; add rule inet tt out tcp dport {} tcp flags & (syn | ack | fin | rst) == ack drop",
         server.port()
-    ));
+    )).unwrap();
     let c = connect(&net, server);
     let ca = c.local_addr().unwrap();
     let h = d.wait_for(Duration::from_secs(15), "half_open", |v| is(v, "half_open") && about(v, &ca, &server));
@@ -187,14 +187,14 @@ fn s05_syn_recv_stuck() {
 #[test]
 fn s06_syn_sent_unanswered() {
     require_root!();
-    let net = Pair::new("synsnt");
+    let net = Pair::new("synsnt").unwrap();
     let mut d = daemon(&net, &["--half-open-timeout", "3s"]);
     let l = listener(&net, false);
     let server = l.local_addr().unwrap();
     net.b.nft(&format!(
         "add table inet tt; add chain inet tt in {{ type filter hook input priority 0; }}; add rule inet tt in tcp dport {} drop",
         server.port()
-    ));
+    )).unwrap();
     let attempt = {
         let ns = net.a.path();
         thread::spawn(move || {
@@ -216,16 +216,16 @@ fn s06_syn_sent_unanswered() {
 #[test]
 fn s07_peer_lost_its_state() {
     require_root!();
-    let net = Pair::new("lost");
+    let net = Pair::new("lost").unwrap();
     let mut d = daemon(&net, &[]);
     let l = listener(&net, false);
     let c = connect(&net, l.local_addr().unwrap());
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
-    net.a.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop");
-    set_linger_zero(c.as_raw_fd());
+    net.a.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop").unwrap();
+    set_linger_zero(c.as_raw_fd()).unwrap();
     drop(c);
-    net.a.nft("delete table inet tt");
+    net.a.nft("delete table inet tt").unwrap();
     s.write_all(b"are you there?").unwrap();
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && about(v, &ca, &sa));
     assert_eq!((r["reason"].as_str(), r["from"].as_str()), (Some("stateless_peer"), Some("client")), "{r}");
@@ -245,7 +245,7 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
 #[test]
 fn s08_time_wait_assassination() {
     require_root!();
-    let net = Pair::new("assn");
+    let net = Pair::new("assn").unwrap();
     let mut d = daemon(&net, &["--events", "all"]);
     let l = listener(&net, false);
     let mut c = connect(&net, l.local_addr().unwrap());
@@ -260,7 +260,7 @@ fn s08_time_wait_assassination() {
     d.wait_for(WAIT, "time_wait", |v| is(v, "time_wait") && about(v, &ca, &sa));
     // RCV.NXT of the client is one past the server's FIN.
     let seq = (fin["seq"].as_u64().unwrap() as u32).wrapping_add(1);
-    send_frame(&net.b, &net.b_end.ifname, tcp_frame(v4(sa), v4(ca), net.a.mac(&net.a_end.ifname), "R", seq, 0));
+    send_frame(&net.b, &net.b_end.ifname, tcp_frame(v4(sa), v4(ca), net.a.mac(&net.a_end.ifname).unwrap(), "R", seq, 0).unwrap()).unwrap();
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && about(v, &ca, &sa));
     assert_eq!((r["reason"].as_str(), r["from"].as_str()), (Some("time_wait_assassination"), Some("server")), "{r}");
     assert_eq!(r["drop_justified"], true, "{r}");
@@ -272,7 +272,7 @@ fn s08_time_wait_assassination() {
 #[test]
 fn s09_time_wait_reuse() {
     require_root!();
-    let net = Pair::new("reuse");
+    let net = Pair::new("reuse").unwrap();
     let mut d = daemon(&net, &[]);
     let l = listener(&net, false);
     let sa = l.local_addr().unwrap();
@@ -292,7 +292,7 @@ fn s09_time_wait_reuse() {
         sock.set_reuse_address(true).unwrap();
         sock.bind(&ca.into()).unwrap();
         sock.connect_timeout(&sa.into(), Duration::from_secs(5)).map(|_| sock)
-    });
+    }).unwrap();
     let _second = again.expect("the server's TIME_WAIT accepts a SYN with an advanced ISN (RFC 6191)");
     let r = d.wait_for(WAIT, "time_wait_reuse", |v| is(v, "time_wait_reuse") && about(v, &ca, &sa));
     assert_eq!(r["isn_advanced"], true, "Linux's ISNs advance with time: {r}");
@@ -304,21 +304,21 @@ fn s09_time_wait_reuse() {
 #[test]
 fn s10_syn_flood() {
     require_root!();
-    let net = Pair::new("flood");
+    let net = Pair::new("flood").unwrap();
     let mut d = daemon(&net, &["--syn-flood-threshold", "100", "--half-open-timeout", "2s"]);
     // The server is in a this time, so the daemon sees the flood arrive at XDP.
     let server = net.a.listen(net.a_end.v4).unwrap();
     let sa = server.local_addr().unwrap();
-    let mac = net.a.mac(&net.a_end.ifname);
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
     let frames: Vec<Vec<u8>> = (0..3000u32)
         .map(|i| {
             // Spoofed sources across 198.19.0.0/16 (inside 198.18.0.0/15).
             let src = SocketAddrV4::new([198, 19, (i >> 8) as u8, i as u8].into(), 1024 + (i % 60000) as u16);
-            tcp_frame(src, v4(sa), mac, "S", i.wrapping_mul(2654435761), 0)
+            tcp_frame(src, v4(sa), mac, "S", i.wrapping_mul(2654435761), 0).unwrap()
         })
         .collect();
     let started = Instant::now();
-    send_frames(&net.b, &net.b_end.ifname, frames);
+    send_frames(&net.b, &net.b_end.ifname, frames).unwrap();
     assert!(started.elapsed() < Duration::from_secs(1), "the flood took {:?}", started.elapsed());
     let f = d.wait_for(WAIT, "syn_flood", |v| is(v, "syn_flood"));
     assert_eq!(f["server"], sa.to_string().as_str(), "{f}");

@@ -23,7 +23,7 @@ use support::{
 
 /// `ss` state of the socket `local` → `remote` in `ns`, or CLOSED when there is none.
 fn ss_state(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> String {
-    let out = ns.exec("ss", &["-tanH", "state", "all"]);
+    let out = ns.exec("ss", &["-tanH", "state", "all"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -82,14 +82,14 @@ fn simultaneous(net: &Pair) -> (SocketAddr, SocketAddr) {
     exchange(&mut c, &mut s);
     for ns in [&net.a, &net.b] {
         let rules = "add table inet tt; add chain inet tt input { type filter hook input priority 0; }; add rule inet tt input tcp flags & fin == fin drop";
-        let out = ns.exec("nft", &[rules]);
+        let out = ns.exec("nft", &[rules]).unwrap();
         assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
     }
     c.shutdown(Shutdown::Write).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     thread::sleep(Duration::from_millis(100));
     for ns in [&net.a, &net.b] {
-        assert!(ns.exec("nft", &["delete", "table", "inet", "tt"]).status.success());
+        assert!(ns.exec("nft", &["delete", "table", "inet", "tt"]).unwrap().status.success());
     }
     read_eof(&mut c);
     read_eof(&mut s);
@@ -116,7 +116,7 @@ fn abortive(net: &Pair) -> (SocketAddr, SocketAddr) {
     let (mut c, mut s) = connect(net, false);
     let ends = (c.local_addr().unwrap(), s.local_addr().unwrap());
     exchange(&mut c, &mut s);
-    set_linger_zero(c.as_raw_fd());
+    set_linger_zero(c.as_raw_fd()).unwrap();
     drop(c);
     let mut buf = [0u8; 1];
     let err = s.read(&mut buf).expect_err("the server sees the reset");
@@ -142,7 +142,7 @@ fn last_events(lines: &[String]) -> HashMap<(String, String), Value> {
 #[test]
 fn tracker_agrees_with_ss_in_both_namespaces() {
     require_root!();
-    let net = Pair::new("ss");
+    let net = Pair::new("ss").unwrap();
     let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "json", "--events", "all"]);
 
     let mut cases: Vec<(&str, SocketAddr, SocketAddr, &str, &str)> = Vec::new();

@@ -29,12 +29,12 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use tcp_track::{
-    config::{BpfLog, RstPolicy},
+    config::{BpfLog, ReportConfig, RstPolicy},
     events::Decoder,
-    report::{KernelFlows, ReportConfig, Reporter},
-    tables::Table,
+    report::Reporter,
+    tables::{KernelFlows, Table},
     loader::{Tracker, EMPTY_PROGRAM, XDP_PROGRAM},
-    netns::{tcp_segment, Tcp},
+    test_support::frames::{tcp_segment, Tcp},
     stats::table_memory,
 };
 use tcp_track_common::{
@@ -126,6 +126,7 @@ fn client(i: u32) -> ([u8; 4], u16) {
 fn frame(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32, len: usize) -> Vec<u8> {
     let addr = |(ip, port): ([u8; 4], u16)| std::net::SocketAddrV4::new(ip.into(), port);
     tcp_segment(addr(from), addr(to), [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window: 502, payload: len, ..Tcp::default() })
+        .expect("the benchmark's frames carry small payloads")
 }
 
 /// An established flow's record, as the state machine would leave it.

@@ -1,16 +1,22 @@
 //! The reporter with a fake clock and a fake flow table.
 
-use std::{collections::HashMap as Map, time::SystemTime};
+use std::{
+    collections::HashMap as Map,
+    time::{Duration, SystemTime},
+};
 
 use tcp_track_common::{
-    event::{EVENT_FIN, EVENT_STATE},
-    flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
-    state::{RESET_EXACT, RESET_IN_WINDOW},
+    event::{EVENT_DATA_RETRANS, EVENT_FIN, EVENT_FLOW_NEW, EVENT_HANDSHAKE_RETRANS, EVENT_REUSE, EVENT_RST, EVENT_STATE},
+    flow::{coarse_time, FlowRecord, DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_CLOSER_LO},
+    state::{
+        RESET_EXACT, RESET_IN_WINDOW, RESET_STATELESS_PEER, STATE_CLOSE, STATE_CLOSE_WAIT, STATE_ESTABLISHED, STATE_FIN_WAIT,
+        STATE_LAST_ACK, STATE_SYN_RECV, STATE_SYN_SENT, STATE_TIME_WAIT,
+    },
     tcp::{ACK, FIN, RST, SYN},
 };
 
 use super::*;
-use crate::events::FieldValue;
+use crate::{config::EventSet, events::FieldValue};
 use crate::{
     clock::WallClock,
     events::Decoder,
@@ -20,8 +26,9 @@ use crate::{
     },
 };
 
+/// A flow table a test fills.
 #[derive(Default)]
-struct FakeTable {
+pub(crate) struct FakeTable {
     records: Map<FlowId, FlowRecord>,
     removed: Vec<FlowId>,
 }
@@ -97,7 +104,7 @@ impl Rig {
 
 /// A kernel event on the flow client 198.18.0.1:port → server 198.18.0.2:80.
 /// The server (198.18.0.2... sorts after .1) is `hi`; the client `lo`.
-fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new: u8) -> FlowEvent {
+pub(crate) fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new: u8) -> FlowEvent {
     let mut e = FlowEvent {
         ts_ns: ts,
         ifindex: 3,
@@ -119,7 +126,7 @@ fn raw(kind: u16, port: u16, ts: u64, from_client: bool, flags: u8, old: u8, new
 }
 
 fn names(evs: &[Event]) -> Vec<&'static str> {
-    evs.iter().map(|e| e.event).collect()
+    evs.iter().map(|e| e.event.as_str()).collect()
 }
 
 #[test]
@@ -254,7 +261,7 @@ fn a_long_flood_keeps_the_daemon_memory_bounded() {
     }
     assert_eq!(names(&later), ["syn_flood_ended"]);
     assert_eq!(g.r.tracked_flows(), 0);
-    assert!(g.r.servers.is_empty(), "nothing is kept of a server once its flood is over");
+    assert!(g.r.floods.is_empty(), "nothing is kept of a server once its flood is over");
 }
 
 #[test]
@@ -265,7 +272,7 @@ fn every_tracked_flow_stays_in_the_audit_round_robin() {
     for i in 0..3000u64 {
         g.feed(raw(EVENT_FLOW_NEW, 1024 + i as u16, T0 + i * 1000, true, SYN, 0, STATE_SYN_SENT));
         for (id, t) in &g.r.flows {
-            assert!(g.r.audit_order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
+            assert!(g.r.audit.order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
         }
     }
 }
@@ -329,7 +336,7 @@ fn time_wait_pressure_is_reported_once() {
         tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
         all.extend(g.feed(tw));
     }
-    let pressure: Vec<&Event> = all.iter().filter(|e| e.event == "time_wait_pressure").collect();
+    let pressure: Vec<&Event> = all.iter().filter(|e| e.event == EventKind::TimeWaitPressure).collect();
     assert_eq!(pressure.len(), 1);
     assert_eq!(pressure[0].client.unwrap().to_string(), "198.18.0.1");
     assert_eq!(pressure[0].field("time_wait").unwrap(), 3);
@@ -435,10 +442,38 @@ fn time_wait_pressure_is_reported_again_after_the_time_waits_expire() {
             evs.extend(g.feed(tw));
             g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
         }
-        evs.iter().filter(|e| e.event == "time_wait_pressure").count()
+        evs.iter().filter(|e| e.event == EventKind::TimeWaitPressure).count()
     };
     assert_eq!(wave(&mut g, 30000, T0), 1);
     // All three expire (2 s): the pressure is gone and the report re-armed.
     assert_eq!(names(&g.on_time(T0 + 3 * S)), ["time_wait_expired"; 3]);
     assert_eq!(wave(&mut g, 31000, T0 + 4 * S), 1, "reported again once it builds up again");
+}
+
+#[test]
+fn the_snapshot_counts_what_the_reporter_follows() {
+    let mut g = Rig::new(cfg());
+    for i in 0..12u16 {
+        g.feed(raw(EVENT_FLOW_NEW, 10000 + i, T0 + i as u64, true, SYN, 0, STATE_SYN_SENT));
+    }
+    for i in 0..3u16 {
+        g.feed(raw(EVENT_FLOW_NEW, 20000 + i, T0 + 100, true, SYN, 0, STATE_SYN_SENT));
+        let mut tw = raw(EVENT_STATE, 20000 + i, T0 + 200, true, ACK, STATE_LAST_ACK, STATE_TIME_WAIT);
+        tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+        g.feed(tw);
+    }
+    let s = g.r.snapshot();
+    let by_state: Vec<(ConnState, usize)> = s.flows_by_state.iter().copied().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(by_state, [(ConnState::SynSent, 12), (ConnState::TimeWait, 3)]);
+    assert_eq!(s.flows_by_state.len(), ConnState::ALL.len(), "every state is listed");
+    assert_eq!((s.tracked_flows, s.half_open), (15, 12));
+    assert_eq!(s.floods.len(), 1);
+    let f = &s.floods[0];
+    assert_eq!((f.server.to_string(), f.since_ns, f.syns, f.peak_half_open, f.half_open), ("198.18.0.2:80".into(), T0 + 10, 5, 13, 12));
+    assert_eq!(
+        s.pressure_alerts,
+        [PressureAlert { client: "198.18.0.1".parse().unwrap(), server: "198.18.0.2:80".parse().unwrap(), time_wait: 3 }]
+    );
+    assert_eq!((s.vanished, s.suppressed), (0, 0));
+    assert_eq!(s.pending_deadlines, g.r.pending_deadlines());
 }

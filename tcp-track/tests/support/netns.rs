@@ -1,7 +1,10 @@
-//! The namespace helper lives in the library (`tcp_track::netns`, also used
-//! by `tcp-track demo`); tests add the loud skip for non-root runs.
+//! The namespace helper and the frame builder live in the library
+//! (`tcp_track::test_support`, also used by `tcp-track demo`); tests add
+//! the loud skip for non-root runs, and unwrap what they call.
 
-pub use tcp_track::netns::*;
+// Each test file uses a part.
+#[allow(unused_imports)]
+pub use tcp_track::test_support::{frames::*, netns::*};
 
 /// Skip a test that needs root, loudly: the skip is printed, not silent.
 #[macro_export]

@@ -1,0 +1,38 @@
+//! The commands of the `tcp-track` binary, one module each: each turns its
+//! command-line arguments into a configuration and calls the library.
+//! Another command (`flows`, `read`, ...) is another module and another
+//! variant of `Command`.
+
+use anyhow::Result;
+
+use crate::config::BpfLog;
+
+pub mod demo;
+pub mod run;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and stream connection events to stdout.
+    Run(run::RunArgs),
+    /// Play every kind of event in throw-away network namespaces (root; about 20 s).
+    Demo(demo::DemoArgs),
+}
+
+impl Command {
+    /// The kernel-side log level the command asks for (the binary sets up
+    /// logging before running it).
+    pub fn bpf_log(&self) -> BpfLog {
+        match self {
+            Command::Run(args) => args.bpf_log,
+            Command::Demo(_) => BpfLog::Off,
+        }
+    }
+
+    /// Run the command to its end.
+    pub fn execute(self) -> Result<()> {
+        match self {
+            Command::Run(args) => run::execute(args),
+            Command::Demo(args) => demo::execute(args),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `tcp-track run`: attach to interfaces and stream connection events to
+//! stdout until SIGINT or SIGTERM.
+
+use std::{fmt, time::Duration};
+
+use anyhow::{Context, Result};
+
+use crate::config::{
+    BpfLog, Capacity, Config, EventSet, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
+    DEFAULT_MAX_HALF_OPEN,
+};
+
+// The defaults shown by `--help` are the configuration's own (`config`).
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Interface to watch (repeat for several; they share one flow table).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub interfaces: Vec<String>,
+    /// Output format: readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// XDP attach mode. `auto` tries native (driver) mode and falls back to skb.
+    #[arg(long, value_enum, default_value_t)]
+    pub xdp_mode: XdpModeChoice,
+    /// Do not attach the TC egress program: on a box that forwards between
+    /// the watched interfaces, XDP alone sees both directions.
+    #[arg(long)]
+    pub no_egress: bool,
+    /// Kernel-side log level (aya-log), printed on stderr; off by default.
+    #[arg(long, value_enum, default_value_t)]
+    pub bpf_log: BpfLog,
+    /// Which events to print: what matters (resets, half-open, TIME_WAIT,
+    /// SYN floods, CLOSE_WAIT, TIME_WAIT pressure), or also every new flow,
+    /// FIN, state change and retransmission.
+    #[arg(long, value_enum, default_value_t)]
+    pub events: EventSet,
+    /// A handshake not completed after this long is reported as half-open;
+    /// an established connection whose data goes unacknowledged this long
+    /// has lost its peer. Forms: 500ms, 2s, 1m.
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().half_open_timeout.into())]
+    pub half_open_timeout: Timeout,
+    /// How long TIME_WAIT lasts before `time_wait_expired` (Linux: 60s).
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().time_wait_timeout.into())]
+    pub time_wait_timeout: Timeout,
+    /// CLOSE_WAIT (the other side closed, this side's application has not)
+    /// lasting this long is reported.
+    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().close_wait_timeout.into())]
+    pub close_wait_timeout: Timeout,
+    /// More half-open connections than this to one server endpoint is a SYN
+    /// flood; it ends when they fall below half of it.
+    #[arg(long, default_value_t = ReportConfig::default().syn_flood_threshold)]
+    pub syn_flood_threshold: u32,
+    /// This many TIME_WAIT connections from one client address to one
+    /// server endpoint is reported as TIME_WAIT pressure.
+    #[arg(long, default_value_t = ReportConfig::default().time_wait_pressure)]
+    pub time_wait_pressure: u32,
+    /// Which RSTs to drop in XDP. Every RST is classified and reported
+    /// either way; refusals, exact resets and stateless peers' resets are
+    /// never dropped, nor any RST of a flow whose windows are unknown.
+    #[arg(long, value_enum, default_value_t, conflicts_with = "drop_invalid_rst")]
+    pub rst_policy: RstPolicy,
+    /// Shorthand for --rst-policy drop-invalid (RFC 5961 blind resets and
+    /// RFC 1337 TIME-WAIT assassination).
+    #[arg(long)]
+    pub drop_invalid_rst: bool,
+    /// An interface where only one direction is visible (asymmetric
+    /// routing): nothing is judged, so nothing is dropped there. Repeatable.
+    #[arg(long = "liberal-iface", value_name = "IF")]
+    pub liberal_interfaces: Vec<String>,
+    /// Flow-table capacity, per address family (the start-up log says what
+    /// it costs in kernel memory).
+    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS)]
+    pub max_flows: u32,
+    /// Half-open table capacity, per address family: connections whose
+    /// handshake has not completed live there, apart, so that a SYN flood
+    /// cannot evict established ones. Rounded up to a power of two of
+    /// 4-slot sets.
+    #[arg(long, default_value_t = DEFAULT_MAX_HALF_OPEN)]
+    pub max_half_open: u32,
+    /// Print the kernel counters on stderr this often (they are always
+    /// printed at exit).
+    #[arg(long, value_parser = duration)]
+    pub stats_interval: Option<Timeout>,
+}
+
+impl RunArgs {
+    /// What the arguments ask for.
+    pub fn config(self) -> Config {
+        let config = Config {
+            format: self.format,
+            xdp_mode: self.xdp_mode,
+            egress: !self.no_egress,
+            bpf_log: self.bpf_log,
+            report: ReportConfig {
+                half_open_timeout: self.half_open_timeout.into(),
+                time_wait_timeout: self.time_wait_timeout.into(),
+                close_wait_timeout: self.close_wait_timeout.into(),
+                syn_flood_threshold: self.syn_flood_threshold,
+                time_wait_pressure: self.time_wait_pressure,
+                events: self.events,
+                ..ReportConfig::default()
+            },
+            rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
+            liberal_interfaces: self.liberal_interfaces,
+            stats_interval: self.stats_interval.map(Into::into),
+            ..Config::new(self.interfaces)
+        };
+        config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))
+    }
+}
+
+/// Run the daemon on a single-threaded runtime until SIGINT or SIGTERM.
+pub fn execute(args: RunArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(crate::run(args.config(), shutdown_signal()))
+}
+
+/// A duration on the command line: humantime's forms in (`500ms`, `2s`,
+/// `1m`, `1h 30m`), and out as whole seconds (`60s`) when it has no
+/// fraction (`--help` shows the defaults this way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+impl From<Duration> for Timeout {
+    fn from(d: Duration) -> Self {
+        Timeout(d)
+    }
+}
+
+impl From<Timeout> for Duration {
+    fn from(t: Timeout) -> Self {
+        t.0
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_nanos() == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            humantime::format_duration(self.0).fmt(f)
+        }
+    }
+}
+
+/// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
+fn duration(s: &str) -> Result<Timeout, String> {
+    humantime::parse_duration(s).map(Timeout).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => {
+            log::error!("cannot install signal handlers; stop tcp-track with SIGKILL (its links close on exit)");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => log::info!("SIGINT received, stopping"),
+        _ = term.recv() => log::info!("SIGTERM received, stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap().run.config()
+    }
+
+    #[test]
+    fn defaults_are_the_configs() {
+        let c = config(&["--iface", "lo"]);
+        assert_eq!(c, Config::new(vec!["lo".into()]));
+    }
+
+    #[test]
+    fn arguments_reach_the_config_and_derived_limits_follow() {
+        let c = config(&[
+            "--iface", "a", "--iface", "b", "--format", "json", "--events", "all", "--half-open-timeout", "500ms",
+            "--drop-invalid-rst", "--max-flows", "1000", "--max-half-open", "100", "--no-egress",
+        ]);
+        assert_eq!(c.interfaces, ["a", "b"]);
+        assert_eq!((c.format, c.report.events, c.egress), (Format::Json, EventSet::All, false));
+        assert_eq!(c.report.half_open_timeout, Duration::from_millis(500));
+        assert_eq!(c.rst_policy, RstPolicy::DropInvalid);
+        assert_eq!((c.capacity.max_flows(), c.capacity.half_open_slots()), (1000, 128));
+        assert_eq!(c.report.max_half_open_tracked, 256, "both families' half-open tables");
+    }
+}

@@ -1,0 +1,323 @@
+//! The running daemon's state in one place: the decoder, the reporter (and
+//! through it the flow tables), the writer and its output, and the kernel's
+//! counters. `runner` drives it from its event loop, one method per step;
+//! `snapshot` gives readers that will come (a metrics endpoint, a flow
+//! listing) a consistent picture of it, taken between two steps.
+//!
+//! Nothing here needs BPF: the records come from anything that is
+//! `Records` and the counters from anything that is `CounterSource`, so the
+//! daemon runs in tests on a queue of records and a fake table.
+
+use std::{
+    collections::VecDeque,
+    io::{self, Write},
+    ops::Deref,
+};
+
+use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
+use log::{info, warn};
+use tcp_track_common::{counters, event::FlowEvent};
+
+use crate::{
+    config::Config,
+    events::{Decoder, Event},
+    output::Writer,
+    report::{FlowLookup, ReportSnapshot, Reporter},
+    stats::{self, CounterSource, Totals},
+    vocab::EventKind,
+};
+
+/// Records handled per wake-up before yielding to the runtime, so a busy
+/// ring buffer cannot starve signal handling.
+pub const MAX_BATCH: usize = 4096;
+
+/// Tracked flows checked against the kernel tables each second (a map
+/// lookup each: a few milliseconds of CPU at most).
+pub const AUDIT_PER_SECOND: usize = 2000;
+
+/// Where raw event records come from: the kernel's ring buffer, or a
+/// test's queue.
+pub trait Records {
+    type Record<'a>: Deref<Target = [u8]>
+    where
+        Self: 'a;
+
+    /// The next record, if one is there. The ring buffer's slot is given
+    /// back when the record is dropped.
+    fn next_record(&mut self) -> Option<Self::Record<'_>>;
+}
+
+impl Records for RingBuf<MapData> {
+    type Record<'a> = RingBufItem<'a>;
+
+    fn next_record(&mut self) -> Option<RingBufItem<'_>> {
+        self.next()
+    }
+}
+
+impl Records for VecDeque<Vec<u8>> {
+    type Record<'a> = Vec<u8>;
+
+    fn next_record(&mut self) -> Option<Vec<u8>> {
+        self.pop_front()
+    }
+}
+
+/// The daemon at one instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The kernel's counters, summed over CPUs, indexed like
+    /// `tcp_track_common::counters` (names: `counters::NAMES`).
+    pub counters: Totals,
+    /// What the reporter follows: flows by state, half-open connections,
+    /// floods in progress, TIME_WAIT pressure alerts, flows vanished,
+    /// events held back by the rate limit.
+    pub report: ReportSnapshot,
+    /// Lines printed, by event kind (every kind, in `EventKind::ALL` order).
+    pub printed: Vec<(EventKind, u64)>,
+}
+
+/// The running daemon: everything its loop's steps read and change.
+pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
+    decoder: Decoder,
+    reporter: Reporter<L>,
+    writer: Writer,
+    out: W,
+    counters: C,
+    /// `events_lost` when it was last warned about.
+    lost_reported: u64,
+}
+
+impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
+    /// A daemon reporting as `config` says on `flows`, decoding records
+    /// with `decoder` (whose clock the reporter shares), writing to `out`.
+    pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
+        let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0 }
+    }
+
+    /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
+    /// Returns how many were read.
+    pub fn drain<R: Records>(&mut self, ring: &mut R) -> io::Result<usize> {
+        let (n, res) = drain(ring, &self.decoder, &mut self.reporter, &mut self.writer, &mut self.out);
+        self.flushed(res)?;
+        Ok(n)
+    }
+
+    /// When the reporter's next deadline falls (monotonic ns), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.reporter.next_deadline()
+    }
+
+    /// The deadlines due at `now` (monotonic ns), and what they print.
+    pub fn on_deadlines(&mut self, now: u64) -> io::Result<()> {
+        let events = self.reporter.on_time(now);
+        self.write_all(&events)
+    }
+
+    /// Once a second: the audit's slice of the tracked flows (flows
+    /// evicted from the kernel tables without a close are found and
+    /// forgotten), and a warning if the ring buffer lost events.
+    pub fn on_tick(&mut self, now: u64) -> io::Result<()> {
+        let events = self.reporter.audit(now, AUDIT_PER_SECOND);
+        self.write_all(&events)?;
+        let lost = self.counters.read()[counters::EVENTS_LOST as usize];
+        if lost > self.lost_reported {
+            warn!("{} events lost: the ring buffer was full (total {lost})", lost - self.lost_reported);
+            self.lost_reported = lost;
+        }
+        Ok(())
+    }
+
+    /// `tcp_segments=... flows_vanished=N`: the kernel's counters, and
+    /// the flows the daemon found gone from the tables without a close
+    /// (evictions of followed flows; half-open evictions are also counted
+    /// by the kernel, in `half_open_evicted`).
+    pub fn counters_line(&self) -> String {
+        format!("{} flows_vanished={}", stats::format(&self.counters.read()), self.reporter.vanished)
+    }
+
+    /// Everything the daemon counts, at this instant.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { counters: self.counters.read(), report: self.reporter.snapshot(), printed: self.writer.printed() }
+    }
+
+    /// The last words on stderr: the counters, and what the user may want
+    /// to change if flows vanished or events were held back.
+    pub fn log_summary(&self) {
+        info!("counters: {}", self.counters_line());
+        let r = &self.reporter;
+        if r.vanished > 0 {
+            info!("{} flows vanished from the kernel tables without a close (evicted: raise --max-flows or --max-half-open)", r.vanished);
+        }
+        if r.suppressed > 0 {
+            info!("{} events not printed: a flow exceeded its rate limit ({} per second)", r.suppressed, r.config().per_flow_rate);
+        }
+    }
+
+    pub fn reporter(&self) -> &Reporter<L> {
+        &self.reporter
+    }
+
+    /// Write `events` and flush: every step's output reaches the reader
+    /// when the step ends.
+    fn write_all(&mut self, events: &[Event]) -> io::Result<()> {
+        let res = events.iter().try_for_each(|ev| self.writer.write(&mut self.out, ev));
+        self.flushed(res)
+    }
+
+    fn flushed(&mut self, written: io::Result<()>) -> io::Result<()> {
+        written.and_then(|()| self.out.flush())
+    }
+}
+
+/// Handle up to `MAX_BATCH` records: decode, report, write (not flushed).
+/// Returns how many were read. Public so that the benchmark measures this
+/// very path.
+pub fn drain<R: Records, W: Write, L: FlowLookup>(
+    ring: &mut R,
+    decoder: &Decoder,
+    reporter: &mut Reporter<L>,
+    writer: &mut Writer,
+    out: &mut W,
+) -> (usize, io::Result<()>) {
+    let mut n = 0;
+    while n < MAX_BATCH {
+        let Some(item) = ring.next_record() else { break };
+        n += 1;
+        let raw: FlowEvent = match bytemuck::try_pod_read_unaligned(&item) {
+            Ok(raw) => raw,
+            Err(_) => {
+                warn!("skipping a ring-buffer record of {} bytes", item.len());
+                continue;
+            }
+        };
+        drop(item);
+        match decoder.event(&raw) {
+            Ok(ev) => {
+                for ev in reporter.on_event(&raw, ev) {
+                    if let Err(e) = writer.write(out, &ev) {
+                        return (n, Err(e));
+                    }
+                }
+            }
+            Err(e) => warn!("skipping a ring-buffer record: {e}"),
+        }
+    }
+    (n, Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        cell::Cell,
+        collections::HashMap,
+        rc::Rc,
+        time::{Duration, SystemTime},
+    };
+
+    use tcp_track_common::{
+        event::{EVENT_FLOW_NEW, EVENT_RST, EVENT_STATE},
+        state::{RESET_REFUSED, STATE_CLOSE, STATE_ESTABLISHED, STATE_SYN_SENT},
+        tcp,
+    };
+
+    use super::*;
+    use crate::{
+        clock::WallClock,
+        config::Format,
+        report::{self, tests::FakeTable},
+        vocab::ConnState,
+    };
+
+    /// Counters a test sets.
+    #[derive(Clone, Default)]
+    struct Fixed(Rc<Cell<Totals>>);
+
+    impl CounterSource for Fixed {
+        fn read(&self) -> Totals {
+            self.0.get()
+        }
+    }
+
+    /// A record of the flow 198.18.0.1:`port` -> 198.18.0.2:80, as the
+    /// ring buffer holds it.
+    fn raw(kind: u16, port: u16, old: u8, new: u8) -> Vec<u8> {
+        let mut e = report::tests::raw(kind, port, 5_000_000_000, true, tcp::SYN, old, new);
+        if kind == EVENT_RST {
+            e.reset = RESET_REFUSED;
+        }
+        bytemuck::bytes_of(&e).to_vec()
+    }
+
+    fn daemon(counters: Fixed) -> Daemon<FakeTable, Fixed, Vec<u8>> {
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0);
+        let decoder = Decoder::new(clock, HashMap::from([(3, "veth0".to_string())]));
+        let mut config = Config::new(vec!["veth0".into()]);
+        config.format = Format::Json;
+        Daemon::new(&config, decoder, FakeTable::default(), counters, Vec::new())
+    }
+
+    #[test]
+    fn records_become_lines_and_the_snapshot_counts_them() {
+        let counters = Fixed::default();
+        let mut d = daemon(counters.clone());
+        let mut ring: VecDeque<Vec<u8>> = VecDeque::from([
+            raw(EVENT_FLOW_NEW, 40000, 0, STATE_SYN_SENT),
+            raw(EVENT_RST, 40000, STATE_SYN_SENT, STATE_CLOSE),
+            raw(EVENT_FLOW_NEW, 40001, 0, STATE_SYN_SENT),
+            raw(EVENT_STATE, 40001, STATE_SYN_SENT, STATE_ESTABLISHED),
+            vec![0u8; 3],
+        ]);
+        assert_eq!(d.drain(&mut ring).unwrap(), 5, "the short record is read and skipped");
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "only the reset is notable: {out}");
+        assert!(lines[0].contains(r#""event":"reset""#) && lines[0].contains(r#""reason":"refused""#), "{out}");
+
+        let mut totals = [0u64; counters::COUNT as usize];
+        totals[counters::TCP_SEGMENTS as usize] = 4;
+        counters.0.set(totals);
+        let snap = d.snapshot();
+        assert_eq!(snap.counters[counters::TCP_SEGMENTS as usize], 4);
+        let printed: Vec<_> = snap.printed.iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(printed, [&(EventKind::Reset, 1)]);
+        let by_state: Vec<_> = snap.report.flows_by_state.iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(by_state, [&(ConnState::Established, 1), &(ConnState::Close, 1)]);
+        assert_eq!(snap.report.tracked_flows, 2);
+        assert_eq!(snap.report.half_open, 0, "both handshakes ended");
+        assert!(snap.report.floods.is_empty() && snap.report.pressure_alerts.is_empty());
+    }
+
+    #[test]
+    fn lost_events_are_warned_about_once_per_increase_and_counted_in_the_line() {
+        let counters = Fixed::default();
+        let mut d = daemon(counters.clone());
+        let mut totals = [0u64; counters::COUNT as usize];
+        totals[counters::EVENTS_LOST as usize] = 7;
+        counters.0.set(totals);
+        d.on_tick(1).unwrap();
+        assert_eq!(d.lost_reported, 7);
+        assert!(d.counters_line().contains("events_lost=7"));
+        assert!(d.counters_line().ends_with(" flows_vanished=0"));
+    }
+
+    /// A reader that went away: the step fails with its error, for the
+    /// runner to tell a broken pipe from a real failure.
+    #[test]
+    fn a_write_error_ends_the_step() {
+        struct Gone;
+        impl Write for Gone {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
+        let mut d = Daemon::new(&Config::new(vec![]), Decoder::new(clock, HashMap::new()), FakeTable::default(), Fixed::default(), Gone);
+        let mut ring = VecDeque::from([raw(EVENT_RST, 1, STATE_ESTABLISHED, STATE_CLOSE)]);
+        assert_eq!(d.drain(&mut ring).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,71 @@
+//! Deadlines: what the kernel cannot report, because it happens when no
+//! segment comes (a handshake that never completes, TIME_WAIT running out,
+//! a CLOSE_WAIT that lingers). A heap keyed by time, flow and incarnation
+//! holds them; what each one means when it comes is `expiry`'s.
+
+use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
+
+use super::flow::FlowId;
+
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Deadline {
+    /// A handshake not completed in time is reported.
+    HalfOpen,
+    /// A reported half-open connection quiet for another timeout is given up.
+    HalfOpenExpiry,
+    /// Data retransmitted into silence: the peer may have lost its state.
+    PeerLost,
+    TimeWait,
+    CloseWait,
+    /// A reset connection's record is kept as long as a half-open timeout
+    /// (segments still in flight), then dropped.
+    Closed,
+}
+
+/// (when, flow, incarnation, what): a deadline of an older incarnation of
+/// a reused 4-tuple, or of a forgotten flow, is stale when it comes.
+#[derive(Debug, Default)]
+pub(super) struct Deadlines {
+    heap: BinaryHeap<Reverse<(u64, FlowId, u64, Deadline)>>,
+}
+
+impl Deadlines {
+    /// `what` for flow `id` in `incarnation`, at `at` (monotonic ns).
+    /// Stale deadlines (`live` says which are not) wait in the heap until
+    /// they come due; under a flood that is a timeout's worth of SYNs, so
+    /// they are swept once they far outnumber the `tracked` flows
+    /// (amortised O(1) per deadline).
+    pub(super) fn push(&mut self, at: u64, id: FlowId, incarnation: u64, what: Deadline, tracked: usize, live: impl Fn(&FlowId, u64) -> bool) {
+        self.heap.push(Reverse((at, id, incarnation, what)));
+        if self.heap.len() > 4 * tracked + 4096 {
+            self.heap.retain(|Reverse((_, id, inc, _))| live(id, *inc));
+        }
+    }
+
+    /// When the next one falls.
+    pub(super) fn next(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((t, _, _, _))| *t)
+    }
+
+    /// The earliest deadline if it is due at `now`: (when, flow,
+    /// incarnation, what).
+    pub(super) fn pop_due(&mut self, now: u64) -> Option<(u64, FlowId, u64, Deadline)> {
+        let Reverse(first) = *self.heap.peek()?;
+        if first.0 > now {
+            return None;
+        }
+        self.heap.pop();
+        Some(first)
+    }
+
+    /// Deadlines waiting, stale ones included.
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+/// A timeout in nanoseconds (saturating: a timeout of centuries is never).
+pub(super) fn dur_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,529 @@
+//! From the kernel's transitions to what users run tcp-track for:
+//! half-open connections, TIME_WAIT and what happens to it, resets, SYN
+//! floods, CLOSE_WAIT that lingers, TIME_WAIT pressure.
+//!
+//! The kernel reports transitions; the `Reporter` (here) remembers what it
+//! needs of each flow between them (`Tracked`), and turns them into events
+//! with the help of one module per concern, each owning its state and its
+//! rules and knowing nothing of the reporter:
+//!
+//! - `flow`: a flow's identity, and `FlowLookup`, the reporter's only view
+//!   of the kernel's tables (the aya adapter is in `tables`);
+//! - `deadlines`: what happens when no segment comes, kept in a heap keyed
+//!   by flow;
+//! - `floods`: half-open connections per server, SYN floods, and the order
+//!   they opened in (the daemon remembers no more of them than the kernel);
+//! - `pressure`: TIME_WAIT pressure per (client address, server);
+//! - `audit`: the round robin that finds flows evicted without a close;
+//! - `rate`: the per-flow rate limit.
+//!
+//! `expiry` adds to the reporter what each deadline means when it comes:
+//! the flow's current record is read through `FlowLookup` then, rather
+//! than scanning the table.
+//!
+//! Time is the kernel's monotonic clock in nanoseconds, passed in, so tests
+//! drive it.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use tcp_track_common::{
+    event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
+    flow::ORIGIN_SYN,
+};
+
+use crate::{
+    clock::WallClock,
+    config::{EventSet, ReportConfig},
+    events::{client_server, Endpoint, Event, Timestamp},
+    vocab::{ConnState, EventKind, ResetClass},
+};
+
+mod audit;
+mod deadlines;
+mod expiry;
+mod flow;
+mod floods;
+mod pressure;
+mod rate;
+
+use audit::AuditQueue;
+use deadlines::{dur_ns, Deadline, Deadlines};
+pub use flow::{FlowId, FlowLookup};
+pub use floods::Flood;
+use floods::Floods;
+pub use pressure::PressureAlert;
+use pressure::TimeWaitPressure;
+use rate::TokenBucket;
+
+/// What the daemon remembers of a flow between kernel events.
+#[derive(Debug)]
+struct Tracked {
+    iface: Arc<str>,
+    client: SocketAddr,
+    server: SocketAddr,
+    /// The connection's state after its last event.
+    state: ConnState,
+    /// Handshake retransmission times, SYN-ACKs and SYNs.
+    synack_times: Vec<Timestamp>,
+    syn_times: Vec<Timestamp>,
+    /// Counted among its server's half-open connections.
+    half_open_counted: bool,
+    /// A `half_open` event was printed; a later event must close the story.
+    half_open_reported: bool,
+    /// Created while its server was flooded: individual events suppressed.
+    flood_member: bool,
+    /// Counted in TIME_WAIT pressure for (client ip, server).
+    tw_counted: bool,
+    close_wait_armed: bool,
+    peer_lost_reported: bool,
+    /// Which incarnation of the 4-tuple this is (unique per reporter).
+    incarnation: u64,
+    /// Deadlines armed and not yet fired: a flow with none is checked by
+    /// the audit instead.
+    deadlines_pending: u32,
+    bucket: TokenBucket,
+}
+
+pub struct Reporter<L: FlowLookup> {
+    cfg: ReportConfig,
+    lookup: L,
+    clock: WallClock,
+    flows: HashMap<FlowId, Tracked>,
+    incarnations: u64,
+    deadlines: Deadlines,
+    floods: Floods,
+    pressure: TimeWaitPressure,
+    audit: AuditQueue,
+    /// Events not printed because of a flow's rate limit.
+    pub suppressed: u64,
+    /// Flows whose record was gone when a deadline came, without a close
+    /// having been seen: LRU evictions, which the kernel does not report.
+    pub vanished: u64,
+    /// What the last kernel event produced, kept so that its allocation
+    /// serves the next one.
+    pending: Vec<Event>,
+}
+
+/// What the reporter holds at one instant, for readers (metrics, a flow
+/// listing): see `Reporter::snapshot`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportSnapshot {
+    /// Flows followed, by connection state as of their last event; every
+    /// state is listed, in `ConnState::ALL` order.
+    pub flows_by_state: Vec<(ConnState, usize)>,
+    /// Flows followed (the sum of `flows_by_state`).
+    pub tracked_flows: usize,
+    /// Connections counted as half-open (handshake begun with a SYN, not
+    /// completed, reset or given up).
+    pub half_open: usize,
+    /// SYN floods in progress, by server.
+    pub floods: Vec<Flood>,
+    /// TIME_WAIT pressure reported and not relieved since.
+    pub pressure_alerts: Vec<PressureAlert>,
+    /// Flows found gone from the kernel tables without a close.
+    pub vanished: u64,
+    /// Events held back by the per-flow rate limit.
+    pub suppressed: u64,
+    /// Deadlines waiting, stale ones included.
+    pub pending_deadlines: usize,
+}
+
+impl<L: FlowLookup> Reporter<L> {
+    pub fn new(cfg: ReportConfig, lookup: L, clock: WallClock) -> Self {
+        Reporter {
+            cfg,
+            lookup,
+            clock,
+            flows: HashMap::new(),
+            incarnations: 0,
+            deadlines: Deadlines::default(),
+            floods: Floods::default(),
+            pressure: TimeWaitPressure::default(),
+            audit: AuditQueue::default(),
+            suppressed: 0,
+            vanished: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ReportConfig {
+        &self.cfg
+    }
+
+    pub fn lookup(&self) -> &L {
+        &self.lookup
+    }
+
+    pub fn lookup_mut(&mut self) -> &mut L {
+        &mut self.lookup
+    }
+
+    fn ts(&self, mono_ns: u64) -> Timestamp {
+        Timestamp(self.clock.wall_time(mono_ns))
+    }
+
+    /// Flows the daemon currently keeps state for.
+    pub fn tracked_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Everything the reporter counts, at this instant.
+    pub fn snapshot(&self) -> ReportSnapshot {
+        let mut by_state = vec![0usize; ConnState::ALL.len()];
+        for t in self.flows.values() {
+            by_state[t.state as usize] += 1;
+        }
+        ReportSnapshot {
+            flows_by_state: ConnState::ALL.iter().copied().zip(by_state).collect(),
+            tracked_flows: self.flows.len(),
+            half_open: self.floods.live(),
+            floods: self.floods.in_progress(),
+            pressure_alerts: self.pressure.alerts(),
+            vanished: self.vanished,
+            suppressed: self.suppressed,
+            pending_deadlines: self.pending_deadlines(),
+        }
+    }
+
+    /// One kernel event, already decoded into `ev`; returns what to print,
+    /// drained from a buffer the reporter keeps for the next event.
+    pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> std::vec::Drain<'_, Event> {
+        let mut out = std::mem::take(&mut self.pending);
+        out.clear();
+        self.handle(raw, ev, &mut out);
+        self.pending = out;
+        self.pending.drain(..)
+    }
+
+    fn handle(&mut self, raw: &FlowEvent, ev: Event, out: &mut Vec<Event>) {
+        let id = FlowId::of(raw);
+        let now = raw.ts_ns;
+        let kind = ev.event;
+        let (old_state, new_state) = (ConnState::from_raw(raw.old_state), ConnState::from_raw(raw.new_state));
+        let opening = matches!(kind, EventKind::FlowNew | EventKind::TimeWaitReuse);
+        // One look at the flow for the common case, an event on a flow
+        // already tracked: server, flood membership and whether it is
+        // half-open only change in the branches below that update them here.
+        let known = if opening {
+            None
+        } else {
+            self.flows.get_mut(&id).map(|t| {
+                t.state = new_state;
+                (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)
+            })
+        };
+        let (server, mut member, mut half_open) = match known {
+            Some(k) => k,
+            None => {
+                out.extend(self.start_tracking(&id, raw, &ev));
+                (client_server(raw).1, false, false)
+            }
+        };
+        let verbose = self.cfg.events == EventSet::All;
+
+        // A connection opening: count it among its server's half-open ones.
+        if opening && raw.origin == ORIGIN_SYN {
+            self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::HalfOpen);
+            member = self.count_half_open(id, server, &ev.iface, now, out);
+            half_open = true;
+        }
+        if kind == EventKind::HandshakeRetransmit {
+            if let Some(t) = self.flows.get_mut(&id) {
+                let from_server = ev.segment.is_some_and(|s| !s.from_client);
+                let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
+                if list.len() < 16 {
+                    list.push(ev.ts);
+                }
+            }
+        }
+        // The handshake done, or the connection gone: no longer half-open.
+        if new_state >= ConnState::Established && half_open {
+            out.extend(self.leave_half_open(&id, new_state, &ev, now));
+        }
+
+        // The event itself goes here, ahead of what it causes below; it is
+        // moved in at the end because those are built from it.
+        let at = out.len();
+        let print = match kind {
+            EventKind::Reset => {
+                if ResetClass::from_raw(raw.reset) == ResetClass::StatelessPeer {
+                    // RFC 9293 §3.10.7.1: only a TCP without the connection
+                    // answers this way; the receiver was half-open.
+                    let mut e = self.flow_event(&id, &ev, EventKind::HalfOpen);
+                    e.set("kind", "peer_lost");
+                    e.set("evidence", "stateless_peer_reset");
+                    if let Some(s) = &ev.segment {
+                        e.set("lost", s.from());
+                    }
+                    if let Some(t) = self.flows.get_mut(&id) {
+                        t.peer_lost_reported = true;
+                    }
+                    out.push(e);
+                }
+                !member || verbose
+            }
+            EventKind::TimeWaitReuse => true,
+            EventKind::Retransmit => {
+                self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
+                verbose
+            }
+            _ => verbose && !member,
+        };
+        if old_state != new_state {
+            self.on_transition(&id, raw, (old_state, new_state), &ev, out);
+        }
+        if print {
+            out.insert(at, ev);
+        }
+        self.rate_limit(&id, now, out);
+    }
+
+    /// Start remembering a flow; returns what ending an older incarnation's
+    /// accounting produced (a `syn_flood_ended`).
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
+        let (client, server) = client_server(raw);
+        self.incarnations += 1;
+        let t = Tracked {
+            incarnation: self.incarnations,
+            iface: ev.iface.clone(),
+            client,
+            server,
+            state: ConnState::from_raw(raw.new_state),
+            synack_times: Vec::new(),
+            syn_times: Vec::new(),
+            half_open_counted: false,
+            half_open_reported: false,
+            flood_member: false,
+            tw_counted: false,
+            close_wait_armed: false,
+            peer_lost_reported: false,
+            deadlines_pending: 0,
+            bucket: TokenBucket::full(self.cfg.per_flow_rate, raw.ts_ns),
+        };
+        let incarnation = t.incarnation;
+        let old = self.flows.insert(*id, t);
+        // Into the audit's round robin once tracked: its sweep keeps only
+        // flows tracked in the same incarnation.
+        let flows = &self.flows;
+        self.audit.push(*id, incarnation, flows.len(), |id, inc| current(flows, id, inc).is_some());
+        // A new incarnation of the 4-tuple: the old one's accounting ends.
+        self.release(&old?, raw.ts_ns)
+    }
+
+    /// Undo the counts a flow held: its place among its server's half-open
+    /// connections (which may end a SYN flood: returned) and in TIME_WAIT
+    /// pressure.
+    fn release(&mut self, t: &Tracked, at: u64) -> Option<Event> {
+        if t.tw_counted {
+            self.pressure.remove(t.client.ip(), t.server, self.cfg.time_wait_pressure);
+        }
+        if t.half_open_counted {
+            return self.floods.closed(t.server, at, self.ts(at), self.cfg.syn_flood_threshold);
+        }
+        None
+    }
+
+    /// Drop the daemon's memory of a flow.
+    fn forget(&mut self, id: &FlowId, at: u64) -> Vec<Event> {
+        self.flows.remove(id).and_then(|t| self.release(&t, at)).into_iter().collect()
+    }
+
+    /// `what` for flow `id` (its current incarnation) at `at`.
+    fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
+        let incarnation = match self.flows.get_mut(&id) {
+            Some(t) => {
+                t.deadlines_pending += 1;
+                t.incarnation
+            }
+            None => 0,
+        };
+        let flows = &self.flows;
+        self.deadlines.push(at, id, incarnation, what, flows.len(), |id, inc| current(flows, id, inc).is_some());
+    }
+
+    /// When the next deadline falls (monotonic ns), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.next()
+    }
+
+    /// Deadlines waiting, stale ones included.
+    pub fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// A connection opening with a SYN: count it among its server's
+    /// half-open ones. Whether it is part of a flood comes back; what that
+    /// printed (`syn_flood`, or the end of a flood whose oldest connections
+    /// it made the daemon forget) goes to `out`.
+    fn count_half_open(&mut self, id: FlowId, server: SocketAddr, iface: &Arc<str>, now: u64, out: &mut Vec<Event>) -> bool {
+        let (flood_started, member) = self.floods.syn(server, iface, now, self.ts(now), self.cfg.syn_flood_threshold);
+        if flood_started.is_some() {
+            // Every half-open connection of this server is part of the flood now.
+            for t in self.flows.values_mut() {
+                if t.server == server && t.half_open_counted {
+                    t.flood_member = true;
+                }
+            }
+        }
+        if let Some(t) = self.flows.get_mut(&id) {
+            t.half_open_counted = true;
+            t.flood_member = member;
+            self.floods.opened(id, t.incarnation);
+        }
+        out.extend(flood_started);
+        self.shed_half_open(now, out);
+        member
+    }
+
+    /// Past `max_half_open_tracked` half-open connections, forget the oldest
+    /// (the kernel evicted them already: its tables are no larger); what
+    /// forgetting them printed (a `syn_flood_ended`) goes to `out`.
+    fn shed_half_open(&mut self, now: u64, out: &mut Vec<Event>) {
+        let cap = self.cfg.max_half_open_tracked.max(1);
+        while let Some((id, inc)) = self.floods.oldest_over(cap) {
+            if current(&self.flows, &id, inc).is_some_and(|t| t.half_open_counted) {
+                self.vanished += 1;
+                out.extend(self.forget(&id, now));
+            }
+        }
+        let flows = &self.flows;
+        self.floods.compact(cap, |id, inc| current(flows, id, inc).is_some_and(|t| t.half_open_counted));
+    }
+
+    /// A half-open connection completed or closed.
+    fn leave_half_open(&mut self, id: &FlowId, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
+        let (counted, reported, server) = {
+            let t = self.flows.get_mut(id)?;
+            let r = (t.half_open_counted, t.half_open_reported, t.server);
+            t.half_open_counted = false;
+            t.half_open_reported = false;
+            r
+        };
+        let mut out = None;
+        if reported {
+            let mut e = self.flow_event(id, ev, EventKind::HalfOpenEnded);
+            e.set("outcome", if new_state == ConnState::Close { "reset" } else { "established" });
+            out = Some(e);
+        }
+        if counted {
+            return self.floods.closed(server, now, self.ts(now), self.cfg.syn_flood_threshold).or(out);
+        }
+        out
+    }
+
+    /// A flow's client entered TIME_WAIT: count it towards TIME_WAIT
+    /// pressure, which this one may make reportable.
+    fn count_time_wait(&mut self, id: &FlowId, ev: &Event, now: u64) -> Option<Event> {
+        let t = self.flows.get_mut(id)?;
+        if std::mem::replace(&mut t.tw_counted, true) {
+            return None;
+        }
+        let (ip, server) = (t.client.ip(), t.server);
+        self.pressure.add(ip, server, self.cfg.time_wait_pressure, self.ts(now), ev.iface.clone())
+    }
+
+    /// A flow left TIME_WAIT (reuse, assassination): no longer pressure.
+    fn uncount_time_wait(&mut self, id: &FlowId) {
+        let Some(t) = self.flows.get_mut(id) else { return };
+        if !std::mem::take(&mut t.tw_counted) {
+            return;
+        }
+        let (ip, server) = (t.client.ip(), t.server);
+        self.pressure.remove(ip, server, self.cfg.time_wait_pressure);
+    }
+
+    /// Check up to `budget` tracked flows that wait for no deadline (open
+    /// connections, mostly) against the kernel tables, round robin: one
+    /// that is gone was evicted without a close. Counted in `vanished` and
+    /// forgotten, so evictions are not silent and the daemon's memory does
+    /// not keep flows the kernel dropped. Returns what forgetting printed.
+    pub fn audit(&mut self, now: u64, budget: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        for _ in 0..budget.min(self.audit.len()) {
+            let Some((id, inc)) = self.audit.next() else { break };
+            let Some(t) = current(&self.flows, &id, inc) else { continue };
+            if t.deadlines_pending > 0 || self.lookup.lookup(&id).is_some() {
+                self.audit.requeue(id, inc);
+                continue;
+            }
+            self.vanished += 1;
+            out.extend(self.forget(&id, now));
+        }
+        out
+    }
+
+    /// The per-flow rate limit, on what one kernel event of flow `id` made.
+    fn rate_limit(&mut self, id: &FlowId, now: u64, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let Some(t) = self.flows.get_mut(id) else { return };
+        self.suppressed += t.bucket.limit(self.cfg.per_flow_rate, now, events);
+    }
+
+    /// An event of the reporter's about the flow `like` is about, at the
+    /// same time.
+    fn flow_event(&self, id: &FlowId, like: &Event, kind: EventKind) -> Event {
+        let mut e = match self.flows.get(id) {
+            Some(t) => Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
+            None => Event::new(like.ts, kind, like.iface.clone(), like.client, like.server),
+        };
+        e.picked_up = like.picked_up;
+        e
+    }
+
+    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &Event, out: &mut Vec<Event>) {
+        let now = raw.ts_ns;
+        match new {
+            ConnState::TimeWait => {
+                // RFC 9293 §3.6: the active closer waits 2 MSL.
+                let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
+                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => "both",
+                    DETAIL_CLOSER_LO => side_of(raw, 0),
+                    _ => side_of(raw, 1),
+                };
+                let mut e = self.flow_event(id, ev, EventKind::TimeWait);
+                e.set("closer", closer);
+                e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
+                out.push(e);
+                self.arm(now + dur_ns(self.cfg.time_wait_timeout), *id, Deadline::TimeWait);
+                if closer != "server" {
+                    out.extend(self.count_time_wait(id, ev, now));
+                }
+            }
+            // Reset (RFC 9293 §3.10.7): nothing more to follow than
+            // segments still in flight.
+            ConnState::Close if old != ConnState::Close => {
+                self.arm(now + dur_ns(self.cfg.half_open_timeout), *id, Deadline::Closed);
+            }
+            ConnState::FinWait | ConnState::CloseWait => {
+                let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
+                if !armed {
+                    self.arm(now + dur_ns(self.cfg.close_wait_timeout), *id, Deadline::CloseWait);
+                    if let Some(t) = self.flows.get_mut(id) {
+                        t.close_wait_armed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Leaving TIME_WAIT (reuse, assassination): no longer pressure.
+        if old == ConnState::TimeWait {
+            self.uncount_time_wait(id);
+        }
+    }
+}
+
+/// The tracked flow `id` if it is still incarnation `incarnation`: queue
+/// and heap entries of a flow since forgotten or reincarnated are stale.
+fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
+    flows.get(id).filter(|t| t.incarnation == incarnation)
+}
+
+/// `client` or `server`: the side sending in direction `dir`.
+fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
+    if dir == raw.initiator & 1 { "client" } else { "server" }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
