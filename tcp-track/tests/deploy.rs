@@ -535,7 +535,7 @@ fn unit_runs_the_daemon_as_a_user_with_just_its_capabilities() {
     let settings = unit_settings(&read(UNIT));
     assert_eq!(unit_value(&settings, "NoNewPrivileges"), "yes");
     let caps: Vec<String> = unit_capabilities().iter().map(|c| setpriv_name(c)).collect();
-    let net = Pair::new("unit");
+    let net = Pair::new("unit").unwrap();
     let env: Vec<(String, String)> = env_file(&read(UNIT_ENV))
         .into_iter()
         .map(|(k, v)| if k == "TCP_TRACK_ARGS" { (k, with_iface(&v, &net.a_end.ifname)) } else { (k, v) })
@@ -663,7 +663,7 @@ fn daemonset_runs_the_daemon_with_just_its_capabilities() {
     assert_eq!(sc["runAsUser"], 0);
     assert_eq!(sc["allowPrivilegeEscalation"], false, "no_new_privs, as these tests run it");
     let caps: Vec<String> = daemonset_capabilities(&docs).iter().map(|c| setpriv_name(c)).collect();
-    let net = Pair::new("k8s");
+    let net = Pair::new("k8s").unwrap();
     let data = object(&docs, "ConfigMap")["data"].as_object().expect("ConfigMap data");
     let env: Vec<(String, String)> = data
         .iter()

@@ -17,7 +17,7 @@ use aya::{
 use tcp_track::{
     config::{BpfLog, RstPolicy},
     loader::Tracker,
-    netns::{tcp_segment, Tcp},
+    test_support::frames::{tcp_segment, Tcp},
     tables::{FlowTables, Table},
 };
 use tcp_track_common::{
@@ -47,7 +47,7 @@ enum Hook {
 /// A segment from `from` to the other endpoint, with correct checksums.
 fn seg(from: SocketAddrV4, flags: &str, seq: u32, ack: u32, payload: usize) -> Vec<u8> {
     let to = if from == C { S } else { C };
-    tcp_segment(from, to, [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window: 502, wscale: None, payload })
+    tcp_segment(from, to, [2, 0, 0, 0, 0, 2], Tcp { flags, seq, ack, window: 502, wscale: None, payload }).unwrap()
 }
 
 struct Judge {

@@ -57,7 +57,7 @@ fn lines_about(lines: &[String], client: &SocketAddr, server: &SocketAddr) -> Ve
 #[test]
 fn reset_after_an_orderly_close_is_no_lost_peer() {
     require_root!();
-    let net = Pair::new("dtaftcl");
+    let net = Pair::new("dtaftcl").unwrap();
     let mut d = daemon(&net, &["--drop-invalid-rst"]);
     let l = net.b.listen(net.b_end.v4).expect("bind");
     let sa = l.local_addr().unwrap();
@@ -92,10 +92,10 @@ fn reset_after_an_orderly_close_is_no_lost_peer() {
     let mut c = net.a.connect(sa).expect("connect");
     let (s, _) = l.accept().unwrap();
     let ca = c.local_addr().unwrap();
-    net.b.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop");
-    set_linger_zero(s.as_raw_fd());
+    net.b.nft("add table inet tt; add chain inet tt out { type filter hook output priority 0; }; add rule inet tt out tcp flags & rst == rst drop").unwrap();
+    set_linger_zero(s.as_raw_fd()).unwrap();
     drop(s);
-    net.b.nft("delete table inet tt");
+    net.b.nft("delete table inet tt").unwrap();
     c.write_all(b"anyone?").unwrap();
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && about(v, &ca, &sa));
     assert_eq!((r["reason"].as_str(), r["from"].as_str()), (Some("stateless_peer"), Some("server")), "{r}");
@@ -121,14 +121,15 @@ fn reset_after_an_orderly_close_is_no_lost_peer() {
 #[test]
 fn reset_answering_an_unacceptable_ack_keeps_syn_sent() {
     require_root!();
-    let net = Pair::new("unacack");
+    let net = Pair::new("unacack").unwrap();
     let mut d = daemon(&net, &["--events", "all", "--half-open-timeout", "3s"]);
     let l = net.b.listen(net.b_end.v4).expect("bind");
     let sa = l.local_addr().unwrap();
     net.b.nft(&format!(
         "add table inet tt; add chain inet tt in {{ type filter hook input priority 0; }}; add rule inet tt in tcp dport {} drop",
         sa.port()
-    ));
+    ))
+    .unwrap();
     let attempt = {
         let ns = net.a.path();
         thread::spawn(move || {
@@ -140,8 +141,8 @@ fn reset_answering_an_unacceptable_ack_keeps_syn_sent() {
     let ca: SocketAddr = new["client"].as_str().unwrap().parse().unwrap();
     let isn = new["seq"].as_u64().unwrap() as u32;
     let bad_ack = isn.wrapping_add(100_000);
-    let mac = net.a.mac(&net.a_end.ifname);
-    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa), v4(ca), mac, "A", 0x1234_5678, bad_ack)]);
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
+    send_frames(&net.b, &net.b_end.ifname, vec![tcp_frame(v4(sa), v4(ca), mac, "A", 0x1234_5678, bad_ack).unwrap()]).unwrap();
 
     let r = d.wait_for(WAIT, "reset", |v| is(v, "reset") && about(v, &ca, &sa));
     assert_eq!((r["reason"].as_str(), r["from"].as_str(), r["flags"].as_str()), (Some("unacceptable_ack"), Some("client"), Some("RST")), "{r}");
@@ -165,27 +166,29 @@ fn reset_answering_an_unacceptable_ack_keeps_syn_sent() {
 #[test]
 fn segments_rejected_in_syn_sent_are_no_syn_retransmissions() {
     require_root!();
-    let net = Pair::new("rejsyns");
+    let net = Pair::new("rejsyns").unwrap();
     let mut d = daemon(&net, &["--events", "all", "--half-open-timeout", "2s"]);
     let (client, server) = (SocketAddrV4::new(net.b_end.v4, 40000), SocketAddrV4::new(net.a_end.v4, 47123));
     net.a.nft(&format!(
         "add table inet tt; add chain inet tt in {{ type filter hook input priority 0; }}; add rule inet tt in tcp dport {} drop",
         server.port()
-    ));
-    let mac = net.a.mac(&net.a_end.ifname);
+    ))
+    .unwrap();
+    let mac = net.a.mac(&net.a_end.ifname).unwrap();
     let (isn, peer) = (3_000_000u32, 9_000_001u32);
-    let f = |flags, seq, payload| tcp_segment(client, server, mac, Tcp { flags, seq, ack: peer, window: 502, wscale: None, payload });
+    let f = |flags, seq, payload| tcp_segment(client, server, mac, Tcp { flags, seq, ack: peer, window: 502, wscale: None, payload }).unwrap();
     send_frames(
         &net.b,
         &net.b_end.ifname,
         vec![
-            tcp_segment(client, server, mac, Tcp { flags: "S", seq: isn, window: 64240, ..Tcp::default() }),
+            tcp_segment(client, server, mac, Tcp { flags: "S", seq: isn, window: 64240, ..Tcp::default() }).unwrap(),
             f("A", isn + 1, 0),
             f("A", isn + 1, 100),
             f("FA", isn + 101, 0),
             f("FA", isn + 101, 0),
         ],
-    );
+    )
+    .unwrap();
     let (ca, sa) = (SocketAddr::V4(client), SocketAddr::V4(server));
     let h = d.wait_for(WAIT, "half_open", |v| is(v, "half_open") && about(v, &ca, &sa));
     assert_eq!((h["kind"].as_str(), h["syn_retransmits"].as_u64()), (Some("syn_sent"), Some(0)), "{h}");

@@ -24,7 +24,7 @@ use pcap_file::{
 use tcp_track_common::parse::{parse, Malformed, Segment, Skip, ETH_P_IPV4};
 
 use super::*;
-use crate::netns::{tcp_segment, Tcp};
+use crate::test_support::frames::{tcp_segment, Tcp};
 
 const SECOND: u64 = 1_000_000_000;
 /// 2026-01-01T00:00:00Z plus a fraction with every digit used.
@@ -42,6 +42,7 @@ fn eth_v4(flags: &str, seq: u32, payload: usize) -> Vec<u8> {
         [2, 0, 0, 0, 0, 2],
         Tcp { flags, seq, ack: 77, window: 512, wscale: flags.contains('S').then_some(7), payload },
     )
+    .unwrap()
 }
 
 /// An IPv6 Ethernet frame.
