@@ -347,7 +347,7 @@ mod tests {
     fn values_no_kernel_writes_are_decoded_without_panicking() {
         assert_eq!(ConnState::from_raw(200), ConnState::None);
         assert_eq!(EndpointState::from_raw(11), EndpointState::None);
-        assert_eq!(ResetClass::from_raw(9).reason(), (None, None));
+        assert_eq!(ResetClass::from_raw(200).reason(), (None, None));
         assert_eq!(EventKind::try_from(0), Err(UnknownKind(0)));
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
     }
