@@ -4,7 +4,7 @@
 //! validated anything).
 
 use crate::parse::{Packet, Segment, FAMILY_IPV4, IPPROTO_TCP};
-use crate::state::{RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_TIME_WAIT};
+use crate::state::{reset_fate, ResetFate};
 
 /// `RST_POLICY` values (a load-time global of the kernel programs).
 /// Never drop; classify and report every RST.
@@ -15,17 +15,21 @@ pub const RST_POLICY_OUT_OF_WINDOW: u8 = 1;
 /// (RFC 5961 §3.2), and towards an endpoint in TIME-WAIT (RFC 1337).
 pub const RST_POLICY_INVALID: u8 = 2;
 
-/// Whether `policy` drops a RST of class `class` (`state::RESET_*`).
-/// Refusals, exact resets, stateless peers' resets and unjudged ones
-/// (windows unknown) are never dropped.
+/// Whether `policy` drops a RST of class `class` (`state::RESET_*`): what
+/// its receiver would ignore (out of window), or, for the strict policy,
+/// everything whose dropping is justified. Refusals, exact resets,
+/// stateless peers' resets and unjudged ones (windows unknown) are never
+/// dropped.
 #[inline(always)]
 pub const fn drops(policy: u8, class: u8) -> bool {
+    let fate = reset_fate(class);
     match policy {
-        RST_POLICY_OUT_OF_WINDOW => class == RESET_OUT_OF_WINDOW,
-        RST_POLICY_INVALID => matches!(class, RESET_OUT_OF_WINDOW | RESET_IN_WINDOW | RESET_TIME_WAIT),
+        RST_POLICY_OUT_OF_WINDOW => matches!(fate, ResetFate::Ignored),
+        RST_POLICY_INVALID => fate.drop_justified(),
         _ => false,
     }
 }
+
 
 /// `tcp_checksum` results.
 pub const CSUM_UNVERIFIED: u8 = 0;
@@ -111,7 +115,10 @@ pub fn fold(mut sum: u64) -> u16 {
 mod tests {
     use super::*;
     use crate::parse::parse;
-    use crate::state::{RESET_EXACT, RESET_REFUSED, RESET_STATELESS_PEER, RESET_UNJUDGED};
+    use crate::state::{
+        RESET_EXACT, RESET_IN_WINDOW, RESET_NONE, RESET_OUT_OF_WINDOW, RESET_REFUSED, RESET_STATELESS_PEER, RESET_TIME_WAIT,
+        RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
+    };
     use etherparse::PacketBuilder;
 
     fn rst(v6: bool) -> Vec<u8> {
@@ -176,5 +183,21 @@ mod tests {
         for class in [RESET_OUT_OF_WINDOW, RESET_IN_WINDOW, RESET_TIME_WAIT] {
             assert!(drops(RST_POLICY_INVALID, class));
         }
+    }
+
+    #[test]
+    fn what_is_dropped_is_what_the_receiver_would_not_accept_or_may_be_denied() {
+        // Every class the state machine knows, and a value it never returns.
+        for class in RESET_NONE..=RESET_UNKNOWN_FLOW + 1 {
+            let fate = reset_fate(class);
+            if drops(RST_POLICY_OUT_OF_WINDOW, class) || drops(RST_POLICY_INVALID, class) {
+                assert!(fate.drop_justified(), "class {class}: dropped but its drop is not justified");
+            }
+            if fate.accepted() && fate != ResetFate::TimeWait {
+                assert!(!drops(RST_POLICY_INVALID, class), "class {class}: accepted by the receiver, never dropped");
+            }
+        }
+        assert!(!drops(RST_POLICY_INVALID, RESET_NONE));
+        assert!(!drops(RST_POLICY_INVALID, RESET_UNKNOWN_FLOW));
     }
 }

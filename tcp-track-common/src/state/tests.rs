@@ -479,7 +479,7 @@ fn reset_at_a_stale_but_recent_sequence_is_exact_via_the_train() {
     // client's maxack lags.
     let out = c.apply(S, segment(RST, data.seq + 19, 0, 0, 0));
     assert_ne!(out.reset, RESET_IN_WINDOW);
-    assert!(reset_accepted(out.reset));
+    assert!(reset_fate(out.reset).accepted());
 }
 
 #[test]
