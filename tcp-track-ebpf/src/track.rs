@@ -18,9 +18,12 @@ use tcp_track_common::{
     counters,
     event::{event_kind, FlowEvent, HOOK_XDP},
     flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
-    guard::{drops, tcp_checksum, CSUM_BAD, CSUM_OK, RST_POLICY_OBSERVE},
+    guard::{drops, RST_POLICY_OBSERVE},
     halfopen::{born, find, set_of, victim, Set, Words},
-    parse::{parse_into, Packet, Segment, Skip, FAMILY_IPV4},
+    parse::{
+        checksum::{tcp_checksum, CSUM_BAD, CSUM_OK},
+        parse_into, Packet, Segment, Skip, FAMILY_IPV4,
+    },
     state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
 };
@@ -67,7 +70,7 @@ pub struct Seen {
     /// RST policy in force for this segment (observe outside XDP and on
     /// liberal interfaces).
     pub policy: u8,
-    /// `guard::CSUM_*` of a RST.
+    /// `parse::checksum::CSUM_*` of a RST.
     pub csum: u8,
 }
 
