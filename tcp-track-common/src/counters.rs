@@ -1,5 +1,6 @@
-//! Indices of the per-CPU counters the kernel programs keep (`COUNTERS` map).
-//! The daemon sums them over CPUs and prints them on stderr.
+//! Indices of the counters the tracker keeps: per CPU in the kernel
+//! programs (`COUNTERS` map), which the daemon sums over CPUs and prints on
+//! stderr; in memory on the host (`host::HostTracker::counters`).
 
 /// TCP segments parsed and handed to the tracker.
 pub const TCP_SEGMENTS: u32 = 0;

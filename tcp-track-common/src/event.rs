@@ -1,4 +1,5 @@
-//! The record the kernel programs write to the `EVENTS` ring buffer.
+//! The event record: what the kernel programs write to the `EVENTS` ring
+//! buffer, and the host tracker hands its caller (`host`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -41,7 +42,8 @@ pub const DETAIL_DROPPED: u8 = 0x40;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowEvent {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the segment was seen.
+    /// When the segment was seen (`table::Driver::now`): in the kernel
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
     pub ts_ns: u64,
     /// Interface the segment was seen on.
     pub ifindex: u32,

@@ -1,10 +1,10 @@
-//! Guarding connections against forged resets: which RSTs a policy drops,
-//! and the TCP checksum check that must pass before one is dropped or
-//! allowed to change a flow's state (XDP sees frames before the stack has
-//! validated anything).
+//! Guarding connections against forged resets: which RSTs a policy drops.
+//! The judgement itself is the state machine's (`state::classify_reset`,
+//! and `state::reset_fate` for what the receiver does with each class);
+//! a RST must first pass its checksum (`parse::checksum`), since XDP sees
+//! frames before the stack has validated anything.
 
-use crate::parse::{Packet, Segment, FAMILY_IPV4, IPPROTO_TCP};
-use crate::state::{RESET_IN_WINDOW, RESET_OUT_OF_WINDOW, RESET_TIME_WAIT};
+use crate::state::{reset_fate, ResetFate};
 
 /// `RST_POLICY` values (a load-time global of the kernel programs).
 /// Never drop; classify and report every RST.
@@ -15,155 +15,29 @@ pub const RST_POLICY_OUT_OF_WINDOW: u8 = 1;
 /// (RFC 5961 §3.2), and towards an endpoint in TIME-WAIT (RFC 1337).
 pub const RST_POLICY_INVALID: u8 = 2;
 
-/// Whether `policy` drops a RST of class `class` (`state::RESET_*`).
-/// Refusals, exact resets, stateless peers' resets, answers to data after
-/// close or to an unacceptable ACK in SYN-SENT, and unjudged ones (windows
-/// unknown) are never dropped.
+/// Whether `policy` drops a RST of class `class` (`state::RESET_*`): what
+/// its receiver would ignore (out of window), or, for the strict policy,
+/// everything whose dropping is justified. Refusals, exact resets,
+/// stateless peers' resets, answers to data after close or to an
+/// unacceptable ACK in SYN-SENT, and unjudged ones (windows unknown) are
+/// never dropped.
 #[inline(always)]
 pub const fn drops(policy: u8, class: u8) -> bool {
+    let fate = reset_fate(class);
     match policy {
-        RST_POLICY_OUT_OF_WINDOW => class == RESET_OUT_OF_WINDOW,
-        RST_POLICY_INVALID => matches!(class, RESET_OUT_OF_WINDOW | RESET_IN_WINDOW | RESET_TIME_WAIT),
+        RST_POLICY_OUT_OF_WINDOW => matches!(fate, ResetFate::Ignored),
+        RST_POLICY_INVALID => fate.drop_justified(),
         _ => false,
     }
-}
-
-/// `tcp_checksum` results.
-pub const CSUM_UNVERIFIED: u8 = 0;
-pub const CSUM_OK: u8 = 1;
-pub const CSUM_BAD: u8 = 2;
-
-/// Longest TCP segment verified: a header with options and no payload.
-/// Resets with payload (rare) are not verified, hence never dropped.
-const MAX_VERIFIED: usize = 60;
-
-/// Verify the TCP checksum of a payload-less segment (RFC 9293 §3.1: ones'
-/// complement sum over the pseudo-header and the segment). Bounded loop,
-/// verifier friendly; `CSUM_UNVERIFIED` when the segment is too long.
-#[inline(always)]
-pub fn tcp_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
-    let len = seg.l4_len as usize;
-    if seg.payload_len != 0 || len > MAX_VERIFIED || !len.is_multiple_of(4) {
-        return CSUM_UNVERIFIED;
-    }
-    let pseudo = pseudo_header_sum(seg, len as u32);
-    let base = seg.l4_offset as usize;
-    let Some(segment) = pkt.sum16(base, len) else {
-        return CSUM_UNVERIFIED;
-    };
-    if fold(pseudo + segment) == 0xffff {
-        return CSUM_OK;
-    }
-    // A segment from a stack on this machine crossing a virtual device
-    // (veth, tun) may still be CHECKSUM_PARTIAL: its checksum field holds
-    // only the folded pseudo-header sum, for hardware that never comes.
-    // Accepting that form costs nothing against forgers, who can always
-    // compute a correct checksum; a frame corrupted on a wire matches it
-    // with probability 2^-16.
-    match pkt.read_be16(base + 16) {
-        Some(c) if c == fold(pseudo) => CSUM_OK,
-        _ => CSUM_BAD,
-    }
-}
-
-#[inline(always)]
-fn pseudo_header_sum(seg: &Segment, tcp_len: u32) -> u64 {
-    let words = |a: &[u8; 16], n: usize| {
-        let mut s = 0u64;
-        let mut i = 0;
-        while i < n {
-            s += u16::from_be_bytes([a[2 * i], a[2 * i + 1]]) as u64;
-            i += 1;
-        }
-        s
-    };
-    let n = if seg.family == FAMILY_IPV4 { 2 } else { 8 };
-    words(&seg.saddr, n) + words(&seg.daddr, n) + IPPROTO_TCP as u64 + tcp_len as u64
-}
-
-/// Fold a ones'-complement sum to 16 bits.
-/// `Packet::sum16` as a bounded loop of 4-byte loads.
-#[inline(always)]
-pub fn sum16_words<P: Packet + ?Sized>(pkt: &P, offset: usize, len: usize) -> Option<u64> {
-    let mut sum = 0u64;
-    let mut i = 0;
-    while i < MAX_VERIFIED / 4 {
-        if i * 4 >= len {
-            break;
-        }
-        let w = pkt.read_be32(offset + i * 4)?;
-        sum += (w >> 16) as u64 + (w & 0xffff) as u64;
-        i += 1;
-    }
-    Some(sum)
-}
-
-/// Ones'-complement fold of a sum to 16 bits.
-#[inline(always)]
-pub fn fold(mut sum: u64) -> u16 {
-    // Three folds reduce any sum of up to 2^48 to 16 bits.
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::parse;
     use crate::state::{
-        RESET_DATA_AFTER_CLOSE, RESET_EXACT, RESET_REFUSED, RESET_STATELESS_PEER, RESET_UNACCEPTABLE_ACK, RESET_UNJUDGED,
+        RESET_DATA_AFTER_CLOSE, RESET_EXACT, RESET_IN_WINDOW, RESET_NONE, RESET_OUT_OF_WINDOW, RESET_REFUSED, RESET_STATELESS_PEER, RESET_TIME_WAIT,
+        RESET_UNACCEPTABLE_ACK, RESET_UNJUDGED, RESET_UNKNOWN_FLOW,
     };
-    use etherparse::PacketBuilder;
-
-    fn rst(v6: bool) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2([2; 6], [4; 6]);
-        let b = if v6 {
-            b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
-        } else {
-            b.ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-        };
-        let mut out = Vec::new();
-        b.tcp(40000, 80, 0xdead_beef, 0).rst().ack(42).write(&mut out, &[]).unwrap();
-        out
-    }
-
-    #[test]
-    fn correct_checksums_verify_and_damage_is_seen() {
-        for v6 in [false, true] {
-            let f = rst(v6);
-            let seg = parse(f.as_slice()).unwrap();
-            assert_eq!(tcp_checksum(f.as_slice(), &seg), CSUM_OK, "v6={v6}");
-            let mut g = f.clone();
-            let last = g.len() - 1;
-            g[last] ^= 0x40; // the urgent pointer
-            let seg = parse(g.as_slice()).unwrap();
-            assert_eq!(tcp_checksum(g.as_slice(), &seg), CSUM_BAD, "v6={v6}");
-        }
-    }
-
-    #[test]
-    fn partial_checksums_of_local_stacks_are_accepted() {
-        for v6 in [false, true] {
-            let mut f = rst(v6);
-            let seg = parse(f.as_slice()).unwrap();
-            let at = seg.l4_offset as usize + 16;
-            let partial = fold(pseudo_header_sum(&seg, seg.l4_len as u32));
-            f[at..at + 2].copy_from_slice(&partial.to_be_bytes());
-            assert_eq!(tcp_checksum(f.as_slice(), &seg), CSUM_OK, "v6={v6}");
-            f[at] ^= 1;
-            assert_eq!(tcp_checksum(f.as_slice(), &seg), CSUM_BAD, "v6={v6}");
-        }
-    }
-
-    #[test]
-    fn segments_with_payload_are_not_verified() {
-        let mut out = Vec::new();
-        PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([1, 2, 3, 4], [5, 6, 7, 8], 64).tcp(1, 2, 3, 4).rst().write(&mut out, b"why").unwrap();
-        let seg = parse(out.as_slice()).unwrap();
-        assert_eq!(tcp_checksum(out.as_slice(), &seg), CSUM_UNVERIFIED);
-    }
 
     #[test]
     fn policies() {
@@ -181,5 +55,21 @@ mod tests {
         for class in [RESET_OUT_OF_WINDOW, RESET_IN_WINDOW, RESET_TIME_WAIT] {
             assert!(drops(RST_POLICY_INVALID, class));
         }
+    }
+
+    #[test]
+    fn what_is_dropped_is_what_the_receiver_would_not_accept_or_may_be_denied() {
+        // Every class the state machine knows, and a value it never returns.
+        for class in RESET_NONE..=RESET_DATA_AFTER_CLOSE + 1 {
+            let fate = reset_fate(class);
+            if drops(RST_POLICY_OUT_OF_WINDOW, class) || drops(RST_POLICY_INVALID, class) {
+                assert!(fate.drop_justified(), "class {class}: dropped but its drop is not justified");
+            }
+            if fate.accepted() && fate != ResetFate::TimeWait {
+                assert!(!drops(RST_POLICY_INVALID, class), "class {class}: accepted by the receiver, never dropped");
+            }
+        }
+        assert!(!drops(RST_POLICY_INVALID, RESET_NONE));
+        assert!(!drops(RST_POLICY_INVALID, RESET_UNKNOWN_FLOW));
     }
 }

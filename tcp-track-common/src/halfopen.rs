@@ -2,10 +2,12 @@
 //! SYN-ACK) wait here, apart from established flows, until their handshake
 //! completes.
 //!
-//! It is a set-associative cache in a BPF array, like FreeBSD's syncache:
-//! a keyed hash of the 4-tuple picks a set of `WAYS` slots (one array
-//! element); a new flow takes a free slot of its set or evicts the one that
-//! was *created* longest ago.
+//! It is a set-associative cache in a BPF array (on the host, a `Vec` of
+//! the same sets: `host::HostStore`), like FreeBSD's syncache: a keyed hash
+//! of the 4-tuple picks a set of `WAYS` slots (one array element); a new
+//! flow takes a free slot of its set or evicts the one that was *created*
+//! longest ago. This module is the sets; when a flow enters, leaves or is
+//! evicted is the table logic's (`table`).
 //! Age is the slot's creation time, which no later segment changes, so a
 //! retransmitted SYN or SYN-ACK does not make an entry younger (an LRU hash
 //! map would: every lookup marks its entry as recently used). A flood of
@@ -60,6 +62,7 @@ pub trait Set {
     type Key: Copy;
     fn key(&self, way: u32) -> &Self::Key;
     fn born(&self) -> &[u32; WAYS as usize];
+    fn record(&self, way: u32) -> &FlowRecord;
     fn record_mut(&mut self, way: u32) -> &mut FlowRecord;
     /// Take way `way` for a new flow.
     fn fill(&mut self, way: u32, key: &Self::Key, born: u32, record: &FlowRecord);
@@ -85,6 +88,15 @@ macro_rules! set_impl {
                 &self.born
             }
             #[inline(always)]
+            fn record(&self, way: u32) -> &FlowRecord {
+                match way {
+                    0 => &self.records[0],
+                    1 => &self.records[1],
+                    2 => &self.records[2],
+                    _ => &self.records[3],
+                }
+            }
+            #[inline(always)]
             fn record_mut(&mut self, way: u32) -> &mut FlowRecord {
                 match way {
                     0 => &mut self.records[0],
@@ -101,7 +113,7 @@ macro_rules! set_impl {
                     2 => (self.keys[2], self.born[2]) = (*key, born),
                     _ => (self.keys[3], self.born[3]) = (*key, born),
                 }
-                *self.record_mut(way) = *record;
+                self.record_mut(way).copy_from(record);
             }
             #[inline(always)]
             fn clear(&mut self, way: u32) {
@@ -283,7 +295,7 @@ mod tests {
             assert_eq!(find(&set, &k4(w)), Some(w));
         }
         set.record_mut(2).segments = 9;
-        assert_eq!(set.records[2].segments, 9);
+        assert_eq!((set.records[2].segments, set.record(2).segments), (9, 9));
         set.clear(2);
         assert_eq!(find(&set, &k4(2)), None);
         assert_eq!((set.born[2], set.records[2].state), (0, STATE_NONE));

@@ -1,12 +1,26 @@
 //! Types and pure logic shared by tcp-track's kernel programs and its daemon.
 //!
-//! Everything here compiles for `bpfel-unknown-none` as well as for the host:
-//! no allocation, no panics on any input, no helper calls, and time is always
-//! passed in by the caller. Map values and ring-buffer records are `#[repr(C)]`
-//! plain old data with explicit padding and a compile-time size assertion; they
-//! hold raw integers only (no `bool`, `Option` or enums), which the daemon
-//! decodes.
-#![cfg_attr(not(test), no_std)]
+//! Everything here but `host` compiles for `bpfel-unknown-none` as well as
+//! for the host: no allocation, no panics on any input, no helper calls, and
+//! time is always passed in by the caller. Map values and ring-buffer records
+//! are `#[repr(C)]` plain old data with explicit padding and a compile-time
+//! size assertion; they hold raw integers only (no `bool`, `Option` or
+//! enums), which the daemon decodes.
+//!
+//! Layout, each module importing only those listed before it:
+//! - `tcp`, `seq`: TCP flags, sequence arithmetic;
+//! - `parse` (with `parse::checksum`): frame bytes to a `Segment`;
+//! - `flow`: flow keys and the flow record; `state`: the observer state
+//!   machine on that record, which judges resets (`state::reset_fate`);
+//! - `event`: the event record and which outcome is worth one; `counters`;
+//! - `halfopen`: the half-open table's sets; `guard`: which RSTs a policy drops;
+//! - `table`: the flow tables' logic over a `FlowStore`, reporting to a `Sink`;
+//! - `track`: one frame through parse, checksum, policy and `table`;
+//! - `host` (feature `host`): `track` over tables in memory (`HostTracker`).
+//!
+//! The kernel programs (`tcp-track-ebpf`) implement `FlowStore` over BPF
+//! maps and `track::Driver` over the ring buffer and per-CPU counters.
+#![cfg_attr(not(any(test, feature = "host")), no_std)]
 
 pub mod counters;
 pub mod event;
@@ -16,7 +30,11 @@ pub mod halfopen;
 pub mod parse;
 pub mod seq;
 pub mod state;
+pub mod table;
 pub mod tcp;
+pub mod track;
 
+#[cfg(any(test, feature = "host"))]
+pub mod host;
 #[cfg(feature = "user")]
 mod user;

@@ -3,14 +3,19 @@
 //!
 //! One implementation for both sides: the parser is generic over [`Packet`],
 //! which the host implements for byte slices and the BPF programs implement
-//! over the XDP packet (direct access with bounds checks) and the socket
-//! buffer (`bpf_skb_load_bytes`). Every offset it computes is bounded by
-//! construction (IHL ≤ 60, at most [`MAX_IPV6_EXT_HEADERS`] extension headers,
-//! data offset ≤ 60), which keeps the verifier able to follow it, and every
-//! read goes through `Packet::load`, which fails instead of reading past the
-//! frame. Nothing here panics on any input.
+//! over the packet both hooks see (direct access with a bounds check on
+//! every read; the egress hook first pulls the headers into the linear
+//! area). Every offset it computes is bounded by construction (IHL ≤ 60, at
+//! most [`MAX_IPV6_EXT_HEADERS`] extension headers, data offset ≤ 60), which
+//! keeps the verifier able to follow it, and every read goes through
+//! `Packet`'s reads, which fail instead of reading past the frame. Nothing
+//! here panics on any input.
+//!
+//! The TCP checksum, which only wire bytes can prove, is [`checksum`].
 
 use crate::tcp;
+
+pub mod checksum;
 
 /// Read access to a frame. Offsets are from the start of the Ethernet header.
 pub trait Packet {
@@ -40,12 +45,13 @@ pub trait Packet {
     }
 
     /// Sum of the big-endian 16-bit words of the `len` bytes at `offset`
-    /// (`len` a multiple of 4, at most 60), not yet folded; `None` when the
-    /// frame is shorter. The BPF packet sums a bare 20-byte TCP header with
-    /// one `bpf_csum_diff` call.
+    /// (`len` a multiple of 4, at most [`MAX_SUM16_LEN`]), not yet folded;
+    /// `None` when the frame is shorter. For the checksum
+    /// ([`checksum::tcp_checksum`]). The BPF packet sums a bare 20-byte TCP
+    /// header with one `bpf_csum_diff` call.
     #[inline(always)]
     fn sum16(&self, offset: usize, len: usize) -> Option<u64> {
-        crate::guard::sum16_words(self, offset, len)
+        sum16_words(self, offset, len)
     }
 
     /// Drive `walk` over a SYN's option area: call `walk.step(self)` until it
@@ -60,6 +66,26 @@ pub trait Packet {
             }
         }
     }
+}
+
+/// Longest span `Packet::sum16` adds up: a TCP header with options.
+pub const MAX_SUM16_LEN: usize = 60;
+
+/// `Packet::sum16` as a bounded loop of 4-byte loads: the default, and the
+/// BPF packet's fallback for anything but a bare TCP header.
+#[inline(always)]
+pub fn sum16_words<P: Packet + ?Sized>(pkt: &P, offset: usize, len: usize) -> Option<u64> {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < MAX_SUM16_LEN / 4 {
+        if i * 4 >= len {
+            break;
+        }
+        let w = pkt.read_be32(offset + i * 4)?;
+        sum += (w >> 16) as u64 + (w & 0xffff) as u64;
+        i += 1;
+    }
+    Some(sum)
 }
 
 impl Packet for [u8] {

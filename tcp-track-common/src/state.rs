@@ -598,16 +598,17 @@ fn scaled(window: u16, scale: u8) -> u32 {
 fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
     let class = classify_reset(rec, seg, dir);
     out.reset = class;
-    match class {
-        RESET_REFUSED | RESET_EXACT | RESET_STATELESS_PEER | RESET_DATA_AFTER_CLOSE | RESET_UNJUDGED => {
+    match reset_fate(class) {
+        ResetFate::Accepted => {
             rec.peer_mut(dir).flags |= PEER_RST;
             rec.state = STATE_CLOSE;
         }
-        // RFC 9293 §3.10.7.3: the client sends it and stays in SYN-SENT;
-        // its SYN (retransmitted) goes on. Nothing to change, nothing to
-        // drop: it is how a half-open peer learns of its state (§3.5.2).
-        RESET_UNACCEPTABLE_ACK => {}
-        RESET_TIME_WAIT => {
+        // RFC 9293 §3.10.7.3: the client answering an unacceptable ACK
+        // stays in SYN-SENT; its SYN (retransmitted) goes on. Nothing to
+        // change, nothing to drop: it is how a half-open peer learns of its
+        // state (§3.5.2).
+        ResetFate::Unchanged => {}
+        ResetFate::TimeWait => {
             // RFC 1337 §3: an endpoint should ignore it (Linux does with
             // net.ipv4.tcp_rfc1337=1). By default Linux kills the TIME-WAIT
             // socket when the RST's sequence number is exactly the next one
@@ -620,7 +621,7 @@ fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 
                 rec.state = STATE_CLOSE;
             }
         }
-        _ => {
+        ResetFate::Challenged | ResetFate::Ignored => {
             // RFC 5961 §3.2: in window but inexact, the receiver sends a
             // challenge ACK and keeps the connection; out of window it
             // ignores the RST. Either way the state stays (nf_conntrack keeps
@@ -794,20 +795,52 @@ pub const fn endpoint_state_name(state: u8) -> &'static str {
     }
 }
 
-/// Whether a RST class is one the receiver accepts (or, for an unacceptable
-/// ACK's answer, a legitimate one whatever its receiver makes of it).
-pub const fn reset_accepted(class: u8) -> bool {
-    matches!(
-        class,
-        RESET_REFUSED
-            | RESET_EXACT
-            | RESET_STATELESS_PEER
-            | RESET_UNJUDGED
-            | RESET_TIME_WAIT
-            | RESET_UNKNOWN_FLOW
-            | RESET_UNACCEPTABLE_ACK
-            | RESET_DATA_AFTER_CLOSE
-    )
+/// What the receiver of a RST does with it, by class (`RESET_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetFate {
+    /// It accepts it and the connection is gone (RFC 9293 §3.10.7): a
+    /// refusal, an exact reset, a stateless peer's reply, or one it cannot
+    /// be judged against (window unknown; no record at all). Never dropped.
+    Accepted,
+    /// Legitimate, and its sender keeps its state: the client in SYN-SENT
+    /// answering an unacceptable ACK (RFC 9293 §3.10.7.3). Never dropped.
+    Unchanged,
+    /// Towards an endpoint in TIME-WAIT: RFC 1337 says ignore it; Linux by
+    /// default accepts an exact one (`reset`). Dropping it is justified.
+    TimeWait,
+    /// Inside the window but inexact: the receiver answers with a
+    /// challenge ACK and keeps the connection (RFC 5961 §3.2).
+    Challenged,
+    /// Outside the window: the receiver ignores it (RFC 9293 §3.10.7.4).
+    Ignored,
+}
+
+impl ResetFate {
+    /// Whether the RST may end the connection at its receiver.
+    pub const fn accepted(self) -> bool {
+        matches!(self, ResetFate::Accepted | ResetFate::TimeWait)
+    }
+
+    /// Whether dropping the RST before its receiver sees it is justified:
+    /// it is invalid, or an assassination (`Outcome::drop_justified`).
+    pub const fn drop_justified(self) -> bool {
+        matches!(self, ResetFate::TimeWait | ResetFate::Challenged | ResetFate::Ignored)
+    }
+}
+
+/// The one table of reset classes: `reset` applies it, `guard::drops`
+/// decides from it which RSTs a policy drops. A class not listed (none,
+/// or a value no version of `classify_reset` returns) is never dropped.
+pub const fn reset_fate(class: u8) -> ResetFate {
+    match class {
+        RESET_TIME_WAIT => ResetFate::TimeWait,
+        RESET_IN_WINDOW => ResetFate::Challenged,
+        RESET_OUT_OF_WINDOW => ResetFate::Ignored,
+        RESET_UNACCEPTABLE_ACK => ResetFate::Unchanged,
+        // RESET_REFUSED, RESET_EXACT, RESET_STATELESS_PEER,
+        // RESET_DATA_AFTER_CLOSE, RESET_UNJUDGED, RESET_UNKNOWN_FLOW.
+        _ => ResetFate::Accepted,
+    }
 }
 
 #[cfg(test)]

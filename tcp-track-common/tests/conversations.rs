@@ -206,9 +206,9 @@ struct Coverage {
     out_of_order: u32,
     wrapped: u32,
     fully_compared_at_end: u32,
-    known_bug_stale_reset: u32,
-    known_bug_server_ack: u32,
-    known_bug_reset_train: u32,
+    /// Conversations stopped at the known limitation (see
+    /// `known_limitation_stale_stateless_reset`).
+    known_limitation_stale_reset: u32,
 }
 
 impl Coverage {
@@ -218,7 +218,7 @@ impl Coverage {
             cases, compared, quiescent, client_closed_first, server_closed_first, simultaneous_close, half_close_data,
             time_wait, last_ack_closed, client_abort, server_abort, reset_accepted, reset_reply, challenge_ack,
             lost_syn, lost_synack, lost_data, lost_fin, lost_ack, out_of_order, wrapped, fully_compared_at_end,
-            known_bug_stale_reset, known_bug_server_ack, known_bug_reset_train
+            known_limitation_stale_reset
         );
     }
 
@@ -248,9 +248,7 @@ impl Coverage {
             out_of_order: b(self.out_of_order),
             wrapped: b(self.wrapped),
             fully_compared_at_end: b(self.fully_compared_at_end),
-            known_bug_stale_reset: b(self.known_bug_stale_reset),
-            known_bug_server_ack: b(self.known_bug_server_ack),
-            known_bug_reset_train: b(self.known_bug_reset_train),
+            known_limitation_stale_reset: b(self.known_limitation_stale_reset),
         }
     }
 }
@@ -290,9 +288,9 @@ struct Sim {
     /// The last segment seen, and its sender.
     last_seen: Option<(usize, Segment)>,
     aborted: bool,
-    /// Stop at a known observer bug (the property goes on looking for
-    /// others), or fail on it (the dedicated regression tests).
-    tolerate_known_bugs: bool,
+    /// Stop at the known limitation of the observer (the property goes on
+    /// looking for real disagreements), or fail on it (its own test).
+    tolerate_known_limitation: bool,
     halted: bool,
     /// The server answers a duplicate SYN in SYN-RECEIVED as RFC 9293
     /// §3.10.7.4 says (an ACK) rather than as Linux does (the SYN-ACK again).
@@ -314,7 +312,7 @@ impl Sim {
             seen_ack: [None; 2],
             last_seen: None,
             aborted: false,
-            tolerate_known_bugs: true,
+            tolerate_known_limitation: true,
             halted: false,
             rfc_dup_syn: false,
             trace: String::new(),
@@ -693,14 +691,14 @@ impl Sim {
         let receiver_was_open = self.ep[d ^ 1].state != St::Closed;
         self.receive(d ^ 1, seg);
         let _ = writeln!(self.trace, "         {}", self.states());
-        if self.tolerate_known_bugs
+        if self.tolerate_known_limitation
             && seg.has(RST)
             && matches!(out.reset, RESET_STATELESS_PEER | RESET_DATA_AFTER_CLOSE)
             && receiver_acked == Some(seg.seq)
             && receiver_was_open
             && self.ep[d ^ 1].state != St::Closed
         {
-            // KNOWN OBSERVER BUG (see `known_bug_stale_stateless_reset`):
+            // KNOWN LIMITATION (see `known_limitation_stale_stateless_reset`):
             // a RST without ACK whose seq is the receiver's last *seen* ACK
             // is taken as exact although the receiver has since taken in
             // more (the observer saw it arrive), so the receiver ignores it
@@ -709,13 +707,13 @@ impl Sim {
             // FIN the same RST is classed RESET_DATA_AFTER_CLOSE (and a
             // Linux receiver in CLOSE-WAIT would accept it, RCV.NXT - 1
             // after a FIN: tcp_reset_check; this model is strict RFC 5961).
-            self.cov.known_bug_stale_reset += 1;
+            self.cov.known_limitation_stale_reset += 1;
             self.halted = true;
             return Ok(());
         }
         // The RST-train and server-ACK bugs this property found are fixed
-        // in state.rs (their `known_bug_*` tests below now pass), so they
-        // are no longer tolerated here: a regression fails the property.
+        // in state.rs (their `fixed_*` regression tests are below), so they
+        // are not tolerated here: a regression fails the property.
         self.compare()?;
         self.quiescent_check()
     }
@@ -1226,17 +1224,18 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Known observer bugs, found by the properties above. Each test is the
-// minimal reproduction and fails until state.rs is fixed; the properties
-// stop (and count) when they run into the same scenario, so that they keep
-// looking for other disagreements meanwhile.
+// What the properties above found, each as its minimal reproduction: two
+// observer bugs, fixed in state.rs (`fixed_*`: regression tests), and one
+// limitation the wire cannot resolve (ignored: it would fail; the property
+// stops and counts when it runs into it, and goes on looking for others).
 // ---------------------------------------------------------------------------
 
-/// Replays a conversation and fails on any disagreement, known bugs included.
+/// Replays a conversation and fails on any disagreement, the known
+/// limitation included.
 fn replay(isn: [u32; 2], wscale: [Option<u8>; 2], rfc_dup_syn: bool, actions: &[Action]) {
     let mut sim = Sim::new(isn, wscale);
     sim.rfc_dup_syn = rfc_dup_syn;
-    sim.tolerate_known_bugs = false;
+    sim.tolerate_known_limitation = false;
     if let Err(e) = sim.play(actions) {
         panic!("{e}");
     }
@@ -1245,7 +1244,7 @@ fn replay(isn: [u32; 2], wscale: [Option<u8>; 2], rfc_dup_syn: bool, actions: &[
 use Action::*;
 use Side::{C as Client, S as Server};
 
-/// KNOWN OBSERVER BUG. Simultaneous close, then the client aborts and its
+/// KNOWN LIMITATION. Simultaneous close, then the client aborts and its
 /// RST is lost. The server's FIN (sent before the client's FIN arrived, so
 /// ack=1) reaches the closed client, which answers RST seq=1 without ACK
 /// (RFC 9293 §3.10.7.1). The server already took in the client's FIN (the
@@ -1272,7 +1271,7 @@ use Side::{C as Client, S as Server};
 /// upstream of a loss and wrong here.
 #[test]
 #[ignore = "known limitation, see above: the wire cannot show whether the receiver got the FIN the observer saw"]
-fn known_bug_stale_stateless_reset() {
+fn known_limitation_stale_stateless_reset() {
     replay(
         [0, 0],
         [None, None],
@@ -1281,39 +1280,43 @@ fn known_bug_stale_stateless_reset() {
     );
 }
 
-/// KNOWN OBSERVER BUG. In SYN_RECV, any non-SYN segment with an ACK at or
-/// past the *client's* ISN + 1 counts as the handshake's last ACK, including
-/// one sent by the server. RFC 9293 §3.10.7.4 has a server in SYN-RECEIVED
+/// FIXED OBSERVER BUG (the observer now lets only the client's ACK, or
+/// either side's after a simultaneous open, complete the handshake). In
+/// SYN_RECV, any non-SYN segment with an ACK at or past the *client's*
+/// ISN + 1 counted as the handshake's last ACK, including one sent by the
+/// server. RFC 9293 §3.10.7.4 has a server in SYN-RECEIVED
 /// answer an unacceptable segment, such as a retransmitted SYN, with
 /// <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (Linux answers with the SYN-ACK
 /// instead; a TCP Fast Open server's data would do the same). The observer
-/// then reports the server ESTAB while it is still SYN-RECV.
+/// then reported the server ESTAB while it was still SYN-RECV.
 ///
 ///   C→S SYN seq=0; C→S SYN seq=0 (retransmission)
 ///   first SYN arrives: S→C SYN|ACK seq=0 ack=1; it arrives: C→S ACK seq=1 ack=1
-///   second SYN arrives: S→C ACK seq=1 ack=1; it arrives: observer ESTABLISHED,
-///   server still SYN-RECV (the client's ACK is still in flight)
+///   second SYN arrives: S→C ACK seq=1 ack=1; it arrives: the observer said
+///   ESTABLISHED, the server still SYN-RECV (the client's ACK still in flight)
 #[test]
-fn known_bug_server_ack_completes_handshake() {
+fn fixed_server_ack_completing_the_handshake() {
     replay([0, 0], [None, None], true, &[Timeout(Client), Send(Client, 1)]);
 }
 
-/// KNOWN OBSERVER BUG. The "RST train" rule (a RST at the end of the same
-/// side's last plain segment is exact) also accepts a RST whose sequence
-/// number is behind what the receiver has already acknowledged, when that
-/// last segment was an old retransmission. The receiver's RCV.NXT is past
-/// the RST, so it ignores it; nf_conntrack rejects such a RST before the
-/// train check ("invalid rst": seq before td_maxack).
+/// FIXED OBSERVER BUG (`classify_reset` now rejects a RST behind the
+/// receiver's acknowledgment before the train rule, as nf_conntrack does).
+/// The "RST train" rule (a RST at the end of the same side's last plain
+/// segment is exact) also accepted a RST whose sequence number is behind
+/// what the receiver has already acknowledged, when that last segment was
+/// an old retransmission. The receiver's RCV.NXT is past the RST, so it
+/// ignores it; nf_conntrack rejects such a RST before the train check
+/// ("invalid rst": seq before td_maxack).
 ///
 ///   handshake; C sends data seq=1 len=1, it arrives (S queues ACK ack=2)
 ///   C sends data seq=2 len=1; C's timer resends seq=1 len=1; C aborts (RST seq=3)
 ///   S→C ACK ack=2 arrives at the closed C: C queues RST seq=2 (no ACK)
 ///   seq=2 arrives, S→C ACK ack=3 arrives (C queues RST seq=3), seq=1 again arrives
 ///   C's RST seq=3 (the abort) is lost; C→S RST seq=2 arrives: the observer
-///   calls it exact (train after the seq=1 copy) and closes; S (RCV.NXT=3)
+///   called it exact (train after the seq=1 copy) and closed; S (RCV.NXT=3)
 ///   ignores it and stays ESTAB
 #[test]
-fn known_bug_reset_train_behind_ack() {
+fn fixed_reset_train_behind_the_ack() {
     replay(
         [0, 0],
         [None, None],

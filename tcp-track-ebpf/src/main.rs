@@ -1,9 +1,13 @@
 //! tcp-track's kernel programs.
 //!
-//! Thin by design: each hook turns its context into a `Packet`, and
-//! `track::observe` parses it with the shared parser and updates the shared
-//! flow maps. Every path ends in the hook's "let it through" verdict
-//! (XDP_PASS, TC "next"): a tracker never breaks traffic by accident.
+//! Thin by design: each hook (`xdp`, `tc`) turns its context into a
+//! `Packet` (`packet`), and `track::observe` hands it to the shared logic
+//! (`tcp_track_common::track`: parser, flow tables' logic, state machine)
+//! with the kernel as its driver: the clock, the RST policy, the ring
+//! buffer and the per-CPU counters. `maps` holds the maps and the flow
+//! store over them. Every path ends in the hook's "let it through" verdict
+//! (XDP_PASS, TC "next"), except XDP's for a RST the configured policy
+//! judges forged (XDP_DROP).
 #![no_std]
 #![no_main]
 // Single packet loads at unaligned offsets (packet.rs).

@@ -1,14 +1,19 @@
-//! The maps shared by the XDP and TC programs (one object, one set of maps).
+//! The maps shared by the XDP and TC programs (one object, one set of
+//! maps), and the flow store the shared table logic runs over
+//! (`tcp_track_common::table::FlowStore` on the flow maps).
 
 use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 use tcp_track_common::{
     counters,
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
-    halfopen::{SetV4, SetV6},
+    guard::RST_POLICY_OBSERVE,
+    halfopen::{Set, SetV4, SetV6},
+    table::{FlowStore, Insert, Scratch},
 };
 
 /// Capacity of each flow map. The daemon may override it at load time.
@@ -50,6 +55,20 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
+/// Per-CPU working memory of one program run (`table::Scratch`).
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which RSTs XDP drops (`guard::RST_POLICY_*`), set by the daemon at load
+/// time; observe-only unless asked.
+#[unsafe(no_mangle)]
+pub static RST_POLICY: Global<u8> = Global::new(RST_POLICY_OBSERVE);
+
+/// Interfaces where only one direction is visible (asymmetric routing): the
+/// tracker cannot judge anything there, so it drops nothing (key: ifindex).
+#[map]
+pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
@@ -57,3 +76,62 @@ pub fn count(index: u32) {
         unsafe { *c = (*c).wrapping_add(1) };
     }
 }
+
+/// The flow tables of one address family, as the shared table logic sees
+/// them. Zero-sized: the maps are statics (the verifier wants map pointers
+/// as constants, not values passed around).
+pub struct V4;
+pub struct V6;
+
+macro_rules! flow_store {
+    ($store:ty, $key:ty, $set:ty, $flows:ident, $half:ident) => {
+        impl FlowStore for $store {
+            type Key = $key;
+            type Set = $set;
+
+            #[inline(always)]
+            fn established(&mut self, key: &$key) -> Option<&mut FlowRecord> {
+                // SAFETY: the pointer is into a map value that stays valid
+                // for the rest of this program run (RCU). See FlowRecord for
+                // the (benign, documented) race between CPUs updating one flow.
+                $flows.get_ptr_mut(key).map(|rec| unsafe { &mut *rec })
+            }
+
+            #[inline(always)]
+            fn insert(&mut self, key: &$key, rec: &FlowRecord, mode: Insert) -> bool {
+                let flags = match mode {
+                    Insert::New => BPF_NOEXIST,
+                    Insert::Any => BPF_ANY,
+                };
+                $flows.insert(key, rec, flags as u64).is_ok()
+            }
+
+            #[inline(always)]
+            fn promote(&mut self, key: &$key, index: u32, way: u32) -> bool {
+                match $half.get(index) {
+                    Some(set) => $flows.insert(key, set.record(way), BPF_ANY as u64).is_ok(),
+                    None => false,
+                }
+            }
+
+            #[inline(always)]
+            fn remove(&mut self, key: &$key) -> bool {
+                $flows.remove(key).is_ok()
+            }
+
+            #[inline(always)]
+            fn half_open_layout(&self) -> (u32, u32) {
+                (HALF_OPEN_SEED.load(), HALF_OPEN_SET_MASK.load())
+            }
+
+            #[inline(always)]
+            fn half_open_set(&mut self, index: u32) -> Option<&mut $set> {
+                // SAFETY: array values live as long as the map; see
+                // `halfopen` for the unlocked writes.
+                $half.get_ptr_mut(index).map(|set| unsafe { &mut *set })
+            }
+        }
+    };
+}
+flow_store!(V4, FlowKeyV4, SetV4, FLOWS_V4, HALF_OPEN_V4);
+flow_store!(V6, FlowKeyV6, SetV6, FLOWS_V6, HALF_OPEN_V6);

@@ -6,10 +6,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_loop},
     programs::{TcContext, XdpContext},
 };
-use tcp_track_common::{
-    guard::{fold, sum16_words},
-    parse::{OptionWalk, Packet, MAX_TCP_OPTIONS},
-};
+use tcp_track_common::parse::{checksum::fold, sum16_words, OptionWalk, Packet, MAX_TCP_OPTIONS};
 
 /// Largest offset we ever read at: VLAN tags + IPv6 + extension headers +
 /// TCP header. Clamping to it gives the verifier a bounded offset.

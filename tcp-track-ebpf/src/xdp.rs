@@ -2,17 +2,14 @@
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, warn};
-use tcp_track_common::event::HOOK_XDP;
+use tcp_track_common::{event::HOOK_XDP, track::Observed};
 
-use crate::{
-    packet::DirectPacket,
-    track::{self, Observed},
-};
+use crate::{packet::DirectPacket, track};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match track::observe(&DirectPacket::xdp(&ctx), ifindex, HOOK_XDP) {
+    match track::observe::<_, HOOK_XDP>(&DirectPacket::xdp(&ctx), ifindex) {
         // The only drop: a RST the configured policy judges forged.
         Observed::Dropped => return xdp_action::XDP_DROP,
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).

@@ -1,27 +1,31 @@
 //! The real kernel programs, loaded and run with BPF_PROG_TEST_RUN on
-//! crafted frames: after every frame the flow record in the map must equal
-//! what the host state machine computes for the same frames, and the kernel
-//! parser must agree with the host parser on every test vector.
+//! crafted frames, next to the host's tracker (`tcp_track_common::host`:
+//! the same table logic and state machine over tables in memory) fed the
+//! same frames: after every frame the kernel must hold the flow in the same
+//! table with the same record, and have the same counters and events; and
+//! the kernel parser must agree with the host parser on every test vector.
 //!
 //! Each test loads its own copy of the object, so its maps are its own.
 
 mod support;
 
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, TcpOptionElement};
 use tcp_track::{
-    config::BpfLog,
+    config::{BpfLog, RstPolicy},
     loader::Tracker,
     tables::{FlowTables, Table},
 };
 use tcp_track_common::{
     counters,
-    flow::{direction, initiator_of, key_v4, key_v6, FlowRecord},
+    event::{FlowEvent, HOOK_TC_EGRESS, HOOK_XDP},
+    flow::{direction, key_v4, key_v6, FlowRecord},
+    host::{self, HostTracker},
     parse::{parse, Segment, Skip},
-    state::{self, step, STATE_NONE},
+    state,
     tcp::{ACK, FIN, PSH, RST, SYN},
 };
 
@@ -106,13 +110,28 @@ fn conversation(fam: Family) -> Vec<(Side, Vec<u8>)> {
     ]
 }
 
+/// Table sizes of the kernel's and the host's trackers (per family), unless a
+/// test sizes them itself.
+const MAX_FLOWS: u32 = 65536;
+const MAX_HALF_OPEN: u32 = 16384;
+
 struct Loaded {
     tracker: Tracker,
 }
 
 impl Loaded {
     fn new() -> Loaded {
-        Loaded { tracker: Tracker::load(BpfLog::Off).expect("loading the kernel programs") }
+        Loaded::sized(MAX_FLOWS, MAX_HALF_OPEN)
+    }
+
+    fn sized(max_flows: u32, max_half_open: u32) -> Loaded {
+        Loaded { tracker: Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, max_flows, max_half_open).expect("loading the kernel programs") }
+    }
+
+    /// A host tracker of the same sizes, hashing half-open flows into the
+    /// same sets.
+    fn host(&self, max_flows: u32, max_half_open: u32) -> Host {
+        Host { t: HostTracker::new(max_flows, max_half_open, self.tracker.half_open.seed), now: 1 << 30, events: Vec::new() }
     }
 
     fn xdp(&self, frame: &[u8]) {
@@ -158,24 +177,43 @@ impl Loaded {
         }
         out
     }
-}
 
-/// The host's view of the same frames: parse and step, as the kernel does.
-#[derive(Default)]
-struct HostTracker {
-    rec: Option<FlowRecord>,
-}
-
-impl HostTracker {
-    fn feed(&mut self, frame: &[u8]) -> Segment {
-        let seg = parse(frame).expect("test frames are well formed");
-        let dir = direction(&seg);
-        let mut rec = self.rec.unwrap_or_else(|| FlowRecord { initiator: initiator_of(&seg, dir).0, ..FlowRecord::default() });
-        let out = step(&mut rec, &seg, dir, 0);
-        if out.new_state != STATE_NONE || self.rec.is_some() {
-            self.rec = Some(rec);
+    /// The events emitted since the last call, in order.
+    fn events(&mut self) -> Vec<FlowEvent> {
+        let mut ring = RingBuf::try_from(self.tracker.ebpf.map_mut("EVENTS").unwrap()).unwrap();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            out.push(bytemuck::pod_read_unaligned(&item[..size_of::<FlowEvent>()]));
         }
-        seg
+        out
+    }
+}
+
+/// The host's tracker fed the same frames, with a clock of its own.
+struct Host {
+    t: HostTracker,
+    now: u64,
+    events: Vec<FlowEvent>,
+}
+
+impl Host {
+    fn feed(&mut self, frame: &[u8], hook: u8) -> Segment {
+        self.now += 1 << 21;
+        self.t.segment(frame, 1, hook, self.now, &mut self.events);
+        parse(frame).expect("test frames are well formed")
+    }
+
+    fn find(&self, seg: &Segment) -> Option<(host::Table, FlowRecord)> {
+        let dir = direction(seg);
+        if seg.family == 4 {
+            self.t.get_v4(&key_v4(seg, dir))
+        } else {
+            self.t.get_v6(&key_v6(seg, dir))
+        }
+    }
+
+    fn record(&self, seg: &Segment) -> Option<FlowRecord> {
+        self.find(seg).map(|(_, rec)| rec)
     }
 }
 
@@ -185,21 +223,41 @@ fn without_time(mut r: FlowRecord) -> FlowRecord {
     r
 }
 
+/// Events without what only the kernel knows (its clock, the interface
+/// BPF_PROG_TEST_RUN made up).
+fn comparable(events: &[FlowEvent]) -> Vec<FlowEvent> {
+    events.iter().map(|e| FlowEvent { ts_ns: 0, ifindex: 0, ..*e }).collect()
+}
+
+fn same_table(kernel: Option<Table>, host: Option<host::Table>) -> bool {
+    matches!(
+        (kernel, host),
+        (None, None) | (Some(Table::Established), Some(host::Table::Established)) | (Some(Table::HalfOpen), Some(host::Table::HalfOpen))
+    )
+}
+
 fn run_conversation(fam: Family, client_via_tc: bool) {
     require_root!();
-    let k = Loaded::new();
-    let mut host = HostTracker::default();
-    let mut states = Vec::new();
+    let mut k = Loaded::new();
+    let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
+    let (mut states, mut events) = (Vec::new(), 0);
     for (i, (side, f)) in conversation(fam).iter().enumerate() {
-        if client_via_tc && *side == Side::Client {
+        let hook = if client_via_tc && *side == Side::Client {
             k.tc(f);
+            HOOK_TC_EGRESS
         } else {
             k.xdp(f);
-        }
-        let seg = host.feed(f);
+            HOOK_XDP
+        };
+        let seg = host.feed(f, hook);
         let kernel = k.record(&seg).map(without_time);
-        let expected = host.rec.map(without_time);
-        assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host state machine's");
+        let expected = host.record(&seg).map(without_time);
+        assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host tracker's");
+        assert!(same_table(k.table_of(&seg), host.find(&seg).map(|(t, _)| t)), "frame {i}: held in another table");
+        assert_eq!(k.counters(), *host.t.counters(), "frame {i}: counters differ");
+        let kernel_events = k.events();
+        assert_eq!(comparable(&kernel_events), comparable(&std::mem::take(&mut host.events)), "frame {i}: events differ");
+        events += kernel_events.len();
         states.push(state::state_name(expected.unwrap().state));
     }
     assert_eq!(
@@ -210,6 +268,7 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
         ],
         "the conversation goes through every state of an orderly release, then the RST in TIME_WAIT"
     );
+    assert!(events >= 8, "a new flow, state changes, FINs and the RST were all compared ({events} events)");
     let c = k.counters();
     assert_eq!(c[counters::TCP_SEGMENTS as usize], 11);
     assert_eq!(c[counters::FLOWS_CREATED as usize], 1, "both directions share one entry");
@@ -218,12 +277,12 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
 }
 
 #[test]
-fn ipv4_conversation_matches_the_host_state_machine() {
+fn ipv4_conversation_matches_the_host_tracker() {
     run_conversation(Family::V4, false);
 }
 
 #[test]
-fn ipv6_conversation_matches_the_host_state_machine() {
+fn ipv6_conversation_matches_the_host_tracker() {
     run_conversation(Family::V6, false);
 }
 
@@ -319,11 +378,11 @@ fn kernel_and_host_parsers_agree() {
         match parse(f.as_slice()) {
             Ok(seg) => {
                 assert_eq!(delta(counters::TCP_SEGMENTS), 1, "{name}: the kernel parsed it as TCP too");
-                let mut host = HostTracker::default();
-                host.feed(&f);
+                let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
+                host.feed(&f, HOOK_XDP);
                 assert_eq!(
                     k.record(&seg).map(without_time),
-                    host.rec.map(without_time),
+                    host.record(&seg).map(without_time),
                     "{name}: same segment summary, hence the same record"
                 );
             }
@@ -338,25 +397,28 @@ fn kernel_and_host_parsers_agree() {
 #[test]
 fn established_flow_survives_a_half_open_overflow() {
     require_root!();
-    let k = Loaded { tracker: Tracker::load_sized(BpfLog::Off, tcp_track::config::RstPolicy::Observe, 1024, 64).unwrap() };
-    let mut host = HostTracker::default();
+    let k = Loaded::sized(1024, 64);
+    let mut host = k.host(1024, 64);
     let conv = conversation(Family::V4);
     for (_, f) in &conv[..4] {
         k.xdp(f);
-        host.feed(f);
+        host.feed(f, HOOK_XDP);
     }
     let est = parse(conv[3].1.as_slice()).unwrap();
     assert_eq!(k.table_of(&est), Some(Table::Established), "promoted when the handshake completed");
     // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open table.
     for i in 0..10_000u32 {
         k.xdp(&spoofed(i, false));
+        host.feed(&spoofed(i, false), HOOK_XDP);
     }
     let rec = k.record(&est).expect("the established flow is still tracked");
-    assert_eq!(without_time(rec), without_time(host.rec.unwrap()), "and its record is intact");
+    assert_eq!(without_time(rec), without_time(host.record(&est).unwrap()), "and its record is intact");
     let (used, slots) = k.tables().half_open_v4();
     assert_eq!((used, slots), (64, 64), "the flood filled the half-open table, and only it");
     assert_eq!(k.tables().established_v4(), 1, "no spoofed SYN reached the established table");
     assert_eq!(k.counters()[counters::HALF_OPEN_EVICTED as usize], 10_000 - 64);
+    assert_eq!(k.counters(), *host.t.counters(), "the host tracker counted the same");
+    assert_eq!((host.t.v4().half_open_len(), host.t.v4().established_len()), ((64, 64), 1));
 }
 
 /// A SYN from spoofed source `i` (198.19.x.y) to the server, or the
@@ -374,7 +436,7 @@ fn spoofed(i: u32, synack: bool) -> Vec<u8> {
 fn retransmissions_do_not_make_a_half_open_entry_younger() {
     require_root!();
     // Four slots: one set, so every flow competes with every other.
-    let k = Loaded { tracker: Tracker::load_sized(BpfLog::Off, tcp_track::config::RstPolicy::Observe, 1024, 4).unwrap() };
+    let k = Loaded::sized(1024, 4);
     let present = |i: u32| k.table_of(&parse(spoofed(i, false).as_slice()).unwrap()) == Some(Table::HalfOpen);
     // Entry ages are kept in units of about a millisecond: space the births.
     let tick = || std::thread::sleep(std::time::Duration::from_millis(3));

@@ -1,6 +1,8 @@
 //! The RST drop rules, one by one, in the real XDP program run with
 //! BPF_PROG_TEST_RUN: the verdict (XDP_DROP or XDP_PASS) and what the
-//! flow record looks like afterwards.
+//! flow record looks like afterwards. The host's tracker
+//! (`tcp_track_common::host`), fed the same frames under the same policy,
+//! must reach the same verdict and record every time.
 
 mod support;
 
@@ -16,11 +18,16 @@ use tcp_track::{
     test_support::frames::{tcp_segment, Tcp},
     tables::FlowTables,
 };
+use std::cell::RefCell;
+
 use tcp_track_common::{
     counters,
+    event::HOOK_XDP,
     flow::{direction, key_v4, FlowRecord},
+    host::HostTracker,
     parse::parse,
     state::{STATE_CLOSE, STATE_ESTABLISHED, STATE_SYN_SENT, STATE_TIME_WAIT},
+    track::Observed,
 };
 
 const XDP_DROP: u32 = 1;
@@ -37,24 +44,44 @@ fn seg(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u32
 
 struct Guard {
     tracker: Tracker,
+    /// The host's tracker under the same policy, and its clock.
+    host: RefCell<(HostTracker, u64)>,
+}
+
+/// `last_seen` is a timestamp the kernel takes itself: not comparable.
+fn without_time(r: Option<FlowRecord>) -> Option<FlowRecord> {
+    r.map(|r| FlowRecord { last_seen: 0, ..r })
 }
 
 impl Guard {
     fn new(policy: RstPolicy) -> Guard {
-        Guard { tracker: Tracker::load_with_policy(BpfLog::Off, policy).expect("loading the kernel programs") }
+        let tracker = Tracker::load_with_policy(BpfLog::Off, policy).expect("loading the kernel programs");
+        let mut host = HostTracker::new(1024, 1024, tracker.half_open.seed);
+        host.set_rst_policy(policy.kernel_value());
+        Guard { tracker, host: RefCell::new((host, 1 << 30)) }
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
         let xdp: &Xdp = self.tracker.ebpf.program("tcp_track_xdp").unwrap().try_into().unwrap();
-        xdp.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).unwrap().return_value
+        let verdict = xdp.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).unwrap().return_value;
+        let host = {
+            let (host, now) = &mut *self.host.borrow_mut();
+            *now += 1 << 21;
+            host.segment(frame, 1, HOOK_XDP, *now, &mut Vec::new())
+        };
+        assert_eq!(verdict == XDP_DROP, host == Observed::Dropped, "the host tracker judged otherwise ({host:?})");
+        assert_eq!(without_time(self.try_record()), without_time(self.host_record()), "the host tracker's record differs");
+        verdict
     }
 
     /// The flow's record, from the established or the half-open table.
     fn try_record(&self) -> Option<FlowRecord> {
-        let f = seg(C, S, "A", 0, 0, 0, None, 0);
-        let s = parse(f.as_slice()).unwrap();
         let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap();
-        tables.get_v4(&key_v4(&s, direction(&s))).map(|(_, rec)| rec)
+        tables.get_v4(&flow_key()).map(|(_, rec)| rec)
+    }
+
+    fn host_record(&self) -> Option<FlowRecord> {
+        self.host.borrow().0.get_v4(&flow_key()).map(|(_, rec)| rec)
     }
 
     fn record(&self) -> FlowRecord {
@@ -63,7 +90,9 @@ impl Guard {
 
     fn counter(&self, i: u32) -> u64 {
         let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.tracker.ebpf.map("COUNTERS").unwrap()).unwrap();
-        map.get(&i, 0).unwrap().iter().sum()
+        let kernel = map.get(&i, 0).unwrap().iter().sum();
+        assert_eq!(kernel, self.host.borrow().0.counters()[i as usize], "counter {i}: the host tracker counted otherwise");
+        kernel
     }
 
     /// Handshake with ISNs `c`/`s`, both offering window scale `ws`; the
@@ -78,6 +107,13 @@ impl Guard {
         }
         assert_eq!(self.record().state, STATE_ESTABLISHED);
     }
+}
+
+/// The key of the client's connection to the server.
+fn flow_key() -> tcp_track_common::flow::FlowKeyV4 {
+    let f = seg(C, S, "A", 0, 0, 0, None, 0);
+    let s = parse(f.as_slice()).unwrap();
+    key_v4(&s, direction(&s))
 }
 
 /// RSTs from the server to the client; the client expects `s + 1` next.

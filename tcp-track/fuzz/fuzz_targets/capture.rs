@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tcp_track::capture::CaptureReader;
-use tcp_track_common::guard::tcp_checksum;
+use tcp_track_common::parse::checksum::tcp_checksum;
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = match CaptureReader::with_buffer_size(data, 256) {

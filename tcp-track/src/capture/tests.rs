@@ -436,7 +436,7 @@ fn capture_snaplen_truncated_packets() {
     }
     let whole = Frame::new(&rst, rst.len());
     let seg = whole.parse().unwrap();
-    assert_eq!(tcp_track_common::guard::tcp_checksum(&whole, &seg), tcp_track_common::guard::CSUM_OK);
+    assert_eq!(tcp_track_common::parse::checksum::tcp_checksum(&whole, &seg), tcp_track_common::parse::checksum::CSUM_OK);
 }
 
 /// A file cut anywhere: the packets before the cut, then an error naming

@@ -1,0 +1,290 @@
+//! The tracker on the host: the kernel programs' logic (`track`, `table`,
+//! `state`), run over flow tables in memory, for captures read offline and
+//! for tests that need no root.
+//!
+//! The tables behave as the kernel's do: the established table is an LRU
+//! hash of bounded capacity (a full table evicts its least recently used
+//! flow to make room; the kernel's does so silently, this one counts them,
+//! [`HostStore::lru_evicted`]); the half-open table is the same array of
+//! `halfopen` sets, with the same geometry, seed and set mask.
+//!
+//! # Examples
+//!
+//! ```
+//! use tcp_track_common::{counters, event::HOOK_XDP, host::HostTracker, track::Observed};
+//!
+//! let mut tracker = HostTracker::new(65536, 16384, 0x1234_5678);
+//! let mut events = Vec::new();
+//! let frame = [0u8; 60]; // not even Ethernet II with an IP ethertype
+//! assert_eq!(tracker.segment(&frame, 1, HOOK_XDP, 1_000_000, &mut events), Observed::NotTcp);
+//! assert_eq!(tracker.counters()[counters::NOT_TCP as usize], 1);
+//! assert!(events.is_empty());
+//! ```
+
+use std::{collections::BTreeSet, hash::Hash, num::NonZeroUsize, vec::Vec};
+
+use lru::LruCache;
+
+use crate::{
+    counters,
+    event::{FlowEvent, HOOK_XDP},
+    flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
+    guard::RST_POLICY_OBSERVE,
+    halfopen::{find, geometry, set_of, Set, SetV4, SetV6},
+    parse::Segment,
+    state::Outcome,
+    table::{Driver, FlowKey, FlowStore, Insert, Scratch, Seen},
+    track::{observe, Observed},
+};
+
+/// Which table holds a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Established,
+    HalfOpen,
+}
+
+/// The two tables of one address family, in memory.
+#[derive(Clone, Debug)]
+pub struct HostStore<K: Hash + Eq, S> {
+    flows: LruCache<K, FlowRecord>,
+    half_open: Vec<S>,
+    seed: u32,
+    set_mask: u32,
+    lru_evicted: u64,
+}
+
+impl<K, S> HostStore<K, S>
+where
+    K: FlowKey + Hash + Eq,
+    S: Set<Key = K> + Default + Clone,
+{
+    /// Room for `max_flows` established flows and `max_half_open` half-open
+    /// ones (rounded up to whole sets, a power of two of them, as the
+    /// daemon sizes the kernel's table: `halfopen::geometry`), hashed into
+    /// sets with `seed`.
+    pub fn new(max_flows: u32, max_half_open: u32, seed: u32) -> Self {
+        let (sets, set_mask) = geometry(max_half_open);
+        let capacity = NonZeroUsize::new(max_flows as usize).unwrap_or(NonZeroUsize::MIN);
+        HostStore { flows: LruCache::new(capacity), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
+    }
+
+    /// The flow's record and the table that holds it. A look, not a use:
+    /// the LRU order stays (as for the daemon's reads of the kernel's maps).
+    pub fn get(&self, key: &K) -> Option<(Table, FlowRecord)> {
+        if let Some(rec) = self.flows.peek(key) {
+            return Some((Table::Established, *rec));
+        }
+        let set = self.half_open.get(set_of(key, self.seed, self.set_mask) as usize)?;
+        find(set, key).map(|way| (Table::HalfOpen, *set.record(way)))
+    }
+
+    /// Forget the flow in whichever table holds it; false if neither did.
+    pub fn forget(&mut self, key: &K) -> bool {
+        if self.flows.pop(key).is_some() {
+            return true;
+        }
+        let index = set_of(key, self.seed, self.set_mask);
+        match self.half_open.get_mut(index as usize) {
+            Some(set) => match find(set, key) {
+                Some(way) => {
+                    set.clear(way);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Established flows held.
+    pub fn established_len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Half-open flows held, and how many the table can hold.
+    pub fn half_open_len(&self) -> (usize, usize) {
+        let used = self.half_open.iter().map(|s| s.born().iter().filter(|&&b| b != 0).count()).sum();
+        (used, self.half_open.len() * crate::halfopen::WAYS as usize)
+    }
+
+    /// Established flows evicted to make room for another (the kernel's LRU
+    /// hash evicts without telling).
+    pub fn lru_evicted(&self) -> u64 {
+        self.lru_evicted
+    }
+}
+
+impl<K, S> FlowStore for HostStore<K, S>
+where
+    K: FlowKey + Hash + Eq,
+    S: Set<Key = K> + Default + Clone,
+{
+    type Key = K;
+    type Set = S;
+
+    fn established(&mut self, key: &K) -> Option<&mut FlowRecord> {
+        self.flows.get_mut(key)
+    }
+
+    fn insert(&mut self, key: &K, rec: &FlowRecord, mode: Insert) -> bool {
+        if mode == Insert::New && self.flows.contains(key) {
+            return false;
+        }
+        // `push` hands back what made room: another key's entry when the
+        // table was full, or this key's own old record.
+        if let Some((old, _)) = self.flows.push(*key, *rec) {
+            if old != *key {
+                self.lru_evicted += 1;
+            }
+        }
+        true
+    }
+
+    fn promote(&mut self, key: &K, index: u32, way: u32) -> bool {
+        match self.half_open.get(index as usize) {
+            Some(set) => {
+                let rec = *set.record(way);
+                self.insert(key, &rec, Insert::Any)
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> bool {
+        self.flows.pop(key).is_some()
+    }
+
+    fn half_open_layout(&self) -> (u32, u32) {
+        (self.seed, self.set_mask)
+    }
+
+    fn half_open_set(&mut self, index: u32) -> Option<&mut S> {
+        self.half_open.get_mut(index as usize)
+    }
+}
+
+/// A driver in memory, for one frame or a run of them: the clock and the
+/// RST policy the caller says, counters (indexed by `counters::*`) and
+/// events kept here. `HostTracker` makes one per frame; a test that runs
+/// `table::account` on a store of its own makes its own.
+pub struct HostDriver<'a> {
+    pub counters: &'a mut [u64; counters::COUNT as usize],
+    pub events: &'a mut Vec<FlowEvent>,
+    pub now: u64,
+    /// The RST policy (`guard::RST_POLICY_*`), whatever the interface.
+    pub rst_policy: u8,
+}
+
+impl Driver for HostDriver<'_> {
+    fn now(&mut self) -> u64 {
+        self.now
+    }
+
+    fn rst_policy(&mut self, _ifindex: u32) -> u8 {
+        self.rst_policy
+    }
+
+    fn count(&mut self, counter: u32) {
+        if let Some(c) = self.counters.get_mut(counter as usize) {
+            *c += 1;
+        }
+    }
+
+    fn event(&mut self, kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        self.events.push(FlowEvent::new(kind, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook));
+    }
+}
+
+/// The tracker of both address families, as the kernel programs keep it,
+/// driven by frames and a clock the caller passes in.
+#[derive(Clone, Debug)]
+pub struct HostTracker {
+    v4: HostStore<FlowKeyV4, SetV4>,
+    v6: HostStore<FlowKeyV6, SetV6>,
+    counters: [u64; counters::COUNT as usize],
+    rst_policy: u8,
+    liberal: BTreeSet<u32>,
+    scratch: Scratch,
+}
+
+impl HostTracker {
+    /// Tables as the daemon sizes the kernel's (per address family:
+    /// `max_flows` established, `max_half_open` half-open), the half-open
+    /// hash keyed with `seed`. RSTs are observed, never dropped, until
+    /// [`set_rst_policy`](Self::set_rst_policy) says otherwise.
+    pub fn new(max_flows: u32, max_half_open: u32, seed: u32) -> Self {
+        HostTracker {
+            v4: HostStore::new(max_flows, max_half_open, seed),
+            v6: HostStore::new(max_flows, max_half_open, seed),
+            counters: [0; counters::COUNT as usize],
+            rst_policy: RST_POLICY_OBSERVE,
+            liberal: BTreeSet::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The RST policy (`guard::RST_POLICY_*`) applied to RSTs seen at XDP
+    /// (egress RSTs come from the host's own stack: never dropped).
+    pub fn set_rst_policy(&mut self, policy: u8) {
+        self.rst_policy = policy;
+    }
+
+    /// Mark an interface as seeing only one direction (asymmetric routing):
+    /// nothing is dropped there.
+    pub fn set_liberal(&mut self, ifindex: u32, liberal: bool) {
+        if liberal {
+            self.liberal.insert(ifindex);
+        } else {
+            self.liberal.remove(&ifindex);
+        }
+    }
+
+    /// One frame (from its Ethernet header), seen at `now_ns` on `ifindex`
+    /// by `hook` (`event::HOOK_*`): what became of it; its events, if any,
+    /// are appended to `events`. `Observed::Dropped` is where XDP would
+    /// drop it.
+    pub fn segment(&mut self, frame: &[u8], ifindex: u32, hook: u8, now_ns: u64, events: &mut Vec<FlowEvent>) -> Observed {
+        let judged = hook == HOOK_XDP && !self.liberal.contains(&ifindex);
+        let rst_policy = if judged { self.rst_policy } else { RST_POLICY_OBSERVE };
+        let driver = HostDriver { counters: &mut self.counters, events, now: now_ns, rst_policy };
+        observe(frame, &mut self.scratch, &mut self.v4, &mut self.v6, driver, ifindex, hook)
+    }
+
+    /// An IPv4 flow's record and the table holding it.
+    pub fn get_v4(&self, key: &FlowKeyV4) -> Option<(Table, FlowRecord)> {
+        self.v4.get(key)
+    }
+
+    pub fn get_v6(&self, key: &FlowKeyV6) -> Option<(Table, FlowRecord)> {
+        self.v6.get(key)
+    }
+
+    /// Forget an IPv4 flow (as the daemon does when TIME_WAIT expires or a
+    /// half-open entry is given up); false if it was not tracked.
+    pub fn remove_v4(&mut self, key: &FlowKeyV4) -> bool {
+        self.v4.forget(key)
+    }
+
+    pub fn remove_v6(&mut self, key: &FlowKeyV6) -> bool {
+        self.v6.forget(key)
+    }
+
+    /// The IPv4 tables (sizes, LRU evictions).
+    pub fn v4(&self) -> &HostStore<FlowKeyV4, SetV4> {
+        &self.v4
+    }
+
+    pub fn v6(&self) -> &HostStore<FlowKeyV6, SetV6> {
+        &self.v6
+    }
+
+    /// The counters, indexed by `counters::*` (the kernel's per-CPU
+    /// counters, summed).
+    pub fn counters(&self) -> &[u64; counters::COUNT as usize] {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests;

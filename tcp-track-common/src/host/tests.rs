@@ -1,0 +1,342 @@
+//! The flow tables' logic (`table`) over the in-memory tables: promotion,
+//! eviction by age, the insert race, floods, the LRU, and the drop rule,
+//! driven by real frames and a clock of the test's own.
+
+use super::*;
+use crate::{
+    event::{DETAIL_DROPPED, EVENT_FLOW_NEW, EVENT_RST, EVENT_STATE, HOOK_TC_EGRESS, HOOK_XDP},
+    flow::{direction, key_v4},
+    guard::RST_POLICY_INVALID,
+    parse::parse,
+    state::{step, STATE_ESTABLISHED, STATE_SYN_RECV, STATE_SYN_SENT},
+    table::{account, Cx, Verdict},
+};
+use etherparse::PacketBuilder;
+
+type Endpoint = ([u8; 4], u16);
+const CLIENT: Endpoint = ([198, 18, 0, 1], 40000);
+const SERVER: Endpoint = ([198, 18, 0, 2], 80);
+const IFINDEX: u32 = 7;
+const SEED: u32 = 0x5eed_1234;
+/// A little more than one unit of the coarse clock the half-open table
+/// ages entries by (2^20 ns).
+const MS: u64 = 1 << 21;
+
+/// A TCP segment from `from` to `to`; flags as tcpdump writes them (S, A, R, F, P).
+fn frame(from: Endpoint, to: Endpoint, flags: &str, seq: u32, ack: u32) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, 1024);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'R' => b.rst(),
+            'F' => b.fin(),
+            'P' => b.psh(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn key(f: &[u8]) -> FlowKeyV4 {
+    let seg = parse(f).unwrap();
+    key_v4(&seg, direction(&seg))
+}
+
+/// A client of the server, one per `i`, from 198.19.0.0/16.
+fn spoofed(i: u32) -> Endpoint {
+    ([198, 19, (i >> 8) as u8, i as u8], 1024 + (i % 50_000) as u16)
+}
+
+struct Run {
+    t: HostTracker,
+    now: u64,
+    events: Vec<FlowEvent>,
+}
+
+impl Run {
+    fn new(max_flows: u32, max_half_open: u32) -> Run {
+        Run { t: HostTracker::new(max_flows, max_half_open, SEED), now: 1 << 30, events: Vec::new() }
+    }
+
+    /// One frame at XDP, one coarse clock unit after the previous one.
+    fn xdp(&mut self, f: &[u8]) -> Observed {
+        self.now += MS;
+        self.t.segment(f, IFINDEX, HOOK_XDP, self.now, &mut self.events)
+    }
+
+    fn get(&self, f: &[u8]) -> Option<(Table, FlowRecord)> {
+        self.t.get_v4(&key(f))
+    }
+
+    fn count(&self, c: u32) -> u64 {
+        self.t.counters()[c as usize]
+    }
+
+    /// SYN, SYN-ACK, ACK between `client` and the server, then data.
+    fn handshake(&mut self, client: Endpoint) {
+        for f in [
+            frame(client, SERVER, "S", 1000, 0),
+            frame(SERVER, client, "SA", 5000, 1001),
+            frame(client, SERVER, "A", 1001, 5001),
+            frame(client, SERVER, "AP", 1001, 5001),
+        ] {
+            assert_eq!(self.xdp(&f), Observed::Tracked);
+        }
+    }
+}
+
+#[test]
+fn a_completed_handshake_moves_the_flow_to_the_established_table() {
+    let mut r = Run::new(1024, 64);
+    let syn = frame(CLIENT, SERVER, "S", 1000, 0);
+    r.xdp(&syn);
+    assert_eq!(r.get(&syn).map(|(t, rec)| (t, rec.state)), Some((Table::HalfOpen, STATE_SYN_SENT)));
+    r.xdp(&frame(SERVER, CLIENT, "SA", 5000, 1001));
+    assert_eq!(r.get(&syn).map(|(t, rec)| (t, rec.state)), Some((Table::HalfOpen, STATE_SYN_RECV)));
+    assert_eq!(r.t.v4().half_open_len().0, 1);
+    r.xdp(&frame(CLIENT, SERVER, "A", 1001, 5001));
+    assert_eq!(r.get(&syn).map(|(t, rec)| (t, rec.state)), Some((Table::Established, STATE_ESTABLISHED)));
+    assert_eq!(r.t.v4().half_open_len().0, 0, "its half-open way is free again");
+    assert_eq!(r.t.v4().established_len(), 1);
+    assert_eq!((r.count(counters::FLOWS_CREATED), r.count(counters::FLOWS_PROMOTED)), (1, 1));
+    assert_eq!(r.count(counters::TCP_SEGMENTS), 3);
+    let kinds: Vec<u16> = r.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EVENT_FLOW_NEW, EVENT_STATE, EVENT_STATE]);
+    assert_eq!(r.events.iter().map(|e| e.ifindex).collect::<Vec<_>>(), [IFINDEX; 3]);
+    // The record the established table took is the one the state machine
+    // made of the three segments.
+    let mut expected = FlowRecord::default();
+    for (i, f) in [syn, frame(SERVER, CLIENT, "SA", 5000, 1001), frame(CLIENT, SERVER, "A", 1001, 5001)].iter().enumerate() {
+        let seg = parse(f.as_slice()).unwrap();
+        let dir = direction(&seg);
+        if i == 0 {
+            expected.initiator = crate::flow::initiator_of(&seg, dir).0;
+        }
+        step(&mut expected, &seg, dir, r.now);
+    }
+    assert_eq!(r.get(&frame(CLIENT, SERVER, "A", 0, 0)).unwrap().1, expected);
+}
+
+#[test]
+fn a_reset_handshake_leaves_the_half_open_table_and_is_not_promoted() {
+    let mut r = Run::new(1024, 64);
+    let syn = frame(CLIENT, SERVER, "S", 1000, 0);
+    r.xdp(&syn);
+    r.xdp(&frame(SERVER, CLIENT, "RA", 0, 1001));
+    assert_eq!(r.get(&syn), None);
+    assert_eq!((r.count(counters::FLOWS_PROMOTED), r.count(counters::FLOWS_CLOSED)), (0, 1));
+    assert_eq!(r.t.v4().half_open_len().0, 0);
+}
+
+#[test]
+fn half_open_entries_are_evicted_by_birth_and_retransmissions_do_not_rejuvenate_them() {
+    // Four flows: one set, so every flow competes with every other.
+    let mut r = Run::new(1024, 4);
+    let syn = |i| frame(spoofed(i), SERVER, "S", i, 0);
+    let present = |r: &Run, i| r.get(&syn(i)).map(|(t, _)| t) == Some(Table::HalfOpen);
+    for i in 1..=4 {
+        r.xdp(&syn(i));
+    }
+    // Flow 1 retransmits its SYN; flow 2 gets a SYN-ACK, retransmitted.
+    r.xdp(&syn(1));
+    r.xdp(&frame(SERVER, spoofed(2), "SA", 9000, 3));
+    r.xdp(&frame(SERVER, spoofed(2), "SA", 9000, 3));
+    assert_eq!(r.get(&syn(2)).unwrap().1.peer.iter().map(|p| p.retrans).max(), Some(1));
+    assert_eq!(r.get(&syn(1)).unwrap().1.peer.iter().map(|p| p.retrans).max(), Some(1));
+    // A fifth flow evicts the oldest by birth, flow 1, as if it had not
+    // retransmitted (an LRU would evict flow 3, the least recently used).
+    r.xdp(&syn(5));
+    assert_eq!((1..=5).map(|i| present(&r, i)).collect::<Vec<_>>(), [false, true, true, true, true]);
+    r.xdp(&syn(6));
+    assert_eq!((2..=6).map(|i| present(&r, i)).collect::<Vec<_>>(), [false, true, true, true, true], "then flow 2, SYN-ACKs and all");
+    assert_eq!(r.count(counters::HALF_OPEN_EVICTED), 2);
+    assert_eq!(r.count(counters::FLOWS_CREATED), 6);
+}
+
+#[test]
+fn a_syn_flood_cannot_evict_an_established_flow() {
+    let mut r = Run::new(1024, 64);
+    r.handshake(CLIENT);
+    let data = frame(CLIENT, SERVER, "AP", 1001, 5001);
+    let (table, before) = r.get(&data).unwrap();
+    assert_eq!((table, before.state), (Table::Established, STATE_ESTABLISHED));
+    // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open table.
+    for i in 0..10_000 {
+        assert_eq!(r.xdp(&frame(spoofed(i), SERVER, "S", i, 0)), Observed::Tracked);
+    }
+    assert_eq!(r.get(&data), Some((Table::Established, before)), "the established flow is intact");
+    assert_eq!(r.t.v4().half_open_len(), (64, 64), "the flood filled the half-open table, and only it");
+    assert_eq!(r.t.v4().established_len(), 1);
+    assert_eq!(r.t.v4().lru_evicted(), 0);
+    assert_eq!(r.count(counters::HALF_OPEN_EVICTED), 10_000 - 64);
+    assert_eq!(r.count(counters::FLOWS_CREATED), 10_001);
+}
+
+/// A store where another CPU creates the flow between the lookup and the
+/// insert: its `Insert::New` finds `rival` there (or nothing at all, when
+/// `rival` is None: out of memory).
+struct Racy {
+    inner: HostStore<FlowKeyV4, SetV4>,
+    rival: Option<FlowRecord>,
+    raced: bool,
+}
+
+impl FlowStore for Racy {
+    type Key = FlowKeyV4;
+    type Set = SetV4;
+
+    fn established(&mut self, key: &FlowKeyV4) -> Option<&mut FlowRecord> {
+        self.inner.established(key)
+    }
+
+    fn insert(&mut self, key: &FlowKeyV4, rec: &FlowRecord, mode: Insert) -> bool {
+        if mode == Insert::New && !self.raced {
+            self.raced = true;
+            if let Some(rival) = self.rival {
+                assert!(self.inner.insert(key, &rival, Insert::New));
+            }
+            return false;
+        }
+        self.inner.insert(key, rec, mode)
+    }
+
+    fn promote(&mut self, key: &FlowKeyV4, index: u32, way: u32) -> bool {
+        self.inner.promote(key, index, way)
+    }
+
+    fn remove(&mut self, key: &FlowKeyV4) -> bool {
+        self.inner.remove(key)
+    }
+
+    fn half_open_layout(&self) -> (u32, u32) {
+        self.inner.half_open_layout()
+    }
+
+    fn half_open_set(&mut self, index: u32) -> Option<&mut SetV4> {
+        self.inner.half_open_set(index)
+    }
+}
+
+/// Account `f` (a segment of a flow picked up mid-stream, which goes
+/// straight to the established table) to a racy store.
+fn account_racing(rival: Option<FlowRecord>, f: &[u8]) -> (Verdict, Racy, [u64; counters::COUNT as usize], Vec<FlowEvent>) {
+    let mut store = Racy { inner: HostStore::new(1024, 64, SEED), rival, raced: false };
+    let (mut counters, mut events) = ([0; counters::COUNT as usize], Vec::new());
+    let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
+    let driver = HostDriver { counters: &mut counters, events: &mut events, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
+    let mut cx = Cx { driver, seen: Seen::new(1 << 30, IFINDEX, HOOK_XDP) };
+    let verdict = account(&mut store, &mut scratch, &mut cx);
+    (verdict, store, counters, events)
+}
+
+#[test]
+fn losing_the_insert_race_steps_the_record_the_other_cpu_made() {
+    // The other CPU saw the server's data first and made its record of it.
+    let theirs = parse(frame(SERVER, CLIENT, "AP", 5001, 1001).as_slice()).unwrap();
+    let mut rival = FlowRecord { initiator: crate::flow::initiator_of(&theirs, direction(&theirs)).0, ..FlowRecord::default() };
+    step(&mut rival, &theirs, direction(&theirs), 1 << 29);
+    assert_eq!((rival.state, rival.segments), (STATE_ESTABLISHED, 1));
+
+    let ours = frame(CLIENT, SERVER, "A", 1001, 5001);
+    let (verdict, store, counters, events) = account_racing(Some(rival), &ours);
+    assert_eq!(verdict, Verdict::Accounted);
+    let (table, rec) = store.inner.get(&key(&ours)).unwrap();
+    assert_eq!(table, Table::Established);
+    assert_eq!(rec.segments, 2, "our segment was stepped on their record, not dropped and not recorded apart");
+    let mut expected = rival;
+    let seg = parse(ours.as_slice()).unwrap();
+    step(&mut expected, &seg, direction(&seg), 1 << 30);
+    assert_eq!(rec, expected);
+    assert_eq!(counters[counters::FLOWS_CREATED as usize], 0, "the other CPU counts the flow it created");
+    assert_eq!(counters[counters::MAP_UPDATE_FAILED as usize], 0);
+    assert!(events.iter().all(|e| e.kind != EVENT_FLOW_NEW), "not reported as new a second time: {events:?}");
+}
+
+#[test]
+fn an_insert_refused_for_want_of_room_leaves_the_segment_untracked() {
+    let ours = frame(CLIENT, SERVER, "A", 1001, 5001);
+    let (verdict, store, counters, events) = account_racing(None, &ours);
+    assert_eq!(verdict, Verdict::Untracked);
+    assert_eq!(store.inner.get(&key(&ours)), None);
+    assert_eq!(counters[counters::MAP_UPDATE_FAILED as usize], 1);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn a_full_established_table_evicts_its_least_recently_used_flow_and_counts_it() {
+    let mut r = Run::new(2, 64);
+    // Flows picked up mid-stream go straight to the established table.
+    let a = frame(spoofed(1), SERVER, "A", 1, 1);
+    let b = frame(spoofed(2), SERVER, "A", 1, 1);
+    let c = frame(spoofed(3), SERVER, "A", 1, 1);
+    r.xdp(&a);
+    r.xdp(&b);
+    r.xdp(&frame(SERVER, spoofed(1), "A", 1, 1)); // a is used again
+    r.xdp(&c);
+    assert!(r.get(&a).is_some() && r.get(&c).is_some());
+    assert_eq!(r.get(&b), None, "b was the least recently used");
+    assert_eq!(r.t.v4().lru_evicted(), 1);
+    assert_eq!(r.t.v4().established_len(), 2);
+}
+
+#[test]
+fn reads_do_not_count_as_use_and_removal_forgets_either_table() {
+    let mut r = Run::new(2, 64);
+    let a = frame(spoofed(1), SERVER, "A", 1, 1);
+    r.xdp(&a);
+    r.xdp(&frame(spoofed(2), SERVER, "A", 1, 1));
+    assert!(r.get(&a).is_some(), "a look (as the daemon's), not a use");
+    r.xdp(&frame(spoofed(3), SERVER, "A", 1, 1));
+    assert_eq!(r.get(&a), None, "a was still the least recently used");
+
+    let syn = frame(CLIENT, SERVER, "S", 1000, 0);
+    r.xdp(&syn);
+    assert!(r.t.remove_v4(&key(&syn)));
+    assert_eq!((r.get(&syn), r.t.v4().half_open_len().0), (None, 0));
+    let c = frame(spoofed(3), SERVER, "A", 1, 1);
+    assert!(r.t.remove_v4(&key(&c)));
+    assert_eq!(r.get(&c), None);
+    assert!(!r.t.remove_v4(&key(&c)), "gone already");
+}
+
+#[test]
+fn the_rst_policy_applies_at_xdp_on_interfaces_that_are_not_liberal() {
+    let mut r = Run::new(1024, 64);
+    r.t.set_rst_policy(RST_POLICY_INVALID);
+    r.handshake(CLIENT);
+    let before = r.get(&frame(CLIENT, SERVER, "A", 0, 0)).unwrap().1;
+    // Far outside the client's window.
+    let forged = frame(SERVER, CLIENT, "R", 5001u32.wrapping_add(0x4000_0000), 0);
+    assert_eq!(r.xdp(&forged), Observed::Dropped);
+    assert_eq!(r.get(&forged).unwrap().1, before, "a dropped RST changes nothing");
+    assert_eq!(r.count(counters::RST_DROPPED), 1);
+    let last = r.events.last().unwrap();
+    assert_eq!((last.kind, last.detail & DETAIL_DROPPED != 0), (EVENT_RST, true));
+    // Egress RSTs come from the host's own stack; a liberal interface sees
+    // one direction only: neither is judged for dropping.
+    assert_eq!(r.t.segment(&forged, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    r.t.set_liberal(IFINDEX, true);
+    assert_eq!(r.xdp(&forged), Observed::Tracked);
+    assert_eq!(r.count(counters::RST_DROPPED), 1);
+    // A corrupt RST is the stack's business.
+    let mut corrupt = frame(SERVER, CLIENT, "R", 5001, 0);
+    corrupt[14 + 20 + 16] ^= 0x5a;
+    assert_eq!(r.xdp(&corrupt), Observed::BadChecksum);
+    assert_eq!(r.count(counters::RST_BAD_CHECKSUM), 1);
+}
+
+#[test]
+fn frames_that_are_not_tcp_or_malformed_are_counted_and_left_alone() {
+    let mut r = Run::new(1024, 64);
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(CLIENT.0, SERVER.0, 64).udp(1, 2).write(&mut udp, b"x").unwrap();
+    assert_eq!(r.xdp(&udp), Observed::NotTcp);
+    let mut bad = frame(CLIENT, SERVER, "S", 1, 0);
+    bad[14] = 0x44; // IHL 4
+    assert!(matches!(r.xdp(&bad), Observed::Malformed(_)));
+    assert_eq!((r.count(counters::NOT_TCP), r.count(counters::MALFORMED), r.count(counters::TCP_SEGMENTS)), (1, 1, 0));
+    assert!(r.events.is_empty());
+}

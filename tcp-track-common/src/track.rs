@@ -1,0 +1,100 @@
+//! One frame through the tracker, as every driver runs it: parse, count,
+//! prove a RST's checksum (XDP only), then account the segment to its flow
+//! (`table`, which applies the RST policy).
+
+use crate::{
+    counters,
+    event::HOOK_XDP,
+    flow::{FlowKeyV4, FlowKeyV6},
+    parse::{
+        checksum::{tcp_checksum, CSUM_BAD},
+        parse_into, Packet, Segment, Skip, FAMILY_IPV4,
+    },
+    table::{account, Cx, Driver, FlowStore, Scratch, Seen, Verdict},
+    tcp,
+};
+
+/// What became of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    NotTcp,
+    /// `parse::Malformed` as its number.
+    Malformed(u8),
+    Tracked,
+    /// The flow table refused an entry.
+    Untracked,
+    /// A forged RST the policy drops: XDP returns XDP_DROP.
+    Dropped,
+    /// A RST with a bad TCP checksum: the stack's business, not ours.
+    BadChecksum,
+}
+
+/// Parse one frame, seen on `ifindex` by `hook` (`event::HOOK_*`), and
+/// account it to its flow, in `v4` or `v6`. Never fails: a frame that is
+/// not TCP, or that cannot be accounted, is counted and left alone. The
+/// segment is parsed into `scratch`, which the caller may read afterwards.
+#[inline(always)]
+pub fn observe<P, S4, S6, D>(pkt: &P, scratch: &mut Scratch, v4: &mut S4, v6: &mut S6, mut driver: D, ifindex: u32, hook: u8) -> Observed
+where
+    P: Packet + ?Sized,
+    S4: FlowStore<Key = FlowKeyV4>,
+    S6: FlowStore<Key = FlowKeyV6>,
+    D: Driver,
+{
+    match parse_frame(pkt, &mut scratch.seg) {
+        PARSED => {}
+        NOT_TCP => {
+            driver.count(counters::NOT_TCP);
+            return Observed::NotTcp;
+        }
+        malformed => {
+            driver.count(counters::MALFORMED);
+            return Observed::Malformed(malformed - MALFORMED_BASE);
+        }
+    }
+    driver.count(counters::TCP_SEGMENTS);
+    if !tcp::flags_valid(scratch.seg.flags) {
+        driver.count(counters::INVALID_FLAGS);
+    }
+    let mut seen = Seen::new(driver.now(), ifindex, hook);
+    if scratch.seg.has(tcp::RST) && hook == HOOK_XDP {
+        // XDP runs before the stack has checked anything: a RST must prove
+        // its checksum before it may change a flow or be called an attack.
+        // (Egress RSTs come from this host's own stack.)
+        seen.csum = rst_checksum(pkt, &scratch.seg);
+        if seen.csum == CSUM_BAD {
+            driver.count(counters::RST_BAD_CHECKSUM);
+            return Observed::BadChecksum;
+        }
+    }
+    let family = scratch.seg.family;
+    let mut cx = Cx { driver, seen };
+    let verdict = if family == FAMILY_IPV4 { account(v4, scratch, &mut cx) } else { account(v6, scratch, &mut cx) };
+    match verdict {
+        Verdict::Accounted => Observed::Tracked,
+        Verdict::Drop => Observed::Dropped,
+        Verdict::Untracked => Observed::Untracked,
+    }
+}
+
+const PARSED: u8 = 0;
+const NOT_TCP: u8 = 1;
+const MALFORMED_BASE: u8 = 2;
+
+/// The parser as a BPF subprogram: its temporaries live in its own frame,
+/// gone by the time the flow is accounted. Writes the segment to `out`
+/// (in the kernel, the per-CPU scratch slot).
+#[inline(never)]
+fn parse_frame<P: Packet + ?Sized>(pkt: &P, out: &mut Segment) -> u8 {
+    match parse_into(pkt, out) {
+        Ok(()) => PARSED,
+        Err(Skip::NotTcp) => NOT_TCP,
+        Err(Skip::Malformed(m)) => MALFORMED_BASE + m as u8,
+    }
+}
+
+/// The checksum check as a BPF subprogram (its loop in its own frame).
+#[inline(never)]
+fn rst_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
+    tcp_checksum(pkt, seg)
+}
