@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     events::{Decoder, Event},
     output::Writer,
-    report::{FlowLookup, ReportSnapshot, Reporter},
+    report::{FlowLookup, ReportSnapshot, Reporter, TableFill},
     stats::{self, CounterSource, Totals},
     vocab::EventKind,
 };
@@ -75,6 +75,20 @@ pub struct Snapshot {
     pub report: ReportSnapshot,
     /// Lines printed, by event kind (every kind, in `EventKind::ALL` order).
     pub printed: Vec<(EventKind, u64)>,
+    /// The kernel tables' entries and capacity, as of the last tick (empty
+    /// unless `Daemon::fill_tables` was asked for).
+    pub tables: Vec<TableFill>,
+}
+
+impl Snapshot {
+    /// `tcp_segments=... flows_vanished=N`: the kernel's counters, and
+    /// the flows the daemon found gone from the tables without a close
+    /// (evictions of followed flows; half-open evictions are also counted
+    /// by the kernel, in `half_open_evicted`). The stderr line; the metrics
+    /// endpoint encodes the same snapshot.
+    pub fn counters_line(&self) -> String {
+        format!("{} flows_vanished={}", stats::format(&self.counters), self.report.vanished)
+    }
 }
 
 /// The running daemon: everything its loop's steps read and change.
@@ -86,6 +100,10 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     counters: C,
     /// `events_lost` when it was last warned about.
     lost_reported: u64,
+    /// Walk the kernel tables each tick to count their entries (for the
+    /// metrics endpoint only: it costs a syscall per entry).
+    fill_tables: bool,
+    tables: Vec<TableFill>,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -93,7 +111,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// with `decoder` (whose clock the reporter shares), writing to `out`.
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0 }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, fill_tables: false, tables: Vec::new() }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -121,6 +139,9 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     pub fn on_tick(&mut self, now: u64) -> io::Result<()> {
         let events = self.reporter.audit(now, AUDIT_PER_SECOND);
         self.write_all(&events)?;
+        if self.fill_tables {
+            self.tables = self.reporter.lookup().fill();
+        }
         let lost = self.counters.read()[counters::EVENTS_LOST as usize];
         if lost > self.lost_reported {
             warn!("{} events lost: the ring buffer was full (total {lost})", lost - self.lost_reported);
@@ -129,29 +150,39 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         Ok(())
     }
 
-    /// `tcp_segments=... flows_vanished=N`: the kernel's counters, and
-    /// the flows the daemon found gone from the tables without a close
-    /// (evictions of followed flows; half-open evictions are also counted
-    /// by the kernel, in `half_open_evicted`).
+    /// The counters line of stderr, from a snapshot (`Snapshot::counters_line`).
     pub fn counters_line(&self) -> String {
-        format!("{} flows_vanished={}", stats::format(&self.counters.read()), self.reporter.vanished)
+        self.snapshot().counters_line()
+    }
+
+    /// Count the kernel tables' entries on every tick from now on (and
+    /// now), for `Snapshot::tables`.
+    pub fn fill_tables(&mut self) {
+        self.fill_tables = true;
+        self.tables = self.reporter.lookup().fill();
     }
 
     /// Everything the daemon counts, at this instant.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { counters: self.counters.read(), report: self.reporter.snapshot(), printed: self.writer.printed() }
+        Snapshot {
+            counters: self.counters.read(),
+            report: self.reporter.snapshot(),
+            printed: self.writer.printed(),
+            tables: self.tables.clone(),
+        }
     }
 
     /// The last words on stderr: the counters, and what the user may want
     /// to change if flows vanished or events were held back.
     pub fn log_summary(&self) {
-        info!("counters: {}", self.counters_line());
-        let r = &self.reporter;
+        let snap = self.snapshot();
+        info!("counters: {}", snap.counters_line());
+        let r = &snap.report;
         if r.vanished > 0 {
             info!("{} flows vanished from the kernel tables without a close (evicted: raise --max-flows or --max-half-open)", r.vanished);
         }
         if r.suppressed > 0 {
-            info!("{} events not printed: a flow exceeded its rate limit ({} per second)", r.suppressed, r.config().per_flow_rate);
+            info!("{} events not printed: a flow exceeded its rate limit ({} per second)", r.suppressed, self.reporter.config().per_flow_rate);
         }
     }
 

@@ -12,7 +12,7 @@ use tcp_track_common::{
     parse::FAMILY_IPV4,
 };
 
-use crate::report::{FlowId, FlowLookup};
+use crate::report::{FlowId, FlowLookup, TableFill};
 
 /// Where the half-open entries of a key are: the tables' hash seed and set
 /// mask, chosen by the loader.
@@ -38,6 +38,8 @@ pub struct FlowTables<M: Borrow<MapData>> {
     half_v4: Array<M, SetV4>,
     half_v6: Array<M, SetV6>,
     layout: HalfOpenLayout,
+    /// The established tables' `max_entries` (v4, v6), read when loaded.
+    max_established: [u64; 2],
 }
 
 /// The names of the four maps, in `FlowTables` order.
@@ -47,12 +49,15 @@ impl FlowTables<MapData> {
     /// Take the tables out of a loaded object (for good).
     pub fn take(ebpf: &mut aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let (v4, v6) = (take(NAMES[0])?, take(NAMES[1])?);
+        let max_established = [max_entries(&v4), max_entries(&v6)];
         Ok(FlowTables {
-            v4: HashMap::try_from(take(NAMES[0])?)?,
-            v6: HashMap::try_from(take(NAMES[1])?)?,
+            v4: HashMap::try_from(v4)?,
+            v6: HashMap::try_from(v6)?,
             half_v4: Array::try_from(take(NAMES[2])?)?,
             half_v6: Array::try_from(take(NAMES[3])?)?,
             layout,
+            max_established,
         })
     }
 }
@@ -61,12 +66,15 @@ impl<'a> FlowTables<&'a MapData> {
     /// Read the tables of a loaded object without taking them.
     pub fn borrow(ebpf: &'a aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
         let map = |name: &str| ebpf.map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let (v4, v6) = (map(NAMES[0])?, map(NAMES[1])?);
+        let max_established = [max_entries(v4), max_entries(v6)];
         Ok(FlowTables {
-            v4: HashMap::try_from(map(NAMES[0])?)?,
-            v6: HashMap::try_from(map(NAMES[1])?)?,
+            v4: HashMap::try_from(v4)?,
+            v6: HashMap::try_from(v6)?,
             half_v4: Array::try_from(map(NAMES[2])?)?,
             half_v6: Array::try_from(map(NAMES[3])?)?,
             layout,
+            max_established,
         })
     }
 }
@@ -88,14 +96,35 @@ impl<M: Borrow<MapData>> FlowTables<M> {
 
     /// Half-open IPv4 entries in use, and the flows the table can hold.
     pub fn half_open_v4(&self) -> (usize, u32) {
-        let sets = self.half_v4.len();
-        let used = (0..sets).filter_map(|i| self.half_v4.get(&i, 0).ok()).map(|s| s.born.iter().filter(|&&b| b != 0).count()).sum();
-        (used, sets * WAYS)
+        half_open_fill(&self.half_v4)
+    }
+
+    /// Half-open IPv6 entries in use, and the flows the table can hold.
+    pub fn half_open_v6(&self) -> (usize, u32) {
+        half_open_fill(&self.half_v6)
     }
 
     /// Established IPv4 entries (walks the whole map).
     pub fn established_v4(&self) -> usize {
         self.v4.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Established IPv6 entries (walks the whole map).
+    pub fn established_v6(&self) -> usize {
+        self.v6.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Every table's entries and capacity (the established tables' is
+    /// their `max_entries`).
+    pub fn fill(&self) -> Vec<TableFill> {
+        let (h4, c4) = self.half_open_v4();
+        let (h6, c6) = self.half_open_v6();
+        vec![
+            TableFill { table: "established_v4", entries: self.established_v4() as u64, capacity: self.max_established[0] },
+            TableFill { table: "established_v6", entries: self.established_v6() as u64, capacity: self.max_established[1] },
+            TableFill { table: "half_open_v4", entries: h4 as u64, capacity: c4.into() },
+            TableFill { table: "half_open_v6", entries: h6 as u64, capacity: c6.into() },
+        ]
     }
 }
 
@@ -124,6 +153,22 @@ impl<M: BorrowMut<MapData>> FlowTables<M> {
     }
 }
 
+/// A hash map's capacity, as the kernel reports it (0 if it cannot be read).
+fn max_entries(map: &aya::maps::Map) -> u64 {
+    match map {
+        aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d.info().map_or(0, |i| i.max_entries().into()),
+        _ => 0,
+    }
+}
+
+/// A half-open table's entries in use (ways with a birth time), and the
+/// flows it can hold.
+fn half_open_fill<M: Borrow<MapData>, S: Set + aya::Pod>(table: &Array<M, S>) -> (usize, u32) {
+    let sets = table.len();
+    let used = (0..sets).filter_map(|i| table.get(&i, 0).ok()).map(|s| s.born().iter().filter(|&&b| b != 0).count()).sum();
+    (used, sets * WAYS)
+}
+
 /// The set holding `key`, if any: (its index, a copy of it, the way).
 fn find_in<M, S, K>(table: &Array<M, S>, key: &K, layout: HalfOpenLayout) -> Option<(u32, S, u32)>
 where
@@ -144,6 +189,10 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
         let found = if id.family == FAMILY_IPV4 { self.get_v4(&key_v4(id)) } else { self.get_v6(&key_v6(id)) };
         found.map(|(_, rec)| rec)
+    }
+
+    fn fill(&self) -> Vec<TableFill> {
+        FlowTables::fill(self)
     }
 
     fn remove(&mut self, id: &FlowId) {
