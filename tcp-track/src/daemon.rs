@@ -22,8 +22,9 @@ use crate::{
     config::Config,
     events::{Decoder, Event},
     output::Writer,
-    report::{FlowLookup, ReportSnapshot, Reporter, TableFill},
+    report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
+    tables::{FillCounter, TableFill},
     vocab::EventKind,
 };
 
@@ -75,8 +76,8 @@ pub struct Snapshot {
     pub report: ReportSnapshot,
     /// Lines printed, by event kind (every kind, in `EventKind::ALL` order).
     pub printed: Vec<(EventKind, u64)>,
-    /// The kernel tables' entries and capacity, as of the last tick (empty
-    /// unless `Daemon::fill_tables` was asked for).
+    /// The kernel tables' entries and capacity, as last counted (empty
+    /// unless `Daemon::count_tables` was given a counter).
     pub tables: Vec<TableFill>,
 }
 
@@ -100,10 +101,8 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     counters: C,
     /// `events_lost` when it was last warned about.
     lost_reported: u64,
-    /// Walk the kernel tables each tick to count their entries (for the
-    /// metrics endpoint only: it costs a syscall per entry).
-    fill_tables: bool,
-    tables: Vec<TableFill>,
+    /// Counts the kernel tables' entries (for the metrics endpoint only).
+    tables: Option<FillCounter>,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -111,7 +110,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// with `decoder` (whose clock the reporter shares), writing to `out`.
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, fill_tables: false, tables: Vec::new() }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -139,9 +138,6 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     pub fn on_tick(&mut self, now: u64) -> io::Result<()> {
         let events = self.reporter.audit(now, AUDIT_PER_SECOND);
         self.write_all(&events)?;
-        if self.fill_tables {
-            self.tables = self.reporter.lookup().fill();
-        }
         let lost = self.counters.read()[counters::EVENTS_LOST as usize];
         if lost > self.lost_reported {
             warn!("{} events lost: the ring buffer was full (total {lost})", lost - self.lost_reported);
@@ -155,11 +151,10 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         self.snapshot().counters_line()
     }
 
-    /// Count the kernel tables' entries on every tick from now on (and
-    /// now), for `Snapshot::tables`.
-    pub fn fill_tables(&mut self) {
-        self.fill_tables = true;
-        self.tables = self.reporter.lookup().fill();
+    /// Report the kernel tables' fill, as `counter` counts it, in
+    /// `Snapshot::tables`.
+    pub fn count_tables(&mut self, counter: FillCounter) {
+        self.tables = Some(counter);
     }
 
     /// Everything the daemon counts, at this instant.
@@ -168,7 +163,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
             counters: self.counters.read(),
             report: self.reporter.snapshot(),
             printed: self.writer.printed(),
-            tables: self.tables.clone(),
+            tables: self.tables.as_ref().map(FillCounter::latest).unwrap_or_default(),
         }
     }
 

@@ -210,7 +210,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        report::{Closer, ReportSnapshot, TableFill},
+        report::{Closer, ReportSnapshot},
+        tables::TableFill,
         vocab::{ConnState, EventKind, ResetClass},
     };
 

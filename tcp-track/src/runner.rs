@@ -20,7 +20,7 @@ use crate::{
     loader::{AttachedMode, Tracker},
     metrics, output, preflight, stats,
     stats::Counters,
-    tables::{self, KernelFlows},
+    tables::{self, FillCounter, KernelFlows},
 };
 
 /// How often the ring buffer is drained when the kernel has not woken us:
@@ -78,12 +78,18 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let layout = tracker.half_open;
     let flows = KernelFlows::take(&mut tracker.ebpf, layout).context("taking the flow tables out of the eBPF object")?;
     let out = BufWriter::with_capacity(output::BUFFER, io::stdout().lock());
+    let fill = match metrics_listener {
+        Some(_) => Some(flows.reopen().context("opening the flow tables again to count their entries")?),
+        None => None,
+    };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
+    if let Some(tables) = fill {
+        daemon.count_tables(FillCounter::start(tables, Duration::from_secs(1)));
+    }
     let mut ring = watch(events).context("watching the event ring buffer")?;
     let mut scrapes = match metrics_listener {
         Some(listener) => {
             let addr = listener.local_addr().context("the metrics listener's address")?;
-            daemon.fill_tables();
             let rx = metrics::serve(listener).context("serving metrics")?;
             info!("metrics: http://{addr}/metrics");
             Some(rx)

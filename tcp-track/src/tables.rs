@@ -3,16 +3,25 @@
 //! `tcp_track_common::halfopen`), for IPv4 and IPv6; and the reporter's
 //! view of them (`FlowLookup`), so that the reporter itself never sees aya.
 
-use std::borrow::{Borrow, BorrowMut};
+use std::{
+    borrow::{Borrow, BorrowMut},
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
     parse::FAMILY_IPV4,
 };
 
-use crate::report::{FlowId, FlowLookup, TableFill};
+use crate::report::{FlowId, FlowLookup};
 
 /// Where the half-open entries of a key are: the tables' hash seed and set
 /// mask, chosen by the loader.
@@ -40,6 +49,54 @@ pub struct FlowTables<M: Borrow<MapData>> {
     layout: HalfOpenLayout,
     /// The established tables' `max_entries` (v4, v6), read when loaded.
     max_established: [u64; 2],
+}
+
+/// One kernel table's entries in use and capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFill {
+    /// `established_v4`, `established_v6`, `half_open_v4`, `half_open_v6`.
+    pub table: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The tables' fill, counted once a second on a thread of its own: the
+/// count walks the tables (a syscall per established entry and per
+/// half-open set, tens of milliseconds for full tables), which the event
+/// loop must not wait for. Stops when dropped.
+pub struct FillCounter {
+    latest: Arc<Mutex<Vec<TableFill>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FillCounter {
+    /// Count `tables` now and then every `every`.
+    pub fn start(tables: FlowTables<MapData>, every: Duration) -> FillCounter {
+        let latest = Arc::new(Mutex::new(tables.fill()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (latest.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                thread::sleep(every);
+                let fill = tables.fill();
+                if let Ok(mut slot) = l.lock() {
+                    *slot = fill;
+                }
+            }
+        });
+        FillCounter { latest, stop }
+    }
+
+    /// The last count.
+    pub fn latest(&self) -> Vec<TableFill> {
+        self.latest.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FillCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The names of the four maps, in `FlowTables` order.
@@ -112,6 +169,23 @@ impl<M: Borrow<MapData>> FlowTables<M> {
     /// Established IPv6 entries (walks the whole map).
     pub fn established_v6(&self) -> usize {
         self.v6.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The same tables through handles of their own (duplicated fds), for
+    /// another thread to read.
+    pub fn reopen(&self) -> Result<FlowTables<MapData>, MapError> {
+        fn dup(m: &MapData) -> Result<MapData, MapError> {
+            let fd = m.fd().as_fd().try_clone_to_owned().map_err(|io_error| MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error }))?;
+            MapData::from_fd(fd)
+        }
+        Ok(FlowTables {
+            v4: HashMap::try_from(Map::LruHashMap(dup(self.v4.map())?))?,
+            v6: HashMap::try_from(Map::LruHashMap(dup(self.v6.map())?))?,
+            half_v4: Array::try_from(Map::Array(dup(self.half_v4.map())?))?,
+            half_v6: Array::try_from(Map::Array(dup(self.half_v6.map())?))?,
+            layout: self.layout,
+            max_established: self.max_established,
+        })
     }
 
     /// Every table's entries and capacity (the established tables' is
@@ -189,10 +263,6 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
         let found = if id.family == FAMILY_IPV4 { self.get_v4(&key_v4(id)) } else { self.get_v6(&key_v6(id)) };
         found.map(|(_, rec)| rec)
-    }
-
-    fn fill(&self) -> Vec<TableFill> {
-        FlowTables::fill(self)
     }
 
     fn remove(&mut self, id: &FlowId) {

@@ -411,6 +411,10 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
     let out = BufWriter::with_capacity(tcp_track::output::BUFFER, std::fs::File::create("/tmp/tcp-track-bench-metrics.jsonl")?);
     let listener = if scraped { Some(metrics::bind("127.0.0.1:0".parse()?)?) } else { None };
     let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // The table counter's thread runs where the producer does, as it would
+    // on another core than the daemon's loop.
+    pin_to_cpu(1)?;
+    let fill = if scraped { Some(tcp_track::tables::FillCounter::start(flows.reopen()?, Duration::from_secs(1))) } else { None };
     let done = Arc::new(AtomicBool::new(false));
     let daemon_thread = {
         let done = done.clone();
@@ -421,7 +425,9 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
             rt.block_on(async {
                 let mut scrapes = match listener {
                     Some(l) => {
-                        daemon.fill_tables();
+                        if let Some(counter) = fill {
+                            daemon.count_tables(counter);
+                        }
                         Some(metrics::serve(l)?)
                     }
                     None => None,
@@ -473,7 +479,6 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
             Ok(times)
         })
     });
-    pin_to_cpu(1)?;
     let started = Instant::now();
     for chunk in 0..METRICS_EVENTS / 5000 {
         bench.run(XDP_PROGRAM, &rst, 5000)?;

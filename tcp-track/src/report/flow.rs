@@ -41,19 +41,4 @@ impl FlowId {
 pub trait FlowLookup {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord>;
     fn remove(&mut self, id: &FlowId);
-
-    /// How full each kernel table is, for the metrics (walks the tables:
-    /// called once a second at most). None by default (tests' tables).
-    fn fill(&self) -> Vec<TableFill> {
-        Vec::new()
-    }
-}
-
-/// One kernel table's entries in use and capacity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableFill {
-    /// `established_v4`, `established_v6`, `half_open_v4`, `half_open_v6`.
-    pub table: &'static str,
-    pub entries: u64,
-    pub capacity: u64,
 }

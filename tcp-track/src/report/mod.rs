@@ -48,7 +48,7 @@ mod rate;
 
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
-pub use flow::{FlowId, FlowLookup, TableFill};
+pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
 pub use pressure::PressureAlert;
