@@ -197,6 +197,8 @@ pub struct Config {
     pub capacity: Capacity,
     /// How often to print the kernel counters on stderr (also at exit).
     pub stats_interval: Option<std::time::Duration>,
+    /// Where to serve `/metrics` (Prometheus text format); off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -212,6 +214,7 @@ impl Config {
             liberal_interfaces: Vec::new(),
             capacity: Capacity::default(),
             stats_interval: None,
+            metrics_addr: None,
         }
     }
 

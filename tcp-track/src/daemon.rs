@@ -24,6 +24,7 @@ use crate::{
     output::Writer,
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
+    tables::{FillCounter, TableFill},
     vocab::EventKind,
 };
 
@@ -75,6 +76,20 @@ pub struct Snapshot {
     pub report: ReportSnapshot,
     /// Lines printed, by event kind (every kind, in `EventKind::ALL` order).
     pub printed: Vec<(EventKind, u64)>,
+    /// The kernel tables' entries and capacity, as last counted (empty
+    /// unless `Daemon::count_tables` was given a counter).
+    pub tables: Vec<TableFill>,
+}
+
+impl Snapshot {
+    /// `tcp_segments=... flows_vanished=N`: the kernel's counters, and
+    /// the flows the daemon found gone from the tables without a close
+    /// (evictions of followed flows; half-open evictions are also counted
+    /// by the kernel, in `half_open_evicted`). The stderr line; the metrics
+    /// endpoint encodes the same snapshot.
+    pub fn counters_line(&self) -> String {
+        format!("{} flows_vanished={}", stats::format(&self.counters), self.report.vanished)
+    }
 }
 
 /// The running daemon: everything its loop's steps read and change.
@@ -86,6 +101,8 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     counters: C,
     /// `events_lost` when it was last warned about.
     lost_reported: u64,
+    /// Counts the kernel tables' entries (for the metrics endpoint only).
+    tables: Option<FillCounter>,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -93,7 +110,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// with `decoder` (whose clock the reporter shares), writing to `out`.
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0 }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -129,29 +146,38 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         Ok(())
     }
 
-    /// `tcp_segments=... flows_vanished=N`: the kernel's counters, and
-    /// the flows the daemon found gone from the tables without a close
-    /// (evictions of followed flows; half-open evictions are also counted
-    /// by the kernel, in `half_open_evicted`).
+    /// The counters line of stderr, from a snapshot (`Snapshot::counters_line`).
     pub fn counters_line(&self) -> String {
-        format!("{} flows_vanished={}", stats::format(&self.counters.read()), self.reporter.vanished)
+        self.snapshot().counters_line()
+    }
+
+    /// Report the kernel tables' fill, as `counter` counts it, in
+    /// `Snapshot::tables`.
+    pub fn count_tables(&mut self, counter: FillCounter) {
+        self.tables = Some(counter);
     }
 
     /// Everything the daemon counts, at this instant.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { counters: self.counters.read(), report: self.reporter.snapshot(), printed: self.writer.printed() }
+        Snapshot {
+            counters: self.counters.read(),
+            report: self.reporter.snapshot(),
+            printed: self.writer.printed(),
+            tables: self.tables.as_ref().map(FillCounter::latest).unwrap_or_default(),
+        }
     }
 
     /// The last words on stderr: the counters, and what the user may want
     /// to change if flows vanished or events were held back.
     pub fn log_summary(&self) {
-        info!("counters: {}", self.counters_line());
-        let r = &self.reporter;
+        let snap = self.snapshot();
+        info!("counters: {}", snap.counters_line());
+        let r = &snap.report;
         if r.vanished > 0 {
             info!("{} flows vanished from the kernel tables without a close (evicted: raise --max-flows or --max-half-open)", r.vanished);
         }
         if r.suppressed > 0 {
-            info!("{} events not printed: a flow exceeded its rate limit ({} per second)", r.suppressed, r.config().per_flow_rate);
+            info!("{} events not printed: a flow exceeded its rate limit ({} per second)", r.suppressed, self.reporter.config().per_flow_rate);
         }
     }
 

@@ -24,6 +24,8 @@
 //! - `loader`: loading the kernel object and attaching its programs;
 //! - `daemon`: the running daemon's state in one struct, one method per
 //!   step of its loop, and a snapshot for readers;
+//! - `metrics`: `--metrics-addr`, the daemon's snapshot served as
+//!   Prometheus metrics;
 //! - `runner`: `run`, the event loop driving the daemon;
 //! - `demo`: `tcp-track demo`'s scenarios;
 //! - `cmd`: the binary's commands, one module each (`run`, `demo`), each
@@ -37,6 +39,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod preflight;
 pub mod report;

@@ -18,9 +18,9 @@ use crate::{
     daemon::{Daemon, MAX_BATCH},
     events::Decoder,
     loader::{AttachedMode, Tracker},
-    output, preflight, stats,
+    metrics, output, preflight, stats,
     stats::Counters,
-    tables::{self, KernelFlows},
+    tables::{self, FillCounter, KernelFlows},
 };
 
 /// How often the ring buffer is drained when the kernel has not woken us:
@@ -29,6 +29,14 @@ const BACKSTOP: Duration = Duration::from_millis(10);
 
 /// Load, attach, stream events to stdout until `shutdown` resolves, detach.
 pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<()> {
+    // Bound before anything is attached: a port in use stops us here.
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .with_context(|| format!("--metrics-addr {addr}: cannot listen there (choose a free address and port)"))?,
+        ),
+        None => None,
+    };
     let interfaces = preflight::check_all(&config.interfaces)?;
     for name in &config.liberal_interfaces {
         if !config.interfaces.contains(name) {
@@ -70,8 +78,24 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
     let layout = tracker.half_open;
     let flows = KernelFlows::take(&mut tracker.ebpf, layout).context("taking the flow tables out of the eBPF object")?;
     let out = BufWriter::with_capacity(output::BUFFER, io::stdout().lock());
+    let fill = match metrics_listener {
+        Some(_) => Some(flows.reopen().context("opening the flow tables again to count their entries")?),
+        None => None,
+    };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
+    if let Some(tables) = fill {
+        daemon.count_tables(FillCounter::start(tables, Duration::from_secs(1)));
+    }
     let mut ring = watch(events).context("watching the event ring buffer")?;
+    let mut scrapes = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr().context("the metrics listener's address")?;
+            let rx = metrics::serve(listener).context("serving metrics")?;
+            info!("metrics: http://{addr}/metrics");
+            Some(rx)
+        }
+        None => None,
+    };
 
     let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
     info!("watching {}: press Ctrl-C to stop", names.join(", "));
@@ -111,6 +135,12 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
                 Ok(())
             }
             _ = tick.tick() => daemon.on_tick(clock::monotonic_ns()),
+            // A scrape: the snapshot is taken here, between two steps; the
+            // scrape's task encodes it.
+            Some(reply) = async { scrapes.as_mut().expect("guarded by if").recv().await }, if scrapes.is_some() => {
+                let _ = reply.send(daemon.snapshot());
+                Ok(())
+            }
         };
         if let Err(e) = step {
             break Err(e);

@@ -3,9 +3,18 @@
 //! `tcp_track_common::halfopen`), for IPv4 and IPv6; and the reporter's
 //! view of them (`FlowLookup`), so that the reporter itself never sees aya.
 
-use std::borrow::{Borrow, BorrowMut};
+use std::{
+    borrow::{Borrow, BorrowMut},
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
@@ -38,6 +47,56 @@ pub struct FlowTables<M: Borrow<MapData>> {
     half_v4: Array<M, SetV4>,
     half_v6: Array<M, SetV6>,
     layout: HalfOpenLayout,
+    /// The established tables' `max_entries` (v4, v6), read when loaded.
+    max_established: [u64; 2],
+}
+
+/// One kernel table's entries in use and capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFill {
+    /// `established_v4`, `established_v6`, `half_open_v4`, `half_open_v6`.
+    pub table: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The tables' fill, counted once a second on a thread of its own: the
+/// count walks the tables (a syscall per established entry and per
+/// half-open set, tens of milliseconds for full tables), which the event
+/// loop must not wait for. Stops when dropped.
+pub struct FillCounter {
+    latest: Arc<Mutex<Vec<TableFill>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FillCounter {
+    /// Count `tables` now and then every `every`.
+    pub fn start(tables: FlowTables<MapData>, every: Duration) -> FillCounter {
+        let latest = Arc::new(Mutex::new(tables.fill()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (latest.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                thread::sleep(every);
+                let fill = tables.fill();
+                if let Ok(mut slot) = l.lock() {
+                    *slot = fill;
+                }
+            }
+        });
+        FillCounter { latest, stop }
+    }
+
+    /// The last count.
+    pub fn latest(&self) -> Vec<TableFill> {
+        self.latest.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FillCounter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The names of the four maps, in `FlowTables` order.
@@ -47,12 +106,15 @@ impl FlowTables<MapData> {
     /// Take the tables out of a loaded object (for good).
     pub fn take(ebpf: &mut aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let (v4, v6) = (take(NAMES[0])?, take(NAMES[1])?);
+        let max_established = [max_entries(&v4), max_entries(&v6)];
         Ok(FlowTables {
-            v4: HashMap::try_from(take(NAMES[0])?)?,
-            v6: HashMap::try_from(take(NAMES[1])?)?,
+            v4: HashMap::try_from(v4)?,
+            v6: HashMap::try_from(v6)?,
             half_v4: Array::try_from(take(NAMES[2])?)?,
             half_v6: Array::try_from(take(NAMES[3])?)?,
             layout,
+            max_established,
         })
     }
 }
@@ -61,12 +123,15 @@ impl<'a> FlowTables<&'a MapData> {
     /// Read the tables of a loaded object without taking them.
     pub fn borrow(ebpf: &'a aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
         let map = |name: &str| ebpf.map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let (v4, v6) = (map(NAMES[0])?, map(NAMES[1])?);
+        let max_established = [max_entries(v4), max_entries(v6)];
         Ok(FlowTables {
-            v4: HashMap::try_from(map(NAMES[0])?)?,
-            v6: HashMap::try_from(map(NAMES[1])?)?,
+            v4: HashMap::try_from(v4)?,
+            v6: HashMap::try_from(v6)?,
             half_v4: Array::try_from(map(NAMES[2])?)?,
             half_v6: Array::try_from(map(NAMES[3])?)?,
             layout,
+            max_established,
         })
     }
 }
@@ -88,14 +153,52 @@ impl<M: Borrow<MapData>> FlowTables<M> {
 
     /// Half-open IPv4 entries in use, and the flows the table can hold.
     pub fn half_open_v4(&self) -> (usize, u32) {
-        let sets = self.half_v4.len();
-        let used = (0..sets).filter_map(|i| self.half_v4.get(&i, 0).ok()).map(|s| s.born.iter().filter(|&&b| b != 0).count()).sum();
-        (used, sets * WAYS)
+        half_open_fill(&self.half_v4)
+    }
+
+    /// Half-open IPv6 entries in use, and the flows the table can hold.
+    pub fn half_open_v6(&self) -> (usize, u32) {
+        half_open_fill(&self.half_v6)
     }
 
     /// Established IPv4 entries (walks the whole map).
     pub fn established_v4(&self) -> usize {
         self.v4.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Established IPv6 entries (walks the whole map).
+    pub fn established_v6(&self) -> usize {
+        self.v6.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The same tables through handles of their own (duplicated fds), for
+    /// another thread to read.
+    pub fn reopen(&self) -> Result<FlowTables<MapData>, MapError> {
+        fn dup(m: &MapData) -> Result<MapData, MapError> {
+            let fd = m.fd().as_fd().try_clone_to_owned().map_err(|io_error| MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error }))?;
+            MapData::from_fd(fd)
+        }
+        Ok(FlowTables {
+            v4: HashMap::try_from(Map::LruHashMap(dup(self.v4.map())?))?,
+            v6: HashMap::try_from(Map::LruHashMap(dup(self.v6.map())?))?,
+            half_v4: Array::try_from(Map::Array(dup(self.half_v4.map())?))?,
+            half_v6: Array::try_from(Map::Array(dup(self.half_v6.map())?))?,
+            layout: self.layout,
+            max_established: self.max_established,
+        })
+    }
+
+    /// Every table's entries and capacity (the established tables' is
+    /// their `max_entries`).
+    pub fn fill(&self) -> Vec<TableFill> {
+        let (h4, c4) = self.half_open_v4();
+        let (h6, c6) = self.half_open_v6();
+        vec![
+            TableFill { table: "established_v4", entries: self.established_v4() as u64, capacity: self.max_established[0] },
+            TableFill { table: "established_v6", entries: self.established_v6() as u64, capacity: self.max_established[1] },
+            TableFill { table: "half_open_v4", entries: h4 as u64, capacity: c4.into() },
+            TableFill { table: "half_open_v6", entries: h6 as u64, capacity: c6.into() },
+        ]
     }
 }
 
@@ -122,6 +225,22 @@ impl<M: BorrowMut<MapData>> FlowTables<M> {
             let _ = self.half_v6.set(i, set, 0);
         }
     }
+}
+
+/// A hash map's capacity, as the kernel reports it (0 if it cannot be read).
+fn max_entries(map: &aya::maps::Map) -> u64 {
+    match map {
+        aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d.info().map_or(0, |i| i.max_entries().into()),
+        _ => 0,
+    }
+}
+
+/// A half-open table's entries in use (ways with a birth time), and the
+/// flows it can hold.
+fn half_open_fill<M: Borrow<MapData>, S: Set + aya::Pod>(table: &Array<M, S>) -> (usize, u32) {
+    let sets = table.len();
+    let used = (0..sets).filter_map(|i| table.get(&i, 0).ok()).map(|s| s.born().iter().filter(|&&b| b != 0).count()).sum();
+    (used, sets * WAYS)
 }
 
 /// The set holding `key`, if any: (its index, a copy of it, the way).

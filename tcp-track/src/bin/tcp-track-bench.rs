@@ -6,10 +6,12 @@
 //!   program measured the same way, at 1K, 64K and 1M live flows;
 //! - kernel memory per tracked flow, from the maps' own accounting;
 //! - events per second from the ring buffer to JSON lines, and events lost;
-//! - a SYN flood against established flows.
+//! - a SYN flood against established flows;
+//! - `/metrics` scraped while 100,000 events a second flow through the
+//!   daemon, and the events lost with and without the endpoint.
 //!
 //! `tcp-track-bench events flood` runs only the sections named (`packets`,
-//! `memory`, `events`, `flood`).
+//! `memory`, `events`, `flood`, `metrics`).
 
 use std::{
     collections::BTreeMap,
@@ -55,7 +57,7 @@ fn main() -> Result<()> {
     }
     pin_to_cpu(0)?;
     // Sections to run (all when none is named).
-    const SECTIONS: [&str; 4] = ["packets", "memory", "events", "flood"];
+    const SECTIONS: [&str; 5] = ["packets", "memory", "events", "flood", "metrics"];
     let only: Vec<String> = std::env::args().skip(1).collect();
     if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
@@ -77,6 +79,25 @@ fn main() -> Result<()> {
     if want("flood") {
         println!();
         flood()?;
+    }
+    if want("metrics") {
+        println!();
+        println!("/metrics scraped every 100 ms while 100,000 events/s flow through the daemon (its loop on a current-thread runtime, pinned to CPU 0)");
+        let (lost_without, printed_without, _) = metrics_under_load(false)?;
+        let (lost_with, printed_with, scrapes) = metrics_under_load(true)?;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut sorted = scrapes.clone();
+        sorted.sort();
+        let pct = |p: usize| sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default();
+        println!(
+            "  {} scrapes: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (target: under 100 ms)",
+            sorted.len(),
+            ms(pct(50)),
+            ms(pct(99)),
+            ms(sorted.last().copied().unwrap_or_default())
+        );
+        println!("  events lost to a full ring buffer: {lost_with} with the endpoint scraped, {lost_without} without it (of {METRICS_EVENTS} each)");
+        println!("  lines printed: {printed_with} with the endpoint, {printed_without} without it");
     }
     Ok(())
 }
@@ -355,6 +376,123 @@ fn events_per_second() -> Result<()> {
     println!("  {read} events in {secs:.3} s: {:.0} events/s; lost to a full ring buffer: {lost} (of {total})", read as f64 / secs);
     println!("  {lines} lines written (the handshake's {setup} events print none); held back by the rate limit: {suppressed}");
     Ok(())
+}
+
+/// Events each run of `metrics_under_load` injects: 3 s at 100,000 a second.
+const METRICS_EVENTS: u32 = 300_000;
+
+/// The daemon (its `Daemon`, drained on the runner's 10 ms backstop, the
+/// metrics endpoint answered from its loop) on a current-thread runtime on
+/// CPU 0, while the producer on CPU 1 injects 5,000 out-of-window RSTs every
+/// 50 ms (100,000 events a second) and, when `scraped`, a third thread GETs
+/// `/metrics` every 100 ms. Returns the events lost, the lines printed and
+/// each scrape's time.
+fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
+    use tcp_track::{
+        config::Config,
+        daemon::{Daemon, MAX_BATCH},
+        metrics,
+        stats::Counters,
+    };
+    let mut bench = Bench::new(1000)?;
+    let me = client(3_000_000);
+    for f in [frame(me, SERVER, "S", 1000, 0, 0), frame(SERVER, me, "SA", 5000, 1001, 0), frame(me, SERVER, "A", 1001, 5001, 0)] {
+        bench.run(XDP_PROGRAM, &f, 1)?;
+    }
+    let rst = frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0);
+    let layout = bench.tracker.half_open;
+    let ebpf = &mut bench.tracker.ebpf;
+    let flows = KernelFlows::take(ebpf, layout)?;
+    let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
+    let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
+    let counters = Counters::new(PerCpuArray::try_from(take("COUNTERS")?)?);
+    let mut config = Config::new(vec!["lo".into()]);
+    config.report.per_flow_rate = u32::MAX;
+    let out = BufWriter::with_capacity(tcp_track::output::BUFFER, std::fs::File::create("/tmp/tcp-track-bench-metrics.jsonl")?);
+    let listener = if scraped { Some(metrics::bind("127.0.0.1:0".parse()?)?) } else { None };
+    let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    // The table counter's thread runs where the producer does, as it would
+    // on another core than the daemon's loop.
+    pin_to_cpu(1)?;
+    let fill = if scraped { Some(tcp_track::tables::FillCounter::start(flows.reopen()?, Duration::from_secs(1))) } else { None };
+    let done = Arc::new(AtomicBool::new(false));
+    let daemon_thread = {
+        let done = done.clone();
+        thread::spawn(move || -> Result<(u64, u64)> {
+            pin_to_cpu(0)?;
+            let mut daemon = Daemon::new(&config, decoder(tcp_track::clock::WallClock::now()), flows, counters, out);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut scrapes = match listener {
+                    Some(l) => {
+                        if let Some(counter) = fill {
+                            daemon.count_tables(counter);
+                        }
+                        Some(metrics::serve(l)?)
+                    }
+                    None => None,
+                };
+                let mut backstop = tokio::time::interval(Duration::from_millis(10));
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = backstop.tick() => {
+                            let finished = done.load(Ordering::SeqCst);
+                            let n = daemon.drain(&mut ring)?;
+                            if n == MAX_BATCH {
+                                // As the runner does: more at once, after the others had their turn.
+                                tokio::task::yield_now().await;
+                                backstop.reset_immediately();
+                            } else if finished && n == 0 {
+                                break;
+                            }
+                        }
+                        Some(reply) = async { scrapes.as_mut().expect("guarded").recv().await }, if scrapes.is_some() => {
+                            let _ = reply.send(daemon.snapshot());
+                        }
+                        _ = tick.tick() => daemon.on_tick(tcp_track::clock::monotonic_ns())?,
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            let snap = daemon.snapshot();
+            Ok((snap.counters[counters::EVENTS_LOST as usize], snap.printed.iter().map(|(_, n)| n).sum::<u64>()))
+        })
+    };
+    let scraper = addr.map(|addr| {
+        let done = done.clone();
+        thread::spawn(move || -> Result<Vec<Duration>> {
+            use std::io::Read;
+            let mut times = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let start = Instant::now();
+                let mut s = std::net::TcpStream::connect(addr)?;
+                write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                times.push(start.elapsed());
+                if !body.contains("tcp_track_segments_total") {
+                    bail!("a scrape without the metrics: {body}");
+                }
+                thread::sleep(Duration::from_millis(100).saturating_sub(start.elapsed()));
+            }
+            Ok(times)
+        })
+    });
+    let started = Instant::now();
+    for chunk in 0..METRICS_EVENTS / 5000 {
+        bench.run(XDP_PROGRAM, &rst, 5000)?;
+        let next = Duration::from_millis(50 * (u64::from(chunk) + 1));
+        thread::sleep(next.saturating_sub(started.elapsed()));
+    }
+    done.store(true, Ordering::SeqCst);
+    pin_to_cpu(0)?;
+    let (lost, printed) = daemon_thread.join().expect("daemon thread")?;
+    let scrapes = match scraper {
+        Some(s) => s.join().expect("scraper thread")?,
+        None => Vec::new(),
+    };
+    Ok((lost, printed, scrapes))
 }
 
 /// Establish 10,000 flows, then inject SYNs from random spoofed sources,

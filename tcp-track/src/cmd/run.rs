@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// printed at exit).
     #[arg(long, value_parser = duration)]
     pub stats_interval: Option<Timeout>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9464); off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -104,6 +108,7 @@ impl RunArgs {
             rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
             liberal_interfaces: self.liberal_interfaces,
             stats_interval: self.stats_interval.map(Into::into),
+            metrics_addr: self.metrics_addr,
             ..Config::new(self.interfaces)
         };
         config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))
@@ -191,8 +196,9 @@ mod tests {
     fn arguments_reach_the_config_and_derived_limits_follow() {
         let c = config(&[
             "--iface", "a", "--iface", "b", "--format", "json", "--events", "all", "--half-open-timeout", "500ms",
-            "--drop-invalid-rst", "--max-flows", "1000", "--max-half-open", "100", "--no-egress",
+            "--drop-invalid-rst", "--max-flows", "1000", "--max-half-open", "100", "--no-egress", "--metrics-addr", "127.0.0.1:9464",
         ]);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.interfaces, ["a", "b"]);
         assert_eq!((c.format, c.report.events, c.egress), (Format::Json, EventSet::All, false));
         assert_eq!(c.report.half_open_timeout, Duration::from_millis(500));

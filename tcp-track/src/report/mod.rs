@@ -74,6 +74,8 @@ struct Tracked {
     flood_member: bool,
     /// Counted in TIME_WAIT pressure for (client ip, server).
     tw_counted: bool,
+    /// Who closed first, once in TIME_WAIT (`Closer`).
+    closer: Closer,
     close_wait_armed: bool,
     peer_lost_reported: bool,
     /// Which incarnation of the 4-tuple this is (unique per reporter).
@@ -96,6 +98,8 @@ pub struct Reporter<L: FlowLookup> {
     audit: AuditQueue,
     /// Events not printed because of a flow's rate limit.
     pub suppressed: u64,
+    /// RST events by class (`ResetClass::raw`): [passed, dropped].
+    resets: Vec<[u64; 2]>,
     /// Flows whose record was gone when a deadline came, without a close
     /// having been seen: LRU evictions, which the kernel does not report.
     pub vanished: u64,
@@ -120,6 +124,11 @@ pub struct ReportSnapshot {
     pub floods: Vec<Flood>,
     /// TIME_WAIT pressure reported and not relieved since.
     pub pressure_alerts: Vec<PressureAlert>,
+    /// Flows in TIME_WAIT by who closed first, in `Closer::ALL` order.
+    pub time_wait_by_closer: Vec<(Closer, usize)>,
+    /// RSTs received from the kernel, by class: (class, passed, dropped),
+    /// every class in `ResetClass::ALL` order.
+    pub resets: Vec<(ResetClass, u64, u64)>,
     /// Flows found gone from the kernel tables without a close.
     pub vanished: u64,
     /// Events held back by the per-flow rate limit.
@@ -141,6 +150,7 @@ impl<L: FlowLookup> Reporter<L> {
             pressure: TimeWaitPressure::default(),
             audit: AuditQueue::default(),
             suppressed: 0,
+            resets: vec![[0; 2]; ResetClass::ALL.len()],
             vanished: 0,
             pending: Vec::new(),
         }
@@ -170,8 +180,12 @@ impl<L: FlowLookup> Reporter<L> {
     /// Everything the reporter counts, at this instant.
     pub fn snapshot(&self) -> ReportSnapshot {
         let mut by_state = vec![0usize; ConnState::ALL.len()];
+        let mut by_closer = vec![0usize; Closer::ALL.len()];
         for t in self.flows.values() {
             by_state[t.state as usize] += 1;
+            if t.state == ConnState::TimeWait {
+                by_closer[t.closer as usize] += 1;
+            }
         }
         ReportSnapshot {
             flows_by_state: ConnState::ALL.iter().copied().zip(by_state).collect(),
@@ -179,6 +193,8 @@ impl<L: FlowLookup> Reporter<L> {
             half_open: self.floods.live(),
             floods: self.floods.in_progress(),
             pressure_alerts: self.pressure.alerts(),
+            time_wait_by_closer: Closer::ALL.iter().copied().zip(by_closer).collect(),
+            resets: ResetClass::ALL.iter().zip(&self.resets).map(|(&c, &[p, d])| (c, p, d)).collect(),
             vanished: self.vanished,
             suppressed: self.suppressed,
             pending_deadlines: self.pending_deadlines(),
@@ -246,6 +262,11 @@ impl<L: FlowLookup> Reporter<L> {
         let at = out.len();
         let print = match kind {
             EventKind::Reset => {
+                if let Some(r) = ev.segment.as_ref().and_then(|s| s.reset) {
+                    if let Some(n) = self.resets.get_mut(r.judgement.raw() as usize) {
+                        n[usize::from(r.dropped)] += 1;
+                    }
+                }
                 if ResetClass::from_raw(raw.reset) == ResetClass::StatelessPeer {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
@@ -295,6 +316,7 @@ impl<L: FlowLookup> Reporter<L> {
             half_open_reported: false,
             flood_member: false,
             tw_counted: false,
+            closer: Closer::Client,
             close_wait_armed: false,
             peer_lost_reported: false,
             deadlines_pending: 0,
@@ -478,16 +500,19 @@ impl<L: FlowLookup> Reporter<L> {
             ConnState::TimeWait => {
                 // RFC 9293 §3.6: the active closer waits 2 MSL.
                 let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
-                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => "both",
+                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => Closer::Both,
                     DETAIL_CLOSER_LO => side_of(raw, 0),
                     _ => side_of(raw, 1),
                 };
+                if let Some(t) = self.flows.get_mut(id) {
+                    t.closer = closer;
+                }
                 let mut e = self.flow_event(id, ev, EventKind::TimeWait);
-                e.set("closer", closer);
+                e.set("closer", closer.as_str());
                 e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
                 out.push(e);
                 self.arm(now + dur_ns(self.cfg.time_wait_timeout), *id, Deadline::TimeWait);
-                if closer != "server" {
+                if closer != Closer::Server {
                     out.extend(self.count_time_wait(id, ev, now));
                 }
             }
@@ -521,8 +546,30 @@ fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u6
 }
 
 /// `client` or `server`: the side sending in direction `dir`.
-fn side_of(raw: &FlowEvent, dir: u8) -> &'static str {
-    if dir == raw.initiator & 1 { "client" } else { "server" }
+fn side_of(raw: &FlowEvent, dir: u8) -> Closer {
+    if dir == raw.initiator & 1 { Closer::Client } else { Closer::Server }
+}
+
+/// Who closed a connection first (the side that enters TIME_WAIT, RFC
+/// 9293 §3.6), as a `time_wait` event's `closer` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closer {
+    Client,
+    Server,
+    /// A simultaneous close: both sides wait.
+    Both,
+}
+
+impl Closer {
+    pub const ALL: [Closer; 3] = [Closer::Client, Closer::Server, Closer::Both];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Closer::Client => "client",
+            Closer::Server => "server",
+            Closer::Both => "both",
+        }
+    }
 }
 
 #[cfg(test)]
