@@ -100,17 +100,19 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed ({status})");
             }
-            // The fuzz target lives outside the workspace (cargo fuzz needs
-            // nightly to run it); make sure it still compiles.
-            let fuzz = root.join("tcp-track-common/fuzz/Cargo.toml");
-            eprintln!("xtask: checking that the fuzz target compiles");
-            let status = Command::new(cargo())
-                .args(["check", "--quiet", "--manifest-path"])
-                .arg(&fuzz)
-                .status()
-                .context("running cargo check on the fuzz target")?;
-            if !status.success() {
-                bail!("the fuzz target does not compile ({status})");
+            // The fuzz targets live outside the workspace (cargo fuzz needs
+            // nightly to run them); make sure they still compile.
+            for crate_dir in ["tcp-track-common/fuzz", "tcp-track/fuzz"] {
+                let fuzz = root.join(crate_dir).join("Cargo.toml");
+                eprintln!("xtask: checking that the fuzz targets of {crate_dir} compile");
+                let status = Command::new(cargo())
+                    .args(["check", "--quiet", "--manifest-path"])
+                    .arg(&fuzz)
+                    .status()
+                    .context("running cargo check on the fuzz targets")?;
+                if !status.success() {
+                    bail!("the fuzz targets of {crate_dir} do not compile ({status})");
+                }
             }
             Ok(())
         }
