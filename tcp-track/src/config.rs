@@ -4,7 +4,11 @@
 
 use std::{fmt, time::Duration};
 
-use tcp_track_common::halfopen;
+use tcp_track_common::{
+    flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
+    halfopen::{self, SetV4, SetV6},
+};
+use thiserror::Error;
 
 /// Flow-table capacity per address family when not told otherwise.
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
@@ -96,6 +100,9 @@ pub enum EventSet {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     max_flows: u32,
+    /// As asked for (validated against `MAX_TABLE`); the tables hold
+    /// `half_open_slots`.
+    max_half_open: u32,
     half_open_sets: u32,
 }
 
@@ -103,7 +110,7 @@ impl Capacity {
     /// `max_flows` established flows; at least `max_half_open` half-open
     /// ones, rounded up to a power of two of sets (see `half_open_slots`).
     pub fn new(max_flows: u32, max_half_open: u32) -> Self {
-        Capacity { max_flows, half_open_sets: halfopen::geometry(max_half_open).0 }
+        Capacity { max_flows, max_half_open, half_open_sets: halfopen::geometry(max_half_open).0 }
     }
 
     /// Established flows each table holds.
@@ -226,6 +233,246 @@ impl Config {
     }
 }
 
+/// The largest table `--max-flows` and `--max-half-open` may ask for, per
+/// address family: 2^24 flows. The kernel's own limit is memory (an LRU
+/// hash's `max_entries` must be > 0 and its buckets and elements must be
+/// allocatable); this bound keeps a typo from asking for gigabytes (2^24
+/// flows of both families already take 4.9 GiB).
+pub const MAX_TABLE: u32 = 1 << 24;
+
+/// The shortest and longest duration an option accepts.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest interface name (`IFNAMSIZ` less the terminating NUL).
+const MAX_IFNAME: usize = 15;
+
+/// What a kernel hash map element costs beyond its key and value
+/// (`struct htab_elem` on 64-bit), and what each bucket costs (`struct
+/// bucket`, a list head and a lock): the kernel's `htab_map_mem_usage`,
+/// which is what the start-up log reports (`stats::table_memory`).
+const HTAB_ELEM_OVERHEAD: u64 = 48;
+const HTAB_BUCKET: u64 = 16;
+
+/// Bytes one element of a kernel hash map with these key and value types
+/// takes, its bucket not included (`htab_elem` + key and value, each
+/// rounded up to 8 bytes).
+const fn hash_elem<K, V>() -> u64 {
+    HTAB_ELEM_OVERHEAD + (std::mem::size_of::<K>() as u64).next_multiple_of(8) + (std::mem::size_of::<V>() as u64).next_multiple_of(8)
+}
+
+/// Kernel memory per established flow, bucket included: 144 bytes for
+/// IPv4, 168 for IPv6 with the 64-byte record. Estimates before loading;
+/// `stats::table_memory` measures the real maps after.
+pub const FLOW_BYTES_V4: u64 = hash_elem::<FlowKeyV4, FlowRecord>() + HTAB_BUCKET;
+pub const FLOW_BYTES_V6: u64 = hash_elem::<FlowKeyV6, FlowRecord>() + HTAB_BUCKET;
+/// Kernel memory per half-open slot (an array of 4-way sets): 80 and 104 bytes.
+pub const HALF_OPEN_BYTES_V4: u64 = std::mem::size_of::<SetV4>() as u64 / halfopen::WAYS as u64;
+pub const HALF_OPEN_BYTES_V6: u64 = std::mem::size_of::<SetV6>() as u64 / halfopen::WAYS as u64;
+
+impl Capacity {
+    /// Kernel memory the four tables take, both families: an estimate
+    /// from the per-flow figures above (hash buckets are a power of two).
+    pub fn kernel_memory(&self) -> u64 {
+        let flows = self.max_flows as u64;
+        let buckets = flows.next_power_of_two();
+        let elems = flows * (hash_elem::<FlowKeyV4, FlowRecord>() + hash_elem::<FlowKeyV6, FlowRecord>());
+        elems + 2 * buckets * HTAB_BUCKET + self.half_open_slots() as u64 * (HALF_OPEN_BYTES_V4 + HALF_OPEN_BYTES_V6)
+    }
+}
+
+/// Whose fault a configuration error is, which sets the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The command line asks for something no host allows: exit status 2,
+    /// as for clap's own usage errors.
+    Usage,
+    /// This host cannot do what was asked (not enough memory): exit status 1.
+    Environment,
+}
+
+impl ErrorClass {
+    /// The process exit status for errors of this class.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            ErrorClass::Usage => 2,
+            ErrorClass::Environment => 1,
+        }
+    }
+}
+
+/// An option's value that cannot be used, said as one line: the option,
+/// the value, and what is allowed.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{option} {value}: {allowed}")]
+pub struct ConfigError {
+    pub class: ErrorClass,
+    pub option: &'static str,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl ConfigError {
+    fn usage(option: &'static str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
+        ConfigError { class: ErrorClass::Usage, option, value: value.to_string(), allowed: allowed.into() }
+    }
+}
+
+/// `1.5 MiB`: how memory figures are written (as the start-up log does).
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `500ms`, `60s`: a duration as the options take it.
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The kernel's own rule for an interface name (`dev_valid_name`).
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl Config {
+    /// Check every option before anything is loaded, and drop repeated
+    /// interfaces (a warning each: watching one twice is harmless to ask
+    /// for, and attaching twice would fail on our own program). The tables
+    /// must fit in the host's available memory.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_with(available_memory())
+    }
+
+    /// `validate`, with the host's available memory given (None: unknown,
+    /// not checked).
+    pub fn validate_with(&mut self, available: Option<u64>) -> Result<(), ConfigError> {
+        const IFNAME: &str = "1 to 15 bytes, without '/', ':' or spaces (see `ip -brief link`)";
+        if self.interfaces.is_empty() {
+            return Err(ConfigError::usage("--iface", "(none)", "at least one interface to watch is needed"));
+        }
+        for name in &self.interfaces {
+            if !valid_ifname(name) {
+                return Err(ConfigError::usage("--iface", format!("{name:?}"), format!("an interface name is {IFNAME}")));
+            }
+        }
+        for name in &self.liberal_interfaces {
+            if !self.interfaces.contains(name) {
+                return Err(ConfigError::usage(
+                    "--liberal-iface",
+                    name,
+                    format!("not one of the watched interfaces (add --iface {name})"),
+                ));
+            }
+        }
+        let timeouts = [
+            ("--half-open-timeout", Some(self.report.half_open_timeout)),
+            ("--time-wait-timeout", Some(self.report.time_wait_timeout)),
+            ("--close-wait-timeout", Some(self.report.close_wait_timeout)),
+            ("--stats-interval", self.stats_interval),
+        ];
+        for (option, d) in timeouts {
+            if let Some(d) = d.filter(|d| !(MIN_DURATION..=MAX_DURATION).contains(d)) {
+                let allowed = format!("must be between {} and {}", human(MIN_DURATION), human(MAX_DURATION));
+                return Err(ConfigError::usage(option, human(d), allowed));
+            }
+        }
+        let tables = [
+            ("--max-flows", self.capacity.max_flows, "flows"),
+            ("--max-half-open", self.capacity.max_half_open, "half-open connections"),
+        ];
+        for (option, value, what) in tables {
+            if !(1..=MAX_TABLE).contains(&value) {
+                let allowed = format!("must be between 1 and {MAX_TABLE} (2^24) {what} per address family");
+                return Err(ConfigError::usage(option, value, allowed));
+            }
+        }
+        // Counts of connections: past the largest table, never reached.
+        let counts = [
+            ("--syn-flood-threshold", self.report.syn_flood_threshold, "half-open connections to one server endpoint"),
+            ("--time-wait-pressure", self.report.time_wait_pressure, "TIME_WAIT connections from one client to one server endpoint"),
+        ];
+        for (option, value, what) in counts {
+            if !(1..=MAX_TABLE).contains(&value) {
+                let allowed = format!("must be between 1 and {MAX_TABLE} (2^24, the largest table) {what}");
+                return Err(ConfigError::usage(option, value, allowed));
+            }
+        }
+        if let Some(available) = available {
+            self.capacity.check_fits(available)?;
+        }
+        self.warn_and_drop_repeats();
+        Ok(())
+    }
+
+    /// Watch each interface once; a repeat gets a warning.
+    fn warn_and_drop_repeats(&mut self) {
+        for (option, names) in [("--iface", &mut self.interfaces), ("--liberal-iface", &mut self.liberal_interfaces)] {
+            let mut seen: Vec<String> = Vec::with_capacity(names.len());
+            for name in names.drain(..) {
+                if seen.contains(&name) {
+                    log::warn!("{option} {name} given more than once: it is watched once");
+                } else {
+                    seen.push(name);
+                }
+            }
+            *names = seen;
+        }
+    }
+}
+
+impl Capacity {
+    /// An environment error when the tables would not fit in `available`
+    /// bytes, naming the largest value that fits.
+    fn check_fits(&self, available: u64) -> Result<(), ConfigError> {
+        let needed = self.kernel_memory();
+        if needed <= available {
+            return Ok(());
+        }
+        // The half-open tables alone (with one flow) do not fit: that is
+        // the option to lower; otherwise --max-flows, with this half-open size.
+        let (option, value, largest) = if Capacity::new(1, self.max_half_open).kernel_memory() > available {
+            ("--max-half-open", self.max_half_open, largest_fitting(|n| Capacity::new(1, n), available))
+        } else {
+            ("--max-flows", self.max_flows, largest_fitting(|n| Capacity::new(n, self.max_half_open), available))
+        };
+        Err(ConfigError {
+            class: ErrorClass::Environment,
+            option,
+            value: value.to_string(),
+            allowed: format!(
+                "the flow tables would take {} of kernel memory and {} is available (MemAvailable); the largest {option} that fits is {largest}",
+                mib(needed),
+                mib(available)
+            ),
+        })
+    }
+}
+
+/// The largest `n` in 1..=MAX_TABLE whose capacity fits in `available`
+/// (0 if none): memory grows with `n`, so a binary search.
+fn largest_fitting(capacity: impl Fn(u32) -> Capacity, available: u64) -> u32 {
+    let (mut lo, mut hi) = (0u32, MAX_TABLE);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if capacity(mid).kernel_memory() <= available {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +483,32 @@ mod tests {
         assert_eq!((c.max_flows(), c.half_open_sets(), c.half_open_set_mask(), c.half_open_slots()), (1000, 4096, 4095, 16384));
         assert_eq!(Capacity::new(1, 17).half_open_slots(), 32, "17 flows need 5 sets, rounded up to 8");
         assert_eq!(Capacity::new(1, 0).half_open_slots(), 4, "at least one set");
+    }
+
+    #[test]
+    fn per_flow_memory_is_the_kernels_element_size() {
+        // What the start-up log measured (fdinfo memlock) with the 64-byte record.
+        assert_eq!((FLOW_BYTES_V4, FLOW_BYTES_V6, HALF_OPEN_BYTES_V4, HALF_OPEN_BYTES_V6), (144, 168, 80, 104));
+        // 2^24 flows, 16384 half-open: the figure the kernel reported.
+        assert_eq!(mib(Capacity::new(MAX_TABLE, 16384).kernel_memory()), "4994.9 MiB");
+    }
+
+    #[test]
+    fn tables_that_do_not_fit_name_the_largest_that_does() {
+        let mut c = Config::new(vec!["lo".into()]).with_capacity(Capacity::new(1_000_000, 16384));
+        let needed = c.capacity.kernel_memory();
+        assert!(c.clone().validate_with(Some(needed)).is_ok(), "exactly enough fits");
+        let e = c.validate_with(Some(needed / 2)).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Environment);
+        let largest: u32 = e.allowed.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(Capacity::new(largest, 16384).kernel_memory() <= needed / 2, "{e}");
+        assert!(Capacity::new(largest + 1, 16384).kernel_memory() > needed / 2, "{e}");
+        // Half-open tables alone too big: that option is named.
+        let mut c = Config::new(vec!["lo".into()]).with_capacity(Capacity::new(10, 1 << 20));
+        let e = c.validate_with(Some(1 << 20)).unwrap_err();
+        assert_eq!(e.option, "--max-half-open", "{e}");
+        assert_eq!(ErrorClass::Usage.exit_status(), 2);
+        assert_eq!(ErrorClass::Environment.exit_status(), 1);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
-use tcp_track::{cmd::Command, config::BpfLog};
+use tcp_track::{
+    cmd::Command,
+    config::{BpfLog, ConfigError},
+};
 
 #[derive(Parser)]
 #[command(name = "tcp-track", version, about = "Tracks TCP connections with eBPF/XDP and tells you what they are doing.")]
@@ -22,7 +25,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line on stderr, causes joined with ": ".
             eprintln!("tcp-track: error: {e:#}");
-            ExitCode::FAILURE
+            // A value no host allows is a usage error (2, like clap's own);
+            // everything else is this host's (1).
+            match e.downcast_ref::<ConfigError>() {
+                Some(c) => ExitCode::from(c.class.exit_status()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -28,7 +28,11 @@ use crate::{
 const BACKSTOP: Duration = Duration::from_millis(10);
 
 /// Load, attach, stream events to stdout until `shutdown` resolves, detach.
-pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<()> {
+/// Options are checked first (`Config::validate`: its `ConfigError` says
+/// whether the command line or the host is at fault), then the metrics
+/// address and the host (`preflight`), before anything is loaded.
+pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Result<()> {
+    config.validate()?;
     // Bound before anything is attached: a port in use stops us here.
     let metrics_listener = match config.metrics_addr {
         Some(addr) => Some(
@@ -38,11 +42,6 @@ pub async fn run<F: Future<Output = ()>>(config: Config, shutdown: F) -> Result<
         None => None,
     };
     let interfaces = preflight::check_all(&config.interfaces)?;
-    for name in &config.liberal_interfaces {
-        if !config.interfaces.contains(name) {
-            anyhow::bail!("--liberal-iface {name}: not one of the watched interfaces (add --iface {name})");
-        }
-    }
     let mut tracker = Tracker::load_with_capacity(config.bpf_log, config.rst_policy, config.capacity)?;
     info!(
         "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",

@@ -66,10 +66,7 @@ pub fn memlock_of(fdinfo: &str) -> Option<u64> {
     fdinfo.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
 }
 
-/// `12.5 MiB`.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
+pub use crate::config::mib;
 
 #[cfg(test)]
 mod tests {

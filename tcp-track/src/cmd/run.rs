@@ -38,22 +38,22 @@ pub struct RunArgs {
     /// A handshake not completed after this long is reported as half-open;
     /// an established connection whose data goes unacknowledged this long
     /// has lost its peer. Forms: 500ms, 2s, 1m.
-    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().half_open_timeout.into())]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value_t = ReportConfig::default().half_open_timeout.into())]
     pub half_open_timeout: Timeout,
     /// How long TIME_WAIT lasts before `time_wait_expired` (Linux: 60s).
-    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().time_wait_timeout.into())]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value_t = ReportConfig::default().time_wait_timeout.into())]
     pub time_wait_timeout: Timeout,
     /// CLOSE_WAIT (the other side closed, this side's application has not)
     /// lasting this long is reported.
-    #[arg(long, value_parser = duration, default_value_t = ReportConfig::default().close_wait_timeout.into())]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value_t = ReportConfig::default().close_wait_timeout.into())]
     pub close_wait_timeout: Timeout,
     /// More half-open connections than this to one server endpoint is a SYN
     /// flood; it ends when they fall below half of it.
-    #[arg(long, default_value_t = ReportConfig::default().syn_flood_threshold)]
+    #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = ReportConfig::default().syn_flood_threshold)]
     pub syn_flood_threshold: u32,
     /// This many TIME_WAIT connections from one client address to one
     /// server endpoint is reported as TIME_WAIT pressure.
-    #[arg(long, default_value_t = ReportConfig::default().time_wait_pressure)]
+    #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = ReportConfig::default().time_wait_pressure)]
     pub time_wait_pressure: u32,
     /// Which RSTs to drop in XDP. Every RST is classified and reported
     /// either way; refusals, exact resets and stateless peers' resets are
@@ -70,17 +70,17 @@ pub struct RunArgs {
     pub liberal_interfaces: Vec<String>,
     /// Flow-table capacity, per address family (the start-up log says what
     /// it costs in kernel memory).
-    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS)]
+    #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = DEFAULT_MAX_FLOWS)]
     pub max_flows: u32,
     /// Half-open table capacity, per address family: connections whose
     /// handshake has not completed live there, apart, so that a SYN flood
     /// cannot evict established ones. Rounded up to a power of two of
     /// 4-slot sets.
-    #[arg(long, default_value_t = DEFAULT_MAX_HALF_OPEN)]
+    #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = DEFAULT_MAX_HALF_OPEN)]
     pub max_half_open: u32,
     /// Print the kernel counters on stderr this often (they are always
     /// printed at exit).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = duration, allow_hyphen_values = true)]
     pub stats_interval: Option<Timeout>,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
     /// 127.0.0.1:9464); off unless given.
@@ -149,9 +149,23 @@ impl fmt::Display for Timeout {
     }
 }
 
-/// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms.
+/// `500ms`, `2s`, `1m`, `1h 30m`: humantime's forms. The range is
+/// `Config::validate`'s to check.
 fn duration(s: &str) -> Result<Timeout, String> {
+    if s.starts_with('-') {
+        return Err("a duration cannot be negative (use forms like 500ms, 2s, 1m)".into());
+    }
     humantime::parse_duration(s).map(Timeout).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))
+}
+
+/// A count: a whole number (`Config::validate` checks its range, which
+/// depends on other options).
+fn count(s: &str) -> Result<u32, String> {
+    match s.parse::<i128>() {
+        Ok(n) if n < 0 => Err("cannot be negative".into()),
+        Ok(_) => s.parse().map_err(|_| format!("at most {}", u32::MAX)),
+        Err(_) => Err("not a whole number".into()),
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -184,6 +198,53 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap().run.config()
+    }
+
+    use crate::{
+        config::{ConfigError, ErrorClass},
+        test_support::edges::RUN_EDGES as EDGES,
+    };
+
+    /// A host with 1 GiB available, so that the memory rows do not depend
+    /// on the machine running the tests.
+    const AVAILABLE: u64 = 1 << 30;
+
+    /// `run --iface lo ARGS`, parsed and validated: the message and its class.
+    pub(crate) fn check(args: &[&str]) -> Result<Config, (String, ErrorClass)> {
+        let argv = std::iter::once("run").chain(["--iface", "lo"]).chain(args.iter().copied());
+        let mut config = Cli::try_parse_from(argv).map_err(|e| (e.to_string(), ErrorClass::Usage))?.run.config();
+        config.validate_with(Some(AVAILABLE)).map_err(|e: ConfigError| (e.to_string(), e.class))?;
+        Ok(config)
+    }
+
+    #[test]
+    fn every_option_at_its_edges() {
+        for (args, message, class) in EDGES {
+            match (check(args), message) {
+                (Ok(_), None) => {}
+                (Err((got, got_class)), Some(expected)) => {
+                    assert!(got.contains(expected), "{args:?}: expected {expected:?} in {got:?}");
+                    assert_eq!(got_class, *class, "{args:?}: {got}");
+                }
+                (got, _) => panic!("{args:?}: expected {message:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_option_has_edge_rows() {
+        use clap::CommandFactory;
+        for arg in Cli::command().get_arguments() {
+            let long = format!("--{}", arg.get_long().expect("every option is long"));
+            assert!(EDGES.iter().any(|(args, ..)| args.contains(&long.as_str())), "no edge rows for {long}");
+        }
+    }
+
+    #[test]
+    fn repeated_interfaces_are_watched_once() {
+        let c = check(&["--iface", "lo", "--iface", "eth1", "--liberal-iface", "lo", "--liberal-iface", "lo"]).unwrap();
+        assert_eq!(c.interfaces, ["lo", "eth1"]);
+        assert_eq!(c.liberal_interfaces, ["lo"]);
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl<L: FlowLookup> Reporter<L> {
                 if let Some(t) = self.flows.get_mut(id) {
                     t.half_open_reported = true;
                 }
-                self.arm(at + dur_ns(self.cfg.half_open_timeout), *id, Deadline::HalfOpenExpiry);
+                self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), *id, Deadline::HalfOpenExpiry);
                 if !member {
                     out.push(e);
                 }
@@ -81,7 +81,7 @@ impl<L: FlowLookup> Reporter<L> {
                 let quiet = rec.is_none_or(|r| idle_for(&r, at) >= dur_ns(self.cfg.half_open_timeout));
                 if still && !quiet {
                     // Still retransmitting: not given up yet.
-                    self.arm(at + dur_ns(self.cfg.half_open_timeout), *id, Deadline::HalfOpenExpiry);
+                    self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), *id, Deadline::HalfOpenExpiry);
                     return out;
                 }
                 if still || rec.is_none() {

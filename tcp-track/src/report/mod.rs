@@ -239,7 +239,7 @@ impl<L: FlowLookup> Reporter<L> {
 
         // A connection opening: count it among its server's half-open ones.
         if opening && raw.origin == ORIGIN_SYN {
-            self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::HalfOpen);
+            self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::HalfOpen);
             member = self.count_half_open(id, server, &ev.iface, now, out);
             half_open = true;
         }
@@ -285,7 +285,7 @@ impl<L: FlowLookup> Reporter<L> {
             }
             EventKind::TimeWaitReuse => true,
             EventKind::Retransmit => {
-                self.arm(now + dur_ns(self.cfg.half_open_timeout), id, Deadline::PeerLost);
+                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::PeerLost);
                 verbose
             }
             _ => verbose && !member,
@@ -511,7 +511,7 @@ impl<L: FlowLookup> Reporter<L> {
                 e.set("closer", closer.as_str());
                 e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
                 out.push(e);
-                self.arm(now + dur_ns(self.cfg.time_wait_timeout), *id, Deadline::TimeWait);
+                self.arm(now.saturating_add(dur_ns(self.cfg.time_wait_timeout)), *id, Deadline::TimeWait);
                 if closer != Closer::Server {
                     out.extend(self.count_time_wait(id, ev, now));
                 }
@@ -519,12 +519,12 @@ impl<L: FlowLookup> Reporter<L> {
             // Reset (RFC 9293 §3.10.7): nothing more to follow than
             // segments still in flight.
             ConnState::Close if old != ConnState::Close => {
-                self.arm(now + dur_ns(self.cfg.half_open_timeout), *id, Deadline::Closed);
+                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), *id, Deadline::Closed);
             }
             ConnState::FinWait | ConnState::CloseWait => {
                 let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
                 if !armed {
-                    self.arm(now + dur_ns(self.cfg.close_wait_timeout), *id, Deadline::CloseWait);
+                    self.arm(now.saturating_add(dur_ns(self.cfg.close_wait_timeout)), *id, Deadline::CloseWait);
                     if let Some(t) = self.flows.get_mut(id) {
                         t.close_wait_armed = true;
                     }

@@ -129,6 +129,19 @@ fn names(evs: &[Event]) -> Vec<&'static str> {
     evs.iter().map(|e| e.event.as_str()).collect()
 }
 
+/// Found by the `decode` fuzz target: a record from a corrupt kernel side
+/// with a timestamp near the end of time; its deadlines saturate instead
+/// of overflowing.
+#[test]
+fn a_timestamp_at_the_end_of_time_does_not_overflow_deadlines() {
+    let mut g = Rig::new(cfg());
+    let end = u64::MAX - 1;
+    g.feed(raw(EVENT_FLOW_NEW, 40000, end, true, SYN, 0, STATE_SYN_SENT));
+    g.feed(raw(EVENT_STATE, 40000, end, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+    g.feed(raw(EVENT_FIN, 40001, end, true, FIN | ACK, STATE_ESTABLISHED, STATE_TIME_WAIT));
+    g.on_time(u64::MAX);
+}
+
 #[test]
 fn unanswered_syn_is_reported_then_expires() {
     let mut g = Rig::new(cfg());

@@ -7,6 +7,7 @@
 //! with them. Everything here returns errors rather than panicking; tests
 //! unwrap at their call sites.
 
+pub mod edges;
 pub mod frames;
 pub mod netns;
 

@@ -1,0 +1,67 @@
+//! Every option at its edges, as a table shared by the unit test of
+//! `Config::validate` (through the argument parser) and the integration
+//! test that runs the binary for each row (`tests/option_edges.rs`).
+//! Each row: arguments after `run --iface lo`, the message expected (None:
+//! accepted) and its class, which sets the exit status. The memory rows
+//! assume 1 GiB available (the unit test says so; the binary sees the host).
+
+use crate::config::ErrorClass;
+
+/// One option's value at an edge: `None` for the message when the
+/// configuration is fine.
+pub type Edge = (&'static [&'static str], Option<&'static str>, ErrorClass);
+
+/// Every option of `run` at its edges: zero, negative, huge, repeated.
+/// Rows rejected by clap (parse errors) are usage errors too (clap
+/// exits 2).
+pub const RUN_EDGES: &[Edge] = &[
+    (&["--iface", ""], Some("--iface \"\": an interface name is 1 to 15 bytes"), ErrorClass::Usage),
+    (&["--iface", "a-name-of-16-byt"], Some("an interface name is 1 to 15 bytes"), ErrorClass::Usage),
+    (&["--iface", "a/b"], Some("without '/'"), ErrorClass::Usage),
+    (&["--iface", "lo"], None, ErrorClass::Usage),
+    (&["--format", "xml"], Some("invalid value 'xml' for '--format <FORMAT>'"), ErrorClass::Usage),
+    (&["--format", "json", "--format", "json"], Some("'--format <FORMAT>' cannot be used multiple times"), ErrorClass::Usage),
+    (&["--xdp-mode", "hw"], Some("invalid value 'hw' for '--xdp-mode <XDP_MODE>'"), ErrorClass::Usage),
+    (&["--no-egress", "--no-egress"], Some("'--no-egress' cannot be used multiple times"), ErrorClass::Usage),
+    (&["--bpf-log", "loud"], Some("invalid value 'loud' for '--bpf-log <BPF_LOG>'"), ErrorClass::Usage),
+    (&["--events", "none"], Some("invalid value 'none' for '--events <EVENTS>'"), ErrorClass::Usage),
+    (&["--half-open-timeout", "0s"], Some("--half-open-timeout 0s: must be between 1ms and 7days"), ErrorClass::Usage),
+    (&["--half-open-timeout", "-1s"], Some("a duration cannot be negative"), ErrorClass::Usage),
+    (&["--half-open-timeout", "8d"], Some("--half-open-timeout 8days: must be between 1ms and 7days"), ErrorClass::Usage),
+    (&["--half-open-timeout", "1ms"], None, ErrorClass::Usage),
+    (&["--time-wait-timeout", "0ms"], Some("--time-wait-timeout 0s: must be between 1ms and 7days"), ErrorClass::Usage),
+    (&["--time-wait-timeout", "1000y"], Some("--time-wait-timeout 1000years: must be between"), ErrorClass::Usage),
+    (&["--time-wait-timeout", "7d"], None, ErrorClass::Usage),
+    (&["--close-wait-timeout", "0s"], Some("--close-wait-timeout 0s: must be between 1ms and 7days"), ErrorClass::Usage),
+    (&["--close-wait-timeout", "soon"], Some("use forms like 500ms, 2s, 1m"), ErrorClass::Usage),
+    (&["--syn-flood-threshold", "0"], Some("--syn-flood-threshold 0: must be between 1 and 16777216 (2^24, the largest table)"), ErrorClass::Usage),
+    (&["--syn-flood-threshold", "-5"], Some("cannot be negative"), ErrorClass::Usage),
+    (&["--syn-flood-threshold", "16777217"], Some("must be between 1 and 16777216"), ErrorClass::Usage),
+    (&["--syn-flood-threshold", "1"], None, ErrorClass::Usage),
+    (&["--time-wait-pressure", "0"], Some("--time-wait-pressure 0: must be between 1 and 16777216"), ErrorClass::Usage),
+    (&["--time-wait-pressure", "4294967296"], Some("at most 4294967295"), ErrorClass::Usage),
+    (&["--time-wait-pressure", "16777217"], Some("must be between 1 and 16777216"), ErrorClass::Usage),
+    (&["--time-wait-pressure", "16777216", "--max-flows", "10"], None, ErrorClass::Usage),
+    (&["--rst-policy", "drop-all"], Some("invalid value 'drop-all' for '--rst-policy <RST_POLICY>'"), ErrorClass::Usage),
+    (&["--rst-policy", "observe", "--drop-invalid-rst"], Some("cannot be used with"), ErrorClass::Usage),
+    (&["--drop-invalid-rst", "--drop-invalid-rst"], Some("cannot be used multiple times"), ErrorClass::Usage),
+    (&["--liberal-iface", "eth9"], Some("--liberal-iface eth9: not one of the watched interfaces (add --iface eth9)"), ErrorClass::Usage),
+    (&["--liberal-iface", "lo", "--liberal-iface", "lo"], None, ErrorClass::Usage),
+    (&["--max-flows", "0"], Some("--max-flows 0: must be between 1 and 16777216 (2^24) flows per address family"), ErrorClass::Usage),
+    (&["--max-flows", "-1"], Some("cannot be negative"), ErrorClass::Usage),
+    (&["--max-flows", "1000000000"], Some("--max-flows 1000000000: must be between 1 and 16777216"), ErrorClass::Usage),
+    (&["--max-flows", "99999999999"], Some("at most 4294967295"), ErrorClass::Usage),
+    (&["--max-flows", "16777216"], Some("--max-flows 16777216: the flow tables would take 4994.9 MiB of kernel memory and 1024.0 MiB is available (MemAvailable); the largest --max-flows that fits is"), ErrorClass::Environment),
+    (&["--max-half-open", "0"], Some("--max-half-open 0: must be between 1 and 16777216 (2^24) half-open connections"), ErrorClass::Usage),
+    (&["--max-half-open", "16777217"], Some("must be between 1 and 16777216"), ErrorClass::Usage),
+    (&["--max-half-open", "16777216"], Some("--max-half-open 16777216: the flow tables would take"), ErrorClass::Environment),
+    (&["--stats-interval", "0s"], Some("--stats-interval 0s: must be between 1ms and 7days"), ErrorClass::Usage),
+    (&["--stats-interval", "-2s"], Some("a duration cannot be negative"), ErrorClass::Usage),
+    (&["--stats-interval", "1ms"], None, ErrorClass::Usage),
+];
+
+/// `tcp-track demo`'s only option (clap's usage errors).
+pub const DEMO_EDGES: &[Edge] = &[
+    (&["--format", "xml"], Some("invalid value 'xml' for '--format <FORMAT>'"), ErrorClass::Usage),
+    (&["--format", "json", "--format", "text"], Some("'--format <FORMAT>' cannot be used multiple times"), ErrorClass::Usage),
+];
