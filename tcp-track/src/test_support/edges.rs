@@ -58,6 +58,10 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--stats-interval", "0s"], Some("--stats-interval 0s: must be between 1ms and 7days"), ErrorClass::Usage),
     (&["--stats-interval", "-2s"], Some("a duration cannot be negative"), ErrorClass::Usage),
     (&["--stats-interval", "1ms"], None, ErrorClass::Usage),
+    (&["--metrics-addr", "nonsense"], Some("invalid value 'nonsense' for '--metrics-addr <ADDR:PORT>'"), ErrorClass::Usage),
+    (&["--metrics-addr", "127.0.0.1"], Some("invalid value '127.0.0.1' for '--metrics-addr <ADDR:PORT>'"), ErrorClass::Usage),
+    (&["--metrics-addr", "127.0.0.1:9464", "--metrics-addr", "127.0.0.1:9465"], Some("cannot be used multiple times"), ErrorClass::Usage),
+    (&["--metrics-addr", "127.0.0.1:9464"], None, ErrorClass::Usage),
 ];
 
 /// `tcp-track demo`'s only option (clap's usage errors).
