@@ -312,7 +312,7 @@ fn liberal_interface_drops_nothing() {
         .args(["netns", "exec", &net.a.name, support::daemon::BIN, "run", "--iface", &ifname, "--liberal-iface", "eth9"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--liberal-iface eth9: not one of the watched interfaces"), "{err}");
 }
