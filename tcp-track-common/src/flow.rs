@@ -143,12 +143,25 @@ pub const PEER_MAXACK_SET: u8 = 0x40;
 /// mid-stream and its window is not known yet (nf_conntrack's be_liberal).
 pub const PEER_LIBERAL: u8 = 0x80;
 
-/// Per-flow record (the value of the flow maps): 64 bytes.
+/// Per-flow record (the value of the flow maps): 96 bytes.
 ///
 /// Written by the shared state machine (`state::step`) from both hooks.
 /// There is no lock (BPF spin locks are not available in LRU hash maps):
 /// two CPUs stepping the same flow at the same instant can lose one update,
-/// which the next segment of that direction repairs, as in Cilium.
+/// which the next segment of that direction repairs, as in Cilium (a lost
+/// update of a counter is simply lost: the counts are exact for segments a
+/// flow's two directions do not send at the same instant on two CPUs).
+///
+/// Layout (offset: field): 0 `peer` (2 x 24), 48 `last_seen`, 52
+/// `last_end`, 56 `packets`, 64 `first_ns`, 72 `handshake_us`, 80
+/// `seq_wraps`, 84 `side`, 86 `retransmits`, 90 `rst_dropped`, 92 `state`,
+/// 93 `initiator`, 94 `origin`, 95 `info`. With a 12-byte IPv4 key and a
+/// few bytes of slot metadata it fits the 128 bytes per flow of a
+/// set-associative table.
+///
+/// Everything from `packets` on is for connection records (`conn`, which
+/// derives Zeek's conn.log figures from it). Per-direction arrays are
+/// indexed by direction like `peer`; read them with `pair`/`pair_mut`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowRecord {
@@ -160,9 +173,38 @@ pub struct FlowRecord {
     /// End (seq + length) of the last segment, and, in `info`, its direction
     /// and whether it was a plain ACK: for nf_conntrack's "RST train".
     pub last_end: u32,
-    /// Segments seen, both directions (wrapping).
-    pub segments: u32,
-    /// `state::STATE_*`.
+    /// Segments each direction sent, as the hooks saw them (wrapping at
+    /// 2^32): every segment that reached the state machine, including the
+    /// ones it rejected (out of window, invalid flags), not the RSTs a drop
+    /// rule dropped before (those are in `rst_dropped`). At TC egress a
+    /// GSO/TSO send is one segment, as `tcpdump` on that host shows it.
+    pub packets: [u32; 2],
+    /// Time of the first segment of this incarnation, in ns of the clock the
+    /// caller passes to `step` (the kernel: CLOCK_MONOTONIC, never 0 on a
+    /// running system). 0 until a segment started the flow.
+    pub first_ns: u64,
+    /// Handshake timing, per direction: the time from that side's latest
+    /// SYN (client) or SYN-ACK (server) before the answer to the answer (the
+    /// server's SYN-ACK, the client's ACK completing the handshake), in
+    /// microseconds, once `SIDE_ANSWERED` is set in `side`; before that,
+    /// the time of that latest SYN or SYN-ACK in microseconds, wrapping (a
+    /// 32-bit microsecond clock: intervals up to 71 minutes).
+    pub handshake_us: [u32; 2],
+    /// How many times the sequence-space span behind a direction's byte count
+    /// (`conn::payload_bytes`) wrapped past 2^32, wrapping at 2^16: exact
+    /// byte counts to 256 TiB a direction.
+    pub seq_wraps: [u16; 2],
+    /// `SIDE_*` bits of each direction's sender: its endpoint state as Zeek
+    /// would have it, and the bookkeeping of the byte and handshake figures.
+    pub side: [u8; 2],
+    /// Retransmissions each direction sent (SYN, SYN-ACK, data or FIN sent
+    /// again), in all; saturates at 65,535. `Peer::retrans` counts in a row.
+    pub retransmits: [u16; 2],
+    /// RSTs on this flow that a drop rule dropped in XDP, before the state
+    /// machine saw them (`note_dropped_rst`); saturates at 65,535.
+    pub rst_dropped: u16,
+    /// `state::STATE_*`. These four bytes come last: a new record is built
+    /// from them and zeroes, which is then one zeroing of what precedes them.
     pub state: u8,
     /// Direction (`DIR_*`) whose sender is the initiator (client).
     pub initiator: u8,
@@ -171,7 +213,10 @@ pub struct FlowRecord {
     /// `INFO_*` bits.
     pub info: u8,
 }
-const _: () = assert!(core::mem::size_of::<FlowRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowRecord>() == 96);
+const _: () = assert!(core::mem::offset_of!(FlowRecord, packets) == 56);
+const _: () = assert!(core::mem::offset_of!(FlowRecord, first_ns) == 64);
+const _: () = assert!(core::mem::offset_of!(FlowRecord, state) == 92);
 
 impl FlowRecord {
     /// `*self = *other`, as sixteen 4-byte moves. In BPF a plain
@@ -199,6 +244,61 @@ impl FlowRecord {
         if d & 1 == 0 { &mut self.peer[0] } else { &mut self.peer[1] }
     }
 }
+
+/// Element `d` of a per-direction array of the record, by branch rather
+/// than index (see `FlowRecord::peer`).
+#[inline(always)]
+pub fn pair<T: Copy>(a: &[T; 2], d: u8) -> T {
+    if d & 1 == 0 { a[0] } else { a[1] }
+}
+
+#[inline(always)]
+pub fn pair_mut<T>(a: &mut [T; 2], d: u8) -> &mut T {
+    if d & 1 == 0 { &mut a[0] } else { &mut a[1] }
+}
+
+/// A drop rule dropped a RST of this flow before the state machine saw it:
+/// count it for the flow's connection record. Nothing else changes (the
+/// RST never reached the endpoint, so it is no packet of the connection:
+/// `tcpdump` behind XDP does not see it either).
+#[inline(always)]
+pub fn note_dropped_rst(rec: &mut FlowRecord) {
+    rec.rst_dropped = rec.rst_dropped.saturating_add(1);
+}
+
+/// `FlowRecord::side` bits, per direction.
+/// Bits 0-2: the sender's endpoint state as Zeek's TCP analyzer would have
+/// it (`ZEEK_*`), from the segments the state machine accepted.
+pub const SIDE_ZEEK_STATE: u8 = 0x07;
+/// Its Zeek state is `ZEEK_RESET` and was `ZEEK_CLOSED` before the RST
+/// (Zeek's `prev_state`: a FIN then a RST).
+pub const SIDE_RESET_FROM_CLOSED: u8 = 0x08;
+/// Its Zeek state is `ZEEK_RESET` and was `ZEEK_SYN_SENT` before the RST.
+pub const SIDE_RESET_FROM_SYN_SENT: u8 = 0x10;
+/// It sent a SYN-ACK, a pure ACK or a FIN before any RST: one of Zeek's
+/// history letters H, A, F before its first R (what `RSTOS0` rules out).
+pub const SIDE_HAF_BEFORE_RST: u8 = 0x20;
+/// The byte count's sequence-space span was at or past 2^31 when last
+/// looked at: the next time it is below, it wrapped (`seq_wraps`).
+pub const SIDE_SPAN_UPPER: u8 = 0x40;
+/// `handshake_us` of this direction holds the measured interval.
+pub const SIDE_ANSWERED: u8 = 0x80;
+
+/// Zeek's TCP endpoint states (`TCP_Endpoint.h`: `TCP_ENDPOINT_*`), the
+/// values of the `SIDE_ZEEK_STATE` bits.
+/// No SYN (or other segment) seen from this side.
+pub const ZEEK_INACTIVE: u8 = 0;
+/// SYN seen, no reply yet.
+pub const ZEEK_SYN_SENT: u8 = 1;
+/// SYN-ACK seen from the originator without its SYN.
+pub const ZEEK_SYN_ACK_SENT: u8 = 2;
+/// Data (or ACKs) seen, but no SYN: picked up mid-stream.
+pub const ZEEK_PARTIAL: u8 = 3;
+pub const ZEEK_ESTABLISHED: u8 = 4;
+/// FIN seen.
+pub const ZEEK_CLOSED: u8 = 5;
+/// RST seen.
+pub const ZEEK_RESET: u8 = 6;
 
 /// `FlowRecord::info`.
 /// The last segment was sent by the `hi` endpoint.

@@ -42,7 +42,7 @@ pub struct SetV4 {
     pub born: [u32; WAYS as usize],
     pub records: [FlowRecord; WAYS as usize],
 }
-const _: () = assert!(core::mem::size_of::<SetV4>() == 320);
+const _: () = assert!(core::mem::size_of::<SetV4>() == 448);
 const _: () = assert!(core::mem::offset_of!(SetV4, records) == 64);
 
 /// One set of the IPv6 table.
@@ -53,7 +53,7 @@ pub struct SetV6 {
     pub born: [u32; WAYS as usize],
     pub records: [FlowRecord; WAYS as usize],
 }
-const _: () = assert!(core::mem::size_of::<SetV6>() == 416);
+const _: () = assert!(core::mem::size_of::<SetV6>() == 544);
 
 /// A set of either family. Way indexes go through branches, not
 /// arithmetic: in BPF, LLVM may drop the bound of an index it believes is
@@ -294,8 +294,8 @@ mod tests {
         for w in 0..WAYS {
             assert_eq!(find(&set, &k4(w)), Some(w));
         }
-        set.record_mut(2).segments = 9;
-        assert_eq!((set.records[2].segments, set.record(2).segments), (9, 9));
+        set.record_mut(2).last_end = 9;
+        assert_eq!((set.records[2].last_end, set.record(2).last_end), (9, 9));
         set.clear(2);
         assert_eq!(find(&set, &k4(2)), None);
         assert_eq!((set.born[2], set.records[2].state), (0, STATE_NONE));

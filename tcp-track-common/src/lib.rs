@@ -22,6 +22,7 @@
 //! maps and `track::Driver` over the ring buffer and per-CPU counters.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 
+pub mod conn;
 pub mod counters;
 pub mod event;
 pub mod flow;

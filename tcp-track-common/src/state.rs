@@ -160,10 +160,11 @@ impl Outcome {
 /// `new_state` is still `STATE_NONE`, the segment cannot start one (a RST,
 /// invalid flags) and the record should not be stored. For a new flow the
 /// caller presets `initiator` with `flow::initiator_of`'s guess, which is
-/// used when the first segment is neither SYN nor SYN-ACK.
+/// used when the first segment is neither SYN nor SYN-ACK. Every segment
+/// also counts in the record's connection figures (`conn`).
 ///
 /// A segment the outcome calls invalid changes neither the state nor the
-/// window state; it is only counted (`segments`, `last_seen`). The one
+/// window state; it is only counted (`packets`, `last_seen`). The one
 /// thing it may leave behind is evidence for judging the RST that answers
 /// it: the acknowledgment of an unacceptable ACK in SYN_SENT.
 #[inline(always)]
@@ -172,10 +173,14 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
     let mut out = Outcome::at(rec.state);
     if !tcp::flags_valid(seg.flags) {
         // nf_conntrack's tcp_valid_flags: never sent by a conforming TCP; no
-        // state change (an endpoint drops these).
+        // state change (an endpoint drops these). Seen all the same.
         out.valid = false;
+        if rec.state != STATE_NONE {
+            tally::count_packet(rec, dir);
+        }
         return out;
     }
+    let sender_was_seen = rec.peer(dir).flags & PEER_SEEN != 0;
     // Each branch is its own function, not inlined: in BPF they become
     // subprograms with their own stack frames, of which only one is live at
     // a time; inlined together they overflow the 512-byte stack. Each
@@ -195,13 +200,18 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
         // Every segment of a known flow is counted and keeps it alive (the
         // daemon tells a live handshake from an abandoned one by it).
         rec.last_seen = coarse_time(now_ns);
-        rec.segments = rec.segments.wrapping_add(1);
         // Only an acceptable segment may vouch for a RST after it (the RST
         // train): nf_conntrack records `last_*` only once a segment passed
         // tcp_in_window. A rejected one, such as a blind attacker's ACK,
         // would otherwise make his next RST look exact.
         if out.valid {
             note_last(rec, seg, dir);
+        }
+        // The connection record's figures (see `tally`): the common
+        // segment's inline, any other's in a function of its own.
+        tally::count_packet(rec, dir);
+        if !tally::quick(rec, seg, dir, now_ns, &out, sender_was_seen) {
+            tally::tcp_track_tally(rec, seg, now_ns, tally::facts(dir, &out, sender_was_seen));
         }
     }
     out.new_state = new_state;
@@ -842,6 +852,8 @@ pub const fn reset_fate(class: u8) -> ResetFate {
         _ => ResetFate::Accepted,
     }
 }
+
+mod tally;
 
 #[cfg(test)]
 mod tests;

@@ -217,9 +217,13 @@ impl Host {
     }
 }
 
-/// `last_seen` is a timestamp the kernel takes itself: not comparable.
+/// `last_seen`, `first_ns` and the handshake times come from the kernel's
+/// own clock: not comparable (whether a handshake interval was measured,
+/// in `side`, is).
 fn without_time(mut r: FlowRecord) -> FlowRecord {
     r.last_seen = 0;
+    r.first_ns = 0;
+    r.handshake_us = [0; 2];
     r
 }
 

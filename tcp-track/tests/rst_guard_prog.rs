@@ -131,6 +131,7 @@ fn out_of_window_rst_is_dropped_and_changes_nothing() {
         assert_eq!(g.run(&rst_to_client(5001u32.wrapping_add(0x4000_0000))), XDP_DROP, "{policy:?}");
         let after = g.record();
         assert_eq!((after.state, after.peer), (before.state, before.peer), "a dropped RST leaves the record alone");
+        assert_eq!((after.packets, after.rst_dropped), (before.packets, before.rst_dropped + 1), "and is counted as dropped, not as a packet");
         assert_eq!(g.counter(counters::RST_DROPPED), 1);
     }
 }

@@ -14,13 +14,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use tcp_track_common::{
-    flow::{coarse_time, direction, initiator_of, FlowRecord, INFO_REUSED, ORIGIN_MIDSTREAM},
+    conn::{conn_state, conn_state_name, ConnSummary},
+    flow::{coarse_time, direction, initiator_of, pair, pair_mut, FlowRecord, INFO_REUSED, ORIGIN_MIDSTREAM, SIDE_ANSWERED},
     parse::{
         parse, Segment, FAMILY_IPV4, FAMILY_IPV6, NO_WSCALE, OPT_WSCALE, SEG_FIRST_FRAGMENT, SEG_LENGTH_FROM_FRAME,
     },
     state::{
-        classify_reset, endpoint_state, step, EP_CLOSED, EP_NONE, RESET_DATA_AFTER_CLOSE, RESET_NONE, RESET_UNKNOWN_FLOW,
-        STATE_CLOSE, STATE_NONE, STATE_SYN_SENT,
+        classify_reset, endpoint_state, step, Outcome, EP_CLOSED, EP_NONE, RESET_DATA_AFTER_CLOSE, RESET_NONE,
+        RESET_UNKNOWN_FLOW, STATE_CLOSE, STATE_NONE, STATE_SYN_SENT,
     },
     tcp,
 };
@@ -100,12 +101,19 @@ fn feed(rec: &mut FlowRecord, seg: &Segment, now_ns: u64) {
         assert_eq!(*rec, before, "record changed but stayed NONE");
     }
     if !tcp::flags_valid(seg.flags) {
-        // Rejected before anything is looked at, including the clock.
+        // Rejected before anything is looked at, including the clock; a
+        // known flow counts it as seen.
         assert!(!out.valid);
-        assert_eq!(*rec, before, "invalid flags changed the record");
+        let mut counted = before;
+        if before.state != STATE_NONE {
+            let n = pair_mut(&mut counted.packets, dir);
+            *n = n.wrapping_add(1);
+        }
+        assert_eq!(*rec, counted, "invalid flags changed the record");
     } else if rec.state != STATE_NONE {
         assert_eq!(rec.last_seen, coarse_time(now_ns));
     }
+    check_conn(&before, rec, dir, &out);
     assert!(out.reset <= LAST_RESET_CLASS, "reset class {}", out.reset);
     if seg.has(tcp::RST) && tcp::flags_valid(seg.flags) {
         // classify_reset is what step applies; a caller deciding to drop
@@ -121,6 +129,34 @@ fn feed(rec: &mut FlowRecord, seg: &Segment, now_ns: u64) {
     if out.reused {
         assert_eq!(rec.state, STATE_SYN_SENT);
         assert_ne!(rec.info & INFO_REUSED, 0);
+    }
+}
+
+/// The connection record's figures: counters only grow (a reused 4-tuple
+/// starts a new record), a rejected segment changes nothing derived from
+/// sequence numbers, and every record has a conn_state.
+fn check_conn(before: &FlowRecord, rec: &FlowRecord, dir: u8, out: &Outcome) {
+    if rec.state == STATE_NONE || out.reused || before.state == STATE_NONE || rec.first_ns != before.first_ns {
+        return;
+    }
+    assert_eq!(pair(&rec.packets, dir), pair(&before.packets, dir).wrapping_add(1), "one segment, one packet");
+    assert_eq!(pair(&rec.packets, dir ^ 1), pair(&before.packets, dir ^ 1));
+    for d in 0..2u8 {
+        assert!(pair(&rec.retransmits, d) >= pair(&before.retransmits, d));
+    }
+    if !out.valid {
+        // The figures kept for a rejected segment: none but its packet.
+        // (Its window state it can still move today, when it is the first
+        // segment seen from its side or arrives in SYN_SENT: issue 17.)
+        let figures = |r: &FlowRecord| (r.side, r.seq_wraps, r.retransmits, r.handshake_us, r.rst_dropped);
+        assert_eq!(figures(rec), figures(before), "a rejected segment moved the connection figures");
+    }
+    assert_eq!(rec.rst_dropped, before.rst_dropped);
+    assert!(!conn_state_name(conn_state(rec)).is_empty());
+    let s = ConnSummary::of(rec);
+    if before.side[0] & SIDE_ANSWERED != 0 || before.side[1] & SIDE_ANSWERED != 0 {
+        let b = ConnSummary::of(before);
+        assert_eq!((s.syn_to_synack_us.or(b.syn_to_synack_us), s.synack_to_ack_us.or(b.synack_to_ack_us)), (s.syn_to_synack_us, s.synack_to_ack_us), "a measured handshake was forgotten");
     }
 }
 
