@@ -219,16 +219,23 @@ const _: () = assert!(core::mem::offset_of!(FlowRecord, first_ns) == 64);
 const _: () = assert!(core::mem::offset_of!(FlowRecord, state) == 92);
 
 impl FlowRecord {
-    /// `*self = *other`, as sixteen 4-byte moves. In BPF a plain
-    /// assignment of the 64 bytes becomes a call to a byte-by-byte
-    /// `memcpy` loop, which the verifier walks 64 times on every path
-    /// that copies a record.
+    /// `*self = *other`, as 4-byte moves, whatever the linker does with
+    /// `memcpy`: a byte-by-byte `memcpy` loop would be walked by the
+    /// verifier 96 times on every path that copies a record.
     #[inline(always)]
     pub fn copy_from(&mut self, other: &FlowRecord) {
-        let to: &mut [u32; 16] = bytemuck::cast_mut(self);
-        let from: &[u32; 16] = bytemuck::cast_ref(other);
+        let to: &mut [u32; 24] = bytemuck::cast_mut(self);
+        let from: &[u32; 24] = bytemuck::cast_ref(other);
         macro_rules! words { ($($i:literal)*) => { $( to[$i] = from[$i]; )* } }
-        words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+    }
+
+    /// The record without what the stepping clock wrote into it
+    /// (`last_seen`, `first_ns`, the handshake times): what two trackers
+    /// with different clocks (the kernel's, a test's) must agree on.
+    /// Whether a handshake interval was measured (in `side`) stays.
+    pub fn without_clock(&self) -> FlowRecord {
+        FlowRecord { last_seen: 0, first_ns: 0, handshake_us: [0; 2], ..*self }
     }
 
     /// The sender state of direction `d`. Branches instead of indexing: in

@@ -32,7 +32,7 @@
 use crate::{
     counters,
     event::event_kind,
-    flow::{initiator_of, key_v4, key_v6, FlowKeyV4, FlowKeyV6, FlowRecord},
+    flow::{initiator_of, key_v4, key_v6, note_dropped_rst, FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::{drops, RST_POLICY_OBSERVE},
     halfopen::{born, find, set_of, victim, Set, Words},
     parse::{checksum::CSUM_OK, Segment},
@@ -264,6 +264,7 @@ fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut C
             let class = classify_reset(rec, seg, dir);
             if drops(policy, class) {
                 cx.driver.count(counters::RST_DROPPED);
+                note_dropped_rst(rec);
                 report(seg, dir, rec, &Outcome::dropped_reset(rec.state, class), cx);
                 return Verdict::Drop;
             }

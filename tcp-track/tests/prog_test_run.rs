@@ -217,16 +217,6 @@ impl Host {
     }
 }
 
-/// `last_seen`, `first_ns` and the handshake times come from the kernel's
-/// own clock: not comparable (whether a handshake interval was measured,
-/// in `side`, is).
-fn without_time(mut r: FlowRecord) -> FlowRecord {
-    r.last_seen = 0;
-    r.first_ns = 0;
-    r.handshake_us = [0; 2];
-    r
-}
-
 /// Events without what only the kernel knows (its clock, the interface
 /// BPF_PROG_TEST_RUN made up).
 fn comparable(events: &[FlowEvent]) -> Vec<FlowEvent> {
@@ -254,8 +244,8 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
             HOOK_XDP
         };
         let seg = host.feed(f, hook);
-        let kernel = k.record(&seg).map(without_time);
-        let expected = host.record(&seg).map(without_time);
+        let kernel = k.record(&seg).map(|r| r.without_clock());
+        let expected = host.record(&seg).map(|r| r.without_clock());
         assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host tracker's");
         assert!(same_table(k.table_of(&seg), host.find(&seg).map(|(t, _)| t)), "frame {i}: held in another table");
         assert_eq!(k.counters(), *host.t.counters(), "frame {i}: counters differ");
@@ -385,8 +375,8 @@ fn kernel_and_host_parsers_agree() {
                 let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
                 host.feed(&f, HOOK_XDP);
                 assert_eq!(
-                    k.record(&seg).map(without_time),
-                    host.record(&seg).map(without_time),
+                    k.record(&seg).map(|r| r.without_clock()),
+                    host.record(&seg).map(|r| r.without_clock()),
                     "{name}: same segment summary, hence the same record"
                 );
             }
@@ -416,7 +406,7 @@ fn established_flow_survives_a_half_open_overflow() {
         host.feed(&spoofed(i, false), HOOK_XDP);
     }
     let rec = k.record(&est).expect("the established flow is still tracked");
-    assert_eq!(without_time(rec), without_time(host.record(&est).unwrap()), "and its record is intact");
+    assert_eq!(rec.without_clock(), host.record(&est).unwrap().without_clock(), "and its record is intact");
     let (used, slots) = k.tables().half_open_v4();
     assert_eq!((used, slots), (64, 64), "the flood filled the half-open table, and only it");
     assert_eq!(k.tables().established_v4(), 1, "no spoofed SYN reached the established table");

@@ -626,7 +626,7 @@ fn blind_reset_in_time_wait_is_an_attempt_that_leaves_time_wait() {
 /// (its clock and its count) cleared: what a rejected segment must leave
 /// exactly as it was.
 fn judged_part(rec: &FlowRecord) -> FlowRecord {
-    FlowRecord { last_seen: 0, segments: 0, ..*rec }
+    FlowRecord { last_seen: 0, packets: [0; 2], ..*rec }
 }
 
 const POLICIES: [u8; 3] = [crate::guard::RST_POLICY_OBSERVE, crate::guard::RST_POLICY_OUT_OF_WINDOW, crate::guard::RST_POLICY_INVALID];
@@ -653,7 +653,7 @@ fn segments_rejected_in_syn_sent_change_nothing_and_are_no_syn_retransmission() 
         assert!(!out.retransmission && !out.first_fin, "segment {i}: {out:?}");
         assert_eq!(crate::event::event_kind(&out), None, "segment {i}: worth no event");
         assert_eq!(judged_part(&c.rec), judged_part(&before), "segment {i} changed the record");
-        assert_eq!(c.rec.segments, before.segments + 1, "segment {i} is still counted");
+        assert_eq!(c.rec.packets[C as usize], before.packets[C as usize] + 1, "segment {i} is still counted");
     }
     assert_eq!(c.endpoints(), ("SYN-SENT", "NONE"));
     // A real SYN retransmission is the first one.
