@@ -5,7 +5,8 @@
 //! (`tcp_track_common::track`: parser, flow tables' logic, state machine)
 //! with the kernel as its driver: the clock, the RST policy, the ring
 //! buffer and the per-CPU counters. `maps` holds the maps and the flow
-//! store over them. Every path ends in the hook's "let it through" verdict
+//! store over them. `reference` is the benchmark's floor (parse, one LRU
+//! lookup and update), never attached. Every path ends in the hook's "let it through" verdict
 //! (XDP_PASS, TC "next"), except XDP's for a RST the configured policy
 //! judges forged (XDP_DROP).
 #![no_std]
@@ -15,6 +16,7 @@
 
 mod maps;
 mod packet;
+mod reference;
 mod tc;
 mod track;
 mod xdp;

@@ -44,6 +44,10 @@ pub const XDP_PROGRAM: &str = "tcp_track_xdp";
 /// An XDP program that only returns XDP_PASS: the benchmark's baseline.
 pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
+/// The benchmark's reference: parse, one lookup and update in an LRU hash
+/// (`REFERENCE_MAP`, one entry unless the benchmark sizes it). Never attached.
+pub const REFERENCE_PROGRAM: &str = "tcp_track_reference";
+pub const REFERENCE_MAP: &str = "REFERENCE_FLOWS";
 
 #[derive(Debug, Error)]
 pub enum LoadError {

@@ -3,7 +3,9 @@
 //!
 //! - per-packet cost of the real XDP program (BPF_PROG_TEST_RUN, repeat
 //!   1,000,000, median of 5 runs, pinned to one CPU), minus an empty XDP
-//!   program measured the same way, at 1K, 64K and 1M live flows;
+//!   program measured the same way, at 1K, 64K and 1M live flows; and each
+//!   as a ratio to a reference program measured the same way (parse, one
+//!   lookup and update in an LRU hash of the same size and value);
 //! - kernel memory per tracked flow, from the maps' own accounting;
 //! - events per second from the ring buffer to JSON lines, and events lost;
 //! - a SYN flood against established flows;
@@ -29,13 +31,14 @@ use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf, EbpfLoader,
 };
 use tcp_track::{
     config::{BpfLog, ReportConfig, RstPolicy},
     events::Decoder,
     report::Reporter,
     tables::{KernelFlows, Table},
-    loader::{Tracker, EMPTY_PROGRAM, XDP_PROGRAM},
+    loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, XDP_PROGRAM},
     test_support::frames::{tcp_segment, Tcp},
     stats::table_memory,
 };
@@ -106,23 +109,35 @@ fn main() -> Result<()> {
 fn packets() -> Result<()> {
     println!("{:<44} {:>10} {:>10} {:>10}", "per-packet cost above an empty XDP program", "1K flows", "64K flows", "1M flows");
     let sizes = [1_000u32, 65_536, 1_000_000];
-    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    let mut empty_row = Vec::new();
+    // Per row: the cost above empty and its ratio to the reference's, per size.
+    let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let (mut empty_row, mut reference_row) = (Vec::new(), Vec::new());
     for (i, &n) in sizes.iter().enumerate() {
         let bench = Bench::new(n)?;
         let empty = bench.median(EMPTY_PROGRAM, &frame(client(0), SERVER, "A", 1, 1, 0))?;
+        // The reference on a flow it holds, measured between the empty
+        // program and the tracker, in the same way.
+        let reference = bench.median_reference(&frame(client(1), SERVER, "A", 1001, 5001, 100))? - empty;
         empty_row.push(format!("{empty:.1} ns"));
+        reference_row.push(format!("{reference:.1} ns"));
         for (j, (name, cost)) in bench.packet_costs(empty)?.into_iter().enumerate() {
             if i == 0 {
                 rows.push((name, Vec::new()));
             }
-            rows[j].1.push(format!("{cost:.1} ns"));
+            rows[j].1.push((cost, cost / reference));
         }
     }
+    let line = |name: &str, cells: &[String]| println!("{:<44} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2]);
     for (name, cells) in &rows {
-        println!("{:<44} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2]);
+        line(name, &cells.iter().map(|(ns, _)| format!("{ns:.1} ns")).collect::<Vec<_>>());
     }
-    println!("{:<44} {:>10} {:>10} {:>10}", "(empty XDP program itself)", empty_row[0], empty_row[1], empty_row[2]);
+    line("(empty XDP program itself)", &empty_row);
+    line("(reference: parse + LRU lookup/update)", &reference_row);
+    println!();
+    println!("{:<44} {:>10} {:>10} {:>10}", "the same as a ratio to the reference", "1K flows", "64K flows", "1M flows");
+    for (name, cells) in &rows {
+        line(name, &cells.iter().map(|(_, ratio)| format!("{ratio:.2}x")).collect::<Vec<_>>());
+    }
     Ok(())
 }
 
@@ -172,6 +187,9 @@ fn established(c_isn: u32, s_isn: u32) -> FlowRecord {
 
 struct Bench {
     tracker: Tracker,
+    /// A second instance of the object for the reference program, its LRU
+    /// map sized and filled like the tracker's established table.
+    reference: Ebpf,
 }
 
 /// Half-open table capacity in every benchmark.
@@ -190,18 +208,30 @@ impl Bench {
         let mut tracker = Tracker::load_sized(BpfLog::Off, policy, max_flows, MAX_HALF_OPEN)?;
         let empty: &mut Xdp = tracker.ebpf.program_mut(EMPTY_PROGRAM).and_then(|p| p.try_into().ok()).context("the empty program")?;
         empty.load()?;
-        let mut b = Bench { tracker };
+        let mut reference = EbpfLoader::new().map_max_entries(REFERENCE_MAP, max_flows).load(EBPF_OBJECT)?;
+        let program: &mut Xdp = reference.program_mut(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?;
+        program.load()?;
+        let mut b = Bench { tracker, reference };
         b.fill(0, live)?;
         Ok(b)
+    }
+
+    /// Median per-packet time in ns of the reference program, as `median`.
+    fn median_reference(&self, frame: &[u8]) -> Result<f64> {
+        median_of(self.reference.program(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?, frame)
     }
 
     /// Insert established flows `from..to` (client endpoints `client(i)`).
     fn fill(&mut self, from: u32, to: u32) -> Result<()> {
         let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map_mut("FLOWS_V4").unwrap())?;
+        let mut reference: HashMap<&mut MapData, FlowKeyV4, FlowRecord> =
+            HashMap::try_from(self.reference.map_mut(REFERENCE_MAP).context("the reference map")?)?;
         for i in from..to {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
-            map.insert(key_v4(&seg, direction(&seg)), established_record(&seg), 0)?;
+            let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
+            map.insert(key, record, 0)?;
+            reference.insert(key, record, 0)?;
         }
         Ok(())
     }
@@ -211,18 +241,12 @@ impl Bench {
     }
 
     fn run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<Duration> {
-        let r = self.program(name).test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })?;
-        Ok(r.duration)
+        test_run(self.program(name), frame, repeat)
     }
 
     /// Median per-packet time in ns over RUNS runs of REPEAT.
     fn median(&self, name: &str, frame: &[u8]) -> Result<f64> {
-        let mut v = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            v.push(self.run(name, frame, REPEAT)?.as_nanos() as f64);
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        Ok(v[RUNS / 2])
+        median_of(self.program(name), frame)
     }
 
     /// Median over single runs of distinct frames (for segments that only
@@ -275,6 +299,21 @@ impl Bench {
         out.push(("new SYN (single runs minus paired empty)".to_string(), above[above.len() / 2]));
         Ok(out)
     }
+}
+
+/// Time per packet of `repeat` runs of `program` on `frame`.
+fn test_run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<Duration> {
+    Ok(program.test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })?.duration)
+}
+
+/// Median per-packet time in ns of `program` over RUNS runs of REPEAT.
+fn median_of(program: &Xdp, frame: &[u8]) -> Result<f64> {
+    let mut v = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        v.push(test_run(program, frame, REPEAT)?.as_nanos() as f64);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Ok(v[RUNS / 2])
 }
 
 fn memory() -> Result<()> {
