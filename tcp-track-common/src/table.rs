@@ -36,7 +36,7 @@ use crate::{
     guard::{drops, RST_POLICY_OBSERVE},
     halfopen::{born, find, set_of, victim, Set, Words},
     parse::{checksum::CSUM_OK, Segment},
-    state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
+    state::{classify_reset, step, Outcome, STATE_CLOSE, STATE_ESTABLISHED, STATE_NONE, STATE_SYN_RECV, STATE_TIME_WAIT},
     tcp,
 };
 
@@ -100,9 +100,19 @@ pub trait FlowStore {
 /// the RST policy, and where counts and events go.
 pub trait Driver {
     /// The time, in nanoseconds (the kernel's CLOCK_MONOTONIC, a capture's
-    /// timestamps, a test's clock). Asked once per TCP segment, after
-    /// parsing: a frame that is not TCP costs no clock read.
+    /// timestamps, a test's clock). Asked at most once per TCP segment,
+    /// once its flow is looked up: a frame that is not TCP costs no clock
+    /// read.
     fn now(&mut self) -> u64;
+    /// The time on the same clock, possibly up to one scheduler tick (at
+    /// most 10 ms) behind `now`: for the segments whose time only keeps an
+    /// established flow alive (`last_seen`, in milliseconds anyway), which
+    /// are most segments. In the kernel a precise clock read costs about
+    /// 40 ns on a VM, as much as the rest of such a segment's work; a tick
+    /// costs nothing. Drivers without that cost give `now`.
+    fn now_cheap(&mut self) -> u64 {
+        self.now()
+    }
     /// The RST policy (`guard::RST_POLICY_*`) for a RST that arrived on
     /// `ifindex` and proved its checksum: observe where nothing may be
     /// dropped (egress, whose RSTs come from this host's own stack; an
@@ -120,7 +130,8 @@ pub trait Driver {
 /// Where and when a segment was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seen {
-    /// `Driver::now`.
+    /// `Driver::now`, or `Driver::now_cheap` when `cheap` says so; set by
+    /// `account` once the flow is found (0 before).
     pub now: u64,
     pub ifindex: u32,
     /// `event::HOOK_*`.
@@ -128,6 +139,9 @@ pub struct Seen {
     /// `parse::checksum::CSUM_*` of a RST at XDP; `CSUM_OK` for anything
     /// else (nothing to prove).
     pub csum: u8,
+    /// `now` came from `Driver::now_cheap`: an event is stamped with a
+    /// fresh `Driver::now` instead.
+    pub cheap: bool,
 }
 
 impl Seen {
@@ -135,7 +149,7 @@ impl Seen {
     /// (until a RST at XDP proves it).
     #[inline(always)]
     pub const fn new(now: u64, ifindex: u32, hook: u8) -> Self {
-        Seen { now, ifindex, hook, csum: CSUM_OK }
+        Seen { now, ifindex, hook, csum: CSUM_OK, cheap: false }
     }
 }
 
@@ -179,8 +193,19 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
     let dir = crate::flow::direction(seg);
     let key = S::Key::of(seg, dir);
     if let Some(rec) = store.established(&key) {
+        // Most segments are data or ACKs of established flows: their time
+        // only keeps the flow alive, so the cheap clock serves. Anything
+        // that may change the state, or start the handshake's timing, asks
+        // the precise one.
+        if rec.state == STATE_ESTABLISHED && !seg.has(tcp::SYN | tcp::FIN | tcp::RST) {
+            cx.seen.now = cx.driver.now_cheap();
+            cx.seen.cheap = true;
+        } else {
+            cx.seen.now = cx.driver.now();
+        }
         return on_record(rec, seg, dir, cx);
     }
+    cx.seen.now = cx.driver.now();
     // The key's set in the half-open table. Looking an entry up changes
     // nothing about its age (unlike an LRU lookup): a retransmitted SYN or
     // SYN-ACK keeps the entry as old as its first SYN.
@@ -222,7 +247,7 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
     fresh.initiator = initiator_of(seg, dir).0;
     let out = step_flow(fresh, seg, dir, cx);
     if out.new_state == STATE_NONE {
-        report(seg, dir, fresh, &out, cx);
+        report(seg, fresh, &out, cx);
         return Verdict::Accounted;
     }
     if out.new_state <= STATE_SYN_RECV {
@@ -233,12 +258,12 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
             cx.driver.count(counters::HALF_OPEN_EVICTED);
         }
         cx.driver.count(counters::FLOWS_CREATED);
-        report(seg, dir, fresh, &out, cx);
+        report(seg, fresh, &out, cx);
         return Verdict::Accounted;
     }
     if store.insert(&key, fresh, Insert::New) {
         cx.driver.count(counters::FLOWS_CREATED);
-        report(seg, dir, fresh, &out, cx);
+        report(seg, fresh, &out, cx);
         return Verdict::Accounted;
     }
     // Another CPU created it between our lookup and insert: step theirs.
@@ -265,13 +290,13 @@ fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut C
             if drops(policy, class) {
                 cx.driver.count(counters::RST_DROPPED);
                 note_dropped_rst(rec);
-                report(seg, dir, rec, &Outcome::dropped_reset(rec.state, class), cx);
+                report(seg, rec, &Outcome::dropped_reset(rec.state, class), cx);
                 return Verdict::Drop;
             }
         }
     }
     let out = step_flow(rec, seg, dir, cx);
-    report(seg, dir, rec, &out, cx);
+    report(seg, rec, &out, cx);
     Verdict::Accounted
 }
 
@@ -287,12 +312,28 @@ pub fn step_flow<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &m
     out
 }
 
-/// Hand the outcome's event, if it is worth one, to the driver. Its own BPF
-/// subprogram: building an event is big, and inlined at every call site it
-/// would not fit the stack. 1 if an event was handed over.
+/// Hand the outcome's event, if it is worth one, to the driver; 1 if an
+/// event was handed over. Whether it is worth one is decided inline: most
+/// segments are worth none, and a BPF subprogram call for nothing costs.
+#[inline(always)]
+pub fn report<D: Driver>(seg: &Segment, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
+    match event_kind(out) {
+        Some(kind) => emit(kind, seg, rec, out, cx),
+        None => 0,
+    }
+}
+
+/// Its own BPF subprogram: building an event is big, and inlined at every
+/// call site it would not fit the stack. (Five arguments at most for a BPF
+/// subprogram: the direction is the segment's own, found again.)
 #[inline(never)]
-pub fn report<D: Driver>(seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
-    let Some(kind) = event_kind(out) else { return 0 };
+fn emit<D: Driver>(kind: u16, seg: &Segment, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
+    let dir = crate::flow::direction(seg);
+    if cx.seen.cheap {
+        // An event's time is what users read: the precise clock.
+        cx.seen.now = cx.driver.now();
+        cx.seen.cheap = false;
+    }
     cx.driver.event(kind, seg, dir, rec, out, &cx.seen);
     1
 }

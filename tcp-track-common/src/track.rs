@@ -56,7 +56,9 @@ where
     if !tcp::flags_valid(scratch.seg.flags) {
         driver.count(counters::INVALID_FLAGS);
     }
-    let mut seen = Seen::new(driver.now(), ifindex, hook);
+    // The clock is read once the flow is found (`table::account`): which
+    // clock depends on it.
+    let mut seen = Seen::new(0, ifindex, hook);
     if scratch.seg.has(tcp::RST) && hook == HOOK_XDP {
         // XDP runs before the stack has checked anything: a RST must prove
         // its checksum before it may change a flow or be called an attack.

@@ -59,6 +59,19 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// The last precise clock read on this CPU and the scheduler tick
+/// (`jiffies`) it was made in: `Kernel::now_cheap` reuses it for the rest
+/// of the tick.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TickClock {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+
+#[map]
+pub static CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
+
 /// Which RSTs XDP drops (`guard::RST_POLICY_*`), set by the daemon at load
 /// time; observe-only unless asked.
 #[unsafe(no_mangle)]

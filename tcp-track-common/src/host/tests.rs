@@ -40,6 +40,14 @@ fn frame(from: Endpoint, to: Endpoint, flags: &str, seq: u32, ack: u32) -> Vec<u
     out
 }
 
+/// An ACK with `len` bytes of data.
+fn data_frame(from: Endpoint, to: Endpoint, seq: u32, ack: u32, len: usize) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, 1024).ack(ack);
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![0x5a; len]).unwrap();
+    out
+}
+
 fn key(f: &[u8]) -> FlowKeyV4 {
     let seg = parse(f).unwrap();
     key_v4(&seg, direction(&seg))
@@ -343,4 +351,70 @@ fn frames_that_are_not_tcp_or_malformed_are_counted_and_left_alone() {
     assert!(matches!(r.xdp(&bad), Observed::Malformed(_)));
     assert_eq!((r.count(counters::NOT_TCP), r.count(counters::MALFORMED), r.count(counters::TCP_SEGMENTS)), (1, 1, 0));
     assert!(r.events.is_empty());
+}
+
+/// The host driver with a cheap clock of its own, one tick behind: what the
+/// kernel's `now_cheap` may give.
+struct Ticking<'a> {
+    inner: HostDriver<'a>,
+    tick: u64,
+}
+
+impl Driver for Ticking<'_> {
+    fn now(&mut self) -> u64 {
+        self.inner.now()
+    }
+    fn now_cheap(&mut self) -> u64 {
+        self.tick
+    }
+    fn rst_policy(&mut self, ifindex: u32) -> u8 {
+        self.inner.rst_policy(ifindex)
+    }
+    fn count(&mut self, counter: u32) {
+        self.inner.count(counter)
+    }
+    fn event(&mut self, kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        self.inner.event(kind, seg, dir, rec, out, seen)
+    }
+}
+
+#[test]
+fn only_segments_that_keep_an_established_flow_alive_take_the_cheap_clock() {
+    let mut store: HostStore<FlowKeyV4, SetV4> = HostStore::new(1024, 64, SEED);
+    let (mut counters, mut events) = ([0; counters::COUNT as usize], Vec::new());
+    let mut feed = |f: &[u8], now: u64, events: &mut Vec<FlowEvent>| {
+        let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
+        let inner = HostDriver { counters: &mut counters, events, now, rst_policy: RST_POLICY_OBSERVE };
+        // The cheap clock is 5 ms behind: a stale tick.
+        let mut cx = Cx { driver: Ticking { inner, tick: now - 5 * MS }, seen: Seen::new(0, IFINDEX, HOOK_XDP) };
+        assert_eq!(account(&mut store, &mut scratch, &mut cx), Verdict::Accounted);
+        store.get(&key(f)).unwrap().1
+    };
+    let t0: u64 = 1 << 32;
+    // The handshake: precise (its timing is measured).
+    feed(&frame(CLIENT, SERVER, "S", 1000, 0), t0, &mut events);
+    feed(&frame(SERVER, CLIENT, "SA", 5000, 1001), t0 + MS, &mut events);
+    let rec = feed(&frame(CLIENT, SERVER, "A", 1001, 5001), t0 + 2 * MS, &mut events);
+    assert_eq!((rec.state, rec.last_seen), (STATE_ESTABLISHED, crate::flow::coarse_time(t0 + 2 * MS)));
+    // An ACK of an established flow: the cheap clock.
+    let now = t0 + 100 * MS;
+    let rec = feed(&frame(SERVER, CLIENT, "A", 5001, 1001), now, &mut events);
+    assert_eq!(rec.last_seen, crate::flow::coarse_time(now - 5 * MS), "the cheap clock kept it alive");
+    // Data, then the same data again: the retransmission's event carries
+    // the precise time, though the segment took the cheap clock.
+    feed(&data_frame(SERVER, CLIENT, 5001, 1001, 100), t0 + 110 * MS, &mut events);
+    let now = t0 + 120 * MS;
+    feed(&data_frame(SERVER, CLIENT, 5001, 1001, 100), now, &mut events);
+    let retransmit = events.last().unwrap();
+    assert_eq!((retransmit.kind, retransmit.ts_ns), (crate::event::EVENT_DATA_RETRANS, now));
+    // A FIN may change the state: the precise clock.
+    let now = t0 + 200 * MS;
+    let rec = feed(&frame(CLIENT, SERVER, "FA", 1001, 5001), now, &mut events);
+    assert_eq!(rec.last_seen, crate::flow::coarse_time(now));
+    let fin = events.last().unwrap();
+    assert_eq!((fin.kind, fin.ts_ns), (crate::event::EVENT_FIN, now));
+    // The server's ACK of that FIN: no longer ESTABLISHED, precise again.
+    let now = t0 + 300 * MS;
+    let rec = feed(&frame(SERVER, CLIENT, "A", 5001, 1002), now, &mut events);
+    assert_eq!(rec.last_seen, crate::flow::coarse_time(now));
 }
