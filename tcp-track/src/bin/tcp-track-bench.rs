@@ -12,8 +12,12 @@
 //! - `/metrics` scraped while 100,000 events a second flow through the
 //!   daemon, and the events lost with and without the endpoint.
 //!
+//! - live flows lost when a flow table is filled with random keys: the
+//!   kernel's LRU hash, and set-associative designs simulated with the
+//!   half-open table's hash (what a replacement must beat);
+//!
 //! `tcp-track-bench events flood` runs only the sections named (`packets`,
-//! `memory`, `events`, `flood`, `metrics`).
+//! `memory`, `loss`, `events`, `flood`, `metrics`).
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +49,7 @@ use tcp_track::{
 use tcp_track_common::{
     counters,
     flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
+    halfopen::set_of,
     parse::parse,
     state::STATE_ESTABLISHED,
 };
@@ -60,7 +65,7 @@ fn main() -> Result<()> {
     }
     pin_to_cpu(0)?;
     // Sections to run (all when none is named).
-    const SECTIONS: [&str; 5] = ["packets", "memory", "events", "flood", "metrics"];
+    const SECTIONS: [&str; 6] = ["packets", "memory", "loss", "events", "flood", "metrics"];
     let only: Vec<String> = std::env::args().skip(1).collect();
     if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
@@ -74,6 +79,10 @@ fn main() -> Result<()> {
     if want("memory") {
         println!();
         memory()?;
+    }
+    if want("loss") {
+        println!();
+        table_loss()?;
     }
     if want("events") {
         println!();
@@ -331,6 +340,106 @@ fn memory() -> Result<()> {
     );
     println!("  nf_conntrack for comparison: about 304 bytes per connection");
     Ok(())
+}
+
+/// Fill fractions of a table's capacity the loss figures are taken at.
+const FILLS: [f64; 4] = [0.5, 0.75, 0.9, 1.0];
+
+/// Random flow keys (reproducible), in 198.18.0.0/15 on both sides.
+fn random_keys(n: usize, seed: u64) -> Vec<FlowKeyV4> {
+    let mut rng = XorShift(seed);
+    (0..n)
+        .map(|_| {
+            let (a, b) = (rng.next(), rng.next());
+            let addr = |x: u64| [198, 18 | (x >> 16 & 1) as u8, (x >> 8) as u8, x as u8];
+            FlowKeyV4 { lo_addr: addr(a), hi_addr: addr(a >> 17), lo_port: (b >> 16) as u16, hi_port: b as u16 }
+        })
+        .collect()
+}
+
+/// Live flows a table loses when filled to each of `FILLS` of its capacity
+/// with random keys (every key inserted once and still live): the kernel's
+/// LRU hash as the tracker uses it (inserted from user space, through the
+/// same LRU code as a BPF insert, on one CPU), and set-associative tables
+/// of 4 and 8 ways with the half-open table's hash, where a full set evicts
+/// its oldest, simulated on the host; "2-choice" probes a second set (a
+/// second seed) before evicting.
+fn table_loss() -> Result<()> {
+    let capacity: u32 = 65_536;
+    println!("live flows lost when a table of {capacity} is filled with random keys (lost / inserted)");
+    println!("{:<44} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
+    let mut tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
+    let row = |name: &str, cells: &[String]| println!("{:<44} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
+    for cpus in [1usize, 2] {
+        let mut lru = Vec::new();
+        for (i, fill) in FILLS.iter().enumerate() {
+            let keys = random_keys((capacity as f64 * fill) as usize, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+            let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(tracker.ebpf.map_mut("FLOWS_V4").context("FLOWS_V4")?)?;
+            // The LRU keeps free entries in per-CPU lists: with two CPUs
+            // inserting (half the keys each, one after the other), each
+            // sees only part of the table.
+            let half = keys.len() / cpus;
+            for k in &keys[..half] {
+                map.insert(*k, FlowRecord::default(), 0)?;
+            }
+            if cpus == 2 {
+                thread::scope(|scope| {
+                    scope
+                        .spawn(|| -> Result<()> {
+                            pin_to_cpu(1)?;
+                            for k in &keys[half..] {
+                                map.insert(*k, FlowRecord::default(), 0)?;
+                            }
+                            Ok(())
+                        })
+                        .join()
+                        .expect("the inserting thread")
+                })?;
+            }
+            let present = keys.iter().filter(|k| map.get(k, 0).is_ok()).count();
+            lru.push(percent(keys.len() - present, keys.len()));
+            // Empty again for the next fill.
+            for k in &keys {
+                let _ = map.remove(k);
+            }
+        }
+        row(&format!("LRU hash (kernel, {cpus} CPU{} inserting)", if cpus == 1 { "" } else { "s" }), &lru);
+    }
+    for (ways, choices) in [(4usize, 1usize), (8, 1), (4, 2), (8, 2)] {
+        let cells: Vec<String> = FILLS
+            .iter()
+            .enumerate()
+            .map(|(i, fill)| {
+                let keys = random_keys((capacity as f64 * fill) as usize, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+                percent(set_associative_losses(&keys, capacity as usize, ways, choices), keys.len())
+            })
+            .collect();
+        row(&format!("{ways}-way sets, {choices}-choice (simulated)"), &cells);
+    }
+    Ok(())
+}
+
+fn percent(part: usize, whole: usize) -> String {
+    format!("{:.2}%", 100.0 * part as f64 / whole.max(1) as f64)
+}
+
+/// Entries evicted from a set-associative table of `capacity` entries in
+/// sets of `ways` while `keys` are inserted in order, each into the first
+/// of its `choices` candidate sets (one seed each) with a free way, else
+/// evicting the oldest entry of the first candidate.
+fn set_associative_losses(keys: &[FlowKeyV4], capacity: usize, ways: usize, choices: usize) -> usize {
+    let sets = (capacity / ways).next_power_of_two();
+    let mask = (sets - 1) as u32;
+    let mut fill = vec![0usize; sets];
+    let mut lost = 0;
+    for k in keys {
+        let candidates: Vec<usize> = (0..choices as u32).map(|c| set_of(k, 0x5eed_0000 + c, mask) as usize).collect();
+        match candidates.iter().find(|&&s| fill[s] < ways) {
+            Some(&s) => fill[s] += 1,
+            None => lost += 1,
+        }
+    }
+    lost
 }
 
 /// Invalid RSTs on one flow each emit an event: this thread runs them
