@@ -194,11 +194,15 @@ impl<L: FlowLookup> Reporter<L> {
     /// The daemon stops at `now`: the final record of every connection
     /// still open in the kernel's tables (`end: stopped`), and of every
     /// tracked one gone from them without a record (`end: evicted`).
+    /// Once: a second call returns nothing.
     /// `iface` names the interface of flows the daemon did not follow (their
     /// first events were lost). Nothing is removed: the tables go with the
     /// programs.
     pub fn stop(&mut self, now: u64, iface: Arc<str>) -> Vec<Event> {
         let mut out = Vec::new();
+        if std::mem::replace(&mut self.stopped, true) {
+            return out;
+        }
         let mut seen = std::collections::HashSet::new();
         for (id, rec) in self.lookup.open_flows() {
             seen.insert(id);

@@ -122,6 +122,8 @@ pub struct Reporter<L: FlowLookup> {
     /// Final `conn` records by end (`EndReason` as index), interim ones.
     conn_ended: Vec<u64>,
     conn_interim: u64,
+    /// `stop` wrote its records.
+    stopped: bool,
 }
 
 /// What the reporter holds at one instant, for readers (metrics, a flow
@@ -173,6 +175,7 @@ impl<L: FlowLookup> Reporter<L> {
             pending: Vec::new(),
             conn_ended: vec![0; EndReason::ALL.len()],
             conn_interim: 0,
+            stopped: false,
         }
     }
 
