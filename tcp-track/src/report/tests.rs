@@ -704,7 +704,7 @@ mod conn_records {
         g.set_record(&lost, STATE_SYN_SENT, |r| *r = rec(STATE_SYN_SENT, 1, 0, T0, T0));
         let evs = g.stop(T0 + 2 * S);
         let mut got: Vec<(String, String)> =
-            evs.iter().map(|e| json(e)).map(|j| (j["client"].as_str().unwrap().to_string(), j["end"].as_str().unwrap().to_string())).collect();
+            evs.iter().map(json).map(|j| (j["client"].as_str().unwrap().to_string(), j["end"].as_str().unwrap().to_string())).collect();
         got.sort();
         assert_eq!(
             got,
