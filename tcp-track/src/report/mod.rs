@@ -50,7 +50,7 @@ mod rate;
 
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
-pub use conn::ConnCounts;
+pub use conn::{ConnCounts, Histogram, DURATION_BOUNDS, HANDSHAKE_BOUNDS};
 pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
@@ -122,6 +122,8 @@ pub struct Reporter<L: FlowLookup> {
     /// Final `conn` records by end (`EndReason` as index), interim ones.
     conn_ended: Vec<u64>,
     conn_interim: u64,
+    conn_duration: Histogram,
+    conn_handshake: Histogram,
     /// `stop` wrote its records.
     stopped: bool,
 }
@@ -175,6 +177,8 @@ impl<L: FlowLookup> Reporter<L> {
             pending: Vec::new(),
             conn_ended: vec![0; EndReason::ALL.len()],
             conn_interim: 0,
+            conn_duration: Histogram::new(DURATION_BOUNDS),
+            conn_handshake: Histogram::new(HANDSHAKE_BOUNDS),
             stopped: false,
         }
     }
