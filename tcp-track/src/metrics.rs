@@ -181,19 +181,19 @@ fn histogram(name: &str, help: &str, h: &Histogram) -> MetricFamily {
         .zip(&h.counts)
         .map(|(bound, n)| {
             cumulative += n;
-            let mut b = Bucket::new();
+            let mut b = Bucket::default();
             b.set_upper_bound(*bound);
             b.set_cumulative_count(cumulative);
             b
         })
         .collect();
-    let mut hist = proto::Histogram::new();
+    let mut hist = proto::Histogram::default();
     hist.set_sample_count(h.count());
     hist.set_sample_sum(h.sum);
     hist.set_bucket(buckets);
-    let mut m = Metric::new();
+    let mut m = Metric::default();
     m.set_histogram(hist);
-    let mut f = MetricFamily::new();
+    let mut f = MetricFamily::default();
     f.set_name(format!("tcp_track_{name}"));
     f.set_help(help.into());
     f.set_field_type(MetricType::HISTOGRAM);
