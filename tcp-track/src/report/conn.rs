@@ -34,7 +34,7 @@ use tcp_track_common::{
     state::{STATE_NONE, STATE_TIME_WAIT},
 };
 
-use super::{deadlines::dur_ns, flow::FlowId, Closer, Deadline, FlowLookup, Reporter};
+use super::{deadlines::dur_ns, flow::FlowId, Closer, Deadline, FlowLookup, Reporter, Tracked};
 use crate::{
     events::{client_server, Endpoint, Event},
     vocab::{ConnState, EndReason, EventKind, ResetClass},
@@ -93,6 +93,17 @@ impl Histogram {
     /// Observations in all.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// What a `conn` record of flow `t`, evicted without a word, can say at
+/// `now`: the audit's last snapshot of it, or if it never took one a record
+/// with nothing but the client and the first time; and its last segment's
+/// time.
+pub(super) fn vanished_record(t: &Tracked, now: u64) -> (FlowRecord, u64) {
+    match t.last_rec {
+        Some(rec) => (rec, last_seen_ns(&rec, now).min(now)),
+        None => (FlowRecord { initiator: t.initiator, first_ns: t.first_ns, ..FlowRecord::default() }, t.first_ns),
     }
 }
 
@@ -277,14 +288,13 @@ impl<L: FlowLookup> Reporter<L> {
     /// A tracked flow found gone from the tables without a record: its
     /// record from the last snapshot (`end: evicted`).
     pub(super) fn end_vanished(&mut self, id: &FlowId, now: u64) -> Option<Event> {
-        let t = self.flows.get(id)?;
-        match t.last_rec {
-            Some(rec) => self.end_flow(id, &rec, EndReason::Evicted, now),
-            None => {
-                let rec = FlowRecord { initiator: t.initiator, first_ns: t.first_ns, ..FlowRecord::default() };
-                self.end_with(id, &rec, EndReason::Evicted, t.first_ns)
-            }
+        let t = self.flows.get_mut(id)?;
+        if std::mem::replace(&mut t.ended, true) {
+            return None;
         }
+        let (rec, last_ns) = vanished_record(t, now);
+        let iface = t.iface.clone();
+        self.conn_record(id, iface, &rec, Ending { end: Some(EndReason::Evicted), reset: None, last_ns })
     }
 
     /// Conn records written so far.
