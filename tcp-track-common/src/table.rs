@@ -349,10 +349,14 @@ pub fn step_flow<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &m
 /// worth none, and a BPF subprogram call for nothing costs.
 #[inline(always)]
 pub fn report<D: Driver>(seg: &Segment, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
-    match event_kind(out) {
-        Some(kind) => emit(kind, seg, rec, out, cx),
-        None => 0,
+    let Some(kind) = event_kind(out) else { return 0 };
+    emit(kind, seg, rec, out, cx);
+    // Every end is an event (a reset, or the change of state into
+    // TIME_WAIT), so ends are looked for only here.
+    if conn_end_of(out) != 0 {
+        conn_end(seg, rec, out, cx);
     }
+    1
 }
 
 /// The event, then the connection's record if the segment ended it (after
@@ -370,11 +374,16 @@ fn emit<D: Driver>(kind: u16, seg: &Segment, rec: &FlowRecord, out: &Outcome, cx
         cx.seen.cheap = false;
     }
     cx.driver.event(kind, seg, dir, rec, out, &cx.seen);
-    // Every end is an event (a reset, or the change of state into
-    // TIME_WAIT), so ends are looked for only here.
-    if conn_end_of(out) != 0 {
-        cx.driver.conn_end(seg, dir, rec, out, &cx.seen);
-    }
+    1
+}
+
+/// The connection's record at its end: a BPF subprogram of its own, called
+/// after `emit` rather than from it, so that its frame (the record is
+/// built in place, but its pieces pass through the stack) is never stacked
+/// on the event's: the call chain stays within BPF's 512 bytes.
+#[inline(never)]
+fn conn_end<D: Driver>(seg: &Segment, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
+    cx.driver.conn_end(seg, crate::flow::direction(seg), rec, out, &cx.seen);
     1
 }
 
