@@ -209,7 +209,7 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: 
     // The interface's verdict, kept in the record for `track_window`
     // (branch-free: in BPF the verifier then sees one unknown value, not
     // two paths), and in SYN_SENT the evidence of a SYN-ACK not seen.
-    rec.info = (rec.info & !INFO_LIBERAL) | (liberal as u8) * INFO_LIBERAL;
+    rec.info = (rec.info & !INFO_LIBERAL) | ((liberal as u8) * INFO_LIBERAL);
     if liberal && rec.state == STATE_SYN_SENT {
         syn_sent_evidence(rec, seg, dir);
     }
