@@ -10,7 +10,7 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
-    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, HOOK_XDP},
+    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, DETAIL_SYNACK_INFERRED, HOOK_XDP},
     flow::ORIGIN_MIDSTREAM,
     parse::FAMILY_IPV4,
     tcp,
@@ -358,6 +358,9 @@ pub struct Segment {
     pub isn_advanced: Option<bool>,
     /// Retransmission events only.
     pub retransmits: Option<u8>,
+    /// The connection's SYN-ACK was never seen, only inferred (a liberal
+    /// interface): printed as `synack: "inferred"`, only when true.
+    pub synack_inferred: bool,
 }
 
 /// What a `reset` event adds to its segment's fields.
@@ -404,6 +407,9 @@ impl Segment {
         }
         if let Some(n) = self.retransmits {
             sink.uint(key!("retransmits"), n.into());
+        }
+        if self.synack_inferred {
+            sink.str(key!("synack"), "inferred");
         }
     }
 
@@ -467,6 +473,7 @@ impl Decoder {
             }),
             isn_advanced: (event == EventKind::TimeWaitReuse).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
             retransmits: matches!(event, EventKind::HandshakeRetransmit | EventKind::Retransmit).then_some(raw.retrans),
+            synack_inferred: raw.detail & DETAIL_SYNACK_INFERRED != 0,
         };
         Ok(Event {
             ts: self.timestamp(raw.ts_ns),
