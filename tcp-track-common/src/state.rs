@@ -6,7 +6,8 @@
 //! connection state per flow, per-direction window tracking as in
 //! `tcp_in_window` (`td_end`, `td_maxend`, `td_maxwin`, `td_maxack`,
 //! `td_scale`), SYN_SENT2 for simultaneous open, be_liberal for flows picked
-//! up mid-stream, the "RST train" tolerance, and keeping state on an
+//! up mid-stream and on interfaces that see only part of each conversation
+//! (`step`'s `liberal`), the "RST train" tolerance, and keeping state on an
 //! in-window inexact RST so that the endpoint's challenge ACK can do its
 //! work. Resets are classified as RFC 9293, RFC 5961 and RFC 1337 say an
 //! endpoint judges them.
