@@ -70,6 +70,13 @@ pub static RST_POLICY: Global<u8> = Global::new(RST_POLICY_OBSERVE);
 #[map]
 pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 
+/// Slot 0: non-zero once the daemon has marked any interface liberal. Read
+/// first, on every segment: an array lookup the verifier inlines costs a
+/// few ns where the hash lookup costs tens, and most hosts have no liberal
+/// interface.
+#[map]
+pub static LIBERAL_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {

@@ -24,7 +24,7 @@ use tcp_track_common::{
     track::{self, Observed},
 };
 
-use crate::maps::{count, EVENTS, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
+use crate::maps::{count, EVENTS, LIBERAL_ANY, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
 
 /// Unread bytes in the event ring past which a submit wakes the daemon
 /// (an eighth of the 1 MiB ring: about 1,800 events).
@@ -55,6 +55,10 @@ pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tcp_track_liberal(ifindex: u32) -> u32 {
+    match LIBERAL_ANY.get(0) {
+        Some(&any) if any != 0 => {}
+        _ => return 0,
+    }
     // SAFETY: a read-only lookup with a key on the stack.
     unsafe { LIBERAL_IFACES.get(&ifindex) }.is_some() as u32
 }
