@@ -19,7 +19,9 @@
 //!   connection `RSTO`/`RSTR`, and a SYN-ACK that does not acknowledge the
 //!   SYN does not make it `S1`. Segments our state machine rejects in
 //!   SYN_SENT (an ACK or FIN before any SYN-ACK) leave it `S0` where Zeek
-//!   would say `SH`.
+//!   would say `SH`; on a liberal interface (`state::step`'s `liberal`)
+//!   such a segment proves the unseen SYN-ACK and is accepted, and a
+//!   client's SYN, ACK, data and FIN make it `SH`, as in Zeek.
 //! - A connection whose first segment is a SYN-ACK has the SYN-ACK's
 //!   receiver as originator, always; Zeek keeps the SYN-ACK's sender as
 //!   originator unless its port looks like a server's or later traffic

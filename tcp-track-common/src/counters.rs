@@ -32,8 +32,19 @@ pub const FLOWS_CLOSED: u32 = 10;
 /// newer SYN (a SYN flood, or a table too small: raise --max-half-open).
 pub const HALF_OPEN_EVICTED: u32 = 11;
 
+/// SYNs, SYN-ACKs and FINs without payload whose TCP checksum is wrong,
+/// seen at XDP: the receiving stack discards them, so they are not tracked
+/// (no half-open entry, no part in a SYN flood).
+pub const BAD_CHECKSUM: u32 = 12;
+
+/// Segments of known flows rejected for lying outside the window the
+/// tracker knows (RFC 9293 §3.10.7.4), RSTs aside: on a strict interface,
+/// what a capture point that misses segments (a tap, a mirror port) makes
+/// of a long gap. None on a `--liberal-iface`.
+pub const OUT_OF_WINDOW: u32 = 13;
+
 /// Number of counters; the size of the `COUNTERS` array.
-pub const COUNT: u32 = 12;
+pub const COUNT: u32 = 14;
 
 /// Human names, indexed like the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -49,4 +60,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "flows_promoted",
     "flows_closed",
     "half_open_evicted",
+    "bad_checksum",
+    "out_of_window",
 ];

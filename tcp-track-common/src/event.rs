@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::flow::{endpoints, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_REUSED};
+use crate::flow::{endpoints, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_REUSED, INFO_SYNACK_INFERRED};
 use crate::parse::Segment;
 use crate::state::{endpoint_state, Outcome, RESET_NONE, STATE_CLOSE, STATE_TIME_WAIT};
 
@@ -65,6 +65,8 @@ pub const DETAIL_REUSED: u8 = 0x10;
 pub const DETAIL_VALID: u8 = 0x20;
 /// The segment was dropped by a drop rule.
 pub const DETAIL_DROPPED: u8 = 0x40;
+/// The flow's SYN-ACK was never seen, only inferred (`flow::INFO_SYNACK_INFERRED`).
+pub const DETAIL_SYNACK_INFERRED: u8 = 0x80;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -164,6 +166,9 @@ impl FlowEvent {
         }
         if rec.info & INFO_REUSED != 0 {
             detail |= DETAIL_REUSED;
+        }
+        if rec.info & INFO_SYNACK_INFERRED != 0 {
+            detail |= DETAIL_SYNACK_INFERRED;
         }
         FlowEvent {
             ts_ns: now_ns,

@@ -320,6 +320,16 @@ pub const INFO_CLOSER_HI: u8 = 0x08;
 pub const INFO_REUSED: u8 = 0x10;
 /// Both sides sent a SYN without ACK (simultaneous open).
 pub const INFO_SIMULTANEOUS_OPEN: u8 = 0x20;
+/// No SYN-ACK was seen: on a liberal interface (`state::step`'s
+/// `liberal`), a segment after the client's SYN proved that one was sent
+/// on a path the tracker does not see, and the flow was established from
+/// that evidence.
+pub const INFO_SYNACK_INFERRED: u8 = 0x40;
+/// The last segment was seen on a liberal interface (`state::step`'s
+/// `liberal`): windows are not enforced. The same bit as `PEER_LIBERAL`,
+/// so that one mask tests both.
+pub const INFO_LIBERAL: u8 = 0x80;
+const _: () = assert!(INFO_LIBERAL == PEER_LIBERAL);
 
 /// The `INFO_CLOSER_*` bit of a direction.
 #[inline(always)]

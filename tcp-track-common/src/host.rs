@@ -179,6 +179,8 @@ pub struct HostDriver<'a> {
     pub now: u64,
     /// The RST policy (`guard::RST_POLICY_*`), whatever the interface.
     pub rst_policy: u8,
+    /// Whether the interface is liberal (`Driver::liberal`), whatever it is.
+    pub liberal: bool,
 }
 
 impl Driver for HostDriver<'_> {
@@ -188,6 +190,10 @@ impl Driver for HostDriver<'_> {
 
     fn rst_policy(&mut self, _ifindex: u32) -> u8 {
         self.rst_policy
+    }
+
+    fn liberal(&mut self, _ifindex: u32) -> bool {
+        self.liberal
     }
 
     fn count(&mut self, counter: u32) {
@@ -254,8 +260,9 @@ impl HostTracker {
         self.rst_policy = policy;
     }
 
-    /// Mark an interface as seeing only one direction (asymmetric routing):
-    /// nothing is dropped there.
+    /// Mark an interface as seeing only part of each conversation (a tap, a
+    /// mirror port, asymmetric routing): the state machine is liberal there
+    /// (`state::step`), and nothing is dropped.
     pub fn set_liberal(&mut self, ifindex: u32, liberal: bool) {
         if liberal {
             self.liberal.insert(ifindex);
@@ -269,9 +276,9 @@ impl HostTracker {
     /// are appended to `events`. `Observed::Dropped` is where XDP would
     /// drop it.
     pub fn segment(&mut self, frame: &[u8], ifindex: u32, hook: u8, now_ns: u64, events: &mut Vec<FlowEvent>) -> Observed {
-        let judged = hook == HOOK_XDP && !self.liberal.contains(&ifindex);
-        let rst_policy = if judged { self.rst_policy } else { RST_POLICY_OBSERVE };
-        let driver = HostDriver { counters: &mut self.counters, events, conns: &mut self.conns, now: now_ns, rst_policy };
+        let liberal = self.liberal.contains(&ifindex);
+        let rst_policy = if hook == HOOK_XDP { self.rst_policy } else { RST_POLICY_OBSERVE };
+        let driver = HostDriver { counters: &mut self.counters, events, conns: &mut self.conns, now: now_ns, rst_policy, liberal };
         observe(frame, &mut self.scratch, &mut self.v4, &mut self.v6, driver, ifindex, hook)
     }
 

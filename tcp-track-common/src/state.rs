@@ -6,7 +6,8 @@
 //! connection state per flow, per-direction window tracking as in
 //! `tcp_in_window` (`td_end`, `td_maxend`, `td_maxwin`, `td_maxack`,
 //! `td_scale`), SYN_SENT2 for simultaneous open, be_liberal for flows picked
-//! up mid-stream, the "RST train" tolerance, and keeping state on an
+//! up mid-stream and on interfaces that see only part of each conversation
+//! (`step`'s `liberal`), the "RST train" tolerance, and keeping state on an
 //! in-window inexact RST so that the endpoint's challenge ACK can do its
 //! work. Resets are classified as RFC 9293, RFC 5961 and RFC 1337 say an
 //! endpoint judges them.
@@ -17,7 +18,7 @@
 use crate::{
     flow::{
         closer_bit, coarse_time, FlowRecord, Peer, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_LAST_ACK, INFO_LAST_DIR_HI,
-        INFO_REUSED, INFO_SIMULTANEOUS_OPEN, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
+        INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
         PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
     },
     parse::{Segment, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
@@ -140,6 +141,25 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The segment, not a RST, was rejected only because it lay outside
+    /// the window the tracker knows (RFC 9293 §3.10.7.4): what a liberal
+    /// interface accepts. From SYN_RECV on, the window is the one thing
+    /// `segment` rejects a SYN-less segment with valid flags for (`syn`
+    /// and `reset` judge the others; in SYN_SENT nothing is in a window
+    /// yet). Derived rather than carried: in BPF a field set on the
+    /// rejecting path alone keeps the verifier from merging that path with
+    /// the others, which cost it 200,000 instructions.
+    #[inline(always)]
+    pub fn out_of_window(&self, seg: &Segment) -> bool {
+        !self.valid
+            && self.reset == RESET_NONE
+            && self.old_state >= STATE_SYN_RECV
+            && seg.flags & (tcp::SYN | tcp::RST) == 0
+            && tcp::flags_valid(seg.flags)
+    }
+}
+
+impl Outcome {
     /// The outcome of a RST of class `class` that a drop rule dropped
     /// before it could change anything.
     #[inline(always)]
@@ -167,8 +187,15 @@ impl Outcome {
 /// window state; it is only counted (`packets`, `last_seen`). The one
 /// thing it may leave behind is evidence for judging the RST that answers
 /// it: the acknowledgment of an unacceptable ACK in SYN_SENT.
+///
+/// `liberal`: the segment was seen where only part of the conversation is
+/// visible (`--liberal-iface`: a tap, a mirror port, one leg of asymmetric
+/// routing), as nf_conntrack's `be_liberal`: no segment is rejected for
+/// lying outside the window, and in SYN_SENT a segment proving that a
+/// SYN-ACK was sent on a path not seen establishes the flow
+/// (`INFO_SYNACK_INFERRED`). RSTs are judged the same either way.
 #[inline(always)]
-pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcome {
+pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: bool) -> Outcome {
     let dir = dir & 1;
     let mut out = Outcome::at(rec.state);
     if !tcp::flags_valid(seg.flags) {
@@ -179,6 +206,13 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64) -> Outcom
             tally::count_packet(rec, dir);
         }
         return out;
+    }
+    // The interface's verdict, kept in the record for `track_window`
+    // (branch-free: in BPF the verifier then sees one unknown value, not
+    // two paths), and in SYN_SENT the evidence of a SYN-ACK not seen.
+    rec.info = (rec.info & !INFO_LIBERAL) | ((liberal as u8) * INFO_LIBERAL);
+    if liberal && rec.state == STATE_SYN_SENT {
+        syn_sent_evidence(rec, seg, dir);
     }
     let sender_was_seen = rec.peer(dir).flags & PEER_SEEN != 0;
     // Each branch is its own function, not inlined: in BPF they become
@@ -428,6 +462,64 @@ fn note_unacceptable_ack(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
     p.flags |= PEER_MAXACK_SET;
 }
 
+/// Whether a segment in SYN_SENT proves that the server answered the SYN
+/// with a SYN-ACK the tracker did not see. From the client: an ACK at or
+/// past the end of its SYN (RFC 9293 §3.10.7.3: a client in SYN-SENT sends
+/// nothing with ACK until an acceptable SYN-ACK arrived; its ACK field is
+/// then the server's ISN + 1), less than the largest window (2^30, RFC
+/// 7323) beyond it. From the server: an ACK acceptable to the client in
+/// SYN-SENT (SND.UNA < SEG.ACK =< SND.NXT), which a server sends only from
+/// SYN-RECEIVED on. A RST or SYN proves nothing (they take other branches).
+#[inline(always)]
+fn synack_proven(rec: &FlowRecord, seg: &Segment, dir: u8) -> bool {
+    let client = rec.peer(rec.initiator);
+    if !seg.has(tcp::ACK) {
+        return false;
+    }
+    if dir & 1 == rec.initiator & 1 {
+        seg.seq.wrapping_sub(client.end) < 1 << 30
+    } else {
+        after(seg.ack, client.isn) && before_eq(seg.ack, client.end)
+    }
+}
+
+/// On a liberal interface, a segment in SYN_SENT: if it proves that a
+/// SYN-ACK was sent on a path not seen (a tap, a mirror port or one leg of
+/// asymmetric routing missed it), the flow is established from that
+/// evidence, as nf_conntrack's be_liberal and peer analyzers pick up what
+/// they did not see; `step` then judges the segment as usual. Its own BPF
+/// subprogram, so that the paths after it are the strict ones'.
+#[inline(never)]
+fn syn_sent_evidence(rec: &mut FlowRecord, seg: &Segment, dir: u8) -> u8 {
+    if seg.flags & (tcp::SYN | tcp::RST) == 0 && tcp::flags_valid(seg.flags) && synack_proven(rec, seg, dir) {
+        infer_synack(rec, seg, dir);
+    }
+    rec.state
+}
+
+/// The SYN-ACK inferred (`synack_proven`): the flow is established, the
+/// server's window unknown (liberal, as for a flow whose SYN-ACK was the
+/// first segment seen: `start`), and its sequence space known from the
+/// client's acknowledgment, if it is the client that proved it.
+#[inline(always)]
+fn infer_synack(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
+    let c = rec.initiator & 1;
+    let client_scales = rec.peer(c).flags & PEER_WSCALE != 0;
+    let server = rec.peer_mut(c ^ 1);
+    // A server answering a SYN that offered window scaling most likely
+    // offered it too, with a shift not seen: assume the largest. The
+    // client keeps its own.
+    server.scale = if client_scales { PICKUP_SCALE } else { 0 };
+    server.flags = PEER_LIBERAL;
+    if dir & 1 == c {
+        server.end = seg.ack;
+        server.maxend = seg.ack;
+        server.isn = seg.ack.wrapping_sub(1);
+    }
+    rec.info |= INFO_SYNACK_INFERRED;
+    rec.state = STATE_ESTABLISHED;
+}
+
 /// ACK, data, FIN: window tracking, then the handshake and teardown
 /// transitions.
 #[inline(never)]
@@ -449,7 +541,10 @@ fn segment(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u
     }
     if !track_window(rec, seg, dir, out) {
         // Out of window: an endpoint drops it (RFC 9293 §3.10.7.4) and so
-        // does nf_conntrack's state machine; no transition.
+        // does nf_conntrack's state machine; no transition. Where the
+        // tracker sees only part of the conversation (a tap that drops, a
+        // capture that missed hundreds of megabytes) the window it knows
+        // is stale, not the endpoints': a liberal interface never gets here.
         out.valid = false;
         return rec.state;
     }
@@ -548,7 +643,9 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     // of this function's frame counts against the 512-byte stack.
     let (s_maxend, s_end, s_maxwin, s_flags) = (rec.peer(s).maxend, rec.peer(s).end, rec.peer(s).maxwin, rec.peer(s).flags);
     let (r_end, r_maxwin, r_flags) = (rec.peer(r).end, rec.peer(r).maxwin, rec.peer(r).flags);
-    let liberal = (s_flags | r_flags) & PEER_LIBERAL != 0 || r_flags & PEER_SEEN == 0;
+    // Liberal: a side's window is unknown, or the segment was seen on a
+    // liberal interface (`INFO_LIBERAL`, the same bit as `PEER_LIBERAL`).
+    let liberal = (s_flags | r_flags | rec.info) & PEER_LIBERAL != 0 || r_flags & PEER_SEEN == 0;
     let max_ack_window = if s_maxwin == 0 { MAX_ACK_WINDOW } else { s_maxwin };
     let in_window = before_eq(seq, s_maxend)
         && after_eq(end, s_end.wrapping_sub(r_maxwin))

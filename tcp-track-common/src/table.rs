@@ -130,11 +130,16 @@ pub trait Driver {
         self.now()
     }
     /// The RST policy (`guard::RST_POLICY_*`) for a RST that arrived on
-    /// `ifindex` and proved its checksum: observe where nothing may be
-    /// dropped (egress, whose RSTs come from this host's own stack; an
-    /// interface where only one direction is visible, asymmetric routing,
-    /// where the tracker cannot judge).
+    /// `ifindex`, not a liberal one, and proved its checksum: observe where
+    /// nothing may be dropped (egress, whose RSTs come from this host's own
+    /// stack).
     fn rst_policy(&mut self, ifindex: u32) -> u8;
+    /// Whether `ifindex` sees only part of the conversations crossing it
+    /// (`--liberal-iface`: a tap, a mirror port, asymmetric routing): the
+    /// state machine is liberal there (`state::step`), and no RST is
+    /// dropped, since the tracker cannot judge one. Asked once per TCP
+    /// segment.
+    fn liberal(&mut self, ifindex: u32) -> bool;
     /// Add one to counter `counter` (`counters::*`).
     fn count(&mut self, counter: u32);
     /// An event of kind `kind` (`event::EVENT_*`): the segment, its
@@ -159,12 +164,14 @@ pub struct Seen {
     pub ifindex: u32,
     /// `event::HOOK_*`.
     pub hook: u8,
-    /// `parse::checksum::CSUM_*` of a RST at XDP; `CSUM_OK` for anything
-    /// else (nothing to prove).
+    /// `parse::checksum::CSUM_*` of a segment whose checksum XDP verifies
+    /// (`track::verified`); `CSUM_OK` for anything else (nothing to prove).
     pub csum: u8,
     /// `now` came from `Driver::now_cheap`: an event is stamped with a
     /// fresh `Driver::now` instead.
     pub cheap: bool,
+    /// `Driver::liberal` of `ifindex`.
+    pub liberal: bool,
 }
 
 impl Seen {
@@ -172,7 +179,7 @@ impl Seen {
     /// (until a RST at XDP proves it).
     #[inline(always)]
     pub const fn new(now: u64, ifindex: u32, hook: u8) -> Self {
-        Seen { now, ifindex, hook, csum: CSUM_OK, cheap: false }
+        Seen { now, ifindex, hook, csum: CSUM_OK, cheap: false, liberal: false }
     }
 }
 
@@ -306,7 +313,7 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
 /// machine.
 #[inline(always)]
 fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut Cx<D>) -> Verdict {
-    if seg.has(tcp::RST) {
+    if seg.has(tcp::RST) && !cx.seen.liberal {
         let policy = cx.driver.rst_policy(cx.seen.ifindex);
         // A RST must have proved its checksum before it is called forged.
         if policy != RST_POLICY_OBSERVE && cx.seen.csum == CSUM_OK {
@@ -325,11 +332,15 @@ fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut C
     Verdict::Accounted
 }
 
-/// The state machine, counting closed flows and new incarnations; one BPF
-/// subprogram for the four places in `account` that step a record.
+/// The state machine, counting closed flows, new incarnations and
+/// segments rejected for lying outside the window; one BPF subprogram for
+/// the four places in `account` that step a record.
 #[inline(never)]
 pub fn step_flow<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut Cx<D>) -> Outcome {
-    let out = step(rec, seg, dir, cx.seen.now);
+    let out = step(rec, seg, dir, cx.seen.now, cx.seen.liberal);
+    if out.out_of_window(seg) {
+        cx.driver.count(counters::OUT_OF_WINDOW);
+    }
     // Closed once: on the way into TIME_WAIT or CLOSE, not from one to the other.
     if out.old_state < STATE_TIME_WAIT && (out.new_state == STATE_TIME_WAIT || out.new_state == STATE_CLOSE) {
         cx.driver.count(counters::FLOWS_CLOSED);

@@ -1,6 +1,6 @@
 //! One frame through the tracker, as every driver runs it: parse, count,
-//! prove a RST's checksum (XDP only), then account the segment to its flow
-//! (`table`, which applies the RST policy).
+//! prove the checksum of a control segment (XDP only: `verified`), then
+//! account the segment to its flow (`table`, which applies the RST policy).
 
 use crate::{
     counters,
@@ -25,7 +25,8 @@ pub enum Observed {
     Untracked,
     /// A forged RST the policy drops: XDP returns XDP_DROP.
     Dropped,
-    /// A RST with a bad TCP checksum: the stack's business, not ours.
+    /// A SYN, FIN or RST with a bad TCP checksum (`verified`): the
+    /// receiving stack discards it, so it is no part of any connection.
     BadChecksum,
 }
 
@@ -59,16 +60,26 @@ where
     // The clock is read once the flow is found (`table::account`): which
     // clock depends on it.
     let mut seen = Seen::new(0, ifindex, hook);
-    if scratch.seg.has(tcp::RST) && hook == HOOK_XDP {
-        // XDP runs before the stack has checked anything: a RST must prove
-        // its checksum before it may change a flow or be called an attack.
-        // (Egress RSTs come from this host's own stack.)
-        seen.csum = rst_checksum(pkt, &scratch.seg);
-        if seen.csum == CSUM_BAD {
-            driver.count(counters::RST_BAD_CHECKSUM);
+    if hook == HOOK_XDP && verified(scratch.seg.flags) {
+        // XDP runs before the stack has checked anything: a control segment
+        // must prove its checksum before it may start a flow, count toward
+        // a SYN flood, move a handshake or a close, or be called an attack.
+        // (Egress segments come from this host's own stack.)
+        let csum = segment_checksum(pkt, &scratch.seg);
+        if csum == CSUM_BAD {
+            let counter = if scratch.seg.has(tcp::RST) { counters::RST_BAD_CHECKSUM } else { counters::BAD_CHECKSUM };
+            driver.count(counter);
             return Observed::BadChecksum;
         }
+        // Only a RST's drop rule asks how its checksum was proven (a RST too
+        // long to verify is never dropped). Kept from other segments'
+        // paths: in BPF every value carried on them multiplies the paths
+        // the verifier walks.
+        if scratch.seg.has(tcp::RST) {
+            seen.csum = csum;
+        }
     }
+    seen.liberal = driver.liberal(ifindex);
     let family = scratch.seg.family;
     let mut cx = Cx { driver, seen };
     let verdict = if family == FAMILY_IPV4 { account(v4, scratch, &mut cx) } else { account(v6, scratch, &mut cx) };
@@ -95,8 +106,23 @@ fn parse_frame<P: Packet + ?Sized>(pkt: &P, out: &mut Segment) -> u8 {
     }
 }
 
+/// Whether XDP verifies the checksum of a segment with TCP `flags` (when it
+/// has no payload: `tcp_checksum`): SYN, SYN-ACK, FIN and RST. These alone
+/// create a flow (a SYN or SYN-ACK; a half-open entry, a part in a SYN
+/// flood), move a handshake along, start a close that is reported (FIN),
+/// or end a connection (RST); each is short, so the check costs one pass
+/// over at most 60 bytes of header. Plain ACKs and data are not verified:
+/// they are nearly all the traffic, data would need its whole payload
+/// summed, and a corrupt one does little harm: it is rejected outside the
+/// window, and at worst one picks up a flow mid-stream or completes a
+/// handshake whose SYN and SYN-ACK were genuine.
+#[inline(always)]
+pub const fn verified(flags: u8) -> bool {
+    flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0
+}
+
 /// The checksum check as a BPF subprogram (its loop in its own frame).
 #[inline(never)]
-fn rst_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
+fn segment_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
     tcp_checksum(pkt, seg)
 }

@@ -664,7 +664,7 @@ impl Sim {
     fn deliver(&mut self, d: usize) -> Result<(), TestCaseError> {
         let Some(w) = self.flight[d].pop_front() else { return Ok(()) };
         self.now += 1_000_000;
-        let out = step(&mut self.rec, &w.seg, d as u8, self.now);
+        let out = step(&mut self.rec, &w.seg, d as u8, self.now, false);
         let seg = w.seg;
         // The receiver's highest ACK before this segment.
         let receiver_acked = self.seen_ack[d ^ 1];
@@ -1112,7 +1112,7 @@ fn run_segments(mut rec: FlowRecord, segs: &[ArbSegment], sane: bool) -> Result<
         now = now.wrapping_add(a.dt);
         let before_step = rec;
         let _ = classify_reset(&rec, &seg, a.dir);
-        let out = step(&mut rec, &seg, a.dir, now);
+        let out = step(&mut rec, &seg, a.dir, now, false);
         prop_assert_eq!(out.old_state, before_step.state);
         prop_assert_eq!(out.new_state, rec.state);
         if !tcp::flags_valid(seg.flags) {
@@ -1204,7 +1204,7 @@ proptest! {
         if let Ok(seg) = parse::parse(&frame[..]) {
             // Whatever the parser makes of it, the state machine takes it.
             let mut rec = FlowRecord::default();
-            step(&mut rec, &seg, 0, 1);
+            step(&mut rec, &seg, 0, 1, false);
             run_segments(rec, &then, true)?;
         }
     }

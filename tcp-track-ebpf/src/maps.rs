@@ -77,10 +77,18 @@ pub static CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 pub static RST_POLICY: Global<u8> = Global::new(RST_POLICY_OBSERVE);
 
-/// Interfaces where only one direction is visible (asymmetric routing): the
-/// tracker cannot judge anything there, so it drops nothing (key: ifindex).
+/// Interfaces where only part of each conversation is visible (a tap, a
+/// mirror port, asymmetric routing: `--liberal-iface`): the state machine
+/// is liberal there and no RST is dropped (key: ifindex).
 #[map]
 pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// Slot 0: non-zero once the daemon has marked any interface liberal. Read
+/// first, on every segment: an array lookup the verifier inlines costs a
+/// few ns where the hash lookup costs tens, and most hosts have no liberal
+/// interface.
+#[map]
+pub static LIBERAL_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -24,7 +24,7 @@ use tcp_track_common::{
     track::{self, Observed},
 };
 
-use crate::maps::{count, CLOCK, EVENTS, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
+use crate::maps::{count, CLOCK, EVENTS, LIBERAL_ANY, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
 
 /// Unread bytes in the event ring past which a submit wakes the daemon
 /// (an eighth of the 1 MiB ring: about 1,800 events).
@@ -43,6 +43,24 @@ pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
     // do not nest on a CPU for these hooks).
     let scratch = unsafe { &mut *scratch };
     track::observe(pkt, scratch, &mut V4, &mut V6, Kernel::<HOOK>, ifindex, HOOK)
+}
+
+/// Whether `ifindex` is a liberal interface (`LIBERAL_IFACES`): 1 or 0.
+///
+/// A *global* function (exported by name: see `xtask/src/bpf_toolchain.rs`),
+/// so that to the verifier its result is one unknown value on every path,
+/// rather than a lookup that splits each path in two (liberal, strict)
+/// through the rest of the program: inlined, it took the XDP program past
+/// the verifier's million instructions.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tcp_track_liberal(ifindex: u32) -> u32 {
+    match LIBERAL_ANY.get(0) {
+        Some(&any) if any != 0 => {}
+        _ => return 0,
+    }
+    // SAFETY: a read-only lookup with a key on the stack.
+    unsafe { LIBERAL_IFACES.get(&ifindex) }.is_some() as u32
 }
 
 /// The kernel as the shared logic's driver, for one hook. The hook is part
@@ -76,12 +94,16 @@ impl<const HOOK: u8> Driver for Kernel<HOOK> {
     }
 
     #[inline(always)]
-    fn rst_policy(&mut self, ifindex: u32) -> u8 {
+    fn rst_policy(&mut self, _ifindex: u32) -> u8 {
         if HOOK != HOOK_XDP {
             return RST_POLICY_OBSERVE;
         }
-        // SAFETY: a read-only lookup with a key on the stack.
-        if unsafe { LIBERAL_IFACES.get(&ifindex) }.is_some() { RST_POLICY_OBSERVE } else { RST_POLICY.load() }
+        RST_POLICY.load()
+    }
+
+    #[inline(always)]
+    fn liberal(&mut self, ifindex: u32) -> bool {
+        tcp_track_liberal(ifindex) & 1 != 0
     }
 
     #[inline(always)]

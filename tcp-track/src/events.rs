@@ -10,7 +10,10 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
-    event::{ConnEnd, FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_CONN_END, HOOK_XDP},
+    event::{
+        ConnEnd, FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, DETAIL_SYNACK_INFERRED, EVENT_CONN_END,
+        HOOK_XDP,
+    },
     flow::{FlowRecord, ORIGIN_MIDSTREAM},
     parse::FAMILY_IPV4,
     tcp,
@@ -360,6 +363,9 @@ pub struct Segment {
     pub isn_advanced: Option<bool>,
     /// Retransmission events only.
     pub retransmits: Option<u8>,
+    /// The connection's SYN-ACK was never seen, only inferred (a liberal
+    /// interface): printed as `synack: "inferred"`, only when true.
+    pub synack_inferred: bool,
 }
 
 /// What a `reset` event adds to its segment's fields.
@@ -406,6 +412,9 @@ impl Segment {
         }
         if let Some(n) = self.retransmits {
             sink.uint(key!("retransmits"), n.into());
+        }
+        if self.synack_inferred {
+            sink.str(key!("synack"), "inferred");
         }
     }
 
@@ -475,6 +484,7 @@ impl Decoder {
             }),
             isn_advanced: (event == EventKind::TimeWaitReuse).then_some(raw.detail & DETAIL_ISN_ADVANCED != 0),
             retransmits: matches!(event, EventKind::HandshakeRetransmit | EventKind::Retransmit).then_some(raw.retrans),
+            synack_inferred: raw.detail & DETAIL_SYNACK_INFERRED != 0,
         };
         Ok(Event {
             ts: self.timestamp(raw.ts_ns),

@@ -187,12 +187,17 @@ impl Tracker {
         Ok(self.attached.last().expect("pushed above"))
     }
 
-    /// Judge nothing on `iface` (asymmetric routing: one direction only),
-    /// so that nothing is dropped there.
+    /// Mark `iface` liberal (`--liberal-iface`: it sees only part of each
+    /// conversation): the state machine is liberal there and no RST is
+    /// dropped.
     pub fn set_liberal(&mut self, iface: &Interface) -> Result<(), aya::maps::MapError> {
         let mut map: aya::maps::HashMap<_, u32, u8> =
             aya::maps::HashMap::try_from(self.ebpf.map_mut("LIBERAL_IFACES").expect("LIBERAL_IFACES is in the object"))?;
-        map.insert(iface.index, 1, 0)
+        map.insert(iface.index, 1, 0)?;
+        // The kernel programs skip the lookup above while this is 0.
+        let mut any: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(self.ebpf.map_mut("LIBERAL_ANY").expect("LIBERAL_ANY is in the object"))?;
+        any.set(0, 1, 0)
     }
 
     /// Detach every program from every interface; report what could not be.

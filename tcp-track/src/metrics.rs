@@ -58,6 +58,8 @@ const KERNEL_COUNTERS: [(u32, &str, &str); counters::COUNT as usize] = [
     (counters::FLOWS_PROMOTED, "flows_promoted_total", "Flows moved from the half-open table to the established one"),
     (counters::FLOWS_CLOSED, "flows_closed_total", "Flows the kernel removed after a close"),
     (counters::HALF_OPEN_EVICTED, "half_open_evicted_total", "Half-open entries evicted from a full set of the half-open table"),
+    (counters::BAD_CHECKSUM, "bad_checksum_total", "SYNs, SYN-ACKs and FINs with a bad TCP checksum at XDP (never tracked)"),
+    (counters::OUT_OF_WINDOW, "out_of_window_total", "Segments rejected for lying outside the window (none on a liberal interface)"),
 ];
 
 /// Bind the metrics address now (before anything is attached), so that a
@@ -322,6 +324,8 @@ mod tests {
         has(&format!("tcp_track_segments_total {}", 100 + counters::TCP_SEGMENTS));
         has(&format!("tcp_track_rst_bad_checksum_total {}", 100 + counters::RST_BAD_CHECKSUM));
         has(&format!("tcp_track_half_open_evicted_total {}", 100 + counters::HALF_OPEN_EVICTED));
+        has(&format!("tcp_track_bad_checksum_total {}", 100 + counters::BAD_CHECKSUM));
+        has(&format!("tcp_track_out_of_window_total {}", 100 + counters::OUT_OF_WINDOW));
         has("tcp_track_flows_vanished_total 6");
         has("# TYPE tcp_track_resets_total counter");
         has(r#"tcp_track_resets_total{action="passed",class="refused"} 5"#);

@@ -553,6 +553,9 @@ pub(crate) mod tests {
         if raw.kind == EVENT_HANDSHAKE_RETRANS || raw.kind == EVENT_DATA_RETRANS {
             f.insert("retransmits".into(), raw.retrans.into());
         }
+        if raw.detail & tcp_track_common::event::DETAIL_SYNACK_INFERRED != 0 {
+            f.insert("synack".into(), "inferred".into());
+        }
         Value::Object(f)
     }
 

@@ -88,7 +88,7 @@ impl Judge {
             let s = parse(frame).expect("test frames are well formed");
             let dir = direction(&s);
             let mut rec = self.host.unwrap_or_else(|| FlowRecord { initiator: initiator_of(&s, dir).0, ..FlowRecord::default() });
-            let out = step(&mut rec, &s, dir, 0);
+            let out = step(&mut rec, &s, dir, 0, false);
             if out.new_state != STATE_NONE || self.host.is_some() {
                 self.host = Some(rec);
             }

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    daemon::Daemon,
+    daemon::{exit_counter, Daemon},
     netns::{send_frames, set_linger_zero, tcp_frame, Netns, Pair},
 };
 
@@ -60,15 +60,6 @@ fn still_works(conn: &mut Conn) {
     conn.s.write_all(b"pong").unwrap();
     conn.c.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"pong");
-}
-
-/// The daemon's counter `name` from its exit line on stderr.
-fn exit_counter(lines: &[String], name: &str) -> u64 {
-    let line = lines.iter().rev().find(|l| l.contains("counters:")).expect("the daemon prints its counters at exit");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
 /// `TcpExtTCPChallengeACK` in `ns` (absolute, history untouched).

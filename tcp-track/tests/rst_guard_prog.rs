@@ -90,6 +90,14 @@ impl Guard {
         kernel
     }
 
+    /// Mark the interface BPF_PROG_TEST_RUN runs on (the namespace's
+    /// loopback, ifindex 1) liberal, in the kernel and on the host.
+    fn liberal(&mut self) {
+        let lo = tcp_track::preflight::Interface { name: "lo".into(), index: 1, loopback: true };
+        self.tracker.set_liberal(&lo).expect("marking lo liberal");
+        self.host.borrow_mut().0.set_liberal(1, true);
+    }
+
     /// Handshake with ISNs `c`/`s`, both offering window scale `ws`; the
     /// client then advertises `cwin` (scaled by `ws`).
     fn established(&self, c: u32, s: u32, ws: Option<u8>, cwin: u16) {
@@ -266,4 +274,85 @@ fn observe_drops_nothing() {
     assert_eq!(g.run(&rst_to_client(5001u32.wrapping_add(0x4000_0000))), XDP_PASS);
     assert_eq!(g.run(&rst_to_client(5001 + 100)), XDP_PASS);
     assert_eq!(g.record().state, STATE_ESTABLISHED, "invalid RSTs change nothing, dropped or not");
+}
+
+// ---- issue 17 items 4-5, in the same harness ----
+
+/// `f` with its TCP window field damaged: the checksum no longer matches.
+fn corrupt(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 20 + 14] ^= 0x10;
+    f
+}
+
+/// Corrupt SYNs, SYN-ACKs and FINs pass untouched, start and change
+/// nothing, and are counted (`bad_checksum`), apart from corrupt RSTs.
+#[test]
+fn corrupt_control_segments_are_passed_and_not_tracked() {
+    require_root!();
+    let g = Guard::new(RstPolicy::DropInvalid);
+    for i in 0..3 {
+        assert_eq!(g.run(&corrupt(seg(C, S, "S", 1000 + i, 0, 64240, Some(7), 0))), XDP_PASS);
+        assert_eq!(g.try_record(), None, "a corrupt SYN starts no flow");
+    }
+    assert_eq!((g.counter(counters::BAD_CHECKSUM), g.counter(counters::FLOWS_CREATED)), (3, 0));
+    assert_eq!(g.run(&seg(C, S, "S", 1000, 0, 64240, Some(7), 0)), XDP_PASS);
+    assert_eq!(g.record().state, STATE_SYN_SENT);
+    let before = g.record();
+    assert_eq!(g.run(&corrupt(seg(S, C, "SA", 5000, 1001, 65160, Some(7), 0))), XDP_PASS);
+    assert_eq!(g.record(), before, "a corrupt SYN-ACK moves no handshake");
+    assert_eq!(g.run(&seg(S, C, "SA", 5000, 1001, 65160, Some(7), 0)), XDP_PASS);
+    assert_eq!(g.run(&seg(C, S, "A", 1001, 5001, 502, None, 0)), XDP_PASS);
+    let est = g.record();
+    assert_eq!(g.run(&corrupt(seg(S, C, "FA", 5001, 1001, 509, None, 0))), XDP_PASS);
+    assert_eq!(g.record(), est, "a corrupt FIN closes nothing");
+    assert_eq!((g.counter(counters::BAD_CHECKSUM), g.counter(counters::RST_BAD_CHECKSUM)), (5, 0));
+}
+
+/// Sequence A on a liberal interface: the client's SYN, then its ACK, data
+/// and FIN, whose ACK field proves the SYN-ACK it never saw; on a strict
+/// one the flow stays in SYN_SENT.
+#[test]
+fn liberal_interface_infers_the_unseen_synack() {
+    require_root!();
+    for liberal in [false, true] {
+        let mut g = Guard::new(RstPolicy::DropInvalid);
+        if liberal {
+            g.liberal();
+        }
+        for f in [
+            seg(C, S, "S", 1000, 0, 64240, Some(7), 0),
+            seg(C, S, "A", 1001, 5001, 502, None, 0),
+            seg(C, S, "PA", 1001, 5001, 502, None, 100),
+            seg(C, S, "FA", 1101, 5001, 502, None, 0),
+        ] {
+            assert_eq!(g.run(&f), XDP_PASS);
+        }
+        let rec = g.record();
+        let inferred = rec.info & tcp_track_common::flow::INFO_SYNACK_INFERRED != 0;
+        let want = if liberal { (tcp_track_common::state::STATE_FIN_WAIT, true, "SH") } else { (STATE_SYN_SENT, false, "S0") };
+        let conn = tcp_track_common::conn::conn_state_name(tcp_track_common::conn::conn_state(&rec));
+        assert_eq!((rec.state, inferred, conn), want, "liberal={liberal}");
+        assert_eq!(g.counter(counters::FLOWS_PROMOTED), liberal as u64);
+    }
+}
+
+/// Sequence B: the capture point missed 300 MB of the client's data, then
+/// both FINs. Liberal: closed (TIME_WAIT); strict: the segments past the
+/// window are rejected and counted, the flow stays ESTABLISHED.
+#[test]
+fn fins_after_a_huge_gap_close_only_on_a_liberal_interface() {
+    require_root!();
+    for liberal in [false, true] {
+        let mut g = Guard::new(RstPolicy::DropInvalid);
+        if liberal {
+            g.liberal();
+        }
+        g.established(1000, 5000, Some(7), 502);
+        let gap = 1001u32 + (300 << 20);
+        for f in [seg(C, S, "FA", gap, 5001, 502, None, 0), seg(S, C, "FA", 5001, gap + 1, 509, None, 0), seg(C, S, "A", gap + 1, 5002, 502, None, 0)] {
+            assert_eq!(g.run(&f), XDP_PASS);
+        }
+        let want = if liberal { (STATE_TIME_WAIT, 0) } else { (STATE_ESTABLISHED, 3) };
+        assert_eq!((g.record().state, g.counter(counters::OUT_OF_WINDOW)), want, "liberal={liberal}");
+    }
 }

@@ -182,14 +182,15 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
     // zeroed or copied, which costs time per packet and, walked byte by
     // byte by the verifier on every path, nearly half of the programs'
     // million verified instructions. Inlined, they are a dozen stores.
-    // `tcp_track_tally` (tcp-track-common, state/tally.rs) stays a global
-    // function, which the verifier checks once rather than once per caller
-    // path.
+    // `tcp_track_tally` (tcp-track-common, state/tally.rs) and
+    // `tcp_track_liberal` (tcp-track-ebpf, track.rs) stay global functions,
+    // which the verifier checks once rather than once per caller path.
     let mut flags = vec![
         "-Cdebuginfo=2",
         "-Clink-arg=--btf",
         "-Clink-arg=--disable-expand-memcpy-in-order",
         "-Clink-arg=--export=tcp_track_tally",
+        "-Clink-arg=--export=tcp_track_liberal",
         "-Ctarget-cpu=v3",
     ];
     cmd.args(["build", "--release", "--target", TARGET])

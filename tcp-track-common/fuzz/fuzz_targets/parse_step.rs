@@ -88,7 +88,7 @@ fn feed(rec: &mut FlowRecord, seg: &Segment, now_ns: u64) {
     }
     let before = *rec;
     let expected_reset = classify_reset(&before, seg, dir);
-    let out = step(rec, seg, dir, now_ns);
+    let out = step(rec, seg, dir, now_ns, false);
 
     assert_eq!(out.old_state, before.state);
     assert_eq!(out.new_state, rec.state);

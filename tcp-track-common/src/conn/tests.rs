@@ -75,7 +75,7 @@ impl Wire {
             // The caller's guess for a flow picked up mid-stream: right.
             self.rec.initiator = self.dir[CLIENT];
         }
-        let out = step(&mut self.rec, &seg, self.dir[who], self.now);
+        let out = step(&mut self.rec, &seg, self.dir[who], self.now, false);
         let end = seg.seq.wrapping_add(seg.seq_len());
         if out.valid && seg.flags & RST == 0 && after(end, self.next[who]) {
             self.next[who] = end;

@@ -125,7 +125,7 @@ fn a_completed_handshake_moves_the_flow_to_the_established_table() {
         if i == 0 {
             expected.initiator = crate::flow::initiator_of(&seg, dir).0;
         }
-        step(&mut expected, &seg, dir, r.now - (2 - i as u64) * MS);
+        step(&mut expected, &seg, dir, r.now - (2 - i as u64) * MS, false);
     }
     assert_eq!(r.get(&frame(CLIENT, SERVER, "A", 0, 0)).unwrap().1, expected);
 }
@@ -237,7 +237,7 @@ fn account_racing(rival: Option<FlowRecord>, f: &[u8]) -> (Verdict, Racy, [u64; 
     let (mut counters, mut events) = ([0; counters::COUNT as usize], Vec::new());
     let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
     let mut conns = Vec::new();
-    let driver = HostDriver { counters: &mut counters, events: &mut events, conns: &mut conns, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
+    let driver = HostDriver { counters: &mut counters, events: &mut events, conns: &mut conns, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE, liberal: false };
     let mut cx = Cx { driver, seen: Seen::new(1 << 30, IFINDEX, HOOK_XDP) };
     let verdict = account(&mut store, &mut scratch, &mut cx);
     (verdict, store, counters, events)
@@ -248,7 +248,7 @@ fn losing_the_insert_race_steps_the_record_the_other_cpu_made() {
     // The other CPU saw the server's data first and made its record of it.
     let theirs = parse(frame(SERVER, CLIENT, "AP", 5001, 1001).as_slice()).unwrap();
     let mut rival = FlowRecord { initiator: crate::flow::initiator_of(&theirs, direction(&theirs)).0, ..FlowRecord::default() };
-    step(&mut rival, &theirs, direction(&theirs), 1 << 29);
+    step(&mut rival, &theirs, direction(&theirs), 1 << 29, false);
     assert_eq!((rival.state, rival.packets.iter().sum::<u32>()), (STATE_ESTABLISHED, 1));
 
     let ours = frame(CLIENT, SERVER, "A", 1001, 5001);
@@ -259,7 +259,7 @@ fn losing_the_insert_race_steps_the_record_the_other_cpu_made() {
     assert_eq!(rec.packets.iter().sum::<u32>(), 2, "our segment was stepped on their record, not dropped and not recorded apart");
     let mut expected = rival;
     let seg = parse(ours.as_slice()).unwrap();
-    step(&mut expected, &seg, direction(&seg), 1 << 30);
+    step(&mut expected, &seg, direction(&seg), 1 << 30, false);
     assert_eq!(rec, expected);
     assert_eq!(counters[counters::FLOWS_CREATED as usize], 0, "the other CPU counts the flow it created");
     assert_eq!(counters[counters::MAP_UPDATE_FAILED as usize], 0);
@@ -371,6 +371,9 @@ impl Driver for Ticking<'_> {
     fn rst_policy(&mut self, ifindex: u32) -> u8 {
         self.inner.rst_policy(ifindex)
     }
+    fn liberal(&mut self, ifindex: u32) -> bool {
+        self.inner.liberal(ifindex)
+    }
     fn count(&mut self, counter: u32) {
         self.inner.count(counter)
     }
@@ -391,7 +394,7 @@ fn only_segments_that_keep_an_established_flow_alive_take_the_cheap_clock() {
     let (mut counters, mut events, mut conns) = ([0; counters::COUNT as usize], Vec::new(), Vec::new());
     let mut feed = |f: &[u8], now: u64, events: &mut Vec<FlowEvent>| {
         let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
-        let inner = HostDriver { counters: &mut counters, events, conns: &mut conns, now, rst_policy: RST_POLICY_OBSERVE };
+        let inner = HostDriver { counters: &mut counters, events, conns: &mut conns, now, rst_policy: RST_POLICY_OBSERVE, liberal: false };
         // The cheap clock is 5 ms behind: a stale tick.
         let mut cx = Cx { driver: Ticking { inner, tick: now - 5 * MS }, seen: Seen::new(0, IFINDEX, HOOK_XDP) };
         assert_eq!(account(&mut store, &mut scratch, &mut cx), Verdict::Accounted);
@@ -465,4 +468,102 @@ fn every_flow_created_ends_in_exactly_one_connection_record() {
     assert_eq!((ends[2].event.lo_port.max(ends[2].event.hi_port), ends[2].rec.peer(ends[2].rec.initiator).isn), (1024, 0), "spoofed(0), the oldest");
     let heads: Vec<u16> = r.events.iter().filter(|e| e.kind == crate::event::EVENT_CONN_END).map(|e| e.kind).collect();
     assert_eq!(heads.len(), 3, "each also among the events, in order");
+}
+
+// ---- control segments prove their checksum at XDP (issue 17 item 4) ----
+
+/// `f` with one bit of its TCP header's window field flipped: the checksum
+/// no longer matches.
+fn corrupt(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 20 + 14] ^= 0x10;
+    f
+}
+
+#[test]
+fn corrupt_syns_start_nothing_and_flood_nothing() {
+    let mut r = Run::new(1024, 64);
+    for i in 0..1000 {
+        assert_eq!(r.xdp(&corrupt(frame(spoofed(i), SERVER, "S", i, 0))), Observed::BadChecksum, "SYN {i}");
+    }
+    assert_eq!(r.count(counters::BAD_CHECKSUM), 1000);
+    assert_eq!((r.count(counters::FLOWS_CREATED), r.count(counters::HALF_OPEN_EVICTED)), (0, 0));
+    assert_eq!(r.t.v4().half_open_len().0, 0, "no half-open entry");
+    assert!(r.events.is_empty(), "no event, so nothing for the flood detector: {:?}", r.events);
+    // The same SYN intact starts a flow.
+    assert_eq!(r.xdp(&frame(spoofed(1), SERVER, "S", 1, 0)), Observed::Tracked);
+    assert_eq!(r.count(counters::FLOWS_CREATED), 1);
+    assert_eq!(r.count(counters::RST_BAD_CHECKSUM), 0, "counted apart from corrupt RSTs");
+}
+
+#[test]
+fn corrupt_synacks_and_fins_change_nothing_at_xdp() {
+    let mut r = Run::new(1024, 64);
+    let syn = frame(CLIENT, SERVER, "S", 1000, 0);
+    assert_eq!(r.t.segment(&syn, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    let before = r.get(&syn).unwrap();
+    assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "SA", 5000, 1001))), Observed::BadChecksum);
+    assert_eq!(r.get(&syn), Some(before), "a corrupt SYN-ACK moves no handshake");
+    assert_eq!(r.xdp(&frame(SERVER, CLIENT, "SA", 5000, 1001)), Observed::Tracked);
+    r.t.segment(&frame(CLIENT, SERVER, "A", 1001, 5001), IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events);
+    let est = r.get(&syn).unwrap();
+    assert_eq!(est.1.state, STATE_ESTABLISHED);
+    assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "FA", 5001, 1001))), Observed::BadChecksum);
+    assert_eq!(r.get(&syn), Some(est), "a corrupt FIN closes nothing");
+    assert_eq!(r.count(counters::BAD_CHECKSUM), 2);
+    // Plain ACKs are not verified (their cost is the hot path's), nor is
+    // anything at egress (the host's own stack sent it).
+    assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "A", 5001, 1001))), Observed::Tracked);
+    let fin = corrupt(frame(CLIENT, SERVER, "FA", 1001, 5001));
+    assert_eq!(r.t.segment(&fin, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    assert_eq!(r.count(counters::BAD_CHECKSUM), 2);
+}
+
+// ---- liberal interfaces (issue 17 item 5) ----
+
+#[test]
+fn liberal_interface_infers_the_synack_of_one_legged_traffic() {
+    // Only the client's half crosses this interface (one-legged routing):
+    // SYN, ACK, data, FIN, all arriving at XDP.
+    let client_half = [
+        frame(CLIENT, SERVER, "S", 1000, 0),
+        frame(CLIENT, SERVER, "A", 1001, 5001),
+        frame(CLIENT, SERVER, "PA", 1001, 5001),
+        frame(CLIENT, SERVER, "FA", 1001, 5001),
+    ];
+    let mut strict = Run::new(1024, 64);
+    let mut liberal = Run::new(1024, 64);
+    liberal.t.set_liberal(IFINDEX, true);
+    for f in &client_half {
+        assert_eq!(strict.xdp(f), Observed::Tracked);
+        assert_eq!(liberal.xdp(f), Observed::Tracked);
+    }
+    let (table, rec) = liberal.get(&client_half[0]).unwrap();
+    assert_eq!((table, rec.state), (Table::Established, crate::state::STATE_FIN_WAIT), "promoted once established");
+    assert_ne!(rec.info & crate::flow::INFO_SYNACK_INFERRED, 0);
+    let est = liberal.events.iter().find(|e| e.new_state == STATE_ESTABLISHED).expect("an established event");
+    assert_eq!((est.kind, est.old_state), (EVENT_STATE, STATE_SYN_SENT));
+    assert_ne!(est.detail & crate::event::DETAIL_SYNACK_INFERRED, 0, "the event says the SYN-ACK was inferred");
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&rec)), "SH");
+    // Strict: still a half-open attempt, S0.
+    let (table, rec) = strict.get(&client_half[0]).unwrap();
+    assert_eq!((table, rec.state), (Table::HalfOpen, STATE_SYN_SENT));
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&rec)), "S0");
+    assert_eq!(strict.count(counters::OUT_OF_WINDOW), 0, "rejected in SYN_SENT, not for the window");
+}
+
+#[test]
+fn out_of_window_segments_are_counted_on_strict_interfaces_only() {
+    for liberal in [false, true] {
+        let mut r = Run::new(1024, 64);
+        r.t.set_liberal(IFINDEX, liberal);
+        r.handshake(CLIENT);
+        // 300 MB of the client's data never reached this capture point.
+        let gap = 1001u32 + (300 << 20);
+        for f in [frame(CLIENT, SERVER, "FA", gap, 5001), frame(SERVER, CLIENT, "FA", 5001, gap + 1), frame(CLIENT, SERVER, "A", gap + 1, 5002)] {
+            r.xdp(&f);
+        }
+        let rec = r.get(&frame(CLIENT, SERVER, "A", 0, 0)).unwrap().1;
+        let want = if liberal { (crate::state::STATE_TIME_WAIT, 0) } else { (STATE_ESTABLISHED, 3) };
+        assert_eq!((rec.state, r.count(counters::OUT_OF_WINDOW)), want, "liberal={liberal}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The TCP checksum of a payload-less segment (RFC 9293 §3.1): what XDP,
 //! which sees frames before the stack has validated anything, checks before
-//! a RST may change a flow or be dropped as forged.
+//! a SYN, SYN-ACK or FIN may start or change a flow, or a RST change one or
+//! be dropped as forged (`track::verified`).
 
 use super::{Packet, Segment, FAMILY_IPV4, IPPROTO_TCP, MAX_SUM16_LEN};
 
@@ -10,7 +11,8 @@ pub const CSUM_OK: u8 = 1;
 pub const CSUM_BAD: u8 = 2;
 
 /// Longest TCP segment verified: a header with options and no payload.
-/// Resets with payload (rare) are not verified, hence never dropped.
+/// Resets with payload (rare) are not verified, hence never dropped; nor are
+/// SYNs with payload (TCP Fast Open) or FINs carrying data, which are tracked.
 const MAX_VERIFIED: usize = MAX_SUM16_LEN;
 
 /// Verify the TCP checksum of a payload-less segment (RFC 9293 §3.1: ones'

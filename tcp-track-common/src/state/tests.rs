@@ -3,7 +3,7 @@
 //! target state.
 
 use super::*;
-use crate::flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_REUSED, ORIGIN_MIDSTREAM, ORIGIN_SYN, PEER_LIBERAL};
+use crate::flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, INFO_REUSED, INFO_SYNACK_INFERRED, ORIGIN_MIDSTREAM, ORIGIN_SYN, PEER_LIBERAL};
 use crate::parse::{FAMILY_IPV4, OPT_MSS, OPT_SACK_PERM, OPT_WSCALE};
 use crate::tcp::{ACK, FIN, PSH, RST, SYN};
 
@@ -22,6 +22,8 @@ struct Conn {
     win: [u16; 2],
     /// Window-scale option each side offers in its SYN (None: no option).
     wscale: [Option<u8>; 2],
+    /// Seen on a liberal interface (`step`'s `liberal`).
+    liberal: bool,
 }
 
 fn segment(flags: u8, seq: u32, ack: u32, len: u32, window: u16) -> Segment {
@@ -36,6 +38,7 @@ impl Conn {
             next: [client_isn, server_isn],
             win: [64240, 65160],
             wscale: [Some(7), Some(7)],
+            liberal: false,
         }
     }
 
@@ -60,7 +63,7 @@ impl Conn {
     /// (forged or rejected segments do not move the real endpoints).
     fn apply(&mut self, dir: u8, seg: Segment) -> Outcome {
         self.now += 1_000_000;
-        let out = step(&mut self.rec, &seg, dir, self.now);
+        let out = step(&mut self.rec, &seg, dir, self.now, self.liberal);
         let end = seg.seq.wrapping_add(seg.seq_len());
         if out.valid && seg.flags & RST == 0 && after(end, self.next[dir as usize]) {
             self.next[dir as usize] = end;
@@ -315,7 +318,7 @@ fn invalid_flag_combinations_change_nothing() {
         let mut c = conn_established();
         let before = c.rec;
         let seg = c.make(C, flags, 0);
-        let out = step(&mut c.rec, &seg, C, 5);
+        let out = step(&mut c.rec, &seg, C, 5, false);
         assert!(!out.valid, "flags {flags:#x}");
         // Seen on the wire, so counted; nothing else.
         let mut counted = before;
@@ -323,7 +326,7 @@ fn invalid_flag_combinations_change_nothing() {
         assert_eq!(c.rec, counted, "flags {flags:#x} changed the record");
     }
     let mut fresh = FlowRecord::default();
-    let out = step(&mut fresh, &segment(SYN | FIN, 1, 0, 0, 1), C, 5);
+    let out = step(&mut fresh, &segment(SYN | FIN, 1, 0, 0, 1), C, 5, false);
     assert_eq!(out.new_state, STATE_NONE, "a malformed segment does not start a flow");
 }
 
@@ -533,7 +536,7 @@ fn classify_reset_does_not_change_the_record() {
 #[test]
 fn reset_for_an_unknown_flow_creates_nothing() {
     let mut rec = FlowRecord::default();
-    let out = step(&mut rec, &segment(RST | ACK, 5, 6, 0, 0), C, 1);
+    let out = step(&mut rec, &segment(RST | ACK, 5, 6, 0, 0), C, 1, false);
     assert_eq!((out.reset, out.new_state), (RESET_UNKNOWN_FLOW, STATE_NONE));
     assert_eq!(rec, FlowRecord::default());
 }
@@ -584,10 +587,10 @@ fn synack_first_makes_its_receiver_the_client() {
     let mut s = segment(SYN | ACK, 5000, 1001, 0, 65160);
     s.opt_flags = OPT_WSCALE;
     s.wscale = 7;
-    let out = step(&mut rec, &s, S, 1);
+    let out = step(&mut rec, &s, S, 1, false);
     assert_eq!(out.new_state, STATE_SYN_RECV);
     assert_eq!((rec.initiator, rec.origin), (C, crate::flow::ORIGIN_SYN_ACK));
-    let out = step(&mut rec, &segment(ACK, 1001, 5001, 0, 502), C, 2);
+    let out = step(&mut rec, &segment(ACK, 1001, 5001, 0, 502), C, 2, false);
     assert_eq!(out.new_state, STATE_ESTABLISHED);
 }
 
@@ -609,7 +612,7 @@ fn a_corrupted_window_scale_cannot_overflow_the_shift() {
     assert!(c.send(S, ACK, 0).valid);
     let mut fresh = FlowRecord { state: STATE_ESTABLISHED, origin: ORIGIN_MIDSTREAM, ..FlowRecord::default() };
     fresh.peer[1].scale = 99;
-    step(&mut fresh, &segment(ACK, 1, 1, 5, 1000), S, 1);
+    step(&mut fresh, &segment(ACK, 1, 1, 5, 1000), S, 1, false);
 }
 
 #[test]
@@ -850,4 +853,145 @@ fn exact_and_invalid_resets_after_close_keep_their_classes() {
     // Towards an endpoint in TIME-WAIT it is still RFC 1337's case.
     let mut c = conn_time_wait();
     assert_eq!(c.apply(S, segment(RST, 5002, 0, 0, 0)).reset, RESET_TIME_WAIT);
+}
+
+// ---- one direction visible: liberal interfaces (issue 17 item 5) ----
+
+/// Sequence A: the client's SYN, then (its SYN-ACK on a path not seen) the
+/// client's ACK, data and FIN, each acknowledging the server's ISN + 1.
+fn sequence_a(liberal: bool) -> (Conn, Vec<Outcome>) {
+    let mut c = Conn::new(1000, 5000);
+    c.liberal = liberal;
+    let mut outs = vec![c.send(C, SYN, 0)];
+    for seg in [segment(ACK, 1001, 5001, 0, 502), segment(ACK | PSH, 1001, 5001, 100, 502), segment(FIN | ACK, 1101, 5001, 0, 502)] {
+        outs.push(c.apply(C, seg));
+    }
+    (c, outs)
+}
+
+#[test]
+fn liberal_syn_then_client_ack_infers_the_synack() {
+    let (c, outs) = sequence_a(true);
+    let got: Vec<_> = outs.iter().map(|o| (o.old_state, o.new_state, o.valid)).collect();
+    assert_eq!(
+        got,
+        [
+            (STATE_NONE, STATE_SYN_SENT, true),
+            (STATE_SYN_SENT, STATE_ESTABLISHED, true),
+            (STATE_ESTABLISHED, STATE_ESTABLISHED, true),
+            (STATE_ESTABLISHED, STATE_FIN_WAIT, true),
+        ]
+    );
+    assert!(outs[3].first_fin);
+    assert_ne!(c.rec.info & INFO_SYNACK_INFERRED, 0, "the SYN-ACK was inferred, never seen");
+    assert_ne!(c.rec.info & closer_bit(C), 0, "the client closed");
+    assert_eq!(c.endpoints(), ("FIN-WAIT-1", "CLOSE-WAIT"));
+    assert_eq!(crate::event::event_kind(&outs[1]), Some(crate::event::EVENT_STATE));
+    // The server's sequence space is known from the client's ACK field.
+    assert_eq!(c.rec.peer[S as usize].end, 5001);
+    // Zeek calls it SH: the originator sent a SYN and a FIN, no SYN-ACK seen.
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&c.rec)), "SH");
+}
+
+#[test]
+fn liberal_inferred_flow_closes_when_the_server_shows_up() {
+    // The tap missed only the SYN-ACK: the server's FIN and the last ACK
+    // close the connection as usual.
+    let (mut c, _) = sequence_a(true);
+    c.next = [1102, 5001];
+    assert_eq!(c.send(S, FIN | ACK, 0).new_state, STATE_LAST_ACK);
+    assert_eq!(c.send(C, ACK, 0).new_state, STATE_TIME_WAIT);
+    assert_eq!(c.endpoints(), ("TIME-WAIT", "CLOSED"));
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&c.rec)), "SF");
+}
+
+#[test]
+fn liberal_server_ack_of_the_syn_proves_the_synack_too() {
+    // A mirror port that lost the SYN-ACK: the server's data acknowledges
+    // the SYN (RFC 9293: acceptable in SYN-SENT), then it closes.
+    let mut c = conn_syn_sent();
+    c.liberal = true;
+    let out = c.apply(S, segment(ACK | PSH, 5001, 1001, 200, 509));
+    assert_eq!((out.old_state, out.new_state, out.valid), (STATE_SYN_SENT, STATE_ESTABLISHED, true));
+    assert_ne!(c.rec.info & INFO_SYNACK_INFERRED, 0);
+    // An ACK that does not acknowledge the SYN proves nothing.
+    let mut c = conn_syn_sent();
+    c.liberal = true;
+    let out = c.apply(S, segment(ACK, 300, 100, 0, 509));
+    assert_eq!((out.new_state, out.valid), (STATE_SYN_SENT, false));
+    assert_eq!(c.rec.info & INFO_SYNACK_INFERRED, 0);
+}
+
+#[test]
+fn strict_syn_then_client_ack_stays_syn_sent() {
+    // Without the liberal flag the same segments are rejected (item 1) and
+    // the connection record says S0: only the SYN was accepted.
+    let (c, outs) = sequence_a(false);
+    assert!(outs[1..].iter().all(|o| !o.valid && o.new_state == STATE_SYN_SENT), "{outs:?}");
+    let ack = segment(ACK, 1001, 5001, 0, 502);
+    assert!(!outs[1].out_of_window(&ack), "rejected in SYN_SENT, not for the window");
+    assert_eq!(c.rec.info & INFO_SYNACK_INFERRED, 0);
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&c.rec)), "S0");
+}
+
+#[test]
+fn liberal_changes_nothing_about_resets() {
+    // A RST is judged the same whatever the interface: the client's
+    // unacceptable-ACK answer keeps SYN_SENT, a forged one in an
+    // established flow is still out of window and drop-justified.
+    let mut c = conn_syn_sent();
+    c.liberal = true;
+    c.apply(S, segment(ACK, 300, 100, 0, 65160));
+    let out = c.apply(C, segment(RST, 100, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state), (RESET_UNACCEPTABLE_ACK, STATE_SYN_SENT));
+    let mut c = conn_established();
+    c.liberal = true;
+    let out = c.apply(S, segment(RST, 5001 + 0x4000_0000, 0, 0, 0));
+    assert_eq!((out.reset, out.new_state, out.drop_justified), (RESET_OUT_OF_WINDOW, STATE_ESTABLISHED, true));
+}
+
+/// Sequence B: an established flow of which the capture point then missed
+/// 300 MB from the client, then both FINs (each acknowledging all the
+/// other sent) and the last ACK.
+/// Each outcome with whether it counts as out of window.
+fn sequence_b(liberal: bool) -> (Conn, Vec<(Outcome, bool)>) {
+    let mut c = conn_established();
+    c.liberal = liberal;
+    let mut outs = Vec::new();
+    let mut send = |c: &mut Conn, dir: u8, flags: u8, len: u32| {
+        let seg = c.make(dir, flags, len);
+        let out = c.apply(dir, seg);
+        outs.push((out, out.out_of_window(&seg)));
+    };
+    send(&mut c, C, ACK | PSH, 1000);
+    c.next[C as usize] = c.next[C as usize].wrapping_add(300 << 20);
+    send(&mut c, C, ACK | PSH, 1000);
+    send(&mut c, C, FIN | ACK, 0);
+    c.next[C as usize] = c.next[C as usize].wrapping_add(1);
+    send(&mut c, S, FIN | ACK, 0);
+    c.next[S as usize] = c.next[S as usize].wrapping_add(1);
+    send(&mut c, C, ACK, 0);
+    (c, outs)
+}
+
+#[test]
+fn liberal_fins_after_a_huge_gap_still_close() {
+    let (c, outs) = sequence_b(true);
+    assert!(outs.iter().all(|(o, oow)| o.valid && !oow), "{outs:?}");
+    assert_eq!(c.state(), STATE_TIME_WAIT);
+    assert_eq!(c.endpoints(), ("TIME-WAIT", "CLOSED"));
+    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&c.rec)), "SF");
+}
+
+#[test]
+fn strict_segments_after_a_huge_gap_are_out_of_window() {
+    // On a strict interface the segments beyond the window the tracker
+    // knows are rejected, the FINs too: the flow stays ESTABLISHED (until
+    // the daemon's idle timeout), and each is flagged for the counter.
+    let (c, outs) = sequence_b(false);
+    assert!(outs[0].0.valid && !outs[0].1);
+    for (i, (o, oow)) in outs[1..].iter().enumerate() {
+        assert!(!o.valid && *oow && o.new_state == STATE_ESTABLISHED, "segment {}: {o:?}", i + 1);
+    }
+    assert_eq!(c.state(), STATE_ESTABLISHED);
 }

@@ -156,3 +156,13 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The daemon's exit counter `name` in its stderr `lines` (the last
+/// `counters:` line, printed when it stops).
+pub fn exit_counter(lines: &[String], name: &str) -> u64 {
+    let line = lines.iter().rev().find(|l| l.contains("counters:")).expect("the daemon prints its counters at exit");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
