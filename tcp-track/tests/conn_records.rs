@@ -1,0 +1,318 @@
+//! Connection records (issue 11): one test per Zeek `conn_state`, end to
+//! end. Real Linux TCP stacks in two namespaces (client in `a`, server in
+//! `b`, the daemon on a's interface), and crafted segments where no stack
+//! makes the case (a SYN nobody answers, a SYN-ACK nobody asked for, one
+//! side of a connection picked up mid-stream). Crafted segments go between
+//! two addresses no stack owns (198.18.0.50 and .60), sent out of b's
+//! interface into the daemon's XDP hook, so nothing answers them.
+//!
+//! Each test asserts the connection's final `conn` record: `conn_state`,
+//! `end`, and `closer` / `reset_reason` / `reset_from` where they apply;
+//! and, after the daemon stopped, that it was the only final record of
+//! that connection.
+
+mod support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{
+    conn::{
+        about, assert_only_its_fields, connected, is_final, one_final, parse, reset_fields, state_end, stop, wait_final, Crafted, CISN,
+        SISN,
+    },
+    daemon::Daemon,
+    netns::{close_orderly, set_linger_zero, Pair, Tcp},
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The daemon on a's interface, printing every event (conn records among them).
+fn daemon(net: &Pair, extra: &[&str]) -> Daemon {
+    support::conn::daemon(net, "all", extra)
+}
+
+/// The figures every record of a connection set up by `connected` has.
+fn assert_exchange(f: &Value) {
+    assert_eq!((f["client_bytes"].as_u64(), f["server_bytes"].as_u64()), (Some(7), Some(8)), "{f}");
+    assert_eq!(f["picked_up"], false, "{f}");
+    assert!(f["syn_to_synack_us"].is_u64() && f["synack_to_ack_us"].is_u64(), "handshake seen: {f}");
+    // SYN, ACK, data; SYN-ACK, data (each side's data acknowledged or not).
+    assert!(f["client_packets"].as_u64() >= Some(3) && f["server_packets"].as_u64() >= Some(2), "{f}");
+    assert!(f["duration_s"].as_f64().is_some_and(|d| d > 0.0 && d < 10.0), "{f}");
+}
+
+/// SF, orderly release with `client_first` closing first: the record comes
+/// when the last ACK is seen, not when TIME-WAIT expires.
+fn orderly(v6: bool, client_first: bool) {
+    require_root!();
+    let net = Pair::new(&format!("csf{}{}", if v6 { 6 } else { 4 }, if client_first { "c" } else { "s" })).unwrap();
+    let mut d = daemon(&net, &["--time-wait-timeout", "60s"]);
+    let l = net.b.listen(net.b_end.addr(v6)).unwrap();
+    let (mut c, mut s, ca, sa) = connected(&l, &net);
+    let (first, second) = if client_first { (&mut c, &mut s) } else { (&mut s, &mut c) };
+    close_orderly(first, second).unwrap();
+    let f = wait_final(&mut d, &ca, &sa);
+    assert_eq!(state_end(&f), (Some("SF"), Some("fin")), "{f}");
+    assert_eq!(f["closer"], if client_first { "client" } else { "server" }, "{f}");
+    assert_eq!(f["state"], "TIME_WAIT", "the closer is in TIME-WAIT: {f}");
+    assert_exchange(&f);
+    assert_only_its_fields(&f);
+    let lines = stop(&mut d);
+    assert_eq!(one_final(&lines, &ca, &sa), f, "no second record at stop for a closed connection");
+}
+
+#[test]
+fn sf_client_closes_first() {
+    orderly(false, true);
+}
+
+#[test]
+fn sf_server_closes_first() {
+    orderly(false, false);
+}
+
+#[test]
+fn sf_client_closes_first_ipv6() {
+    orderly(true, true);
+}
+
+/// REJ: a SYN to a port nobody listens on, answered with RST.
+#[test]
+fn rej_connection_refused() {
+    require_root!();
+    let net = Pair::new("crej").unwrap();
+    let mut d = daemon(&net, &[]);
+    // Bind to learn a free port, then close it: nobody listens there.
+    let port = net.b.listen(net.b_end.v4).unwrap().local_addr().unwrap().port();
+    let sa = SocketAddr::new(net.b_end.v4.into(), port);
+    assert_eq!(net.a.connect(sa).unwrap_err().kind(), ErrorKind::ConnectionRefused);
+    let f = d.wait_for(WAIT, "final conn of the refused SYN", |v| is_final(v) && v["server"] == sa.to_string().as_str());
+    let ca: SocketAddr = f["client"].as_str().unwrap().parse().unwrap();
+    assert_eq!(state_end(&f), (Some("REJ"), Some("reset")), "{f}");
+    assert_eq!(reset_fields(&f), (Some("refused"), Some("server")), "{f}");
+    assert_eq!((f["client_bytes"].as_u64(), f["server_bytes"].as_u64()), (Some(0), Some(0)), "{f}");
+    assert_eq!((f["client_packets"].as_u64(), f["server_packets"].as_u64()), (Some(1), Some(1)), "one SYN, one RST: {f}");
+    assert_only_its_fields(&f);
+    let lines = stop(&mut d);
+    one_final(&lines, &ca, &sa);
+}
+
+/// RSTO / RSTR: an established connection aborted (SO_LINGER 0) by the
+/// client / by the server.
+fn aborted(client_aborts: bool) {
+    require_root!();
+    let net = Pair::new(if client_aborts { "crsto" } else { "crstr" }).unwrap();
+    let mut d = daemon(&net, &[]);
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let (c, s, ca, sa) = connected(&l, &net);
+    let (aborter, mut other) = if client_aborts { (c, s) } else { (s, c) };
+    set_linger_zero(aborter.as_raw_fd()).unwrap();
+    drop(aborter);
+    assert_eq!(other.read(&mut [0u8; 1]).unwrap_err().kind(), ErrorKind::ConnectionReset);
+    let f = wait_final(&mut d, &ca, &sa);
+    let (code, from) = if client_aborts { ("RSTO", "client") } else { ("RSTR", "server") };
+    assert_eq!(state_end(&f), (Some(code), Some("reset")), "{f}");
+    assert_eq!(reset_fields(&f), (Some("abort"), Some(from)), "{f}");
+    assert_exchange(&f);
+    assert_only_its_fields(&f);
+    let lines = stop(&mut d);
+    one_final(&lines, &ca, &sa);
+}
+
+#[test]
+fn rsto_client_aborts() {
+    aborted(true);
+}
+
+#[test]
+fn rstr_server_aborts() {
+    aborted(false);
+}
+
+/// S1: established and still open when the daemon stops.
+#[test]
+fn s1_open_at_daemon_stop() {
+    require_root!();
+    let net = Pair::new("cs1").unwrap();
+    let mut d = daemon(&net, &[]);
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let (_c, _s, ca, sa) = connected(&l, &net);
+    let lines = stop(&mut d);
+    let f = one_final(&lines, &ca, &sa);
+    assert_eq!(state_end(&f), (Some("S1"), Some("stopped")), "{f}");
+    assert_eq!(f["state"], "ESTABLISHED", "{f}");
+    assert_exchange(&f);
+    assert_only_its_fields(&f);
+}
+
+/// S2 / S3: established, then one side's FIN (acknowledged by the other
+/// side's stack, which does not close): still so when the daemon stops.
+fn half_closed(client_closes: bool) {
+    require_root!();
+    let net = Pair::new(if client_closes { "cs2" } else { "cs3" }).unwrap();
+    let mut d = daemon(&net, &[]);
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let (mut c, mut s, ca, sa) = connected(&l, &net);
+    let (closer, other) = if client_closes { (&mut c, &mut s) } else { (&mut s, &mut c) };
+    closer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(other.read(&mut [0u8; 1]).unwrap(), 0, "the FIN arrived");
+    // The daemon has seen the FIN before it stops.
+    d.wait_for(WAIT, "the FIN", |v| v["event"] == "fin" && about(v, &ca, &sa));
+    let lines = stop(&mut d);
+    let f = one_final(&lines, &ca, &sa);
+    let code = if client_closes { "S2" } else { "S3" };
+    assert_eq!(state_end(&f), (Some(code), Some("stopped")), "{f}");
+    assert_exchange(&f);
+    assert_only_its_fields(&f);
+}
+
+#[test]
+fn s2_client_closed_server_did_not() {
+    half_closed(true);
+}
+
+#[test]
+fn s3_server_closed_client_did_not() {
+    half_closed(false);
+}
+
+/// OTH: a connection established before the daemon started, picked up
+/// mid-stream (both sides send data, no SYN seen). The server listens on
+/// port 80, so that the client's port is the higher one (the daemon's
+/// guess of who is the client for a flow picked up mid-stream).
+#[test]
+fn oth_picked_up_mid_stream() {
+    require_root!();
+    let net = Pair::new("coth").unwrap();
+    let ip = net.b_end.v4;
+    let l = net.b.enter(move || TcpListener::bind((ip, 80))).unwrap().unwrap();
+    let (mut c, mut s, ca, sa) = connected(&l, &net);
+    let mut d = daemon(&net, &[]);
+    c.write_all(&[1u8; 300]).unwrap();
+    s.read_exact(&mut [0u8; 300]).unwrap();
+    s.write_all(&[2u8; 500]).unwrap();
+    c.read_exact(&mut [0u8; 500]).unwrap();
+    // Both data segments and their ACKs crossed before the daemon stops.
+    d.wait_for(WAIT, "the flow picked up", |v| about(v, &ca, &sa));
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = stop(&mut d);
+    let f = one_final(&lines, &ca, &sa);
+    assert_eq!(state_end(&f), (Some("OTH"), Some("stopped")), "{f}");
+    assert_eq!(f["picked_up"], true, "{f}");
+    // Counted from the first sequence number seen each way.
+    assert_eq!((f["client_bytes"].as_u64(), f["server_bytes"].as_u64()), (Some(300), Some(500)), "{f}");
+    assert!(f.get("syn_to_synack_us").is_none() && f.get("synack_to_ack_us").is_none(), "no handshake seen: {f}");
+    assert_only_its_fields(&f);
+}
+
+// ---- crafted: cases no pair of stacks makes ----
+
+/// S0: a SYN nobody answers, ended by `--half-open-timeout`.
+#[test]
+fn s0_syn_unanswered() {
+    require_root!();
+    let net = Pair::new("cs0").unwrap();
+    let mut d = daemon(&net, &["--half-open-timeout", "1s"]);
+    let x = Crafted::new(&net);
+    let (ca, sa) = x.addrs();
+    x.send(&net, vec![x.seg(true, Tcp { flags: "S", seq: CISN, ..Tcp::default() })]);
+    let f = wait_final(&mut d, &ca, &sa);
+    assert_eq!(state_end(&f), (Some("S0"), Some("half_open_timeout")), "{f}");
+    assert_eq!((f["client_packets"].as_u64(), f["server_packets"].as_u64()), (Some(1), Some(0)), "{f}");
+    assert!(f.get("syn_to_synack_us").is_none(), "no SYN-ACK: {f}");
+    assert_only_its_fields(&f);
+    let lines = stop(&mut d);
+    one_final(&lines, &ca, &sa);
+}
+
+/// The final record of a crafted flow that ended with a RST, checked
+/// against the `reset` event the daemon printed for the same RST.
+fn crafted_reset(d: &mut Daemon, x: &Crafted, code: &str, from: &str) {
+    let (ca, sa) = x.addrs();
+    let f = wait_final(d, &ca, &sa);
+    assert_eq!(state_end(&f), (Some(code), Some("reset")), "{f}");
+    assert_eq!(f["reset_from"], from, "{f}");
+    assert_only_its_fields(&f);
+    let lines = stop(d);
+    let r = parse(&lines).into_iter().find(|v| v["event"] == "reset" && about(v, &ca, &sa)).expect("a reset event for the RST");
+    assert_eq!(reset_fields(&f), (r["reason"].as_str(), r["from"].as_str()), "the record's reset fields are the reset event's: {f} vs {r}");
+    assert_eq!(one_final(&lines, &ca, &sa), f);
+}
+
+/// RSTOS0: the client's SYN, then the client's RST; no SYN-ACK.
+#[test]
+fn rstos0_syn_then_the_clients_rst() {
+    require_root!();
+    let net = Pair::new("crstos0").unwrap();
+    let mut d = daemon(&net, &[]);
+    let x = Crafted::new(&net);
+    x.send(&net, vec![
+        x.seg(true, Tcp { flags: "S", seq: CISN, ..Tcp::default() }),
+        x.seg(true, Tcp { flags: "R", seq: CISN.wrapping_add(1), ..Tcp::default() }),
+    ]);
+    crafted_reset(&mut d, &x, "RSTOS0", "client");
+}
+
+/// RSTRH: the server's SYN-ACK (no SYN seen), then the server's RST.
+#[test]
+fn rstrh_synack_then_the_servers_rst() {
+    require_root!();
+    let net = Pair::new("crstrh").unwrap();
+    let mut d = daemon(&net, &[]);
+    let x = Crafted::new(&net);
+    x.send(&net, vec![
+        x.seg(false, Tcp { flags: "SA", seq: SISN, ack: CISN.wrapping_add(1), ..Tcp::default() }),
+        x.seg(false, Tcp { flags: "R", seq: SISN.wrapping_add(1), ..Tcp::default() }),
+    ]);
+    crafted_reset(&mut d, &x, "RSTRH", "server");
+}
+
+/// The final record of a crafted flow still open when the daemon stops.
+fn crafted_stopped(d: &mut Daemon, x: &Crafted, code: &str) -> Value {
+    let (ca, sa) = x.addrs();
+    d.wait_for(WAIT, "the crafted flow", |v| about(v, &ca, &sa));
+    let lines = stop(d);
+    let f = one_final(&lines, &ca, &sa);
+    assert_eq!(state_end(&f), (Some(code), Some("stopped")), "{f}");
+    assert_only_its_fields(&f);
+    f
+}
+
+/// SH: the client (higher port) sends data and its FIN, picked up
+/// mid-stream; the server is never seen.
+#[test]
+fn sh_client_data_then_fin_server_silent() {
+    require_root!();
+    let net = Pair::new("csh").unwrap();
+    let mut d = daemon(&net, &[]);
+    let x = Crafted::new(&net);
+    x.send(&net, vec![
+        x.seg(true, Tcp { flags: "A", seq: CISN, ack: SISN, payload: 100, ..Tcp::default() }),
+        x.seg(true, Tcp { flags: "FA", seq: CISN.wrapping_add(100), ack: SISN, ..Tcp::default() }),
+    ]);
+    let f = crafted_stopped(&mut d, &x, "SH");
+    assert_eq!(f["picked_up"], true, "{f}");
+    assert_eq!((f["client_bytes"].as_u64(), f["server_bytes"].as_u64()), (Some(100), Some(0)), "{f}");
+    assert_eq!((f["client_packets"].as_u64(), f["server_packets"].as_u64()), (Some(2), Some(0)), "{f}");
+}
+
+/// SHR: the server's SYN-ACK (no SYN seen), then the server's FIN.
+#[test]
+fn shr_synack_then_the_servers_fin() {
+    require_root!();
+    let net = Pair::new("cshr").unwrap();
+    let mut d = daemon(&net, &["--half-open-timeout", "60s"]);
+    let x = Crafted::new(&net);
+    x.send(&net, vec![
+        x.seg(false, Tcp { flags: "SA", seq: SISN, ack: CISN.wrapping_add(1), ..Tcp::default() }),
+        x.seg(false, Tcp { flags: "FA", seq: SISN.wrapping_add(1), ack: CISN.wrapping_add(1), ..Tcp::default() }),
+    ]);
+    let f = crafted_stopped(&mut d, &x, "SHR");
+    assert_eq!((f["client_packets"].as_u64(), f["server_packets"].as_u64()), (Some(0), Some(2)), "{f}");
+}
