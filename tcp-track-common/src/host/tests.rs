@@ -228,7 +228,8 @@ fn account_racing(rival: Option<FlowRecord>, f: &[u8]) -> (Verdict, Racy, [u64; 
     let mut store = Racy { inner: HostStore::new(1024, 64, SEED), rival, raced: false };
     let (mut counters, mut events) = ([0; counters::COUNT as usize], Vec::new());
     let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
-    let driver = HostDriver { counters: &mut counters, events: &mut events, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
+    let mut conns = Vec::new();
+    let driver = HostDriver { counters: &mut counters, events: &mut events, conns: &mut conns, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
     let mut cx = Cx { driver, seen: Seen::new(1 << 30, IFINDEX, HOOK_XDP) };
     let verdict = account(&mut store, &mut scratch, &mut cx);
     (verdict, store, counters, events)
