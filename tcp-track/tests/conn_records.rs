@@ -316,3 +316,106 @@ fn shr_synack_then_the_servers_fin() {
     let f = crafted_stopped(&mut d, &x, "SHR");
     assert_eq!((f["client_packets"].as_u64(), f["server_packets"].as_u64()), (Some(0), Some(2)), "{f}");
 }
+
+// ---- the record's other fields, and which records are printed ----
+
+/// Forged RSTs outside the client's window, dropped by `--drop-invalid-rst`,
+/// are counted on the connection's record.
+#[test]
+fn dropped_rsts_are_counted_on_the_record() {
+    require_root!();
+    let net = Pair::new("crstdrop").unwrap();
+    let mut d = daemon(&net, &["--drop-invalid-rst"]);
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let (mut c, mut s, ca, sa) = connected(&l, &net);
+    let synack = d.wait_for(WAIT, "the SYN-ACK", |v| v["event"] == "state" && v["state"] == "SYN_RECV" && about(v, &ca, &sa));
+    // Half the sequence space away from the client's RCV.NXT: outside any window.
+    let far = (synack["seq"].as_u64().unwrap() as u32).wrapping_add(0x8000_0000);
+    let x = Crafted { client: v4(ca), server: v4(sa), mac: net.a.mac(&net.a_end.ifname).unwrap() };
+    x.send(&net, (0..3u32).map(|i| x.seg(false, Tcp { flags: "R", seq: far.wrapping_add(i * 7919), ..Tcp::default() })).collect());
+    for _ in 0..3 {
+        d.wait_for(WAIT, "a dropped reset", |v| v["event"] == "reset" && v["action"] == "dropped" && about(v, &ca, &sa));
+    }
+    close_orderly(&mut c, &mut s).unwrap();
+    let f = wait_final(&mut d, &ca, &sa);
+    assert_eq!(state_end(&f), (Some("SF"), Some("fin")), "the dropped RSTs changed nothing: {f}");
+    assert_eq!(f["rst_dropped"].as_u64(), Some(3), "{f}");
+    assert_exchange(&f);
+    let lines = stop(&mut d);
+    one_final(&lines, &ca, &sa);
+}
+
+fn v4(a: SocketAddr) -> std::net::SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 only"),
+    }
+}
+
+/// A refused connection and an orderly one, with the daemon printing the
+/// sets `events` (None: the default): which lines came about each.
+fn printed_with(net: &Pair, l: &TcpListener, events: Option<&str>) -> Vec<Value> {
+    let mut args = vec!["run", "--iface", &net.a_end.ifname, "--format", "json"];
+    if let Some(e) = events {
+        args.extend(["--events", e]);
+    }
+    let mut d = Daemon::start(&net.a, &args);
+    let closed_port = net.b.listen(net.b_end.v4).unwrap().local_addr().unwrap().port();
+    assert!(net.a.connect(SocketAddr::new(net.b_end.v4.into(), closed_port)).is_err());
+    let (mut c, mut s, ..) = connected(l, net);
+    close_orderly(&mut c, &mut s).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    parse(&stop(&mut d))
+}
+
+/// `--events`: conn records only when the list holds `conn` or `all`;
+/// the default set (`notable`) prints the reset and no conn record.
+#[test]
+fn conn_records_are_printed_when_the_event_sets_say_so() {
+    require_root!();
+    let net = Pair::new("cevsets").unwrap();
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let kinds = |lines: &[Value]| {
+        let mut k: Vec<String> = lines.iter().map(|v| v["event"].as_str().unwrap_or("?").to_string()).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let default = printed_with(&net, &l, None);
+    assert!(kinds(&default).contains(&"reset".to_string()) && !kinds(&default).contains(&"conn".to_string()), "{default:?}");
+    let both = printed_with(&net, &l, Some("notable,conn"));
+    let conns: Vec<&str> = both.iter().filter(|v| is_final(v)).filter_map(|v| v["conn_state"].as_str()).collect();
+    assert_eq!(conns, ["REJ", "SF"], "{both:?}");
+    assert!(kinds(&both).contains(&"reset".to_string()), "{both:?}");
+    let only = printed_with(&net, &l, Some("conn"));
+    assert_eq!(kinds(&only), ["conn"], "{only:?}");
+}
+
+/// The text format prints a record's fields as `key=value` in the
+/// schema's order.
+#[test]
+fn text_line_has_the_fields_in_order() {
+    require_root!();
+    const ORDER: &[&str] = &[
+        "interim", "duration_s", "conn_state", "end", "closer", "reset_reason", "reset_from", "client_bytes", "server_bytes", "client_packets",
+        "server_packets", "client_retransmits", "server_retransmits", "rst_dropped", "syn_to_synack_us", "synack_to_ack_us", "state",
+    ];
+    let net = Pair::new("ctext").unwrap();
+    let mut d = Daemon::start(&net.a, &["run", "--iface", &net.a_end.ifname, "--format", "text", "--events", "conn"]);
+    let l = net.b.listen(net.b_end.v4).unwrap();
+    let (mut c, mut s, ca, sa) = connected(&l, &net);
+    close_orderly(&mut c, &mut s).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.terminate().success());
+    let lines = d.drain(Duration::from_millis(200));
+    assert_eq!(lines.len(), 1, "one conn record: {lines:?}");
+    let line = &lines[0];
+    assert!(line.contains(" conn ") && line.contains(&format!("{ca} -> {sa}")), "{line}");
+    let pairs: Vec<(&str, &str)> = line.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+    let expected: Vec<&str> = ORDER.iter().copied().filter(|k| !matches!(*k, "interim" | "reset_reason" | "reset_from")).collect();
+    assert_eq!(keys, expected, "{line}");
+    let value = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    assert_eq!((value("conn_state"), value("end"), value("closer")), (Some("SF"), Some("fin"), Some("client")), "{line}");
+    assert_eq!((value("client_bytes"), value("server_bytes")), (Some("7"), Some("8")), "{line}");
+}
