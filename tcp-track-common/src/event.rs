@@ -34,6 +34,8 @@ pub const EVENT_CONN_END: u16 = 8;
 /// `FlowEvent::end`: why a connection's record was written (0 on other
 /// events). The kernel writes the first three; the daemon decides the
 /// others (timeouts, its own stop) and the capture reader the last.
+/// No end: any event but `EVENT_CONN_END`.
+pub const CONN_END_NONE: u8 = 0;
 /// The active closer entered TIME_WAIT (the last ACK of an orderly close).
 pub const CONN_END_FIN: u8 = 1;
 /// A RST closed it (`FlowEvent::reset` is its class, `dir` its sender).
@@ -126,13 +128,13 @@ const _: () = assert!(core::mem::size_of::<ConnEnd>() == 168);
 #[inline(always)]
 pub fn conn_end_of(out: &Outcome) -> u8 {
     if out.old_state >= STATE_TIME_WAIT {
-        0
+        CONN_END_NONE
     } else if out.new_state == STATE_TIME_WAIT {
         CONN_END_FIN
     } else if out.new_state == STATE_CLOSE && out.reset != RESET_NONE {
         CONN_END_RESET
     } else {
-        0
+        CONN_END_NONE
     }
 }
 
@@ -186,7 +188,7 @@ impl FlowEvent {
             retrans: rec.peer(dir).retrans,
             lo_state: endpoint_state(rec, 0),
             hi_state: endpoint_state(rec, 1),
-            end: if kind == EVENT_CONN_END { conn_end_of(out) } else { 0 },
+            end: if kind == EVENT_CONN_END { conn_end_of(out) } else { CONN_END_NONE },
         }
     }
 

@@ -16,11 +16,11 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::{counters, event::FlowEvent};
+use tcp_track_common::counters;
 
 use crate::{
     config::Config,
-    events::{Decoder, Event},
+    events::{split_record, Decoder, Event},
     output::Writer,
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
@@ -185,10 +185,22 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         &self.reporter
     }
 
+    /// The daemon stops at `now` (after its last drain): the final `conn`
+    /// record of every connection still open (`Reporter::stop`), if
+    /// `conn` records are printed.
+    pub fn stop(&mut self, now: u64) -> io::Result<()> {
+        if !self.reporter.config().events.conn {
+            return Ok(());
+        }
+        let events = self.reporter.stop(now, self.decoder.first_ifname());
+        self.write_all(&events)
+    }
+
     /// Write `events` and flush: every step's output reaches the reader
     /// when the step ends.
     fn write_all(&mut self, events: &[Event]) -> io::Result<()> {
-        let res = events.iter().try_for_each(|ev| self.writer.write(&mut self.out, ev));
+        let shown = self.reporter.config().events;
+        let res = events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| self.writer.write(&mut self.out, ev));
         self.flushed(res)
     }
 
@@ -208,26 +220,35 @@ pub fn drain<R: Records, W: Write, L: FlowLookup>(
     out: &mut W,
 ) -> (usize, io::Result<()>) {
     let mut n = 0;
+    let shown = reporter.config().events;
     while n < MAX_BATCH {
         let Some(item) = ring.next_record() else { break };
         n += 1;
-        let raw: FlowEvent = match bytemuck::try_pod_read_unaligned(&item) {
-            Ok(raw) => raw,
-            Err(_) => {
-                warn!("skipping a ring-buffer record of {} bytes", item.len());
+        let split = split_record(&item);
+        drop(item);
+        let (raw, conn) = match split {
+            Ok(parts) => parts,
+            Err(e) => {
+                warn!("skipping a ring-buffer record: {e}");
                 continue;
             }
         };
-        drop(item);
-        match decoder.event(&raw) {
-            Ok(ev) => {
-                for ev in reporter.on_event(&raw, ev) {
-                    if let Err(e) = writer.write(out, &ev) {
-                        return (n, Err(e));
-                    }
-                }
+        let written = match conn {
+            // One per connection: the reporter's own path.
+            Some(rec) => {
+                let events = reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex));
+                events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, ev))
             }
-            Err(e) => warn!("skipping a ring-buffer record: {e}"),
+            None => match decoder.event(&raw) {
+                Ok(ev) => reporter.on_event(&raw, ev).filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, &ev)),
+                Err(e) => {
+                    warn!("skipping a ring-buffer record: {e}");
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = written {
+            return (n, Err(e));
         }
     }
     (n, Ok(()))

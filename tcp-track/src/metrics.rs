@@ -150,6 +150,10 @@ pub fn encode(snap: &Snapshot) -> prometheus::Result<String> {
         snap.printed.iter().map(|(kind, v)| ([kind.as_str()], *v))
     })?;
     reg.counter("events_rate_limited_total", "Events not printed because a flow exceeded its rate limit", r.suppressed)?;
+    reg.counters("connections_ended_total", "Connections that ended, by why (each one's final conn record, printed or not)", &["end"], {
+        r.conn.ended.iter().map(|(end, v)| ([end.as_str()], *v))
+    })?;
+    reg.counter("conn_interim_records_total", "Interim conn records of connections still open (--conn-interval)", r.conn.interim)?;
 
     let mut out = String::new();
     TextEncoder::new().encode_utf8(&reg.0.gather(), &mut out)?;
@@ -210,9 +214,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        report::{Closer, ReportSnapshot},
+        report::{Closer, ConnCounts, ReportSnapshot},
         tables::TableFill,
-        vocab::{ConnState, EventKind, ResetClass},
+        vocab::{ConnState, EndReason, EventKind, ResetClass},
     };
 
     fn snapshot() -> Snapshot {
@@ -233,6 +237,7 @@ mod tests {
                 vanished: 6,
                 suppressed: 7,
                 pending_deadlines: 0,
+                conn: ConnCounts { ended: EndReason::ALL.iter().map(|&e| (e, u64::from(e == EndReason::Fin) * 11)).collect(), interim: 12 },
             },
             printed: EventKind::ALL.iter().map(|&k| (k, u64::from(k == EventKind::Reset) * 8)).collect(),
             tables: vec![TableFill { table: "established_v4", entries: 9, capacity: 65536 }],
@@ -272,6 +277,9 @@ mod tests {
         has(r#"tcp_track_resets_total{action="dropped",class="out_of_window"} 1"#);
         has(r#"tcp_track_events_printed_total{kind="reset"} 8"#);
         has("tcp_track_events_rate_limited_total 7");
+        has(r#"tcp_track_connections_ended_total{end="fin"} 11"#);
+        has(r#"tcp_track_connections_ended_total{end="stopped"} 0"#);
+        has("tcp_track_conn_interim_records_total 12");
         assert!(!text.contains("198.18") && !text.contains("port=\""), "no addresses or ports as labels");
     }
 }

@@ -41,6 +41,11 @@ impl FlowLookup for FakeTable {
         self.records.remove(id);
         self.removed.push(*id);
     }
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
+        let mut all: Vec<_> = self.records.iter().map(|(id, r)| (*id, *r)).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
 }
 
 const S: u64 = 1_000_000_000;
@@ -53,7 +58,9 @@ fn cfg() -> ReportConfig {
         close_wait_timeout: Duration::from_secs(5),
         syn_flood_threshold: 10,
         time_wait_pressure: 3,
-        events: EventSet::Notable,
+        events: EventSet::Notable.into(),
+        idle_timeout: Duration::from_secs(3600),
+        conn_interval: None,
         per_flow_rate: 10,
         max_half_open_tracked: 1000,
     }
@@ -420,7 +427,7 @@ fn a_misbehaving_flow_is_rate_limited() {
 
 #[test]
 fn all_events_mode_prints_transitions_too() {
-    let mut g = Rig::new(ReportConfig { events: EventSet::All, ..cfg() });
+    let mut g = Rig::new(ReportConfig { events: EventSet::All.into(), ..cfg() });
     let evs = g.feed(raw(EVENT_FLOW_NEW, 40009, T0, true, SYN, 0, STATE_SYN_SENT));
     assert_eq!(names(&evs), ["flow_new"]);
 }
