@@ -40,11 +40,14 @@ fn daemon(net: &Pair, extra: &[&str]) -> Daemon {
 /// The figures every record of a connection set up by `connected` has.
 fn assert_exchange(f: &Value) {
     assert_eq!((f["client_bytes"].as_u64(), f["server_bytes"].as_u64()), (Some(7), Some(8)), "{f}");
-    assert_eq!(f["picked_up"], false, "{f}");
+    assert_eq!(f.get("picked_up"), None, "present only when true: {f}");
     assert!(f["syn_to_synack_us"].is_u64() && f["synack_to_ack_us"].is_u64(), "handshake seen: {f}");
     // SYN, ACK, data; SYN-ACK, data (each side's data acknowledged or not).
     assert!(f["client_packets"].as_u64() >= Some(3) && f["server_packets"].as_u64() >= Some(2), "{f}");
-    assert!(f["duration_s"].as_f64().is_some_and(|d| d > 0.0 && d < 10.0), "{f}");
+    // First to last segment: well under a second here. The last segment's
+    // time is kept to 2^20 ns (`conn::last_seen_ns`), so a connection that
+    // lasted under a millisecond may say 0.
+    assert!(f["duration_s"].as_f64().is_some_and(|d| (0.0..1.0).contains(&d)), "{f}");
 }
 
 /// SF, orderly release with `client_first` closing first: the record comes
