@@ -11,7 +11,7 @@ mod support;
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, ErrorKind, Read, Write},
-    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
     process::{Child, Command, Stdio},
     thread::{self, JoinHandle},
@@ -134,14 +134,23 @@ fn drop_nth_data_segments(ns: &Netns, select: &str, nth: &str) {
     .unwrap();
 }
 
-/// The client writes 10,000 bytes and the server 123,456, in MSS-sized
-/// segments (offloads off on both ends), a few of them dropped once in
-/// each direction: the record has exactly those byte counts, and as many
-/// packets each way as tcpdump counted on the same interface.
+/// The client writes 10,000 bytes and the server 123,456, in several
+/// segments, a few of them dropped once in each direction: the record has
+/// exactly those byte counts, and as many packets each way as tcpdump
+/// counted on the same interface.
+///
+/// Packet for packet only where both see the same packets: offloads are off
+/// on both ends (no GRO merging frames before tcpdump's tap on ingress),
+/// and the client sends its data 1,000 bytes at a time, each chunk read by
+/// the server before the next is written. Linux's TCP builds GSO packets
+/// whatever the device's features, and a send of several segments at once
+/// is segmented after the TC egress hook but before tcpdump's tap: tcp-track
+/// counts it as one packet (what its hook sees, `conn.rs`), tcpdump as many.
 #[test]
 fn bytes_are_exact_and_packets_agree_with_tcpdump() {
     require_root!();
     const FROM_CLIENT: usize = 10_000;
+    const CHUNK: usize = 1_000;
     const FROM_SERVER: usize = 123_456;
     let net = Pair::new("cbytes").unwrap();
     set_offloads(&net.a, &net.a_end.ifname, false).unwrap();
@@ -150,20 +159,27 @@ fn bytes_are_exact_and_packets_agree_with_tcpdump() {
     let l = net.b.listen(net.b_end.v4).unwrap();
     let port = l.local_addr().unwrap().port();
     let capture = Capture::start(&net.a, &net.a_end.ifname, &format!("tcp port {port}"));
-    drop_nth_data_segments(&net.b, &format!("tcp dport {port}"), "1, 4");
+    drop_nth_data_segments(&net.b, &format!("tcp dport {port}"), "2, 6");
     drop_nth_data_segments(&net.a, &format!("tcp sport {port}"), "3, 20, 41");
 
     let mut c = net.a.connect(l.local_addr().unwrap()).unwrap();
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
+    let (chunk_read, each_read) = std::sync::mpsc::channel();
     let server = thread::spawn(move || {
         s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut got = vec![0u8; FROM_CLIENT];
-        s.read_exact(&mut got).unwrap();
+        for _ in 0..FROM_CLIENT / CHUNK {
+            s.read_exact(&mut [0u8; CHUNK]).unwrap();
+            chunk_read.send(()).unwrap();
+        }
         s.write_all(&vec![b's'; FROM_SERVER]).unwrap();
         s
     });
-    c.write_all(&vec![b'c'; FROM_CLIENT]).unwrap();
+    c.set_nodelay(true).unwrap();
+    for _ in 0..FROM_CLIENT / CHUNK {
+        c.write_all(&[b'c'; CHUNK]).unwrap();
+        each_read.recv_timeout(WAIT).expect("the server read the chunk");
+    }
     let mut got = vec![0u8; FROM_SERVER];
     c.read_exact(&mut got).unwrap();
     let mut s = server.join().unwrap();
@@ -188,30 +204,42 @@ fn bytes_are_exact_and_packets_agree_with_tcpdump() {
 }
 
 /// Crafted SYN, SYN-ACK 30 ms later, ACK 10 ms later: the handshake
-/// figures are those gaps, within 2 ms.
+/// figures are those gaps, within 2 ms. On a loaded machine the sender may
+/// miss its schedule: then the handshake is played again on another
+/// 4-tuple (up to 5 times), and the figures are checked on one that kept it.
 #[test]
 fn handshake_timing_from_known_gaps() {
     require_root!();
+    const NOMINAL: [Duration; 2] = [Duration::from_millis(30), Duration::from_millis(10)];
     let net = Pair::new("chstime").unwrap();
     let mut d = daemon(&net, "conn", &[]);
-    let x = Crafted::new(&net);
-    let (ca, sa) = x.addrs();
-    let segs = vec![
-        (Duration::ZERO, x.seg(true, Tcp { flags: "S", seq: CISN, ..Tcp::default() })),
-        (Duration::from_millis(30), x.seg(false, Tcp { flags: "SA", seq: SISN, ack: CISN.wrapping_add(1), ..Tcp::default() })),
-        (Duration::from_millis(10), x.seg(true, Tcp { flags: "A", seq: CISN.wrapping_add(1), ack: SISN.wrapping_add(1), ..Tcp::default() })),
-    ];
-    let sent = send_paced(&net.b, &net.b_end.ifname, segs).unwrap();
-    let gaps = [sent[1] - sent[0], sent[2] - sent[1]];
+    let base = Crafted::new(&net);
+    let mut kept = None;
+    let mut missed = Vec::new();
+    for attempt in 0..5u16 {
+        let x = Crafted { client: SocketAddrV4::new(*base.client.ip(), base.client.port() + attempt), ..base };
+        let segs = vec![
+            (Duration::ZERO, x.seg(true, Tcp { flags: "S", seq: CISN, ..Tcp::default() })),
+            (NOMINAL[0], x.seg(false, Tcp { flags: "SA", seq: SISN, ack: CISN.wrapping_add(1), ..Tcp::default() })),
+            (NOMINAL[1], x.seg(true, Tcp { flags: "A", seq: CISN.wrapping_add(1), ack: SISN.wrapping_add(1), ..Tcp::default() })),
+        ];
+        let sent = send_paced(&net.b, &net.b_end.ifname, segs).unwrap();
+        let gaps = [sent[1] - sent[0], sent[2] - sent[1]];
+        if gaps.iter().zip(NOMINAL).all(|(g, n)| g.abs_diff(n) < Duration::from_micros(500)) {
+            kept = Some((x.addrs(), gaps));
+            break;
+        }
+        missed.push(gaps);
+    }
     thread::sleep(Duration::from_millis(100));
     let lines = stop(&mut d);
+    let Some(((ca, sa), gaps)) = kept else { panic!("the sender missed its schedule 5 times: {missed:?}") };
     let f = one_final(&lines, &ca, &sa);
     assert_eq!(state_end(&f), (Some("S1"), Some("stopped")), "{f}");
     let figures = [f["syn_to_synack_us"].as_u64(), f["synack_to_ack_us"].as_u64()];
-    for ((figure, nominal), gap) in figures.into_iter().zip([30_000u64, 10_000]).zip(gaps) {
+    for ((figure, nominal), gap) in figures.into_iter().zip(NOMINAL).zip(gaps) {
         let figure = figure.unwrap_or_else(|| panic!("handshake figures present: {f}"));
-        assert!(figure.abs_diff(nominal) <= 2_000, "{figure} µs for a gap of {nominal} µs (sent {gap:?} apart): {f}");
-        assert!(figure.abs_diff(gap.as_micros() as u64) <= 2_000, "{figure} µs for frames sent {gap:?} apart: {f}");
+        assert!(figure.abs_diff(nominal.as_micros() as u64) <= 2_000, "{figure} µs for a gap of {nominal:?} (sent {gap:?} apart): {f}");
     }
 }
 

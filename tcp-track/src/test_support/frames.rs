@@ -29,8 +29,9 @@ pub fn send_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> io::Result
 
 /// Send each frame out of `ifname` in `ns` `gap` after the previous one (the
 /// first at once), through one socket; returns when each left. The last
-/// 200 µs of a gap are spun rather than slept, so that gaps are exact to a
-/// few microseconds unless the scheduler takes the thread away.
+/// 2 ms of a gap are spun rather than slept, so that gaps are exact to a
+/// few microseconds unless the scheduler takes the thread away (callers
+/// check the times returned).
 pub fn send_paced(ns: &Netns, ifname: &str, frames: Vec<(Duration, Vec<u8>)>) -> io::Result<Vec<Instant>> {
     let ifname = ifname.to_string();
     ns.enter(move || {
@@ -39,7 +40,7 @@ pub fn send_paced(ns: &Netns, ifname: &str, frames: Vec<(Duration, Vec<u8>)>) ->
         for (gap, f) in &frames {
             if let Some(prev) = sent.last().copied() {
                 let due = prev + *gap;
-                let spin = Duration::from_micros(200);
+                let spin = Duration::from_millis(2);
                 if let Some(left) = due.checked_duration_since(Instant::now()).and_then(|l| l.checked_sub(spin)) {
                     thread::sleep(left);
                 }
