@@ -298,10 +298,15 @@ mod tests {
     }
 
     fn daemon(counters: Fixed) -> Daemon<FakeTable, Fixed, Vec<u8>> {
+        daemon_showing(counters, crate::config::EventSets::default())
+    }
+
+    fn daemon_showing(counters: Fixed, events: crate::config::EventSets) -> Daemon<FakeTable, Fixed, Vec<u8>> {
         let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0);
         let decoder = Decoder::new(clock, HashMap::from([(3, "veth0".to_string())]));
         let mut config = Config::new(vec!["veth0".into()]);
         config.format = Format::Json;
+        config.report.events = events;
         Daemon::new(&config, decoder, FakeTable::default(), counters, Vec::new())
     }
 
@@ -347,6 +352,57 @@ mod tests {
         assert_eq!(d.lost_reported, 7);
         assert!(d.counters_line().contains("events_lost=7"));
         assert!(d.counters_line().ends_with(" flows_vanished=0"));
+    }
+
+    /// The kernel's records as the shared table logic writes them (the host
+    /// tracker, fed crafted frames), through the daemon's drain: a
+    /// connection closed by the client and one refused give one `conn`
+    /// line each, as many as flows were created; with `--events conn`
+    /// nothing else is printed.
+    #[test]
+    fn the_shared_logics_records_become_one_conn_line_per_connection() {
+        use tcp_track_common::{event::EVENT_CONN_END, host::HostTracker};
+
+        use crate::{config::EventSet, test_support::frames::{tcp_segment, Tcp}};
+
+        let (c, c2, s) = ("198.18.0.1:40000".parse().unwrap(), "198.18.0.1:40001".parse().unwrap(), "198.18.0.2:80".parse().unwrap());
+        let seg = |from, to, flags, seq, ack, payload| tcp_segment(from, to, [2; 6], Tcp { flags, seq, ack, window: 1000, payload, ..Tcp::default() }).unwrap();
+        let frames = [
+            seg(c, s, "S", 100, 0, 0),
+            seg(s, c, "SA", 500, 101, 0),
+            seg(c, s, "A", 101, 501, 0),
+            seg(c, s, "A", 101, 501, 10),
+            seg(s, c, "A", 501, 111, 20),
+            seg(c, s, "FA", 111, 521, 0),
+            seg(s, c, "FA", 521, 112, 0),
+            seg(c, s, "A", 112, 522, 0),
+            seg(c2, s, "S", 7000, 0, 0),
+            seg(s, c2, "RA", 0, 7001, 0),
+        ];
+        let mut tracker = HostTracker::new(1024, 64, 1);
+        let mut ring = VecDeque::new();
+        for (i, f) in frames.iter().enumerate() {
+            let mut events = Vec::new();
+            tracker.segment(f, 3, tcp_track_common::event::HOOK_XDP, 5_000_000_000 + i as u64 * 1_000_000, &mut events);
+            let mut conns = tracker.take_conn_ends().into_iter();
+            for e in events {
+                ring.push_back(if e.kind == EVENT_CONN_END { bytemuck::bytes_of(&conns.next().unwrap()).to_vec() } else { bytemuck::bytes_of(&e).to_vec() });
+            }
+        }
+        let counters = Fixed::default();
+        let mut d = daemon_showing(counters, EventSet::Conn.into());
+        d.drain(&mut ring).unwrap();
+        d.stop(6_000_000_000).unwrap();
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len() as u64, tracker.counters()[counters::FLOWS_CREATED as usize], "one per flow created: {out}");
+        let fields = |j: &serde_json::Value, k: &[&str]| k.iter().map(|k| j[*k].to_string()).collect::<Vec<_>>().join(" ");
+        let keys = ["event", "client", "conn_state", "end", "closer", "client_bytes", "server_bytes", "client_packets", "server_packets", "state"];
+        assert_eq!(fields(&lines[0], &keys), r#""conn" "198.18.0.1:40000" "SF" "fin" "client" 10 20 5 3 "TIME_WAIT""#);
+        assert_eq!(lines[0]["duration_s"], 0.007, "first to last segment");
+        assert_eq!((lines[0]["syn_to_synack_us"].as_u64(), lines[0]["synack_to_ack_us"].as_u64()), (Some(1000), Some(1000)));
+        let keys = ["client", "conn_state", "end", "reset_reason", "reset_from", "client_packets", "server_packets", "state"];
+        assert_eq!(fields(&lines[1], &keys), r#""198.18.0.1:40001" "REJ" "reset" "refused" "server" 1 1 "CLOSE""#);
     }
 
     /// A reader that went away: the step fails with its error, for the

@@ -178,11 +178,6 @@ impl Loaded {
         out
     }
 
-    /// The events emitted since the last call, in order.
-    fn events(&mut self) -> Vec<FlowEvent> {
-        self.ring().0
-    }
-
     /// The records emitted since the last call: every record's event (a
     /// connection record's head among them, in order), and the connection
     /// records whole.

@@ -13,7 +13,8 @@ pub mod run;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Attach to interfaces and stream connection events to stdout.
-    Run(run::RunArgs),
+    // Boxed: its many options make it much larger than the other variants.
+    Run(Box<run::RunArgs>),
     /// Play every kind of event in throw-away network namespaces (root; about 20 s).
     Demo(demo::DemoArgs),
 }
@@ -31,7 +32,7 @@ impl Command {
     /// Run the command to its end.
     pub fn execute(self) -> Result<()> {
         match self {
-            Command::Run(args) => run::execute(args),
+            Command::Run(args) => run::execute(*args),
             Command::Demo(args) => demo::execute(args),
         }
     }

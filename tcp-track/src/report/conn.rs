@@ -194,11 +194,20 @@ impl<L: FlowLookup> Reporter<L> {
     /// The daemon stops at `now`: the final record of every connection
     /// still open in the kernel's tables (`end: stopped`), and of every
     /// tracked one gone from them without a record (`end: evicted`).
-    /// `iface` names the interface of flows the daemon did not follow (their
-    /// first events were lost). Nothing is removed: the tables go with the
-    /// programs.
+    /// Once: a second call returns nothing. `iface` names the interface of
+    /// flows the daemon did not follow (their first events were lost).
+    /// Nothing is removed: the tables go with the programs.
     pub fn stop(&mut self, now: u64, iface: Arc<str>) -> Vec<Event> {
+        self.end_all(now, iface, EndReason::Stopped)
+    }
+
+    /// `stop` with another reason for the open connections' end (a
+    /// capture's reader: `EndReason::CaptureEnd`).
+    pub fn end_all(&mut self, now: u64, iface: Arc<str>, end: EndReason) -> Vec<Event> {
         let mut out = Vec::new();
+        if std::mem::replace(&mut self.stopped, true) {
+            return out;
+        }
         let mut seen = std::collections::HashSet::new();
         for (id, rec) in self.lookup.open_flows() {
             seen.insert(id);
@@ -206,10 +215,10 @@ impl<L: FlowLookup> Reporter<L> {
                 continue;
             }
             let ev = match self.flows.get(&id) {
-                Some(_) => self.end_flow(&id, &rec, EndReason::Stopped, now),
+                Some(_) => self.end_flow(&id, &rec, end, now),
                 None => {
                     let last_ns = last_seen_ns(&rec, now).min(now);
-                    self.conn_record(&id, iface.clone(), &rec, Ending { end: Some(EndReason::Stopped), reset: None, last_ns })
+                    self.conn_record(&id, iface.clone(), &rec, Ending { end: Some(end), reset: None, last_ns })
                 }
             };
             out.extend(ev);

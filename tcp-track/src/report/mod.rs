@@ -122,6 +122,8 @@ pub struct Reporter<L: FlowLookup> {
     /// Final `conn` records by end (`EndReason` as index), interim ones.
     conn_ended: Vec<u64>,
     conn_interim: u64,
+    /// `stop` wrote its records.
+    stopped: bool,
 }
 
 /// What the reporter holds at one instant, for readers (metrics, a flow
@@ -173,6 +175,7 @@ impl<L: FlowLookup> Reporter<L> {
             pending: Vec::new(),
             conn_ended: vec![0; EndReason::ALL.len()],
             conn_interim: 0,
+            stopped: false,
         }
     }
 
@@ -223,11 +226,15 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// One kernel event, already decoded into `ev`; returns what to print,
-    /// drained from a buffer the reporter keeps for the next event.
+    /// drained from a buffer the reporter keeps for the next event. A
+    /// connection's end (`EVENT_CONN_END`) carries a flow record and goes
+    /// to `on_conn_end` instead: here it is ignored.
     pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> std::vec::Drain<'_, Event> {
         let mut out = std::mem::take(&mut self.pending);
         out.clear();
-        self.handle(raw, ev, &mut out);
+        if ev.event != EventKind::Conn {
+            self.handle(raw, ev, &mut out);
+        }
         self.pending = out;
         self.pending.drain(..)
     }
