@@ -34,7 +34,7 @@ use tcp_track_common::{
     state::{STATE_NONE, STATE_TIME_WAIT},
 };
 
-use super::{deadlines::dur_ns, flow::FlowId, Closer, Deadline, FlowLookup, Reporter};
+use super::{deadlines::dur_ns, flow::FlowId, Closer, Deadline, FlowLookup, Reporter, Tracked};
 use crate::{
     events::{client_server, Endpoint, Event},
     vocab::{ConnState, EndReason, EventKind, ResetClass},
@@ -51,12 +51,60 @@ pub(super) struct Ending {
 }
 
 /// Counts of conn records, for the metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConnCounts {
     /// Final records by `end`, in `EndReason::ALL` order.
     pub ended: Vec<(EndReason, u64)>,
     /// Interim records.
     pub interim: u64,
+    /// Durations of the connections that ended, in seconds.
+    pub duration: Histogram,
+    /// Their handshakes (SYN to SYN-ACK plus SYN-ACK to ACK: the round-trip
+    /// time between the hosts), in seconds, when both were seen.
+    pub handshake: Histogram,
+}
+
+/// Bounds of `ConnCounts::duration`, in seconds: a millisecond to a day.
+pub const DURATION_BOUNDS: &[f64] = &[0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0];
+/// Bounds of `ConnCounts::handshake`, in seconds: 100 µs to 5 s.
+pub const HANDSHAKE_BOUNDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// A histogram's observations: a count per bucket (values at most its
+/// bound and above the previous one; the last counts those above every
+/// bound) and their sum.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// What a `conn` record of flow `t`, evicted without a word, can say at
+/// `now`: the audit's last snapshot of it, or if it never took one a record
+/// with nothing but the client and the first time; and its last segment's
+/// time.
+pub(super) fn vanished_record(t: &Tracked, now: u64) -> (FlowRecord, u64) {
+    match t.last_rec {
+        Some(rec) => (rec, last_seen_ns(&rec, now).min(now)),
+        None => (FlowRecord { initiator: t.initiator, first_ns: t.first_ns, ..FlowRecord::default() }, t.first_ns),
+    }
 }
 
 /// Whether a flow in `state` is still open: its final record is not
@@ -113,23 +161,30 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// Count a record and build it, if `conn` records are printed.
     pub(super) fn conn_record(&mut self, id: &FlowId, iface: Arc<str>, rec: &FlowRecord, how: Ending) -> Option<Event> {
+        let first_ns = if rec.first_ns == 0 { how.last_ns } else { rec.first_ns };
+        let duration_s = (how.last_ns.saturating_sub(first_ns) / 1000) as f64 / 1e6;
+        let sum = ConnSummary::of(rec);
         match how.end {
-            Some(end) => self.conn_ended[end as usize] += 1,
+            Some(end) => {
+                self.conn_ended[end as usize] += 1;
+                self.conn_duration.observe(duration_s);
+                if let (Some(a), Some(b)) = (sum.syn_to_synack_us, sum.synack_to_ack_us) {
+                    self.conn_handshake.observe((u64::from(a) + u64::from(b)) as f64 / 1e6);
+                }
+            }
             None => self.conn_interim += 1,
         }
         if !self.cfg.events.conn {
             return None;
         }
-        let first_ns = if rec.first_ns == 0 { how.last_ns } else { rec.first_ns };
         let (client, server) = endpoints_of(id, rec.initiator);
         let mut e = Event::new(self.ts(first_ns), EventKind::Conn, iface, Some(Endpoint::Socket(client)), server);
         e.picked_up = rec.origin == ORIGIN_MIDSTREAM;
-        let sum = ConnSummary::of(rec);
         if how.end.is_none() {
             e.set("interim", true);
         }
         // Microseconds, as the timestamps.
-        e.set("duration_s", (how.last_ns.saturating_sub(first_ns) / 1000) as f64 / 1e6);
+        e.set("duration_s", duration_s);
         e.set("conn_state", conn_state_name(sum.conn_state));
         if let Some(end) = how.end {
             e.set("end", end.as_str());
@@ -233,18 +288,22 @@ impl<L: FlowLookup> Reporter<L> {
     /// A tracked flow found gone from the tables without a record: its
     /// record from the last snapshot (`end: evicted`).
     pub(super) fn end_vanished(&mut self, id: &FlowId, now: u64) -> Option<Event> {
-        let t = self.flows.get(id)?;
-        match t.last_rec {
-            Some(rec) => self.end_flow(id, &rec, EndReason::Evicted, now),
-            None => {
-                let rec = FlowRecord { initiator: t.initiator, first_ns: t.first_ns, ..FlowRecord::default() };
-                self.end_with(id, &rec, EndReason::Evicted, t.first_ns)
-            }
+        let t = self.flows.get_mut(id)?;
+        if std::mem::replace(&mut t.ended, true) {
+            return None;
         }
+        let (rec, last_ns) = vanished_record(t, now);
+        let iface = t.iface.clone();
+        self.conn_record(id, iface, &rec, Ending { end: Some(EndReason::Evicted), reset: None, last_ns })
     }
 
     /// Conn records written so far.
     pub fn conn_counts(&self) -> ConnCounts {
-        ConnCounts { ended: EndReason::ALL.iter().copied().zip(self.conn_ended.iter().copied()).collect(), interim: self.conn_interim }
+        ConnCounts {
+            ended: EndReason::ALL.iter().copied().zip(self.conn_ended.iter().copied()).collect(),
+            interim: self.conn_interim,
+            duration: self.conn_duration.clone(),
+            handshake: self.conn_handshake.clone(),
+        }
     }
 }

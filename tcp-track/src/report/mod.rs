@@ -50,7 +50,7 @@ mod rate;
 
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
-pub use conn::ConnCounts;
+pub use conn::{ConnCounts, Histogram, DURATION_BOUNDS, HANDSHAKE_BOUNDS};
 pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
@@ -122,6 +122,8 @@ pub struct Reporter<L: FlowLookup> {
     /// Final `conn` records by end (`EndReason` as index), interim ones.
     conn_ended: Vec<u64>,
     conn_interim: u64,
+    conn_duration: Histogram,
+    conn_handshake: Histogram,
     /// `stop` wrote its records.
     stopped: bool,
 }
@@ -175,6 +177,8 @@ impl<L: FlowLookup> Reporter<L> {
             pending: Vec::new(),
             conn_ended: vec![0; EndReason::ALL.len()],
             conn_interim: 0,
+            conn_duration: Histogram::new(DURATION_BOUNDS),
+            conn_handshake: Histogram::new(HANDSHAKE_BOUNDS),
             stopped: false,
         }
     }
@@ -334,8 +338,10 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// Start remembering a flow; returns what ending an older incarnation's
-    /// accounting produced (a `syn_flood_ended`).
-    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
+    /// accounting produced (a `syn_flood_ended`; the `conn` record of one
+    /// the table evicted without a word, which a new flow on its 4-tuple
+    /// shows before the audit could).
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Vec<Event> {
         let (client, server) = client_server(raw);
         self.incarnations += 1;
         let t = Tracked {
@@ -370,7 +376,15 @@ impl<L: FlowLookup> Reporter<L> {
             self.arm(raw.ts_ns.saturating_add(dur_ns(every)), *id, Deadline::Interim);
         }
         // A new incarnation of the 4-tuple: the old one's accounting ends.
-        self.release(&old?, raw.ts_ns)
+        let Some(old) = old else { return Vec::new() };
+        let mut out = Vec::new();
+        if !old.ended {
+            self.vanished += 1;
+            let (rec, last_ns) = conn::vanished_record(&old, raw.ts_ns);
+            out.extend(self.conn_record(id, old.iface.clone(), &rec, conn::Ending { end: Some(EndReason::Evicted), reset: None, last_ns }));
+        }
+        out.extend(self.release(&old, raw.ts_ns));
+        out
     }
 
     /// Undo the counts a flow held: its place among its server's half-open

@@ -670,6 +670,25 @@ mod conn_records {
         assert!(g.stop(T0 + 104 * S).is_empty(), "both had their record");
     }
 
+    /// The table evicted an open flow and a new flow took its 4-tuple
+    /// before the audit looked: the old one's record comes with the new
+    /// flow's first event.
+    #[test]
+    fn a_new_flow_on_a_silently_evicted_ones_4_tuple_ends_the_old_one() {
+        let mut g = Rig::new(conn_cfg());
+        g.open(40011, T0);
+        let evs = g.feed(raw(EVENT_FLOW_NEW, 40011, T0 + 5 * S, true, SYN, 0, STATE_SYN_SENT));
+        let c = conns(&evs);
+        assert_eq!(c.len(), 1);
+        let j = json(c[0]);
+        assert_eq!((j["end"].as_str(), j["conn_state"].as_str(), j["duration_s"].as_f64()), (Some("evicted"), Some("OTH"), Some(0.0)), "nothing read of it: {j}");
+        assert_eq!(g.r.vanished, 1);
+        // The new flow is followed afresh: its own record at its end.
+        let r = rec(STATE_CLOSE, 1, 1, T0 + 5 * S, T0 + 5 * S);
+        let reset = FlowEvent { reset: RESET_REFUSED, ..end_raw(40011, T0 + 5 * S, CONN_END_RESET, false, STATE_SYN_SENT, STATE_CLOSE) };
+        assert_eq!(conns(&g.conn_end(&reset, &r)).len(), 1);
+    }
+
     #[test]
     fn interim_records_come_once_per_interval_until_the_end() {
         let mut g = Rig::new(ReportConfig { conn_interval: Some(Duration::from_secs(10)), ..conn_cfg() });
