@@ -9,7 +9,7 @@ mod support;
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read, Write},
-    net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream},
+    net::{SocketAddr, SocketAddrV4, TcpStream},
     os::fd::AsRawFd,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -20,7 +20,7 @@ use std::{
 use serde_json::Value;
 use support::{
     daemon::{Daemon, BIN},
-    netns::{send_frames, set_linger_zero, tcp_frame, Netns, Pair},
+    netns::{close_orderly, send_frames, set_linger_zero, tcp_frame, Netns, Pair},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -123,13 +123,6 @@ impl Drop for Prometheus {
     }
 }
 
-/// The daemon's counter `name` from its exit line on stderr.
-fn exit_counters(lines: &[String]) -> BTreeMap<String, u64> {
-    let line = lines.iter().rev().find(|l| l.contains("counters:")).expect("the daemon prints its counters at exit");
-    let words = line.split("counters:").nth(1).unwrap().split_whitespace();
-    words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.parse().unwrap())).collect()
-}
-
 /// Refused, abort, TIME_WAIT, forged RSTs (dropped), a SYN flood; returns
 /// the connections kept open (the established one, the TIME_WAIT client).
 fn play_scenarios(net: &Pair, d: &mut Daemon) -> Vec<TcpStream> {
@@ -155,11 +148,8 @@ fn play_scenarios(net: &Pair, d: &mut Daemon) -> Vec<TcpStream> {
     let mut c = net.a.connect(l.local_addr().unwrap()).unwrap();
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
+    close_orderly(&mut c, &mut s).unwrap();
     drop(s);
-    c.read_to_end(&mut rest).unwrap();
     let tw = d.wait_for(WAIT, "time_wait", |v| v["event"] == "time_wait" && about(v, &ca, &sa));
     assert_eq!(tw["closer"], "client");
 
@@ -269,12 +259,9 @@ fn prometheus_scrapes_what_the_scenarios_produced() {
     .map(|n| (*n, one(&format!("tcp_track_{n}_total"))))
     .collect();
     drop(prom);
-    let lines = {
-        nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        assert!(d.wait(Duration::from_secs(10)).success());
-        d.stderr_lines()
-    };
-    let exit = exit_counters(&lines);
+    assert!(d.terminate().success());
+    let lines = d.stderr_lines();
+    let exit = d.exit_counters();
     fn stderr_name(n: &str) -> &str {
         match n {
             "segments" => "tcp_segments",

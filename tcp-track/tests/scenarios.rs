@@ -8,7 +8,7 @@ mod support;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
     thread,
     time::{Duration, Instant},
@@ -18,7 +18,7 @@ use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use support::{
     daemon::Daemon,
-    netns::{send_frame, send_frames, set_linger_zero, tcp_frame, Pair},
+    netns::{close_orderly, send_frame, send_frames, set_linger_zero, tcp_frame, Pair},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -127,11 +127,7 @@ fn time_wait(v6: bool, client_first: bool) {
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
     let (first, second) = if client_first { (&mut c, &mut s) } else { (&mut s, &mut c) };
-    first.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    second.read_to_end(&mut rest).unwrap();
-    second.shutdown(Shutdown::Write).unwrap();
-    first.read_to_end(&mut rest).unwrap();
+    close_orderly(first, second).unwrap();
     let closer = if client_first { "client" } else { "server" };
     let tw = d.wait_for(WAIT, "time_wait", |v| is(v, "time_wait") && about(v, &ca, &sa));
     assert_eq!(tw["closer"], closer, "{tw}");
@@ -251,11 +247,8 @@ fn s08_time_wait_assassination() {
     let mut c = connect(&net, l.local_addr().unwrap());
     let (mut s, _) = l.accept().unwrap();
     let (ca, sa) = (c.local_addr().unwrap(), s.local_addr().unwrap());
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
+    close_orderly(&mut c, &mut s).unwrap();
     drop(s);
-    c.read_to_end(&mut rest).unwrap();
     let fin = d.wait_for(WAIT, "the server's FIN", |v| is(v, "fin") && v["from"] == "server" && about(v, &ca, &sa));
     d.wait_for(WAIT, "time_wait", |v| is(v, "time_wait") && about(v, &ca, &sa));
     // RCV.NXT of the client is one past the server's FIN.
@@ -279,11 +272,8 @@ fn s09_time_wait_reuse() {
     let mut c = connect(&net, sa);
     let (mut s, _) = l.accept().unwrap();
     let ca = c.local_addr().unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    c.read_to_end(&mut rest).unwrap();
+    close_orderly(&mut s, &mut c).unwrap();
     drop(c);
-    s.read_to_end(&mut rest).unwrap();
     drop(s);
     let tw = d.wait_for(WAIT, "time_wait", |v| is(v, "time_wait") && about(v, &ca, &sa));
     assert_eq!(tw["closer"], "server");

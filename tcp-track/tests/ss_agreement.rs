@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 use support::{
     daemon::Daemon,
-    netns::{set_linger_zero, Netns, Pair},
+    netns::{close_orderly, set_linger_zero, Netns, Pair},
 };
 
 /// `ss` state of the socket `local` → `remote` in `ns`, or CLOSED when there is none.
@@ -65,10 +65,7 @@ fn orderly(net: &Pair, v6: bool, client_first: bool) -> (SocketAddr, SocketAddr)
     let ends = (c.local_addr().unwrap(), s.local_addr().unwrap());
     exchange(&mut c, &mut s);
     let (first, second) = if client_first { (&mut c, &mut s) } else { (&mut s, &mut c) };
-    first.shutdown(Shutdown::Write).unwrap();
-    read_eof(second);
-    second.shutdown(Shutdown::Write).unwrap();
-    read_eof(first);
+    close_orderly(first, second).unwrap();
     ends
 }
 

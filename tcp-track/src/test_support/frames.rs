@@ -5,6 +5,8 @@ use std::{
     ffi::CString,
     io,
     net::SocketAddrV4,
+    thread,
+    time::{Duration, Instant},
 };
 
 use super::netns::Netns;
@@ -22,6 +24,34 @@ pub fn send_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> io::Result
     ns.enter(move || {
         let sender = RawSender::open(&ifname)?;
         frames.iter().try_for_each(|f| sender.send(f))
+    })?
+}
+
+/// Send each frame out of `ifname` in `ns` `gap` after the previous one (the
+/// first at once), through one socket; returns when each left. The last
+/// 2 ms of a gap are spun rather than slept, so that gaps are exact to a
+/// few microseconds unless the scheduler takes the thread away (callers
+/// check the times returned).
+pub fn send_paced(ns: &Netns, ifname: &str, frames: Vec<(Duration, Vec<u8>)>) -> io::Result<Vec<Instant>> {
+    let ifname = ifname.to_string();
+    ns.enter(move || {
+        let sender = RawSender::open(&ifname)?;
+        let mut sent: Vec<Instant> = Vec::with_capacity(frames.len());
+        for (gap, f) in &frames {
+            if let Some(prev) = sent.last().copied() {
+                let due = prev + *gap;
+                let spin = Duration::from_millis(2);
+                if let Some(left) = due.checked_duration_since(Instant::now()).and_then(|l| l.checked_sub(spin)) {
+                    thread::sleep(left);
+                }
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+            }
+            sender.send(f)?;
+            sent.push(Instant::now());
+        }
+        Ok(sent)
     })?
 }
 

@@ -10,8 +10,8 @@
 
 use std::{
     fs::File,
-    io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    io::{self, Read},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd, RawFd},
     process::{Command, Output},
     sync::atomic::{AtomicUsize, Ordering},
@@ -248,6 +248,59 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Orderly release (RFC 9293 §3.6), `first` closing first: its FIN; the
+/// other side reads to the end of the stream and sends its own FIN; `first`
+/// reads to the end. Both sockets are left open, fully closed on the wire
+/// (the active closer in TIME-WAIT); whatever was still unread is dropped.
+pub fn close_orderly(first: &mut TcpStream, second: &mut TcpStream) -> io::Result<()> {
+    let mut rest = Vec::new();
+    first.shutdown(Shutdown::Write)?;
+    second.read_to_end(&mut rest)?;
+    second.shutdown(Shutdown::Write)?;
+    first.read_to_end(&mut rest)?;
+    Ok(())
+}
+
+/// Turn TCP segmentation offload, generic segmentation offload and generic
+/// receive offload of `ifname` in `ns` on or off (what `ethtool -K IFNAME tso
+/// off gso off gro off` does, through the same ioctl). Off, every segment
+/// crosses the interface as one frame in both directions, and a capture
+/// there sees the frames the tracker's hooks see.
+pub fn set_offloads(ns: &Netns, ifname: &str, on: bool) -> io::Result<()> {
+    // ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_SGRO (linux/ethtool.h).
+    const SET: [u32; 3] = [0x1f, 0x24, 0x2c];
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let name = ifname.as_bytes().to_vec();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name {ifname:?}")));
+    }
+    ns.enter(move || {
+        // SAFETY: a datagram socket closed below; an ifreq whose name is
+        // NUL-terminated and whose data points at a live ethtool_value.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut result = Ok(());
+            for cmd in SET {
+                let mut value = [cmd, u32::from(on)];
+                let mut req: libc::ifreq = std::mem::zeroed();
+                for (d, s) in req.ifr_name.iter_mut().zip(&name) {
+                    *d = *s as libc::c_char;
+                }
+                req.ifr_ifru.ifru_data = value.as_mut_ptr().cast();
+                if libc::ioctl(fd, SIOCETHTOOL as _, &mut req) != 0 {
+                    result = Err(io::Error::last_os_error());
+                    break;
+                }
+            }
+            libc::close(fd);
+            result
+        }
+    })?
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! stdout (events) and stderr (logs) read line by line.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -124,8 +125,20 @@ impl Daemon {
 
     /// SIGTERM, then wait (10 s) for the exit status.
     pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
+    /// SIGTERM, then wait (10 s) for the exit status; what it printed on
+    /// its way out stays readable (`drain`, `stderr_lines`).
+    pub fn terminate(&mut self) -> ExitStatus {
         kill(self.pid(), Signal::SIGTERM).expect("sending SIGTERM");
         self.wait(Duration::from_secs(10))
+    }
+
+    /// The counters the daemon printed at exit (its `counters:` line on
+    /// stderr), by name.
+    pub fn exit_counters(&self) -> BTreeMap<String, u64> {
+        exit_counters(&self.stderr_lines())
     }
 
     /// Wait for the process to exit on its own.
@@ -157,12 +170,15 @@ impl Drop for Daemon {
     }
 }
 
-/// The daemon's exit counter `name` in its stderr `lines` (the last
-/// `counters:` line, printed when it stops).
-pub fn exit_counter(lines: &[String], name: &str) -> u64 {
+/// The counters in the last `counters:` line of `lines` (the daemon's
+/// stderr, printed when it stops), by name.
+pub fn exit_counters(lines: &[String]) -> BTreeMap<String, u64> {
     let line = lines.iter().rev().find(|l| l.contains("counters:")).expect("the daemon prints its counters at exit");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
+    let words = line.split("counters:").nth(1).unwrap_or_default().split_whitespace();
+    words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.parse().expect("a counter is an integer"))).collect()
+}
+
+/// The daemon's exit counter `name` in its stderr `lines`.
+pub fn exit_counter(lines: &[String], name: &str) -> u64 {
+    exit_counters(lines).get(name).copied().unwrap_or_else(|| panic!("no counter {name} in {lines:?}"))
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests (each test file uses a part).
 #![allow(dead_code)]
 
+pub mod conn;
 pub mod daemon;
 pub mod netns;
