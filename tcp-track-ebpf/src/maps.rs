@@ -13,6 +13,7 @@ use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{Set, SetV4, SetV6},
+    pinned::StateInfo,
     table::{FlowStore, Insert, Scratch},
 };
 
@@ -68,6 +69,11 @@ pub static RST_POLICY: Global<u8> = Global::new(RST_POLICY_OBSERVE);
 /// tracker cannot judge anything there, so it drops nothing (key: ifindex).
 #[map]
 pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// What the daemon pins with the maps (`tcp_track_common::pinned`): the
+/// layout and the half-open hash, for the next daemon. Never read here.
+#[map]
+pub static STATE_INFO: Array<StateInfo> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

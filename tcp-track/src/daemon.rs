@@ -146,6 +146,12 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         Ok(())
     }
 
+    /// `events_lost` already accounted for (a total inherited with an
+    /// adopted state): only losses after it are warned about.
+    pub fn events_lost_seen(&mut self, total: u64) {
+        self.lost_reported = total;
+    }
+
     /// The counters line of stderr, from a snapshot (`Snapshot::counters_line`).
     pub fn counters_line(&self) -> String {
         self.snapshot().counters_line()

@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use log::{error, info};
+use log::{error, info, warn};
+use tcp_track_common::{counters, pinned::StateInfo};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
@@ -17,8 +18,10 @@ use crate::{
     config::{Config, RstPolicy},
     daemon::{Daemon, MAX_BATCH},
     events::Decoder,
-    loader::{AttachedMode, Tracker},
-    metrics, output, preflight, stats,
+    loader::{AttachedMode, Pinning, Tracker},
+    metrics, output,
+    pins::{self, Found, StateDir},
+    preflight, stats,
     stats::Counters,
     tables::{self, FillCounter, KernelFlows},
 };
@@ -42,7 +45,14 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let interfaces = preflight::check_all(&config.interfaces)?;
-    let mut tracker = Tracker::load_with_capacity(config.bpf_log, config.rst_policy, config.capacity)?;
+    let (pinning, adopted) = prepare_state(&config)?;
+    let mut tracker = Tracker::load_pinned(config.bpf_log, config.rst_policy, config.capacity, pinning)?;
+    if let Some(p) = &tracker.pinning {
+        let info = pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), config.keep_state);
+        p.dir.write_info(&info).context("recording the pinned state's layout")?;
+        let kept = if config.keep_state { "; kept at exit (--keep-state)" } else { "; removed at exit" };
+        info!("state pinned in {}{kept}", p.dir);
+    }
     info!(
         "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",
         config.capacity.max_flows(),
@@ -61,9 +71,15 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         let mode = match a.mode {
             AttachedMode::Native => "native (driver) mode",
             AttachedMode::Skb => "generic (skb) mode",
+            AttachedMode::Kept => "kept mode",
         };
         let egress = if a.has_egress() { " + TC egress" } else { "" };
-        info!("{}: XDP attached in {mode}{egress}", a.iface.name);
+        let ids = a.link_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        match a.mode {
+            AttachedMode::Kept => info!("{}: XDP{egress} kept from the previous daemon: programs replaced in place (links {ids})", a.iface.name),
+            _ if !ids.is_empty() => info!("{}: XDP attached in {mode}{egress} (links {ids}, pinned)", a.iface.name),
+            _ => info!("{}: XDP attached in {mode}{egress}", a.iface.name),
+        }
     }
 
     let events: RingBuf<MapData> = take_map(&mut tracker, "EVENTS")?;
@@ -82,6 +98,9 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
+    if let Some(info) = adopted {
+        report_adopted(&mut daemon, &info);
+    }
     if let Some(tables) = fill {
         daemon.count_tables(FillCounter::start(tables, Duration::from_secs(1)));
     }
@@ -148,10 +167,32 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     // Whatever is already in the ring buffer still gets printed.
     let flushed = daemon.drain(ring.get_mut()).map(drop);
 
-    for (iface, e) in tracker.detach_all() {
+    let kept = match tracker.pinning.clone() {
+        Some(p) if config.keep_state => {
+            let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
+            let info = StateInfo { owner_pid: 0, events_lost_at_exit: lost, ..pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), true) };
+            if let Err(e) = p.dir.write_info(&info) {
+                error!("recording the kept state: {e}");
+            }
+            Some(p.dir)
+        }
+        _ => None,
+    };
+    let failures = if kept.is_some() { tracker.keep_all() } else { tracker.detach_all() };
+    for (iface, e) in failures {
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
-    info!("detached from {}", names.join(", "));
+    match (&kept, &tracker.pinning) {
+        (Some(dir), _) => info!("state kept in {dir}: the programs stay attached to {}; the next `tcp-track run` adopts it, `tcp-track detach` removes it", names.join(", ")),
+        (None, Some(p)) => {
+            info!("detached from {}", names.join(", "));
+            // Our map handles are still open: the maps are freed when we exit.
+            if let Err(e) = p.dir.remove() {
+                error!("{e}");
+            }
+        }
+        (None, None) => info!("detached from {}", names.join(", ")),
+    }
     daemon.log_summary();
 
     match result.and(flushed) {
@@ -160,6 +201,48 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).context("writing events to stdout"),
     }
+}
+
+/// The instance's state directory, and what to do with what is pinned
+/// there: adopt it (its layout record returned), or replace it, saying why.
+/// Without bpffs a daemon that does not keep its state runs unpinned.
+fn prepare_state(config: &Config) -> Result<(Option<Pinning>, Option<StateInfo>)> {
+    let name = config.instance.clone().unwrap_or_else(|| pins::instance_name(&config.interfaces));
+    let dir = StateDir::new(&config.state_dir, &name);
+    if let Err(e) = dir.create() {
+        if config.keep_state {
+            return Err(e).context("--keep-state needs the state pinned");
+        }
+        warn!("state not pinned, so `tcp-track flows` cannot list this daemon's tables: {e}");
+        return Ok((None, None));
+    }
+    let (max_flows, set_mask) = (config.capacity.max_flows(), config.capacity.half_open_set_mask());
+    let keep = config.keep_state;
+    match dir.inspect(max_flows, set_mask)? {
+        Found::Nothing => Ok((Some(Pinning { dir, seed: None, keep }), None)),
+        Found::Adoptable(info) => Ok((Some(Pinning { dir, seed: Some(info.half_open_seed), keep }), Some(info))),
+        Found::Incompatible(why) => {
+            warn!("{dir}: {why}; starting empty");
+            dir.remove()?;
+            dir.create()?;
+            Ok((Some(Pinning { dir, seed: None, keep }), None))
+        }
+        Found::InUse(pid) => {
+            bail!("{dir}: in use by a running tcp-track (pid {pid}); stop it first, or give this daemon another --instance or --state-dir")
+        }
+    }
+}
+
+/// What the daemon took over from the previous one, on stderr.
+fn report_adopted<L: crate::report::FlowLookup, W: io::Write>(daemon: &mut Daemon<L, Counters, W>, info: &StateInfo) {
+    let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
+    let missed = if info.keep == tcp_track_common::pinned::KEEP_YES {
+        format!("{} events lost while no daemon ran", lost.saturating_sub(info.events_lost_at_exit))
+    } else {
+        "the previous daemon did not stop cleanly (killed?): events it had not read are lost".to_string()
+    };
+    info!("adopted the pinned state: flow tables, counters and unread events; {missed}");
+    daemon.events_lost_seen(lost);
 }
 
 /// Register a ring buffer's fd with the runtime.

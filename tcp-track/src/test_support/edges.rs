@@ -62,6 +62,14 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--metrics-addr", "127.0.0.1"], Some("invalid value '127.0.0.1' for '--metrics-addr <ADDR:PORT>'"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464", "--metrics-addr", "127.0.0.1:9465"], Some("cannot be used multiple times"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464"], None, ErrorClass::Usage),
+    (&["--state-dir", "relative/dir"], Some("--state-dir relative/dir: must be an absolute path"), ErrorClass::Usage),
+    (&["--state-dir", "/sys/fs/bpf/tt"], None, ErrorClass::Usage),
+    (&["--instance", "a/b"], Some("without '/'"), ErrorClass::Usage),
+    (&["--instance", ".."], Some("not '.' or '..'"), ErrorClass::Usage),
+    (&["--instance", ""], Some("an instance name is 1 to 200 bytes"), ErrorClass::Usage),
+    (&["--instance", "web"], None, ErrorClass::Usage),
+    (&["--keep-state", "--keep-state"], Some("cannot be used multiple times"), ErrorClass::Usage),
+    (&["--keep-state"], None, ErrorClass::Usage),
 ];
 
 /// `tcp-track demo`'s only option (clap's usage errors).
