@@ -279,27 +279,34 @@ impl PinnedTables {
     /// Every flow in the four tables, at `now_ns`. An entry that goes
     /// away while it is read is skipped.
     pub fn scan(&self, now_ns: u64, mut each: impl FnMut(Flow)) {
+        self.scan_records(|family, lo, hi, rec, table| each(Flow::of(family, lo, hi, rec, table, now_ns)));
+    }
+
+    /// Every entry of the four tables as stored: family, the key's `lo`
+    /// and `hi` endpoints (addresses padded to 16 bytes), the record, and
+    /// its table.
+    pub fn scan_records(&self, mut each: impl FnMut(u8, (&[u8; 16], u16), (&[u8; 16], u16), &FlowRecord, Table)) {
         let pad4 = |a: [u8; 4]| {
             let mut x = [0u8; 16];
             x[..4].copy_from_slice(&a);
             x
         };
         for (k, rec) in self.v4.iter().filter_map(Result::ok) {
-            each(Flow::of(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), &rec, Table::Established, now_ns));
+            each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), &rec, Table::Established);
         }
         for (k, rec) in self.v6.iter().filter_map(Result::ok) {
-            each(Flow::of(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), &rec, Table::Established, now_ns));
+            each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), &rec, Table::Established);
         }
         for set in (0..self.half_v4.len()).filter_map(|i| self.half_v4.get(&i, 0).ok()) {
             for way in (0..WAYS).filter(|&w| set.born()[w as usize] != 0) {
                 let k = set.key(way);
-                each(Flow::of(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), set.record(way), Table::HalfOpen, now_ns));
+                each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), set.record(way), Table::HalfOpen);
             }
         }
         for set in (0..self.half_v6.len()).filter_map(|i| self.half_v6.get(&i, 0).ok()) {
             for way in (0..WAYS).filter(|&w| set.born()[w as usize] != 0) {
                 let k = set.key(way);
-                each(Flow::of(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), set.record(way), Table::HalfOpen, now_ns));
+                each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), set.record(way), Table::HalfOpen);
             }
         }
     }

@@ -42,7 +42,7 @@ pub const STATE_INFO: &str = "STATE_INFO";
 
 #[derive(Debug, Error)]
 pub enum PinError {
-    #[error("{dir}: not on a BPF file system (bpffs): mount one there with `mount -t bpf bpf {mount}` (as root), or choose another --state-dir")]
+    #[error("{dir}: not on a BPF file system (bpffs): mount one with `mkdir -p {mount} && mount -t bpf bpf {mount}` (as root), or choose another --state-dir")]
     NotBpffs { dir: PathBuf, mount: PathBuf },
     #[error("{dir}: {source} (creating the state directory needs root or write access to the bpffs mount)")]
     Create { dir: PathBuf, source: io::Error },
@@ -106,7 +106,10 @@ impl StateDir {
             existing = existing.parent().unwrap_or(Path::new("/"));
         }
         if !is_bpffs(existing) {
-            return Err(PinError::NotBpffs { dir: base.to_path_buf(), mount: existing.to_path_buf() });
+            // Where systemd mounts it at boot, if the state lives there.
+            let standard = Path::new("/sys/fs/bpf");
+            let mount = if base.starts_with(standard) { standard } else { base };
+            return Err(PinError::NotBpffs { dir: base.to_path_buf(), mount: mount.to_path_buf() });
         }
         fs::create_dir_all(&self.path).map_err(|source| PinError::Create { dir: self.path.clone(), source })
     }

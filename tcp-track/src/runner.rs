@@ -18,6 +18,8 @@ use crate::{
     config::{Config, RstPolicy},
     daemon::{Daemon, MAX_BATCH},
     events::Decoder,
+    flows::PinnedTables,
+    report::adopted_event,
     loader::{AttachedMode, Pinning, Tracker},
     metrics, output,
     pins::{self, Found, StateDir},
@@ -98,8 +100,9 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
-    if let Some(info) = adopted {
-        report_adopted(&mut daemon, &info);
+    if let (Some(info), Some(p)) = (adopted, &tracker.pinning) {
+        let ifindex = interfaces.first().map_or(0, |i| i.index);
+        report_adopted(&mut daemon, &info, &p.dir, ifindex)?;
     }
     if let Some(tables) = fill {
         daemon.count_tables(FillCounter::start(tables, Duration::from_secs(1)));
@@ -234,15 +237,24 @@ fn prepare_state(config: &Config) -> Result<(Option<Pinning>, Option<StateInfo>)
 }
 
 /// What the daemon took over from the previous one, on stderr.
-fn report_adopted<L: crate::report::FlowLookup, W: io::Write>(daemon: &mut Daemon<L, Counters, W>, info: &StateInfo) {
+/// Its flows are followed from here on, their deadlines rebuilt from the
+/// records (reported on the first interface: the tables do not say which
+/// one a flow crossed).
+fn report_adopted<L: crate::report::FlowLookup, W: io::Write>(daemon: &mut Daemon<L, Counters, W>, info: &StateInfo, dir: &StateDir, ifindex: u32) -> Result<()> {
+    let tables = PinnedTables::open(dir.clone()).context("reading the adopted tables")?;
+    let now = clock::monotonic_ns();
+    let mut records = Vec::new();
+    tables.scan_records(|family, lo, hi, rec, _| records.push(adopted_event(family, lo, hi, rec, ifindex, now)));
+    let flows = daemon.adopt(records);
     let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
     let missed = if info.keep == tcp_track_common::pinned::KEEP_YES {
         format!("{} events lost while no daemon ran", lost.saturating_sub(info.events_lost_at_exit))
     } else {
         "the previous daemon did not stop cleanly (killed?): events it had not read are lost".to_string()
     };
-    info!("adopted the pinned state: flow tables, counters and unread events; {missed}");
+    info!("adopted the pinned state: {flows} flows (their deadlines rebuilt), counters and unread events; {missed}");
     daemon.events_lost_seen(lost);
+    Ok(())
 }
 
 /// Register a ring buffer's fd with the runtime.

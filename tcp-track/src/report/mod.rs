@@ -17,7 +17,8 @@
 //! - `audit`: the round robin that finds flows evicted without a close;
 //! - `rate`: the per-flow rate limit.
 //!
-//! `expiry` adds to the reporter what each deadline means when it comes:
+//! `adopt` follows the flows of an adopted (pinned) state, deadlines
+//! included. `expiry` adds to the reporter what each deadline means when it comes:
 //! the flow's current record is read through `FlowLookup` then, rather
 //! than scanning the table.
 //!
@@ -38,6 +39,7 @@ use crate::{
     vocab::{ConnState, EventKind, ResetClass},
 };
 
+mod adopt;
 mod audit;
 mod deadlines;
 mod expiry;
@@ -46,6 +48,7 @@ mod floods;
 mod pressure;
 mod rate;
 
+pub use adopt::adopted_event;
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
 pub use flow::{FlowId, FlowLookup};
@@ -499,11 +502,7 @@ impl<L: FlowLookup> Reporter<L> {
         match new {
             ConnState::TimeWait => {
                 // RFC 9293 §3.6: the active closer waits 2 MSL.
-                let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
-                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => Closer::Both,
-                    DETAIL_CLOSER_LO => side_of(raw, 0),
-                    _ => side_of(raw, 1),
-                };
+                let closer = closer_of(raw);
                 if let Some(t) = self.flows.get_mut(id) {
                     t.closer = closer;
                 }
@@ -543,6 +542,15 @@ impl<L: FlowLookup> Reporter<L> {
 /// and heap entries of a flow since forgotten or reincarnated are stale.
 fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
     flows.get(id).filter(|t| t.incarnation == incarnation)
+}
+
+/// Who closed first, from a TIME_WAIT transition's closer bits.
+fn closer_of(raw: &FlowEvent) -> Closer {
+    match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
+        x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => Closer::Both,
+        DETAIL_CLOSER_LO => side_of(raw, 0),
+        _ => side_of(raw, 1),
+    }
 }
 
 /// `client` or `server`: the side sending in direction `dir`.
