@@ -8,10 +8,12 @@
 //! - events per second from the ring buffer to JSON lines, and events lost;
 //! - a SYN flood against established flows;
 //! - `/metrics` scraped while 100,000 events a second flow through the
-//!   daemon, and the events lost with and without the endpoint.
+//!   daemon, and the events lost with and without the endpoint;
+//! - `tcp-track flows` over 1,000,000 pinned flows: the listing's own code
+//!   (open, scan, filter, write), JSON and `--count`.
 //!
 //! `tcp-track-bench events flood` runs only the sections named (`packets`,
-//! `memory`, `events`, `flood`, `metrics`).
+//! `memory`, `events`, `flood`, `metrics`, `listing`).
 
 use std::{
     collections::BTreeMap,
@@ -57,7 +59,7 @@ fn main() -> Result<()> {
     }
     pin_to_cpu(0)?;
     // Sections to run (all when none is named).
-    const SECTIONS: [&str; 5] = ["packets", "memory", "events", "flood", "metrics"];
+    const SECTIONS: [&str; 6] = ["packets", "memory", "events", "flood", "metrics", "listing"];
     let only: Vec<String> = std::env::args().skip(1).collect();
     if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
@@ -99,7 +101,80 @@ fn main() -> Result<()> {
         println!("  events lost to a full ring buffer: {lost_with} with the endpoint scraped, {lost_without} without it (of {METRICS_EVENTS} each)");
         println!("  lines printed: {printed_with} with the endpoint, {printed_without} without it");
     }
+    if want("listing") {
+        println!();
+        listing()?;
+    }
     Ok(())
+}
+
+/// `tcp-track flows` over a million established flows pinned in a bpffs of
+/// the benchmark's own (mounted on a fresh directory, removed after): the
+/// command's own steps (find the instance, open its maps, scan both
+/// tables, filter, sort, write to a sink), best of 3.
+fn listing() -> Result<()> {
+    use tcp_track::{
+        config::{Capacity, Format},
+        flows::{self, Filter, PinnedTables},
+        loader::Pinning,
+        pins::StateDir,
+    };
+    const FLOWS: u32 = 1_000_000;
+    let mount = std::path::PathBuf::from(format!("/tmp/tt-bench-pins-{}", std::process::id()));
+    std::fs::create_dir_all(&mount)?;
+    let c = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())?;
+    // SAFETY: NUL-terminated strings; a bpffs mount with no data.
+    if unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) } != 0 {
+        bail!("mounting a bpffs on {}: {}", mount.display(), std::io::Error::last_os_error());
+    }
+    let result = (|| -> Result<()> {
+        let base = mount.join("state");
+        let dir = StateDir::new(&base, "bench");
+        dir.create()?;
+        let capacity = Capacity::new(FLOWS.next_power_of_two(), MAX_HALF_OPEN);
+        let pinning = Pinning { dir: dir.clone(), seed: None, keep: false };
+        let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
+        let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
+        dir.write_info(&info)?;
+        let mut b = Bench { tracker };
+        b.fill(0, FLOWS)?;
+        println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
+        for (what, count) in [("list, JSON", false), ("--count", true)] {
+            let mut best = Duration::MAX;
+            let mut listed = 0;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let tables: Vec<PinnedTables> = flows::select(&base, None)?.into_iter().map(PinnedTables::open).collect::<Result<_, _>>()?;
+                let filter = Filter::default();
+                let mut out = Vec::new();
+                for t in &tables {
+                    t.scan(tcp_track::clock::monotonic_ns(), |f| {
+                        if filter.matches(&f) {
+                            out.push((f, "bench"));
+                        }
+                    });
+                }
+                out.sort_by(|(a, _), (b, _)| (a.server, a.client).cmp(&(b.server, b.client)));
+                let mut sink = BufWriter::new(std::io::sink());
+                if count {
+                    flows::write_counts(&mut sink, Format::Json, &out)?;
+                } else {
+                    flows::write_list(&mut sink, Format::Json, &out)?;
+                }
+                sink.flush()?;
+                best = best.min(t.elapsed());
+                listed = out.len();
+            }
+            println!("  {what:<12} {listed} flows in {:.2} s", best.as_secs_f64());
+        }
+        drop(b);
+        dir.remove()?;
+        Ok(())
+    })();
+    // SAFETY: the path mounted above.
+    unsafe { libc::umount(c.as_ptr()) };
+    let _ = std::fs::remove_dir(&mount);
+    result
 }
 
 /// The per-packet table: every segment kind at 1K, 64K and 1M live flows.
