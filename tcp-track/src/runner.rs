@@ -48,6 +48,9 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     };
     let interfaces = preflight::check_all(&config.interfaces)?;
     let (pinning, adopted) = prepare_state(&config)?;
+    // A state made here and not adopted is removed if the start fails
+    // below: no half-made state for the next daemon to puzzle over.
+    let mut start_guard = StartGuard(pinning.as_ref().filter(|_| adopted.is_none()).map(|p| p.dir.clone()));
     let mut tracker = Tracker::load_pinned(config.bpf_log, config.rst_policy, config.capacity, pinning)?;
     if let Some(p) = &tracker.pinning {
         let info = pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), config.keep_state);
@@ -121,6 +124,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
     info!("watching {}: press Ctrl-C to stop", names.join(", "));
 
+    start_guard.0 = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The kernel submits events without waking us (it wakes us only when the
     // ring fills up): drain on this short backstop timer.
@@ -232,6 +236,17 @@ fn prepare_state(config: &Config) -> Result<(Option<Pinning>, Option<StateInfo>)
         }
         Found::InUse(pid) => {
             bail!("{dir}: in use by a running tcp-track (pid {pid}); stop it first, or give this daemon another --instance or --state-dir")
+        }
+    }
+}
+
+/// Removes the state directory it holds when dropped (see `run`).
+struct StartGuard(Option<StateDir>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = dir.remove();
         }
     }
 }

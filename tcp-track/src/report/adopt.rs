@@ -96,3 +96,94 @@ impl<L: FlowLookup> Reporter<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap as Map, time::SystemTime};
+
+    use tcp_track_common::{
+        flow::{coarse_time, DIR_LO_TO_HI},
+        parse::FAMILY_IPV4,
+        state::{STATE_ESTABLISHED, STATE_SYN_SENT, STATE_TIME_WAIT},
+    };
+
+    use super::*;
+    use crate::{clock::WallClock, config::ReportConfig, events::Decoder, vocab::EventKind};
+
+    /// The kernel's table, holding one flow.
+    struct One(Option<(FlowId, FlowRecord)>);
+
+    impl FlowLookup for One {
+        fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
+            self.0.filter(|(i, _)| i == id).map(|(_, r)| r)
+        }
+        fn remove(&mut self, id: &FlowId) {
+            self.0 = self.0.filter(|(i, _)| i != id);
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1000 * S;
+
+    /// `rec` as the daemon finds it in an adopted table at `now`, given to a
+    /// fresh reporter (TIME_WAIT 2 s, half-open 3 s, CLOSE_WAIT 5 s).
+    fn adopted(rec: FlowRecord, now: u64) -> Reporter<One> {
+        let mut lo = [0u8; 16];
+        lo[..4].copy_from_slice(&[198, 18, 0, 1]);
+        let mut hi = [0u8; 16];
+        hi[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let raw = adopted_event(FAMILY_IPV4, (&lo, 40000), (&hi, 80), &rec, 3, now);
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
+        let cfg = ReportConfig {
+            time_wait_timeout: std::time::Duration::from_secs(2),
+            half_open_timeout: std::time::Duration::from_secs(3),
+            close_wait_timeout: std::time::Duration::from_secs(5),
+            ..ReportConfig::default()
+        };
+        let mut r = Reporter::new(cfg, One(Some((FlowId::of(&raw), rec))), clock);
+        let ev = Decoder::new(clock, Map::from([(3, "veth0".into())])).event(&raw).unwrap();
+        r.adopt(&raw, &ev);
+        r
+    }
+
+    fn kinds(evs: &[Event]) -> Vec<EventKind> {
+        evs.iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn a_time_wait_expires_from_its_last_segment_and_leaves_the_table() {
+        let rec = FlowRecord { state: STATE_TIME_WAIT, initiator: DIR_LO_TO_HI, info: INFO_CLOSER_LO, last_seen: coarse_time(T0), ..FlowRecord::default() };
+        let mut r = adopted(rec, T0 + S);
+        let due = r.next_deadline().unwrap();
+        assert!(due.abs_diff(T0 + 2 * S) < 1 << 21, "2 s after its last segment, not after the adoption: {due}");
+        assert!(r.on_time(T0 + S).is_empty(), "nothing printed for the adoption itself");
+        let evs = r.on_time(T0 + 3 * S);
+        assert_eq!(kinds(&evs), [EventKind::TimeWaitExpired]);
+        assert_eq!(evs[0].client.as_ref().map(|c| c.to_string()), Some("198.18.0.1:40000".to_string()));
+        assert!(r.lookup().0.is_none(), "the kernel record is removed, as for a TIME_WAIT followed from the start");
+    }
+
+    #[test]
+    fn a_handshake_is_reported_half_open_from_its_first_segment() {
+        let rec = FlowRecord { state: STATE_SYN_SENT, origin: ORIGIN_SYN, first_ns: T0, last_seen: coarse_time(T0 + 2 * S), ..FlowRecord::default() };
+        let mut r = adopted(rec, T0 + 2 * S);
+        assert_eq!(r.next_deadline(), Some(T0 + 3 * S));
+        assert_eq!(kinds(&r.on_time(T0 + 3 * S)), [EventKind::HalfOpen]);
+    }
+
+    #[test]
+    fn an_open_connection_waits_for_nothing_and_is_adopted_once() {
+        let rec = FlowRecord { state: STATE_ESTABLISHED, first_ns: T0, last_seen: coarse_time(T0), ..FlowRecord::default() };
+        let mut r = adopted(rec, T0 + S);
+        assert_eq!((r.next_deadline(), r.tracked_flows()), (None, 1));
+        let mut lo = [0u8; 16];
+        lo[..4].copy_from_slice(&[198, 18, 0, 1]);
+        let mut hi = [0u8; 16];
+        hi[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let raw = adopted_event(FAMILY_IPV4, (&lo, 40000), (&hi, 80), &rec, 3, T0 + S);
+        let clock = WallClock::anchored(SystemTime::UNIX_EPOCH, 0);
+        let ev = Decoder::new(clock, Map::new()).event(&raw).unwrap();
+        r.adopt(&raw, &ev);
+        assert_eq!(r.tracked_flows(), 1);
+    }
+}
