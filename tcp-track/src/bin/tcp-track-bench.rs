@@ -115,7 +115,7 @@ fn main() -> Result<()> {
 fn listing() -> Result<()> {
     use tcp_track::{
         config::{Capacity, Format},
-        flows::{self, Filter, PinnedTables},
+        flows::{self, Filter},
         loader::Pinning,
         pins::StateDir,
     };
@@ -144,17 +144,7 @@ fn listing() -> Result<()> {
             let mut listed = 0;
             for _ in 0..3 {
                 let t = Instant::now();
-                let tables: Vec<PinnedTables> = flows::select(&base, None)?.into_iter().map(PinnedTables::open).collect::<Result<_, _>>()?;
-                let filter = Filter::default();
-                let mut out = Vec::new();
-                for t in &tables {
-                    t.scan(tcp_track::clock::monotonic_ns(), |f| {
-                        if filter.matches(&f) {
-                            out.push((f, "bench"));
-                        }
-                    });
-                }
-                out.sort_by(|(a, _), (b, _)| (a.server, a.client).cmp(&(b.server, b.client)));
+                let out = flows::list(&base, None, &Filter::default(), tcp_track::clock::monotonic_ns())?;
                 let mut sink = BufWriter::new(std::io::sink());
                 if count {
                     flows::write_counts(&mut sink, Format::Json, &out)?;

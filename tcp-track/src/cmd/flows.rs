@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::{
     clock,
     config::{Format, DEFAULT_STATE_DIR},
-    flows::{self, Cidr, EndpointFilter, Filter, PinnedTables, StateFilter},
+    flows::{self, Cidr, EndpointFilter, Filter, StateFilter},
 };
 
 #[derive(clap::Args)]
@@ -57,27 +57,7 @@ pub fn execute(args: FlowsArgs) -> Result<()> {
         servers: args.server,
         ifaces: args.ifaces,
     };
-    let dirs = flows::select(&args.state_dir, args.instance.as_deref())?;
-    let mut tables = Vec::new();
-    for dir in dirs {
-        let t = PinnedTables::open(dir)?;
-        if filter.ifaces.is_empty() || t.ifaces.iter().any(|i| filter.ifaces.contains(i)) {
-            if let Some(why) = flows::staleness(&t.dir) {
-                log::warn!("{why}");
-            }
-            tables.push((t.ifaces.join(","), t));
-        }
-    }
-    let now = clock::monotonic_ns();
-    let mut listed = Vec::new();
-    for (iface, t) in &tables {
-        t.scan(now, |f| {
-            if filter.matches(&f) {
-                listed.push((f, iface.as_str()));
-            }
-        });
-    }
-    listed.sort_by(|(a, _), (b, _)| (a.server, a.client).cmp(&(b.server, b.client)));
+    let listed = flows::list(&args.state_dir, args.instance.as_deref(), &filter, clock::monotonic_ns())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let written = if args.count { flows::write_counts(&mut out, args.format, &listed) } else { flows::write_list(&mut out, args.format, &listed) };
     match written.and_then(|()| out.flush()) {
