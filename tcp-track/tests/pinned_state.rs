@@ -190,12 +190,19 @@ fn a_kept_state_survives_a_restart() {
     assert!(state_dir.link_path(tcp_track::pins::Hook::Xdp, &net.a_end.ifname).exists());
     let between = tcp_track(&["flows", "--state-dir", &state, "--format", "json"]);
     assert!(String::from_utf8_lossy(&between.stderr).contains("kept by a stopped daemon"));
+    assert_eq!(listing(&bpf), before, "the same connections while no daemon runs");
 
     let mut second = Daemon::start(&net.a, &args);
     let lines = second.stderr_lines();
     assert!(lines.iter().any(|l| l.contains("kept from the previous daemon") && l.contains(&format!("(links {ids})"))), "the same links ({ids}): {lines:?}");
     assert!(lines.iter().any(|l| l.contains("adopted the pinned state: 6 flows")), "{lines:?}");
-    assert_eq!(listing(&bpf), before, "the same connections after the restart");
+    // The same connections after the restart, but for those whose deadline
+    // came while the new daemon started (a slow start on a busy machine):
+    // their events are checked below.
+    let after = listing(&bpf);
+    assert!(after.is_subset(&before), "{after:?} / {before:?}");
+    let established = |l: &BTreeSet<(String, String, String)>| l.iter().filter(|(.., s)| s == "\"ESTABLISHED\"").count();
+    assert_eq!(established(&after), 3, "{after:?}");
 
     // The deadlines of the flows of before fall due in the new daemon, in
     // whatever order.
