@@ -14,6 +14,7 @@
 //!   machine on that record, which judges resets (`state::reset_fate`);
 //! - `event`: the event record and which outcome is worth one; `counters`;
 //! - `halfopen`: the half-open table's sets; `guard`: which RSTs a policy drops;
+//! - `pinned`: the layout record kept with pinned maps (`STATE_INFO`);
 //! - `table`: the flow tables' logic over a `FlowStore`, reporting to a `Sink`;
 //! - `track`: one frame through parse, checksum, policy and `table`;
 //! - `host` (feature `host`): `track` over tables in memory (`HostTracker`).
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod guard;
 pub mod halfopen;
 pub mod parse;
+pub mod pinned;
 pub mod seq;
 pub mod state;
 pub mod table;

@@ -13,6 +13,7 @@ use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{Set, SetV4, SetV6},
+    pinned::StateInfo,
     table::{FlowStore, Insert, Scratch},
 };
 
@@ -89,6 +90,11 @@ pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 /// interface.
 #[map]
 pub static LIBERAL_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// What the daemon pins with the maps (`tcp_track_common::pinned`): the
+/// layout and the half-open hash, for the next daemon. Never read here.
+#[map]
+pub static STATE_INFO: Array<StateInfo> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -14,6 +14,9 @@ use thiserror::Error;
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 /// Half-open table capacity per address family when not told otherwise.
 pub const DEFAULT_MAX_HALF_OPEN: u32 = 16384;
+/// Where daemons pin their state when not told otherwise (`pins`): one
+/// directory per instance under it.
+pub const DEFAULT_STATE_DIR: &str = "/sys/fs/bpf/tcp-track";
 
 /// Output format of the event stream on stdout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -265,6 +268,13 @@ pub struct Config {
     pub stats_interval: Option<std::time::Duration>,
     /// Where to serve `/metrics` (Prometheus text format); off when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the pinned state lives (one directory per instance under it).
+    pub state_dir: std::path::PathBuf,
+    /// The instance directory's name; derived from the interfaces when `None`.
+    pub instance: Option<String>,
+    /// Leave the programs attached and the state pinned at exit, for the
+    /// next daemon to adopt.
+    pub keep_state: bool,
 }
 
 impl Config {
@@ -281,6 +291,9 @@ impl Config {
             capacity: Capacity::default(),
             stats_interval: None,
             metrics_addr: None,
+            state_dir: DEFAULT_STATE_DIR.into(),
+            instance: None,
+            keep_state: false,
         }
     }
 
@@ -377,6 +390,11 @@ impl ConfigError {
     }
 }
 
+/// A name usable as one directory of the state directory.
+pub fn valid_instance(name: &str) -> bool {
+    (1..=200).contains(&name.len()) && !name.contains('/') && !name.contains('\0') && name != "." && name != ".."
+}
+
 /// `1.5 MiB`: how memory figures are written (as the start-up log does).
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -432,6 +450,12 @@ impl Config {
                     format!("not one of the watched interfaces (add --iface {name})"),
                 ));
             }
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(ConfigError::usage("--state-dir", self.state_dir.display(), "must be an absolute path on a BPF file system (bpffs)"));
+        }
+        if let Some(name) = self.instance.as_deref().filter(|n| !valid_instance(n)) {
+            return Err(ConfigError::usage("--instance", format!("{name:?}"), "an instance name is 1 to 200 bytes, without '/', and not '.' or '..'"));
         }
         let timeouts = [
             ("--half-open-timeout", Some(self.report.half_open_timeout)),

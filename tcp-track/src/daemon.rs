@@ -16,7 +16,7 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::counters;
+use tcp_track_common::{counters, event::FlowEvent};
 
 use crate::{
     config::Config,
@@ -144,6 +144,25 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
             self.lost_reported = lost;
         }
         Ok(())
+    }
+
+    /// Follow the flows of an adopted table (`report::adopted_event`
+    /// records), their deadlines armed; returns how many.
+    pub fn adopt(&mut self, records: impl IntoIterator<Item = FlowEvent>) -> usize {
+        let mut n = 0;
+        for raw in records {
+            if let Ok(ev) = self.decoder.event(&raw) {
+                self.reporter.adopt(&raw, &ev);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// `events_lost` already accounted for (a total inherited with an
+    /// adopted state): only losses after it are warned about.
+    pub fn events_lost_seen(&mut self, total: u64) {
+        self.lost_reported = total;
     }
 
     /// The counters line of stderr, from a snapshot (`Snapshot::counters_line`).

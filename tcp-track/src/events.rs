@@ -516,9 +516,15 @@ pub fn split_record(bytes: &[u8]) -> Result<(FlowEvent, Option<FlowRecord>), Dec
 /// A record's (client, server) endpoints. `initiator` is the direction
 /// whose sender is the client; direction 0 is sent by the `lo` endpoint.
 pub fn client_server(raw: &FlowEvent) -> (SocketAddr, SocketAddr) {
-    let lo = endpoint(raw.family, &raw.lo_addr, raw.lo_port);
-    let hi = endpoint(raw.family, &raw.hi_addr, raw.hi_port);
-    if raw.initiator & 1 == 0 {
+    oriented(raw.family, (&raw.lo_addr, raw.lo_port), (&raw.hi_addr, raw.hi_port), raw.initiator)
+}
+
+/// A flow key's (client, server): `initiator` is the direction whose
+/// sender (`lo` for direction 0) is the client.
+pub fn oriented(family: u8, lo: (&[u8; 16], u16), hi: (&[u8; 16], u16), initiator: u8) -> (SocketAddr, SocketAddr) {
+    let lo = endpoint(family, lo.0, lo.1);
+    let hi = endpoint(family, hi.0, hi.1);
+    if initiator & 1 == 0 {
         (lo, hi)
     } else {
         (hi, lo)

@@ -19,8 +19,11 @@
 //!   users run tcp-track for, split by concern (deadlines, floods, TIME_WAIT
 //!   pressure, the audit, the rate limit, connection records); it sees the kernel's tables only
 //!   through `report::FlowLookup`;
+//! - `pins`: the pinned state in bpffs (where, what, whether a new daemon
+//!   may adopt it);
 //! - `tables`: the kernel's flow tables as user space reads them, with the
 //!   aya adapter of `FlowLookup`;
+//! - `flows`: `tcp-track flows`, the pinned tables listed and filtered;
 //! - `loader`: loading the kernel object and attaching its programs;
 //! - `daemon`: the running daemon's state in one struct, one method per
 //!   step of its loop, and a snapshot for readers;
@@ -38,9 +41,11 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod flows;
 pub mod loader;
 pub mod metrics;
 pub mod output;
+pub mod pins;
 pub mod preflight;
 pub mod report;
 mod runner;

@@ -2,14 +2,20 @@
 //!
 //! Attachments are BPF links (XDP links, TCX links on Linux 6.6+): they are
 //! owned by this process and go away when it exits, even if it is killed, so
-//! a crashed tracker never leaves a program behind on an interface.
+//! a crashed tracker never leaves a program behind on an interface, unless
+//! the daemon keeps its state (`Pinning::keep`): its links are then pinned
+//! in bpffs and stay attached until `tcp-track detach` or a daemon that does
+//! not keep its state removes them. A link found pinned is adopted: its
+//! program is replaced atomically (`bpf_link_update`), so the interface is
+//! never without one.
 
 use std::{fmt, io};
 
 use aya::{
     programs::{
-        tc::{SchedClassifierLinkId, TcAttachType},
-        xdp::XdpLinkId,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
+        xdp::{XdpLink, XdpLinkId},
         ProgramError, SchedClassifier, Xdp, XdpMode,
     },
     Ebpf, EbpfError, EbpfLoader,
@@ -19,6 +25,7 @@ use thiserror::Error;
 
 use crate::{
     config::{BpfLog, Capacity, RstPolicy, XdpModeChoice},
+    pins::{Hook, StateDir, PINNED_MAPS},
     preflight::Interface,
     tables::HalfOpenLayout,
 };
@@ -69,6 +76,19 @@ pub enum AttachError {
     Xdp { iface: String, mode: &'static str, source: ProgramError },
     #[error("interface {iface}: attaching the TC egress program failed: {source} (tcp-track needs TCX, Linux 6.6+, or clsact, CONFIG_NET_SCH_INGRESS; use --no-egress to watch ingress only)")]
     Tc { iface: String, source: ProgramError },
+    #[error("interface {iface}: {what} (keeping state needs BPF links: XDP links, and TCX for egress, Linux 6.6+; run without --keep-state, or with --no-egress)")]
+    Pin { iface: String, what: String },
+}
+
+/// Where the maps (and, when the state is kept, the links) are pinned.
+#[derive(Clone, Debug)]
+pub struct Pinning {
+    pub dir: StateDir,
+    /// The half-open tables' hash key of the state being adopted: the
+    /// programs must find its flows in the sets it put them in.
+    pub seed: Option<u32>,
+    /// Pin the links too, so that the programs stay attached after exit.
+    pub keep: bool,
 }
 
 /// The XDP mode an interface actually got.
@@ -76,6 +96,8 @@ pub enum AttachError {
 pub enum AttachedMode {
     Native,
     Skb,
+    /// A link the previous daemon pinned, adopted as it was attached.
+    Kept,
 }
 
 impl fmt::Display for AttachedMode {
@@ -83,6 +105,7 @@ impl fmt::Display for AttachedMode {
         f.write_str(match self {
             AttachedMode::Native => "native",
             AttachedMode::Skb => "skb",
+            AttachedMode::Kept => "kept",
         })
     }
 }
@@ -93,11 +116,19 @@ pub struct Attached {
     pub mode: AttachedMode,
     xdp_link: Option<XdpLinkId>,
     tc_link: Option<SchedClassifierLinkId>,
+    /// Links pinned in the state directory (kept or adopted): dropping one
+    /// closes this process's handle and leaves the program attached;
+    /// unpinning it and then dropping it detaches.
+    pinned: Vec<PinnedLink>,
+    /// The kernel's ids of the links (XDP, then TC egress), which an
+    /// adopting daemon keeps: the same link, its program replaced.
+    pub link_ids: Vec<u32>,
+    pub egress: bool,
 }
 
 impl Attached {
     pub fn has_egress(&self) -> bool {
-        self.tc_link.is_some()
+        self.egress
     }
 }
 
@@ -109,6 +140,7 @@ pub struct Tracker {
     pub half_open: HalfOpenLayout,
     pub attached: Vec<Attached>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub pinning: Option<Pinning>,
 }
 
 impl Tracker {
@@ -130,9 +162,18 @@ impl Tracker {
 
     /// Load with an RST policy and the tables sized as `capacity` says.
     pub fn load_with_capacity(bpf_log: BpfLog, rst_policy: RstPolicy, capacity: Capacity) -> Result<Self, LoadError> {
+        Self::load_pinned(bpf_log, rst_policy, capacity, None)
+    }
+
+    /// Load as `load_with_capacity`, with the maps of `PINNED_MAPS` pinned
+    /// under `pinning.dir`: those already pinned there are reused as they
+    /// are (the caller has checked them, `pins::StateDir::inspect`), the
+    /// others are created and pinned.
+    pub fn load_pinned(bpf_log: BpfLog, rst_policy: RstPolicy, capacity: Capacity, pinning: Option<Pinning>) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
         let (max_flows, half_open_sets) = (capacity.max_flows(), capacity.half_open_sets());
-        let half_open = HalfOpenLayout { seed: random_seed(), set_mask: capacity.half_open_set_mask() };
+        let seed = pinning.as_ref().and_then(|p| p.seed).unwrap_or_else(random_seed);
+        let half_open = HalfOpenLayout { seed, set_mask: capacity.half_open_set_mask() };
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
             BpfLog::Error => 1,
@@ -141,7 +182,13 @@ impl Tracker {
             BpfLog::Debug => 4,
             BpfLog::Trace => 5,
         };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(p) = &pinning {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, p.dir.map_path(name));
+            }
+        }
+        let mut ebpf = loader
             .override_global(aya_log::LEVEL, &level, false)
             .override_global("RST_POLICY", &policy, true)
             .map_max_entries("FLOWS_V4", max_flows)
@@ -161,30 +208,89 @@ impl Tracker {
         xdp.load().map_err(|e| rejected(XDP_PROGRAM, e))?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
         tc.load().map_err(|e| rejected(TC_PROGRAM, e))?;
-        Ok(Tracker { ebpf, half_open, attached: Vec::new(), logger })
+        Ok(Tracker { ebpf, half_open, attached: Vec::new(), logger, pinning })
     }
 
     /// Attach XDP (and TC egress unless `egress` is false or the interface
-    /// is a loopback) to one interface.
+    /// is a loopback) to one interface. With pinning, a link pinned there
+    /// by the previous daemon is adopted (its program replaced in place);
+    /// a new link is pinned when the state is kept.
     pub fn attach(&mut self, iface: &Interface, choice: XdpModeChoice, egress: bool) -> Result<&Attached, AttachError> {
+        let pins = self.pinning.clone();
+        let pin_err = |what: String| AttachError::Pin { iface: iface.name.clone(), what };
         let xdp: &mut Xdp = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Tracker::load");
-        let (xdp_link, mode) = attach_xdp(xdp, iface, choice)?;
+        let xdp_pin = pins.as_ref().map(|p| p.dir.link_path(Hook::Xdp, &iface.name));
+        let mut a = Attached { iface: iface.clone(), mode: AttachedMode::Kept, xdp_link: None, tc_link: None, pinned: Vec::new(), link_ids: Vec::new(), egress: false };
+        match xdp_pin.as_deref().filter(|p| p.exists()) {
+            Some(path) => {
+                let (link, id) = open_pinned(path).map_err(pin_err)?;
+                let link = XdpLink::try_from(link).map_err(|e| pin_err(format!("{}: not an XDP link: {e}", path.display())))?;
+                let lid = xdp.attach_to_link(link).map_err(|source| AttachError::Xdp { iface: iface.name.clone(), mode: "kept", source })?;
+                drop(xdp.take_link(lid));
+                a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
+                a.link_ids.push(id);
+            }
+            None => {
+                let (lid, mode) = attach_xdp(xdp, iface, choice)?;
+                a.mode = mode;
+                match (&pins, &xdp_pin) {
+                    (Some(p), Some(path)) if p.keep => {
+                        let link = xdp.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
+                        let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the XDP attachment is no BPF link: {e}")))?;
+                        a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
+                        a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                    }
+                    _ => a.xdp_link = Some(lid),
+                }
+            }
+        }
         // From here on, record what is attached so that a failure below still
         // detaches it (Tracker::detach_all / drop).
-        self.attached.push(Attached { iface: iface.clone(), mode, xdp_link: Some(xdp_link), tc_link: None });
+        self.attached.push(a);
         if egress && iface.loopback {
             info!("{}: loopback: every segment sent on it is also received on it, so XDP alone sees both directions (no TC egress)", iface.name);
         } else if egress {
             let tc: &mut SchedClassifier =
                 self.ebpf.program_mut(TC_PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Tracker::load");
-            let link = tc
-                .attach(&iface.name, TcAttachType::Egress)
-                .map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
-            if let Some(last) = self.attached.last_mut() {
-                last.tc_link = Some(link);
+            let a = self.attached.last_mut().expect("pushed above");
+            a.egress = true;
+            let tc_pin = pins.as_ref().map(|p| p.dir.link_path(Hook::TcEgress, &iface.name));
+            match tc_pin.as_deref().filter(|p| p.exists()) {
+                Some(path) => {
+                    let (link, id) = open_pinned(path).map_err(pin_err)?;
+                    let link = SchedClassifierLink::try_from(link).map_err(|e| pin_err(format!("{}: not a TCX link: {e}", path.display())))?;
+                    let lid = tc.attach_to_link(link).map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
+                    drop(tc.take_link(lid));
+                    a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
+                    a.link_ids.push(id);
+                }
+                None => {
+                    let lid = tc
+                        .attach(&iface.name, TcAttachType::Egress)
+                        .map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
+                    match (&pins, &tc_pin) {
+                        (Some(p), Some(path)) if p.keep => {
+                            let link = tc.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
+                            let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the TC egress attachment is no TCX link: {e}")))?;
+                            a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
+                            a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                        }
+                        _ => a.tc_link = Some(lid),
+                    }
+                }
             }
         }
         Ok(self.attached.last().expect("pushed above"))
+    }
+
+    /// Let go of every attachment without detaching what is pinned: the
+    /// programs stay attached for the next daemon (`--keep-state`).
+    /// Links that are not pinned are detached as usual.
+    pub fn keep_all(&mut self) -> Vec<(String, ProgramError)> {
+        for a in &mut self.attached {
+            a.pinned.clear();
+        }
+        self.detach_all()
     }
 
     /// Mark `iface` liberal (`--liberal-iface`: it sees only part of each
@@ -204,6 +310,12 @@ impl Tracker {
     pub fn detach_all(&mut self) -> Vec<(String, ProgramError)> {
         let mut failures = Vec::new();
         for a in self.attached.drain(..) {
+            for link in a.pinned {
+                // Unpinned, then closed: the kernel detaches the program.
+                if let Err(e) = link.unpin() {
+                    failures.push((a.iface.name.clone(), ProgramError::SyscallError(aya::sys::SyscallError { call: "unlink", io_error: e })));
+                }
+            }
             if let Some(link) = a.xdp_link {
                 if let Some(xdp) = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| <&mut Xdp>::try_from(p).ok()) {
                     if let Err(e) = xdp.detach(link) {
@@ -222,6 +334,13 @@ impl Tracker {
         }
         failures
     }
+}
+
+/// A pinned link, opened, and its kernel id.
+fn open_pinned(path: &std::path::Path) -> Result<(FdLink, u32), String> {
+    let link = FdLink::from(PinnedLink::from_pin(path).map_err(|e| format!("opening {}: {e}", path.display()))?);
+    let id = link.info().map_err(|e| format!("{}: {e}", path.display()))?.id();
+    Ok((link, id))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

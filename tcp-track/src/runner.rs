@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use log::{error, info};
+use log::{error, info, warn};
+use tcp_track_common::{counters, pinned::StateInfo};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
@@ -17,8 +18,12 @@ use crate::{
     config::{Config, RstPolicy},
     daemon::{Daemon, MAX_BATCH},
     events::Decoder,
-    loader::{AttachedMode, Tracker},
-    metrics, output, preflight, stats,
+    flows::PinnedTables,
+    report::adopted_event,
+    loader::{AttachedMode, Pinning, Tracker},
+    metrics, output,
+    pins::{self, Found, StateDir},
+    preflight, stats,
     stats::Counters,
     tables::{self, FillCounter, KernelFlows},
 };
@@ -42,7 +47,17 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let interfaces = preflight::check_all(&config.interfaces)?;
-    let mut tracker = Tracker::load_with_capacity(config.bpf_log, config.rst_policy, config.capacity)?;
+    let (pinning, adopted) = prepare_state(&config)?;
+    // A state made here and not adopted is removed if the start fails
+    // below: no half-made state for the next daemon to puzzle over.
+    let mut start_guard = StartGuard(pinning.as_ref().filter(|_| adopted.is_none()).map(|p| p.dir.clone()));
+    let mut tracker = Tracker::load_pinned(config.bpf_log, config.rst_policy, config.capacity, pinning)?;
+    if let Some(p) = &tracker.pinning {
+        let info = pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), config.keep_state);
+        p.dir.write_info(&info).context("recording the pinned state's layout")?;
+        let kept = if config.keep_state { "; kept at exit (--keep-state)" } else { "; removed at exit" };
+        info!("state pinned in {}{kept}", p.dir);
+    }
     info!(
         "flow tables: {} established + {} half-open flows per address family, {} in kernel memory",
         config.capacity.max_flows(),
@@ -61,9 +76,15 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         let mode = match a.mode {
             AttachedMode::Native => "native (driver) mode",
             AttachedMode::Skb => "generic (skb) mode",
+            AttachedMode::Kept => "kept mode",
         };
         let egress = if a.has_egress() { " + TC egress" } else { "" };
-        info!("{}: XDP attached in {mode}{egress}", a.iface.name);
+        let ids = a.link_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        match a.mode {
+            AttachedMode::Kept => info!("{}: XDP{egress} kept from the previous daemon: programs replaced in place (links {ids})", a.iface.name),
+            _ if !ids.is_empty() => info!("{}: XDP attached in {mode}{egress} (links {ids}, pinned)", a.iface.name),
+            _ => info!("{}: XDP attached in {mode}{egress}", a.iface.name),
+        }
     }
 
     let events: RingBuf<MapData> = take_map(&mut tracker, "EVENTS")?;
@@ -82,6 +103,10 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
+    if let (Some(info), Some(p)) = (adopted, &tracker.pinning) {
+        let ifindex = interfaces.first().map_or(0, |i| i.index);
+        report_adopted(&mut daemon, &info, &p.dir, ifindex)?;
+    }
     if let Some(tables) = fill {
         daemon.count_tables(FillCounter::start(tables, Duration::from_secs(1)));
     }
@@ -99,6 +124,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
     info!("watching {}: press Ctrl-C to stop", names.join(", "));
 
+    start_guard.0 = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The kernel submits events without waking us (it wakes us only when the
     // ring fills up): drain on this short backstop timer.
@@ -145,14 +171,37 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
             break Err(e);
         }
     };
-    for (iface, e) in tracker.detach_all() {
+    let kept = match tracker.pinning.clone() {
+        Some(p) if config.keep_state => {
+            let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
+            let info = StateInfo { owner_pid: 0, events_lost_at_exit: lost, ..pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), true) };
+            if let Err(e) = p.dir.write_info(&info) {
+                error!("recording the kept state: {e}");
+            }
+            Some(p.dir)
+        }
+        _ => None,
+    };
+    let failures = if kept.is_some() { tracker.keep_all() } else { tracker.detach_all() };
+    for (iface, e) in failures {
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
-    info!("detached from {}", names.join(", "));
-    // Whatever is already in the ring buffer still gets printed (nothing
-    // more comes once detached), then every connection still open gets its
-    // final record, from the tables as the programs left them.
-    let flushed = drain_all(&mut daemon, ring.get_mut()).and_then(|()| daemon.stop(clock::monotonic_ns()));
+    match (&kept, &tracker.pinning) {
+        (Some(dir), _) => info!("state kept in {dir}: the programs stay attached to {}; the next `tcp-track run` adopts it, `tcp-track detach` removes it", names.join(", ")),
+        (None, Some(p)) => {
+            info!("detached from {}", names.join(", "));
+            // Our map handles are still open: the maps are freed when we exit.
+            if let Err(e) = p.dir.remove() {
+                error!("{e}");
+            }
+        }
+        (None, None) => info!("detached from {}", names.join(", ")),
+    }
+    // Whatever is already in the ring buffer still gets printed, then,
+    // unless the state is kept for the next daemon (which adopts these
+    // connections and ends them in its turn), every connection still open
+    // gets its final record, from the tables as the programs left them.
+    let flushed = drain_all(&mut daemon, ring.get_mut()).and_then(|()| if kept.is_some() { Ok(()) } else { daemon.stop(clock::monotonic_ns()) });
     daemon.log_summary();
 
     match result.and(flushed) {
@@ -171,6 +220,68 @@ where
     W: io::Write,
 {
     while daemon.drain(ring)? == MAX_BATCH {}
+    Ok(())
+}
+
+/// The instance's state directory, and what to do with what is pinned
+/// there: adopt it (its layout record returned), or replace it, saying why.
+/// Without bpffs a daemon that does not keep its state runs unpinned.
+fn prepare_state(config: &Config) -> Result<(Option<Pinning>, Option<StateInfo>)> {
+    let name = config.instance.clone().unwrap_or_else(|| pins::instance_name(&config.interfaces));
+    let dir = StateDir::new(&config.state_dir, &name);
+    if let Err(e) = dir.create() {
+        if config.keep_state {
+            return Err(e).context("--keep-state needs the state pinned");
+        }
+        warn!("state not pinned, so `tcp-track flows` cannot list this daemon's tables: {e}");
+        return Ok((None, None));
+    }
+    let (max_flows, set_mask) = (config.capacity.max_flows(), config.capacity.half_open_set_mask());
+    let keep = config.keep_state;
+    match dir.inspect(max_flows, set_mask)? {
+        Found::Nothing => Ok((Some(Pinning { dir, seed: None, keep }), None)),
+        Found::Adoptable(info) => Ok((Some(Pinning { dir, seed: Some(info.half_open_seed), keep }), Some(info))),
+        Found::Incompatible(why) => {
+            warn!("{dir}: {why}; starting empty");
+            dir.remove()?;
+            dir.create()?;
+            Ok((Some(Pinning { dir, seed: None, keep }), None))
+        }
+        Found::InUse(pid) => {
+            bail!("{dir}: in use by a running tcp-track (pid {pid}); stop it first, or give this daemon another --instance or --state-dir")
+        }
+    }
+}
+
+/// Removes the state directory it holds when dropped (see `run`).
+struct StartGuard(Option<StateDir>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = dir.remove();
+        }
+    }
+}
+
+/// What the daemon took over from the previous one, on stderr.
+/// Its flows are followed from here on, their deadlines rebuilt from the
+/// records (reported on the first interface: the tables do not say which
+/// one a flow crossed).
+fn report_adopted<L: crate::report::FlowLookup, W: io::Write>(daemon: &mut Daemon<L, Counters, W>, info: &StateInfo, dir: &StateDir, ifindex: u32) -> Result<()> {
+    let tables = PinnedTables::open(dir.clone()).context("reading the adopted tables")?;
+    let now = clock::monotonic_ns();
+    let mut records = Vec::new();
+    tables.scan_records(|family, lo, hi, rec, _| records.push(adopted_event(family, lo, hi, rec, ifindex, now)));
+    let flows = daemon.adopt(records);
+    let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
+    let missed = if info.keep == tcp_track_common::pinned::KEEP_YES {
+        format!("{} events lost while no daemon ran", lost.saturating_sub(info.events_lost_at_exit))
+    } else {
+        "the previous daemon did not stop cleanly (killed?): events it had not read are lost".to_string()
+    };
+    info!("adopted the pinned state: {flows} flows (their deadlines rebuilt), counters and unread events; {missed}");
+    daemon.events_lost_seen(lost);
     Ok(())
 }
 

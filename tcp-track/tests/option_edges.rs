@@ -12,7 +12,7 @@ use std::process::Command;
 use support::{daemon::Daemon, netns::Netns};
 use tcp_track::{
     config::ErrorClass,
-    test_support::edges::{Edge, DEMO_EDGES, RUN_EDGES},
+    test_support::edges::{Edge, DEMO_EDGES, FLOWS_EDGES, RUN_EDGES},
 };
 
 /// Run `tcp-track CMD [--iface lo] ARGS` to its end; check status and stderr.
@@ -51,6 +51,16 @@ fn run_options_at_their_edges() {
         n += 1;
     }
     assert!(n >= 30, "{n} rows");
+}
+
+#[test]
+fn flows_and_detach_options_at_their_edges() {
+    for row in FLOWS_EDGES {
+        check("flows", row);
+    }
+    // detach shares --state-dir and --instance with flows.
+    check("detach", &(&["--state-dir", "/proc/tt-nothing-here"], Some("/proc: not on a BPF file system"), ErrorClass::Environment));
+    check("detach", &(&["--bogus"], Some("unexpected argument '--bogus'"), ErrorClass::Usage));
 }
 
 #[test]

@@ -10,14 +10,15 @@
 //! - events per second from the ring buffer to JSON lines, and events lost;
 //! - a SYN flood against established flows;
 //! - `/metrics` scraped while 100,000 events a second flow through the
-//!   daemon, and the events lost with and without the endpoint.
-//!
+//!   daemon, and the events lost with and without the endpoint;
+//! - `tcp-track flows` over 1,000,000 pinned flows: the listing's own code
+//!   (open, scan, filter, write), JSON and `--count`;
 //! - live flows lost when a flow table is filled with random keys: the
 //!   kernel's LRU hash, and set-associative designs simulated with the
-//!   half-open table's hash (what a replacement must beat);
+//!   half-open table's hash (what a replacement must beat).
 //!
 //! `tcp-track-bench events flood` runs only the sections named (`packets`,
-//! `memory`, `loss`, `events`, `flood`, `metrics`).
+//! `memory`, `loss`, `events`, `flood`, `metrics`, `listing`).
 
 use std::{
     collections::BTreeMap,
@@ -65,7 +66,7 @@ fn main() -> Result<()> {
     }
     pin_to_cpu(0)?;
     // Sections to run (all when none is named).
-    const SECTIONS: [&str; 6] = ["packets", "memory", "loss", "events", "flood", "metrics"];
+    const SECTIONS: [&str; 7] = ["packets", "memory", "loss", "events", "flood", "metrics", "listing"];
     let only: Vec<String> = std::env::args().skip(1).collect();
     if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
@@ -111,7 +112,70 @@ fn main() -> Result<()> {
         println!("  events lost to a full ring buffer: {lost_with} with the endpoint scraped, {lost_without} without it (of {METRICS_EVENTS} each)");
         println!("  lines printed: {printed_with} with the endpoint, {printed_without} without it");
     }
+    if want("listing") {
+        println!();
+        listing()?;
+    }
     Ok(())
+}
+
+/// `tcp-track flows` over a million established flows pinned in a bpffs of
+/// the benchmark's own (mounted on a fresh directory, removed after): the
+/// command's own steps (find the instance, open its maps, scan both
+/// tables, filter, sort, write to a sink), best of 3.
+fn listing() -> Result<()> {
+    use tcp_track::{
+        config::{Capacity, Format},
+        flows::{self, Filter},
+        loader::Pinning,
+        pins::StateDir,
+    };
+    const FLOWS: u32 = 1_000_000;
+    let mount = std::path::PathBuf::from(format!("/tmp/tt-bench-pins-{}", std::process::id()));
+    std::fs::create_dir_all(&mount)?;
+    let c = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())?;
+    // SAFETY: NUL-terminated strings; a bpffs mount with no data.
+    if unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) } != 0 {
+        bail!("mounting a bpffs on {}: {}", mount.display(), std::io::Error::last_os_error());
+    }
+    let result = (|| -> Result<()> {
+        let base = mount.join("state");
+        let dir = StateDir::new(&base, "bench");
+        dir.create()?;
+        let capacity = Capacity::new(FLOWS.next_power_of_two(), MAX_HALF_OPEN);
+        let pinning = Pinning { dir: dir.clone(), seed: None, keep: false };
+        let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
+        let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
+        dir.write_info(&info)?;
+        let mut b = Bench { tracker, reference: None };
+        b.fill(0, FLOWS)?;
+        println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
+        for (what, count) in [("list, JSON", false), ("--count", true)] {
+            let mut best = Duration::MAX;
+            let mut listed = 0;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let out = flows::list(&base, None, &Filter::default(), tcp_track::clock::monotonic_ns())?;
+                let mut sink = BufWriter::new(std::io::sink());
+                if count {
+                    flows::write_counts(&mut sink, Format::Json, &out)?;
+                } else {
+                    flows::write_list(&mut sink, Format::Json, &out)?;
+                }
+                sink.flush()?;
+                best = best.min(t.elapsed());
+                listed = out.len();
+            }
+            println!("  {what:<12} {listed} flows in {:.2} s", best.as_secs_f64());
+        }
+        drop(b);
+        dir.remove()?;
+        Ok(())
+    })();
+    // SAFETY: the path mounted above.
+    unsafe { libc::umount(c.as_ptr()) };
+    let _ = std::fs::remove_dir(&mount);
+    result
 }
 
 /// The per-packet table: every segment kind at 1K, 64K and 1M live flows.
@@ -197,8 +261,9 @@ fn established(c_isn: u32, s_isn: u32) -> FlowRecord {
 struct Bench {
     tracker: Tracker,
     /// A second instance of the object for the reference program, its LRU
-    /// map sized and filled like the tracker's established table.
-    reference: Ebpf,
+    /// map sized and filled like the tracker's established table (none
+    /// where only the tracker's tables are measured).
+    reference: Option<Ebpf>,
 }
 
 /// Half-open table capacity in every benchmark.
@@ -220,27 +285,32 @@ impl Bench {
         let mut reference = EbpfLoader::new().map_max_entries(REFERENCE_MAP, max_flows).load(EBPF_OBJECT)?;
         let program: &mut Xdp = reference.program_mut(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?;
         program.load()?;
-        let mut b = Bench { tracker, reference };
+        let mut b = Bench { tracker, reference: Some(reference) };
         b.fill(0, live)?;
         Ok(b)
     }
 
     /// Median per-packet time in ns of the reference program, as `median`.
     fn median_reference(&self, frame: &[u8]) -> Result<f64> {
-        median_of(self.reference.program(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?, frame)
+        let program = self.reference.as_ref().and_then(|r| r.program(REFERENCE_PROGRAM)).and_then(|p| p.try_into().ok());
+        median_of(program.context("the reference program")?, frame)
     }
 
     /// Insert established flows `from..to` (client endpoints `client(i)`).
     fn fill(&mut self, from: u32, to: u32) -> Result<()> {
         let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map_mut("FLOWS_V4").unwrap())?;
-        let mut reference: HashMap<&mut MapData, FlowKeyV4, FlowRecord> =
-            HashMap::try_from(self.reference.map_mut(REFERENCE_MAP).context("the reference map")?)?;
+        let mut reference: Option<HashMap<&mut MapData, FlowKeyV4, FlowRecord>> = match self.reference.as_mut() {
+            Some(r) => Some(HashMap::try_from(r.map_mut(REFERENCE_MAP).context("the reference map")?)?),
+            None => None,
+        };
         for i in from..to {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
             let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
             map.insert(key, record, 0)?;
-            reference.insert(key, record, 0)?;
+            if let Some(reference) = reference.as_mut() {
+                reference.insert(key, record, 0)?;
+            }
         }
         Ok(())
     }

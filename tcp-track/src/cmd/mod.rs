@@ -8,6 +8,8 @@ use anyhow::Result;
 use crate::config::BpfLog;
 
 pub mod demo;
+pub mod detach;
+pub mod flows;
 pub mod run;
 
 #[derive(clap::Subcommand)]
@@ -17,6 +19,12 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     /// Play every kind of event in throw-away network namespaces (root; about 20 s).
     Demo(demo::DemoArgs),
+    /// List the connections in a running daemon's pinned tables (like
+    /// `conntrack -L` and `ss -tan`).
+    Flows(flows::FlowsArgs),
+    /// Remove a state kept with `run --keep-state`: detach its programs and
+    /// free its tables.
+    Detach(detach::DetachArgs),
 }
 
 impl Command {
@@ -25,7 +33,7 @@ impl Command {
     pub fn bpf_log(&self) -> BpfLog {
         match self {
             Command::Run(args) => args.bpf_log,
-            Command::Demo(_) => BpfLog::Off,
+            Command::Demo(_) | Command::Flows(_) | Command::Detach(_) => BpfLog::Off,
         }
     }
 
@@ -34,6 +42,8 @@ impl Command {
         match self {
             Command::Run(args) => run::execute(*args),
             Command::Demo(args) => demo::execute(args),
+            Command::Flows(args) => flows::execute(args),
+            Command::Detach(args) => detach::execute(args),
         }
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{
     BpfLog, Capacity, Config, EventSet, EventSets, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
-    DEFAULT_MAX_HALF_OPEN,
+    DEFAULT_MAX_HALF_OPEN, DEFAULT_STATE_DIR,
 };
 
 // The defaults shown by `--help` are the configuration's own (`config`).
@@ -97,6 +97,18 @@ pub struct RunArgs {
     /// 127.0.0.1:9464); off unless given.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where to pin the tables (for `tcp-track flows` and the next
+    /// daemon): a directory on bpffs, one subdirectory per instance.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: std::path::PathBuf,
+    /// The instance's subdirectory of --state-dir (default: the
+    /// interfaces, joined by '+').
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// On SIGTERM or Ctrl-C, leave the programs attached and the state
+    /// pinned, for the next daemon to adopt (`tcp-track detach` removes it).
+    #[arg(long)]
+    pub keep_state: bool,
 }
 
 impl RunArgs {
@@ -122,6 +134,9 @@ impl RunArgs {
             liberal_interfaces: self.liberal_interfaces,
             stats_interval: self.stats_interval.map(Into::into),
             metrics_addr: self.metrics_addr,
+            state_dir: self.state_dir,
+            instance: self.instance,
+            keep_state: self.keep_state,
             ..Config::new(self.interfaces)
         };
         config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))

@@ -18,7 +18,8 @@
 //! - `rate`: the per-flow rate limit;
 //! - `conn`: connection records, when connections end (and interim ones).
 //!
-//! `expiry` adds to the reporter what each deadline means when it comes:
+//! `adopt` follows the flows of an adopted (pinned) state, deadlines
+//! included. `expiry` adds to the reporter what each deadline means when it comes:
 //! the flow's current record is read through `FlowLookup` then, rather
 //! than scanning the table.
 //!
@@ -39,6 +40,7 @@ use crate::{
     vocab::{ConnState, EndReason, EventKind, ResetClass},
 };
 
+mod adopt;
 mod audit;
 mod conn;
 mod deadlines;
@@ -48,6 +50,7 @@ mod floods;
 mod pressure;
 mod rate;
 
+pub use adopt::adopted_event;
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
 pub use conn::{ConnCounts, Histogram, DURATION_BOUNDS, HANDSHAKE_BOUNDS};

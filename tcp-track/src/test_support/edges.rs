@@ -72,10 +72,36 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--metrics-addr", "127.0.0.1"], Some("invalid value '127.0.0.1' for '--metrics-addr <ADDR:PORT>'"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464", "--metrics-addr", "127.0.0.1:9465"], Some("cannot be used multiple times"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464"], None, ErrorClass::Usage),
+    (&["--state-dir", "relative/dir"], Some("--state-dir relative/dir: must be an absolute path"), ErrorClass::Usage),
+    (&["--state-dir", "/sys/fs/bpf/tt"], None, ErrorClass::Usage),
+    (&["--instance", "a/b"], Some("without '/'"), ErrorClass::Usage),
+    (&["--instance", ".."], Some("not '.' or '..'"), ErrorClass::Usage),
+    (&["--instance", ""], Some("an instance name is 1 to 200 bytes"), ErrorClass::Usage),
+    (&["--instance", "web"], None, ErrorClass::Usage),
+    (&["--keep-state", "--keep-state"], Some("cannot be used multiple times"), ErrorClass::Usage),
+    (&["--keep-state"], None, ErrorClass::Usage),
 ];
 
 /// `tcp-track demo`'s only option (clap's usage errors).
 pub const DEMO_EDGES: &[Edge] = &[
     (&["--format", "xml"], Some("invalid value 'xml' for '--format <FORMAT>'"), ErrorClass::Usage),
     (&["--format", "json", "--format", "text"], Some("'--format <FORMAT>' cannot be used multiple times"), ErrorClass::Usage),
+];
+
+/// `tcp-track flows` and `tcp-track detach` at their edges: every row is
+/// rejected (accepted rows would need pinned state), clap's usage errors
+/// (exit 2) or, for a place where nothing can be pinned, the host's (1).
+pub const FLOWS_EDGES: &[Edge] = &[
+    (&["--state", "bogus"], Some("invalid value 'bogus' for '--state <STATE>'"), ErrorClass::Usage),
+    (&["--state", "ESTABLISHED,nope"], Some("invalid value 'nope' for '--state <STATE>'"), ErrorClass::Usage),
+    (&["--addr", "198.18.0.0/33"], Some("a prefix length is 0 to 32"), ErrorClass::Usage),
+    (&["--addr", "2001:db8::/129"], Some("a prefix length is 0 to 128"), ErrorClass::Usage),
+    (&["--addr", "example.com"], Some("not an address or network"), ErrorClass::Usage),
+    (&["--port", "65536"], Some("invalid value '65536' for '--port <PORT>'"), ErrorClass::Usage),
+    (&["--port", "-1"], Some("unexpected argument '-1'"), ErrorClass::Usage),
+    (&["--client", ":99999"], Some("a port is 0 to 65535"), ErrorClass::Usage),
+    (&["--server", "198.18.0.2:http"], Some("not an endpoint"), ErrorClass::Usage),
+    (&["--format", "xml"], Some("invalid value 'xml' for '--format <FORMAT>'"), ErrorClass::Usage),
+    (&["--count", "--count"], Some("cannot be used multiple times"), ErrorClass::Usage),
+    (&["--state-dir", "/proc/tt-nothing-here"], Some("/proc: not on a BPF file system"), ErrorClass::Environment),
 ];

@@ -1,0 +1,67 @@
+//! `tcp-track flows`: list the connections in a daemon's pinned tables.
+
+use std::io::{self, BufWriter, Write};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    clock,
+    config::{Format, DEFAULT_STATE_DIR},
+    flows::{self, Cidr, EndpointFilter, Filter, StateFilter},
+};
+
+#[derive(clap::Args)]
+pub struct FlowsArgs {
+    /// Output format: aligned columns, or one JSON object per line (the
+    /// event stream's field names).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Only connections in this state: a connection state (ESTABLISHED,
+    /// TIME_WAIT...) or an endpoint state as `ss` names it (ESTAB,
+    /// TIME-WAIT..., either endpoint). Repeatable, or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub state: Vec<StateFilter>,
+    /// Only connections with an endpoint in this network (198.18.0.0/15,
+    /// 2001:db8::/32, or one address). Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub addr: Vec<Cidr>,
+    /// Only connections with an endpoint on this port. Repeatable.
+    #[arg(long)]
+    pub port: Vec<u16>,
+    /// Only connections whose client matches: a network, :PORT, or ADDR:PORT.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub client: Vec<EndpointFilter>,
+    /// Only connections whose server matches: a network, :PORT, or ADDR:PORT.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub server: Vec<EndpointFilter>,
+    /// Only the tables of the daemon watching this interface. Repeatable.
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Print the number of connections per state, not the connections.
+    #[arg(long)]
+    pub count: bool,
+    /// Where the daemons pin their state (as given to `tcp-track run`).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: std::path::PathBuf,
+    /// Only this instance (a subdirectory of --state-dir; default: all).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+}
+
+pub fn execute(args: FlowsArgs) -> Result<()> {
+    let filter = Filter {
+        states: args.state,
+        addrs: args.addr,
+        ports: args.port,
+        clients: args.client,
+        servers: args.server,
+        ifaces: args.ifaces,
+    };
+    let listed = flows::list(&args.state_dir, args.instance.as_deref(), &filter, clock::monotonic_ns())?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = if args.count { flows::write_counts(&mut out, args.format, &listed) } else { flows::write_list(&mut out, args.format, &listed) };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}

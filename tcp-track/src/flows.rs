@@ -1,0 +1,715 @@
+//! `tcp-track flows`: every connection in the pinned tables of a running
+//! daemon (or of a state kept for the next one), like `conntrack -L` and
+//! `ss -tan`, with filters by state, address, port, side and interface.
+//!
+//! The tables are read, never written: the established tables are walked
+//! key by key, the half-open tables set by set (a scan: the keyed hash that
+//! places a half-open flow is not needed to list it).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    io::{self, Write},
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+};
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
+use bytemuck::Pod;
+use tcp_track_common::{
+    conn::{self, ConnSummary},
+    flow::{FlowKeyV4, FlowKeyV6, FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK},
+    halfopen::{Set, SetV4, SetV6, WAYS},
+    parse::{FAMILY_IPV4, FAMILY_IPV6},
+    state::endpoint_state,
+};
+use thiserror::Error;
+
+use crate::{
+    config::Format,
+    events::oriented,
+    pins::{self, StateDir},
+    tables::{Table, NAMES},
+    vocab::{ConnState, EndpointState},
+};
+
+#[derive(Debug, Error)]
+pub enum FlowsError {
+    #[error("no pinned state in {dir}: no tcp-track daemon pins its tables there (is one running? `tcp-track run` pins under --state-dir, default /sys/fs/bpf/tcp-track)")]
+    NothingPinned { dir: PathBuf },
+    #[error("{dir}: not on a BPF file system, so nothing can be pinned there (`mount -t bpf bpf {dir}`, then start the daemon)")]
+    NotBpffs { dir: PathBuf },
+    #[error("no instance {name:?} in {dir} (instances there: {found})")]
+    NoInstance { name: String, dir: PathBuf, found: String },
+    #[error("{path}: permission denied (reading pinned maps needs root, or CAP_BPF and read access to the pins)")]
+    Permission { path: PathBuf },
+    #[error("{dir}: {why}; list it with the tcp-track that pinned it")]
+    Incompatible { dir: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Map { path: PathBuf, source: MapError },
+    #[error("{0}")]
+    Pin(#[from] pins::PinError),
+}
+
+/// An IPv4 or IPv6 network: `198.18.0.0/15`, `2001:db8::/32`, or one
+/// address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(u32::from(net).into(), u32::from(ip).into(), 32, self.len),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), 128, self.len),
+            _ => false,
+        }
+    }
+}
+
+/// Whether the first `len` of `bits` bits of `a` and `b` are equal.
+fn prefix_eq(a: u128, b: u128, bits: u8, len: u8) -> bool {
+    len == 0 || (a ^ b) >> (bits - len) == 0
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: not an address or network (198.18.0.0/15, 2001:db8::/32, 198.18.0.1)");
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| format!("{s:?}: a prefix length is 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, len })
+    }
+}
+
+/// One side of a connection to match: an address or network, a port, or
+/// both (`198.18.0.0/24`, `:443`, `198.18.0.2:443`, `[2001:db8::2]:443`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointFilter {
+    net: Option<Cidr>,
+    port: Option<u16>,
+}
+
+impl EndpointFilter {
+    pub fn matches(&self, ep: SocketAddr) -> bool {
+        self.net.is_none_or(|n| n.contains(ep.ip())) && self.port.is_none_or(|p| p == ep.port())
+    }
+}
+
+impl FromStr for EndpointFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(port) = s.strip_prefix(':') {
+            let port = port.parse().map_err(|_| format!("{s:?}: a port is 0 to 65535"))?;
+            return Ok(EndpointFilter { net: None, port: Some(port) });
+        }
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            let len = if sa.is_ipv4() { 32 } else { 128 };
+            return Ok(EndpointFilter { net: Some(Cidr { addr: sa.ip(), len }), port: Some(sa.port()) });
+        }
+        s.parse::<Cidr>()
+            .map(|net| EndpointFilter { net: Some(net), port: None })
+            .map_err(|_| format!("{s:?}: not an endpoint (198.18.0.0/24, :443, 198.18.0.2:443, [2001:db8::2]:443)"))
+    }
+}
+
+/// A state to select: a connection state as conntrack names it
+/// (`ESTABLISHED`, `TIME_WAIT`), or an endpoint's as `ss` does (`ESTAB`,
+/// `TIME-WAIT`: either endpoint in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateFilter {
+    Conn(ConnState),
+    Endpoint(EndpointState),
+}
+
+impl FromStr for StateFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let up = s.to_ascii_uppercase();
+        if let Some(c) = ConnState::ALL.iter().find(|c| c.as_str() == up) {
+            return Ok(StateFilter::Conn(*c));
+        }
+        if let Some(e) = EndpointState::ALL.iter().find(|e| e.as_str() == up) {
+            return Ok(StateFilter::Endpoint(*e));
+        }
+        let conn: Vec<&str> = ConnState::ALL.iter().map(|c| c.as_str()).collect();
+        let ep: Vec<&str> = EndpointState::ALL.iter().map(|e| e.as_str()).collect();
+        Err(format!("{s:?}: a connection state ({}) or an endpoint state as ss names it ({})", conn.join(", "), ep.join(", ")))
+    }
+}
+
+/// What to list. Filters of one kind are alternatives (any may match);
+/// filters of different kinds must all match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub states: Vec<StateFilter>,
+    /// Either endpoint in one of these networks.
+    pub addrs: Vec<Cidr>,
+    /// Either endpoint on one of these ports.
+    pub ports: Vec<u16>,
+    pub clients: Vec<EndpointFilter>,
+    pub servers: Vec<EndpointFilter>,
+    /// Flows of the daemon watching one of these interfaces.
+    pub ifaces: Vec<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, f: &Flow) -> bool {
+        any(&self.states, |s| match s {
+            StateFilter::Conn(c) => *c == f.state,
+            StateFilter::Endpoint(e) => *e == f.client_state || *e == f.server_state,
+        }) && any(&self.addrs, |n| n.contains(f.client.ip()) || n.contains(f.server.ip()))
+            && any(&self.ports, |p| *p == f.client.port() || *p == f.server.port())
+            && any(&self.clients, |e| e.matches(f.client))
+            && any(&self.servers, |e| e.matches(f.server))
+    }
+}
+
+/// No filter of a kind, or one that matches.
+fn any<T>(filters: &[T], matches: impl Fn(&T) -> bool) -> bool {
+    filters.is_empty() || filters.iter().any(matches)
+}
+
+/// One tracked connection, as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub table: Table,
+    pub state: ConnState,
+    pub client_state: EndpointState,
+    pub server_state: EndpointState,
+    pub origin: u8,
+    /// Seconds since its first segment, and since its last one.
+    pub age_s: f64,
+    pub idle_s: f64,
+    pub summary: ConnSummary,
+}
+
+impl Flow {
+    /// The flow a table entry holds, at `now_ns` (the kernel's monotonic clock).
+    pub fn of(family: u8, lo: (&[u8; 16], u16), hi: (&[u8; 16], u16), rec: &FlowRecord, table: Table, now_ns: u64) -> Flow {
+        let (client, server) = oriented(family, lo, hi, rec.initiator);
+        let c = rec.initiator & 1;
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let age_s = if rec.first_ns == 0 { 0.0 } else { secs(now_ns.saturating_sub(rec.first_ns)) };
+        Flow {
+            client,
+            server,
+            table,
+            state: ConnState::from_raw(rec.state),
+            client_state: EndpointState::from_raw(endpoint_state(rec, c)),
+            server_state: EndpointState::from_raw(endpoint_state(rec, c ^ 1)),
+            origin: rec.origin,
+            age_s,
+            // `last_seen` is kept to 2^20 ns: never idle longer than old.
+            idle_s: secs(now_ns.saturating_sub(conn::last_seen_ns(rec, now_ns))).min(if rec.first_ns == 0 { f64::MAX } else { age_s }),
+            summary: ConnSummary::of(rec),
+        }
+    }
+
+    fn origin_name(&self) -> &'static str {
+        match self.origin {
+            ORIGIN_SYN => "syn",
+            ORIGIN_SYN_ACK => "syn_ack",
+            ORIGIN_MIDSTREAM => "midstream",
+            _ => "unknown",
+        }
+    }
+
+    fn table_name(&self) -> &'static str {
+        match self.table {
+            Table::Established => "established",
+            Table::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One instance's pinned tables, opened for reading.
+pub struct PinnedTables {
+    pub dir: StateDir,
+    /// The interfaces its daemon watches (from the directory's name).
+    pub ifaces: Vec<String>,
+    v4: HashMap<MapData, FlowKeyV4, FlowRecord>,
+    v6: HashMap<MapData, FlowKeyV6, FlowRecord>,
+    half_v4: Array<MapData, SetV4>,
+    half_v6: Array<MapData, SetV6>,
+}
+
+impl PinnedTables {
+    /// Open an instance's tables, after checking their layout.
+    pub fn open(dir: StateDir) -> Result<PinnedTables, FlowsError> {
+        let info_path = dir.map_path(pins::STATE_INFO);
+        let info = dir.read_info().map_err(|e| permission(&info_path, e))?;
+        if let Some(why) = pins::compatibility(&info, info.max_flows, info.half_open_set_mask) {
+            return Err(FlowsError::Incompatible { dir: dir.path.clone(), why });
+        }
+        let open = |name: &str| -> Result<MapData, FlowsError> {
+            let path = dir.map_path(name);
+            MapData::from_pin(&path).map_err(|source| match &source {
+                MapError::SyscallError(e) if e.io_error.kind() == io::ErrorKind::PermissionDenied => FlowsError::Permission { path },
+                _ => FlowsError::Map { path, source },
+            })
+        };
+        let map_err = |name: &str| {
+            let path = dir.map_path(name);
+            move |source| FlowsError::Map { path, source }
+        };
+        Ok(PinnedTables {
+            v4: HashMap::try_from(Map::LruHashMap(open(NAMES[0])?)).map_err(map_err(NAMES[0]))?,
+            v6: HashMap::try_from(Map::LruHashMap(open(NAMES[1])?)).map_err(map_err(NAMES[1]))?,
+            half_v4: Array::try_from(Map::Array(open(NAMES[2])?)).map_err(map_err(NAMES[2]))?,
+            half_v6: Array::try_from(Map::Array(open(NAMES[3])?)).map_err(map_err(NAMES[3]))?,
+            ifaces: pins::interfaces_of(&dir),
+            dir,
+        })
+    }
+
+    /// Every flow in the four tables, at `now_ns`. An entry that goes
+    /// away while it is read is skipped.
+    pub fn scan(&self, now_ns: u64, mut each: impl FnMut(Flow)) {
+        self.scan_records(|family, lo, hi, rec, table| each(Flow::of(family, lo, hi, rec, table, now_ns)));
+    }
+
+    /// Every entry of the four tables as stored: family, the key's `lo`
+    /// and `hi` endpoints (addresses padded to 16 bytes), the record, and
+    /// its table.
+    pub fn scan_records(&self, mut each: impl FnMut(u8, (&[u8; 16], u16), (&[u8; 16], u16), &FlowRecord, Table)) {
+        let pad4 = |a: [u8; 4]| {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&a);
+            x
+        };
+        let v4 = |k: &FlowKeyV4, rec: &FlowRecord| each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), rec, Table::Established);
+        hash_entries(&self.v4, v4);
+        hash_entries(&self.v6, |k: &FlowKeyV6, rec| each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), rec, Table::Established));
+        for set in (0..self.half_v4.len()).filter_map(|i| self.half_v4.get(&i, 0).ok()) {
+            for way in (0..WAYS).filter(|&w| set.born()[w as usize] != 0) {
+                let k = set.key(way);
+                each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), set.record(way), Table::HalfOpen);
+            }
+        }
+        for set in (0..self.half_v6.len()).filter_map(|i| self.half_v6.get(&i, 0).ok()) {
+            for way in (0..WAYS).filter(|&w| set.born()[w as usize] != 0) {
+                let k = set.key(way);
+                each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), set.record(way), Table::HalfOpen);
+            }
+        }
+    }
+}
+
+/// Every entry of a hash map, read a few thousand at a time
+/// (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+) rather than with two syscalls per
+/// entry (next key, lookup): a million flows in a fraction of the time.
+/// Should the kernel refuse batches, entry by entry.
+fn hash_entries<K: Pod + aya::Pod, V: Pod + aya::Pod>(map: &HashMap<MapData, K, V>, mut each: impl FnMut(&K, &V)) {
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const BATCH: usize = 4096;
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let mut keys = vec![K::zeroed(); BATCH];
+    let mut values = vec![V::zeroed(); BATCH];
+    // The hash tables' position token is a bucket index (a u32).
+    let (mut token_in, mut token_out) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &token_in as *const u64 as u64 },
+            out_batch: &mut token_out as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at buffers of BATCH keys and values of the
+        // map's key and value types (the maps were opened with them and
+        // their layout checked), and at 8-byte tokens.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
+        let errno = if r < 0 { io::Error::last_os_error().raw_os_error() } else { None };
+        if first && errno.is_some_and(|e| e != libc::ENOENT) {
+            for (k, v) in map.iter().filter_map(Result::ok) {
+                each(&k, &v);
+            }
+            return;
+        }
+        let n = (attr.count as usize).min(BATCH);
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            each(k, v);
+        }
+        // ENOENT: the last batch. Any other error: stop with what was read.
+        if errno.is_some() {
+            return;
+        }
+        first = false;
+        token_in = token_out;
+    }
+}
+
+fn permission(path: &Path, e: pins::PinError) -> FlowsError {
+    match &e {
+        pins::PinError::Map { source: MapError::SyscallError(s), .. } if s.io_error.kind() == io::ErrorKind::PermissionDenied => {
+            FlowsError::Permission { path: path.to_path_buf() }
+        }
+        _ => FlowsError::Pin(e),
+    }
+}
+
+/// The instances to list: the one named, or every one under `base`.
+pub fn select(base: &Path, instance: Option<&str>) -> Result<Vec<StateDir>, FlowsError> {
+    let nothing = || FlowsError::NothingPinned { dir: base.to_path_buf() };
+    let all = match pins::instances(base) {
+        Ok(all) => all,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(FlowsError::Permission { path: base.to_path_buf() }),
+        Err(_) => {
+            // Say why nothing can be there, when that is the reason.
+            let mut existing = base;
+            while !existing.exists() {
+                existing = existing.parent().unwrap_or(Path::new("/"));
+            }
+            return Err(if pins::is_bpffs(existing) { nothing() } else { FlowsError::NotBpffs { dir: existing.to_path_buf() } });
+        }
+    };
+    let all: Vec<StateDir> = all.into_iter().filter(StateDir::exists).collect();
+    match instance {
+        None if all.is_empty() => Err(nothing()),
+        None => Ok(all),
+        Some(name) => match all.iter().find(|d| d.path.file_name().is_some_and(|n| n == name)) {
+            Some(d) => Ok(vec![d.clone()]),
+            None if all.is_empty() => Err(nothing()),
+            None => {
+                let found: Vec<String> = all.iter().filter_map(|d| d.path.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+                Err(FlowsError::NoInstance { name: name.into(), dir: base.to_path_buf(), found: found.join(", ") })
+            }
+        },
+    }
+}
+
+/// Whether the instance's tables are being kept up to date right now, in
+/// a phrase for stderr when they are not.
+pub fn staleness(dir: &StateDir) -> Option<String> {
+    let info = dir.read_info().ok()?;
+    match (info.owner_pid, info.keep == tcp_track_common::pinned::KEEP_YES) {
+        (0, true) => Some(format!("{dir}: kept by a stopped daemon: its programs still track, no daemon reports")),
+        (pid, _) if pid != 0 && !pins::daemon_alive(pid) => {
+            Some(format!("{dir}: the daemon that pinned it (pid {pid}) is gone; these are the tables it left (`tcp-track detach` removes them)"))
+        }
+        _ => None,
+    }
+}
+
+/// The flows `filter` selects in the instances under `base` (the one
+/// named, or all), each with its instance's interfaces, sorted by server
+/// then client: what `tcp-track flows` prints. Tables whose daemon is not
+/// running are listed with a warning on stderr.
+pub fn list(base: &Path, instance: Option<&str>, filter: &Filter, now_ns: u64) -> Result<Vec<(Flow, Arc<str>)>, FlowsError> {
+    let mut listed = Vec::new();
+    for dir in select(base, instance)? {
+        let tables = PinnedTables::open(dir)?;
+        if !filter.ifaces.is_empty() && !tables.ifaces.iter().any(|i| filter.ifaces.contains(i)) {
+            continue;
+        }
+        if let Some(why) = staleness(&tables.dir) {
+            log::warn!("{why}");
+        }
+        let iface: Arc<str> = tables.ifaces.join(",").into();
+        tables.scan(now_ns, |f| {
+            if filter.matches(&f) {
+                listed.push((f, iface.clone()));
+            }
+        });
+    }
+    listed.sort_unstable_by_key(|(f, _)| (f.server, f.client));
+    Ok(listed)
+}
+
+/// Print `flows` (already filtered), aligned text or JSON lines.
+pub fn write_list<W: Write>(out: &mut W, format: Format, flows: &[(Flow, Arc<str>)]) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            for (f, iface) in flows {
+                serde_json::to_writer(&mut *out, &json(f, iface))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Text => {
+            let header = [
+                "STATE", "CLIENT", "SERVER", "CLIENT-STATE", "SERVER-STATE", "AGE", "IDLE", "PKTS>", "BYTES>", "PKTS<", "BYTES<",
+                "RETRANS", "RST-DROP", "ORIGIN", "IFACE",
+            ];
+            let rows: Vec<[String; 15]> = flows.iter().map(|(f, iface)| text_row(f, iface)).collect();
+            let mut width = header.map(str::len);
+            for row in &rows {
+                for (w, cell) in width.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            let line = |out: &mut W, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+                let mut s = String::new();
+                for (i, cell) in cells.enumerate() {
+                    if i > 0 {
+                        s.push_str("  ");
+                    }
+                    s.push_str(&format!("{cell:<w$}", w = width[i]));
+                }
+                writeln!(out, "{}", s.trim_end())
+            };
+            line(out, &mut header.iter().copied())?;
+            for row in &rows {
+                line(out, &mut row.iter().map(String::as_str))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Flows per connection state (every state that has some), then the total.
+pub fn write_counts<W: Write>(out: &mut W, format: Format, flows: &[(Flow, Arc<str>)]) -> io::Result<()> {
+    let mut by_state: BTreeMap<u8, usize> = BTreeMap::new();
+    for (f, _) in flows {
+        *by_state.entry(f.state.raw()).or_default() += 1;
+    }
+    let rows = by_state.iter().map(|(s, n)| (ConnState::from_raw(*s).as_str(), *n)).chain(std::iter::once(("total", flows.len())));
+    for (state, n) in rows {
+        match format {
+            Format::Json => writeln!(out, "{}", serde_json::json!({ "state": state, "flows": n }))?,
+            Format::Text => writeln!(out, "{state:<12} {n}")?,
+        }
+    }
+    Ok(())
+}
+
+/// A flow as a JSON object, the event stream's field names, in order.
+#[derive(serde::Serialize)]
+struct JsonFlow<'a> {
+    iface: &'a str,
+    client: SocketAddr,
+    server: SocketAddr,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    picked_up: bool,
+    origin: &'static str,
+    table: &'static str,
+    state: &'static str,
+    client_state: &'static str,
+    server_state: &'static str,
+    age_s: f64,
+    idle_s: f64,
+    conn_state: &'static str,
+    client_bytes: u64,
+    server_bytes: u64,
+    client_packets: u32,
+    server_packets: u32,
+    client_retransmits: u16,
+    server_retransmits: u16,
+    rst_dropped: u16,
+}
+
+fn json<'a>(f: &Flow, iface: &'a str) -> JsonFlow<'a> {
+    let s = &f.summary;
+    JsonFlow {
+        iface,
+        client: f.client,
+        server: f.server,
+        picked_up: f.origin == ORIGIN_MIDSTREAM,
+        origin: f.origin_name(),
+        table: f.table_name(),
+        state: f.state.as_str(),
+        client_state: f.client_state.as_str(),
+        server_state: f.server_state.as_str(),
+        age_s: round3(f.age_s),
+        idle_s: round3(f.idle_s),
+        conn_state: conn::conn_state_name(s.conn_state),
+        client_bytes: s.bytes[0],
+        server_bytes: s.bytes[1],
+        client_packets: s.packets[0],
+        server_packets: s.packets[1],
+        client_retransmits: s.retransmits[0],
+        server_retransmits: s.retransmits[1],
+        rst_dropped: s.rst_dropped,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn text_row(f: &Flow, iface: &str) -> [String; 15] {
+    let s = &f.summary;
+    [
+        f.state.as_str().into(),
+        f.client.to_string(),
+        f.server.to_string(),
+        f.client_state.as_str().into(),
+        f.server_state.as_str().into(),
+        Seconds(f.age_s).to_string(),
+        Seconds(f.idle_s).to_string(),
+        s.packets[0].to_string(),
+        s.bytes[0].to_string(),
+        s.packets[1].to_string(),
+        s.bytes[1].to_string(),
+        format!("{}/{}", s.retransmits[0], s.retransmits[1]),
+        s.rst_dropped.to_string(),
+        f.origin_name().into(),
+        iface.into(),
+    ]
+}
+
+/// `3.2s`, `12m05s`, `2h03m`: an age, readable.
+struct Seconds(f64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.max(0.0);
+        let whole = s as u64;
+        match whole {
+            0..60 => write!(f, "{s:.1}s"),
+            60..3600 => write!(f, "{}m{:02}s", whole / 60, whole % 60),
+            _ => write!(f, "{}h{:02}m", whole / 3600, whole % 3600 / 60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let n: Cidr = "198.18.0.0/15".parse().unwrap();
+        assert!(n.contains("198.19.255.255".parse().unwrap()));
+        assert!(!n.contains("198.20.0.0".parse().unwrap()));
+        assert!(!n.contains("2001:db8::1".parse().unwrap()), "another family never matches");
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()) && !v6.contains("2001:db9::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        let one: Cidr = "198.18.0.1".parse().unwrap();
+        assert!(one.contains("198.18.0.1".parse().unwrap()) && !one.contains("198.18.0.2".parse().unwrap()));
+        assert!("198.18.0.0/33".parse::<Cidr>().unwrap_err().contains("0 to 32"));
+        assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn endpoint_filters_take_a_network_a_port_or_both() {
+        let f: EndpointFilter = ":443".parse().unwrap();
+        assert!(f.matches(ep("198.18.0.2:443")) && !f.matches(ep("198.18.0.2:80")));
+        let f: EndpointFilter = "[2001:db8::2]:443".parse().unwrap();
+        assert!(f.matches(ep("[2001:db8::2]:443")) && !f.matches(ep("[2001:db8::3]:443")));
+        let f: EndpointFilter = "198.18.0.0/24".parse().unwrap();
+        assert!(f.matches(ep("198.18.0.9:1")) && !f.matches(ep("198.18.1.9:1")));
+        assert!(":99999".parse::<EndpointFilter>().is_err());
+    }
+
+    #[test]
+    fn states_are_named_as_conntrack_or_as_ss() {
+        assert_eq!("established".parse::<StateFilter>().unwrap(), StateFilter::Conn(ConnState::Established));
+        assert_eq!("TIME-WAIT".parse::<StateFilter>().unwrap(), StateFilter::Endpoint(EndpointState::TimeWait));
+        assert_eq!("time_wait".parse::<StateFilter>().unwrap(), StateFilter::Conn(ConnState::TimeWait));
+        let err = "bogus".parse::<StateFilter>().unwrap_err();
+        assert!(err.contains("ESTABLISHED") && err.contains("ESTAB"), "{err}");
+    }
+
+    fn flow(client: &str, server: &str, state: ConnState, cs: EndpointState, ss: EndpointState) -> Flow {
+        Flow {
+            client: ep(client),
+            server: ep(server),
+            table: Table::Established,
+            state,
+            client_state: cs,
+            server_state: ss,
+            origin: ORIGIN_SYN,
+            age_s: 1.0,
+            idle_s: 0.5,
+            summary: ConnSummary::default(),
+        }
+    }
+
+    #[test]
+    fn filters_of_one_kind_are_alternatives_of_different_kinds_all_apply() {
+        let f = flow("198.18.0.1:40000", "198.18.0.2:443", ConnState::TimeWait, EndpointState::TimeWait, EndpointState::Closed);
+        let mut filter = Filter { ports: vec![80, 443], ..Filter::default() };
+        assert!(filter.matches(&f));
+        filter.states = vec![StateFilter::Conn(ConnState::Established)];
+        assert!(!filter.matches(&f));
+        filter.states.push(StateFilter::Endpoint(EndpointState::TimeWait));
+        assert!(filter.matches(&f), "either endpoint in TIME-WAIT");
+        filter.servers = vec![":80".parse().unwrap()];
+        assert!(!filter.matches(&f), "the server is on 443");
+        filter.servers = vec![":443".parse().unwrap()];
+        filter.clients = vec!["198.18.0.0/31".parse().unwrap()];
+        assert!(filter.matches(&f));
+        filter.addrs = vec!["2001:db8::/32".parse().unwrap()];
+        assert!(!filter.matches(&f));
+    }
+
+    #[test]
+    fn text_is_aligned_and_json_uses_the_event_fields() {
+        let f = flow("198.18.0.1:40000", "198.18.0.2:443", ConnState::Established, EndpointState::Established, EndpointState::Established);
+        let g = flow("[2001:db8::1]:40000", "[2001:db8::2]:80", ConnState::Established, EndpointState::Established, EndpointState::Established);
+        let mut out = Vec::new();
+        write_list(&mut out, Format::Text, &[(f.clone(), "veth0".into()), (g, "veth0".into())]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("STATE        CLIENT"), "{text}");
+        let col = lines[0].find("SERVER ").unwrap();
+        assert_eq!(&lines[1][col..col + 14], "198.18.0.2:443", "{text}");
+        assert_eq!(&lines[2][col..col + 16], "[2001:db8::2]:80", "{text}");
+        let mut out = Vec::new();
+        write_list(&mut out, Format::Json, &[(f, "veth0".into())]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["client"], "198.18.0.1:40000");
+        assert_eq!(v["client_state"], "ESTAB");
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["iface"], "veth0");
+        assert!(v.get("picked_up").is_none());
+    }
+
+    #[test]
+    fn counts_per_state_then_the_total() {
+        let e = flow("198.18.0.1:1", "198.18.0.2:2", ConnState::Established, EndpointState::Established, EndpointState::Established);
+        let t = flow("198.18.0.1:3", "198.18.0.2:2", ConnState::TimeWait, EndpointState::TimeWait, EndpointState::Closed);
+        let mut out = Vec::new();
+        write_counts(&mut out, Format::Text, &[(e.clone(), "a".into()), (e, "a".into()), (t, "a".into())]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "ESTABLISHED  2\nTIME_WAIT    1\ntotal        3\n");
+    }
+
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!(Seconds(3.24).to_string(), "3.2s");
+        assert_eq!(Seconds(725.0).to_string(), "12m05s");
+        assert_eq!(Seconds(7380.0).to_string(), "2h03m");
+    }
+}
