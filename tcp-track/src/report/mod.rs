@@ -546,20 +546,29 @@ impl<L: FlowLookup> Reporter<L> {
         for _ in 0..budget.min(self.audit.len()) {
             let Some((id, inc)) = self.audit.next() else { break };
             let Some(t) = current(&self.flows, &id, inc) else { continue };
-            if t.deadlines_pending > 0 {
-                self.audit.requeue(id, inc);
-                continue;
-            }
+            let pending = t.deadlines_pending > 0;
             if let Some(rec) = self.lookup.lookup(&id) {
+                // Idle whatever else is pending: a connection established
+                // long before its handshake deadline (`--half-open-timeout`)
+                // came may fall idle first.
                 if conn::open(rec.state) && expiry::idle_for(&rec, now) >= dur_ns(self.cfg.idle_timeout) {
                     out.extend(self.end_flow(&id, &rec, EndReason::IdleTimeout, now));
                     self.lookup.remove(&id);
                     out.extend(self.forget(&id, now));
                     continue;
                 }
+                if pending {
+                    self.audit.requeue(id, inc);
+                    continue;
+                }
                 if let Some(t) = self.flows.get_mut(&id) {
                     t.last_rec = Some(rec);
                 }
+                self.audit.requeue(id, inc);
+                continue;
+            }
+            if pending {
+                // Its deadline reads the table when it comes.
                 self.audit.requeue(id, inc);
                 continue;
             }
