@@ -1,10 +1,10 @@
 //! One frame through the tracker, as every driver runs it: parse, count,
-//! prove a RST's checksum (XDP only), then account the segment to its flow
+//! prove a RST's checksum (XDP and captures), then account the segment to its flow
 //! (`table`, which applies the RST policy).
 
 use crate::{
     counters,
-    event::HOOK_XDP,
+    event::judged_as_ingress,
     flow::{FlowKeyV4, FlowKeyV6},
     parse::{
         checksum::{tcp_checksum, CSUM_BAD},
@@ -57,7 +57,7 @@ where
         driver.count(counters::INVALID_FLAGS);
     }
     let mut seen = Seen::new(driver.now(), ifindex, hook);
-    if scratch.seg.has(tcp::RST) && hook == HOOK_XDP {
+    if scratch.seg.has(tcp::RST) && judged_as_ingress(hook) {
         // XDP runs before the stack has checked anything: a RST must prove
         // its checksum before it may change a flow or be called an attack.
         // (Egress RSTs come from this host's own stack.)

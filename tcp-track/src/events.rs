@@ -10,7 +10,7 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
-    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, HOOK_XDP},
+    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED},
     flow::ORIGIN_MIDSTREAM,
     parse::FAMILY_IPV4,
     tcp,
@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::{
     clock::WallClock,
-    vocab::{ConnState, EndpointState, EventKind, ResetClass},
+    vocab::{ConnState, EndpointState, EventKind, Hook, ResetClass},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -343,8 +343,8 @@ pub struct Segment {
     pub from_client: bool,
     /// TCP flags.
     pub flags: u8,
-    /// Seen by XDP (`ingress`), else by TC (`egress`).
-    pub ingress: bool,
+    /// Where it was seen: XDP (`ingress`), TC (`egress`), a capture.
+    pub hook: Hook,
     pub seq: u32,
     pub ack: u32,
     /// The connection's state after the segment.
@@ -379,7 +379,7 @@ impl Segment {
     pub fn visit(&self, sink: &mut impl FieldSink) {
         sink.str(key!("from"), self.from());
         sink.str(key!("flags"), flag_names(self.flags));
-        sink.str(key!("seen"), if self.ingress { "ingress" } else { "egress" });
+        sink.str(key!("seen"), self.hook.as_str());
         sink.uint(key!("seq"), self.seq.into());
         sink.uint(key!("ack"), self.ack.into());
         sink.str(key!("state"), self.state.as_str());
@@ -454,7 +454,7 @@ impl Decoder {
         let segment = Segment {
             from_client: raw.dir & 1 == raw.initiator & 1,
             flags: raw.tcp_flags,
-            ingress: raw.hook == HOOK_XDP,
+            hook: Hook::from_raw(raw.hook),
             seq: raw.seq,
             ack: raw.ack,
             state: ConnState::from_raw(raw.new_state),

@@ -40,6 +40,7 @@ pub mod demo;
 pub mod events;
 pub mod loader;
 pub mod metrics;
+pub mod offline;
 pub mod output;
 pub mod preflight;
 pub mod report;

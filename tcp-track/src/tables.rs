@@ -274,11 +274,11 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
     }
 }
 
-fn key_v4(id: &FlowId) -> FlowKeyV4 {
+pub(crate) fn key_v4(id: &FlowId) -> FlowKeyV4 {
     let (l, h) = (&id.lo_addr, &id.hi_addr);
     FlowKeyV4 { lo_addr: [l[0], l[1], l[2], l[3]], hi_addr: [h[0], h[1], h[2], h[3]], lo_port: id.lo_port, hi_port: id.hi_port }
 }
 
-fn key_v6(id: &FlowId) -> FlowKeyV6 {
+pub(crate) fn key_v6(id: &FlowId) -> FlowKeyV6 {
     FlowKeyV6 { lo_addr: id.lo_addr, hi_addr: id.hi_addr, lo_port: id.lo_port, hi_port: id.hi_port }
 }

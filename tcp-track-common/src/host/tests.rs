@@ -321,7 +321,7 @@ fn the_rst_policy_applies_at_xdp_on_interfaces_that_are_not_liberal() {
     assert_eq!((last.kind, last.detail & DETAIL_DROPPED != 0), (EVENT_RST, true));
     // Egress RSTs come from the host's own stack; a liberal interface sees
     // one direction only: neither is judged for dropping.
-    assert_eq!(r.t.segment(&forged, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    assert_eq!(r.t.segment(&forged[..], IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
     r.t.set_liberal(IFINDEX, true);
     assert_eq!(r.xdp(&forged), Observed::Tracked);
     assert_eq!(r.count(counters::RST_DROPPED), 1);

@@ -8,12 +8,16 @@ use anyhow::Result;
 use crate::config::BpfLog;
 
 pub mod demo;
+pub mod read;
 pub mod run;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Attach to interfaces and stream connection events to stdout.
     Run(run::RunArgs),
+    /// Run the same tracker on a pcap or pcapng capture (no root needed):
+    /// the capture's timestamps are the clock.
+    Read(read::ReadArgs),
     /// Play every kind of event in throw-away network namespaces (root; about 20 s).
     Demo(demo::DemoArgs),
 }
@@ -24,7 +28,7 @@ impl Command {
     pub fn bpf_log(&self) -> BpfLog {
         match self {
             Command::Run(args) => args.bpf_log,
-            Command::Demo(_) => BpfLog::Off,
+            Command::Demo(_) | Command::Read(_) => BpfLog::Off,
         }
     }
 
@@ -33,6 +37,7 @@ impl Command {
         match self {
             Command::Run(args) => run::execute(args),
             Command::Demo(args) => demo::execute(args),
+            Command::Read(args) => read::execute(args),
         }
     }
 }

@@ -1,0 +1,296 @@
+//! `tcp-track read`: the tracker run on a capture instead of the wire.
+//!
+//! The same code as the live path from the frame on: the shared parser,
+//! table logic and state machine (`tcp_track_common::host::HostTracker`,
+//! whose tables behave as the kernel's, with their sizes and eviction
+//! rules), and the same `Daemon` (reporter, writer) that `run` drives. Only
+//! the source of time differs: the capture's timestamps are the clock.
+//! Before each packet, whatever falls due up to its timestamp happens first
+//! (deadlines at their own instant, the audit's tick once per second of
+//! capture time), so timeouts fire in capture time and in order with the
+//! packets; event timestamps are the capture's.
+//!
+//! A frame's direction through the host is not in a capture, so its hook is
+//! `capture` (`event::HOOK_CAPTURE`): judged as XDP judges what arrives
+//! (a RST must prove its checksum; the RST policy applies), printed as
+//! `seen: capture`.
+//!
+//! Memory is bounded by the table sizes, not by the file: the reader keeps
+//! one buffer, the tracker its tables, the reporter what it follows.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    io::{self, IsTerminal, Read, Write},
+    rc::Rc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tcp_track_common::{
+    event::{FlowEvent, HOOK_CAPTURE},
+    flow::FlowRecord,
+    host::HostTracker,
+    parse::FAMILY_IPV4,
+};
+
+use crate::{
+    capture::{CaptureError, CaptureReader, CaptureStats, Frame},
+    clock::WallClock,
+    config::Config,
+    daemon::{Daemon, Records, MAX_BATCH},
+    events::Decoder,
+    report::{FlowId, FlowLookup},
+    stats::{CounterSource, Totals},
+    tables::{key_v4, key_v6},
+};
+
+/// The half-open tables' hash seed. The kernel's is random per start
+/// (against hash flooding on the wire); a capture is read with a fixed one,
+/// so that reading a file twice gives the same output.
+pub const SEED: u32 = 0x7463_7072;
+
+/// How often the audit looks for flows evicted without a close, in capture
+/// time: once a second, as the live daemon does.
+const TICK_NS: u64 = 1_000_000_000;
+
+/// The progress line is printed after this long, then this often.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Packets between two looks at the wall clock for the progress line.
+const PROGRESS_PACKETS: u64 = 1 << 16;
+
+/// The host tracker as the daemon's flow tables and counters: the reporter
+/// reads flows from it when deadlines come and removes those it is done
+/// with, as it does in the kernel's maps.
+#[derive(Clone)]
+pub struct CaptureFlows(Rc<RefCell<HostTracker>>);
+
+impl CaptureFlows {
+    /// Tables of `max_flows` established and `max_half_open` half-open flows
+    /// per address family, RSTs judged with `rst_policy` (`guard::RST_POLICY_*`).
+    pub fn new(max_flows: u32, max_half_open: u32, rst_policy: u8) -> Self {
+        let mut tracker = HostTracker::new(max_flows, max_half_open, SEED);
+        tracker.set_rst_policy(rst_policy);
+        CaptureFlows(Rc::new(RefCell::new(tracker)))
+    }
+
+    /// One captured frame at `now_ns`; its events are appended to `events`.
+    fn segment(&self, frame: &Frame, ifindex: u32, now_ns: u64, events: &mut Vec<FlowEvent>) {
+        self.0.borrow_mut().segment(frame, ifindex, HOOK_CAPTURE, now_ns, events);
+    }
+}
+
+impl FlowLookup for CaptureFlows {
+    fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
+        let t = self.0.borrow();
+        let found = if id.family == FAMILY_IPV4 { t.get_v4(&key_v4(id)) } else { t.get_v6(&key_v6(id)) };
+        found.map(|(_, rec)| rec)
+    }
+
+    fn remove(&mut self, id: &FlowId) {
+        let mut t = self.0.borrow_mut();
+        if id.family == FAMILY_IPV4 {
+            t.remove_v4(&key_v4(id));
+        } else {
+            t.remove_v6(&key_v6(id));
+        }
+    }
+}
+
+impl CounterSource for CaptureFlows {
+    fn read(&self) -> Totals {
+        *self.0.borrow().counters()
+    }
+}
+
+/// One packet's events, handed to `Daemon::drain` as the ring buffer's
+/// records are.
+#[derive(Default)]
+struct Batch {
+    events: Vec<FlowEvent>,
+    next: usize,
+}
+
+impl Records for Batch {
+    type Record<'a> = &'a [u8];
+
+    fn next_record(&mut self) -> Option<&[u8]> {
+        let ev = self.events.get(self.next)?;
+        self.next += 1;
+        Some(bytemuck::bytes_of(ev))
+    }
+}
+
+/// Output whose `flush` waits: the daemon flushes after every step, which
+/// suits a live stream; reading a file, lines are written when the buffer
+/// fills and at the end (`Deferred::finish`).
+pub struct Deferred<W: Write>(pub W);
+
+impl<W: Write> Write for Deferred<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a capture held and what reading it found.
+#[derive(Debug)]
+pub struct ReadOutcome {
+    pub stats: CaptureStats,
+    /// The tracker's counters at the end, indexed by `counters::*`.
+    pub counters: Totals,
+    /// Flows the reporter still followed at the end of the capture.
+    pub open_flows: usize,
+    /// The damage that ended the capture early, after everything before it
+    /// was processed and reported.
+    pub error: Option<CaptureError>,
+}
+
+/// The progress line on stderr (`\r`, rewritten in place), for captures
+/// that take a while; only when stderr is a terminal.
+pub struct Progress {
+    started: Instant,
+    last: Option<Instant>,
+    /// The input's size, when it is a file.
+    total: Option<u64>,
+}
+
+impl Progress {
+    /// A progress line for an input of `total` bytes, if stderr is a terminal.
+    pub fn on_terminal(total: Option<u64>) -> Option<Progress> {
+        io::stderr().is_terminal().then(|| Progress { started: Instant::now(), last: None, total })
+    }
+
+    fn update(&mut self, stats: &CaptureStats) {
+        let now = Instant::now();
+        let elapsed = now - self.started;
+        if elapsed < PROGRESS_AFTER || self.last.is_some_and(|l| now - l < PROGRESS_EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let share = match self.total {
+            Some(total) if total > 0 => format!("{:.0}% of ", stats.bytes as f64 * 100.0 / total as f64),
+            _ => String::new(),
+        };
+        let rate = stats.packets as f64 / elapsed.as_secs_f64();
+        eprint!(
+            "\rtcp-track read: {share}{:.1} MB, {} packets, {:.2}M packets/s ",
+            stats.bytes as f64 / 1e6,
+            stats.packets,
+            rate / 1e6
+        );
+    }
+
+    fn done(&self) {
+        if self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+/// Read `reader` to its end (or to the damage that ends it), tracking every
+/// frame as the kernel would and writing the events to `out` as `config`
+/// says. Fails only when writing fails; damage in the capture is in
+/// `ReadOutcome::error`.
+pub fn read_capture<R: Read, W: Write>(
+    config: &Config,
+    mut reader: CaptureReader<R>,
+    out: W,
+    mut progress: Option<Progress>,
+) -> io::Result<ReadOutcome> {
+    let flows = CaptureFlows::new(config.capacity.max_flows(), config.capacity.half_open_slots(), config.rst_policy.kernel_value());
+    // The first packet, copied out, so that the interfaces declared before
+    // it can be named (those declared later print as `if<index>`).
+    let first = match reader.next_packet() {
+        Ok(Some(p)) => Some((p.timestamp_ns, p.interface.index, p.frame.bytes().to_vec(), p.frame.wire_len())),
+        Ok(None) => None,
+        Err(e) => return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, error: Some(e) }),
+    };
+    let Some((ts, ifindex, bytes, wire_len)) = first else {
+        return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, error: None });
+    };
+    let names: HashMap<u32, String> =
+        reader.interfaces().iter().filter_map(|i| Some((i.index, i.name.clone()?))).collect();
+    // Capture timestamps are nanoseconds since the epoch: they are the
+    // daemon's "monotonic" time, anchored at the epoch.
+    let decoder = Decoder::new(WallClock::anchored(SystemTime::UNIX_EPOCH, 0), names);
+    let mut run = Run {
+        daemon: Daemon::new(config, decoder, flows.clone(), flows.clone(), out),
+        flows,
+        batch: Batch::default(),
+        now: 1,
+        next_tick: ts.max(1).next_multiple_of(TICK_NS),
+    };
+    run.packet(&Frame::new(&bytes, wire_len), ifindex, ts)?;
+    let error = loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => run.packet(&p.frame, p.interface.index, p.timestamp_ns)?,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+        if let Some(p) = progress.as_mut() {
+            let stats = reader.stats();
+            if stats.packets % PROGRESS_PACKETS == 0 {
+                p.update(&stats);
+            }
+        }
+    };
+    if let Some(p) = &progress {
+        p.done();
+    }
+    run.daemon.log_summary();
+    let open_flows = run.daemon.snapshot().report.tracked_flows;
+    Ok(ReadOutcome { stats: reader.stats(), counters: run.flows.read(), open_flows, error })
+}
+
+/// The daemon driven by a capture.
+struct Run<W: Write> {
+    daemon: Daemon<CaptureFlows, CaptureFlows, W>,
+    flows: CaptureFlows,
+    batch: Batch,
+    /// Capture time: the latest packet's timestamp. Time never goes back: a
+    /// packet older than the last (captures merged from several CPUs or
+    /// files) is taken at the last one's time, so deadlines keep their
+    /// order. At least 1: 0 marks a free half-open slot.
+    now: u64,
+    /// When the audit's next tick falls.
+    next_tick: u64,
+}
+
+impl<W: Write> Run<W> {
+    /// What fell due before the packet, then the packet and its events.
+    fn packet(&mut self, frame: &Frame, ifindex: u32, ts: u64) -> io::Result<()> {
+        self.now = self.now.max(ts);
+        self.catch_up()?;
+        self.batch.events.clear();
+        self.batch.next = 0;
+        self.flows.segment(frame, ifindex, self.now, &mut self.batch.events);
+        while self.daemon.drain(&mut self.batch)? == MAX_BATCH {}
+        Ok(())
+    }
+
+    /// Everything due up to now, in time order: each deadline at its own
+    /// instant, and the audit's tick once per second of capture time
+    /// crossed (once per crossing: a capture idle for an hour does not run
+    /// 3,600 audits).
+    fn catch_up(&mut self) -> io::Result<()> {
+        let now = self.now;
+        loop {
+            match self.daemon.next_deadline().filter(|&at| at <= now) {
+                Some(at) if at <= self.next_tick || self.next_tick > now => self.daemon.on_deadlines(at)?,
+                _ if self.next_tick <= now => {
+                    self.daemon.on_tick(self.next_tick)?;
+                    self.next_tick = (now + 1).next_multiple_of(TICK_NS);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
