@@ -534,7 +534,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
     use tcp_track_common::{
-        event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_TC_EGRESS},
+        event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_CAPTURE, HOOK_TC_EGRESS, HOOK_XDP},
         flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
         parse::FAMILY_IPV6,
         state::{
@@ -633,6 +633,8 @@ mod tests {
         assert_eq!(ev.server.to_string(), "[2001:db8::1]:8080");
         assert!(ev.picked_up);
         assert_eq!(ev.field("seen").unwrap(), "ingress");
+        raw.hook = HOOK_CAPTURE;
+        assert_eq!(decoder().event(&raw).unwrap().field("seen").unwrap(), "capture", "read from a capture file");
     }
 
     #[test]
