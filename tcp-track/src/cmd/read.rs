@@ -80,3 +80,69 @@ fn summarize(shown: &str, outcome: ReadOutcome) -> Result<()> {
         Some(e) => Err(e).with_context(|| format!("reading {shown} (the events before the damage were printed)")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::{
+        config::{ConfigError, ErrorClass},
+        test_support::edges::RUN_EDGES,
+    };
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        read: ReadArgs,
+    }
+
+    /// `read trace.pcap ARGS`, parsed and checked as `execute` checks it
+    /// (with 1 GiB available, like `run`'s rows).
+    fn check(args: &[&str]) -> Result<Config, (String, ErrorClass)> {
+        let argv = ["read", "trace.pcap"].into_iter().chain(args.iter().copied());
+        let (_, config) = Cli::try_parse_from(argv).map_err(|e| (e.to_string(), ErrorClass::Usage))?.read.config();
+        config.validate_tracking(Some(1 << 30)).map_err(|e: ConfigError| (e.to_string(), e.class))?;
+        Ok(config)
+    }
+
+    fn read_options() -> Vec<String> {
+        Cli::command().get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect()
+    }
+
+    /// `read` shares its options with `run` (`TrackArgs`), so `run`'s edge
+    /// table covers them: every option of `read` has rows there, and each
+    /// row made only of `read`'s options gives the same verdict here.
+    #[test]
+    fn every_option_at_its_edges_as_run_has_them() {
+        let options = read_options();
+        for option in &options {
+            assert!(RUN_EDGES.iter().any(|(args, ..)| args.contains(&option.as_str())), "no edge rows for {option}");
+        }
+        let mut rows = 0;
+        for (args, message, class) in RUN_EDGES {
+            if !args.iter().filter(|a| a.starts_with("--")).all(|a| options.iter().any(|o| o == a)) {
+                continue;
+            }
+            rows += 1;
+            match (check(args), message) {
+                (Ok(_), None) => {}
+                (Err((got, got_class)), Some(expected)) => {
+                    assert!(got.contains(expected), "{args:?}: expected {expected:?} in {got:?}");
+                    assert_eq!(got_class, *class, "{args:?}: {got}");
+                }
+                (got, _) => panic!("{args:?}: expected {message:?}, got {got:?}"),
+            }
+        }
+        assert!(rows > 30, "{rows} rows apply to read");
+    }
+
+    #[test]
+    fn the_file_is_required_and_options_reach_the_config() {
+        assert!(Cli::try_parse_from(["read"]).is_err());
+        let c = check(&["--format", "json", "--max-flows", "1000", "--drop-invalid-rst", "--time-wait-timeout", "2s"]).unwrap();
+        assert_eq!((c.format, c.capacity.max_flows(), c.rst_policy), (crate::Format::Json, 1000, crate::config::RstPolicy::DropInvalid));
+        assert_eq!(c.report.time_wait_timeout, std::time::Duration::from_secs(2));
+        assert!(c.interfaces.is_empty(), "a capture watches no interface");
+    }
+}
