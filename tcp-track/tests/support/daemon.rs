@@ -18,7 +18,7 @@ use nix::{
 };
 use serde_json::Value;
 
-use super::netns::Netns;
+use super::{capture::Capture, netns::Netns};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-track");
 
@@ -31,6 +31,8 @@ pub struct Daemon {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Every stdout line read so far, for failure messages.
     seen: Vec<String>,
+    /// tcpdump on the watched interface, when the test compares `read`.
+    capture: Option<Capture>,
 }
 
 impl Daemon {
@@ -38,7 +40,9 @@ impl Daemon {
     pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name, BIN]).args(args);
+        let capture = Capture::start(ns, args);
         let mut d = Daemon::spawn(cmd);
+        d.capture = capture;
         d.wait_ready();
         d
     }
@@ -65,7 +69,7 @@ impl Daemon {
                 sink.lock().expect("stderr lock").push(line);
             }
         });
-        Daemon { child: Some(child), stdout, stderr, seen: Vec::new() }
+        Daemon { child: Some(child), stdout, stderr, seen: Vec::new(), capture: None }
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
@@ -123,9 +127,17 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait (10 s) for the exit status.
+    /// When capturing (`capture::while_capturing`), also checks that
+    /// `tcp-track read` of the capture prints the same events.
     pub fn stop(mut self) -> ExitStatus {
+        let cutoff = self.capture.as_ref().map(Capture::mark);
         kill(self.pid(), Signal::SIGTERM).expect("sending SIGTERM");
-        self.wait(Duration::from_secs(10))
+        let status = self.wait(Duration::from_secs(10));
+        if let (Some(capture), Some(cutoff)) = (self.capture.take(), cutoff) {
+            let lines = self.drain(Duration::from_millis(200));
+            capture.compare(&lines, cutoff);
+        }
+        status
     }
 
     /// Wait for the process to exit on its own.

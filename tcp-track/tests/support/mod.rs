@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests (each test file uses a part).
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod daemon;
 pub mod netns;
+pub mod scenarios;
