@@ -493,7 +493,7 @@ pub fn client_server(raw: &FlowEvent) -> (SocketAddr, SocketAddr) {
     }
 }
 
-fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
+pub(crate) fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
     let ip = if family == FAMILY_IPV4 {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     } else {

@@ -168,3 +168,21 @@ fn options_are_checked_as_run_checks_them() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--max-flows 0: must be between 1 and 16777216"), "{}", stderr(&o));
 }
+
+/// `--filter` keeps the segments with a matching endpoint on either side.
+#[test]
+fn the_filter_keeps_matching_endpoints() {
+    let file = TempFile::new("filter.pcap", &pcap(1, &refused(), 65535));
+    for keep in [":80", "198.18.0.1", "198.18.0.1:40000"] {
+        let o = read(&file.0, &["--filter", keep]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), format!("{REFUSED_LINE}\n"), "--filter {keep}");
+    }
+    let o = read(&file.0, &["--filter", "198.18.0.9", "--filter", ":443"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("3 TCP segments left out by --filter"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tcp_segments=0"), "{}", stderr(&o));
+    let o = read(&file.0, &["--filter", "198.18.0.1:40001"]);
+    assert!(o.stdout.is_empty() && stderr(&o).contains("2 TCP segments left out by --filter"), "{}", stderr(&o));
+}

@@ -135,7 +135,7 @@ fn read_capture() -> Result<()> {
         let reader = CaptureReader::new(&file[..])?;
         let mut out = Counted::default();
         let started = Instant::now();
-        read_capture(&config, reader, Deferred(BufWriter::new(&mut out)), None)?;
+        read_capture(&config, reader, &[], Deferred(BufWriter::new(&mut out)), None)?;
         best = best.min(started.elapsed());
         lines = out.lines;
     }

@@ -51,7 +51,7 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--max-flows", "-1"], Some("cannot be negative"), ErrorClass::Usage),
     (&["--max-flows", "1000000000"], Some("--max-flows 1000000000: must be between 1 and 16777216"), ErrorClass::Usage),
     (&["--max-flows", "99999999999"], Some("at most 4294967295"), ErrorClass::Usage),
-    (&["--max-flows", "16777216"], Some("--max-flows 16777216: the flow tables would take 4994.9 MiB of kernel memory and 1024.0 MiB is available (MemAvailable); the largest --max-flows that fits is"), ErrorClass::Environment),
+    (&["--max-flows", "16777216"], Some("--max-flows 16777216: the flow tables would take 6019.9 MiB of kernel memory and 1024.0 MiB is available (MemAvailable); the largest --max-flows that fits is"), ErrorClass::Environment),
     (&["--max-half-open", "0"], Some("--max-half-open 0: must be between 1 and 16777216 (2^24) half-open connections"), ErrorClass::Usage),
     (&["--max-half-open", "16777217"], Some("must be between 1 and 16777216"), ErrorClass::Usage),
     (&["--max-half-open", "16777216"], Some("--max-half-open 16777216: the flow tables would take"), ErrorClass::Environment),
@@ -62,6 +62,15 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--metrics-addr", "127.0.0.1"], Some("invalid value '127.0.0.1' for '--metrics-addr <ADDR:PORT>'"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464", "--metrics-addr", "127.0.0.1:9465"], Some("cannot be used multiple times"), ErrorClass::Usage),
     (&["--metrics-addr", "127.0.0.1:9464"], None, ErrorClass::Usage),
+];
+
+/// `tcp-track read FILE`'s own options (the others are `run`'s rows).
+pub const READ_EDGES: &[Edge] = &[
+    (&["--filter", "198.18.0.1"], None, ErrorClass::Usage),
+    (&["--filter", "198.18.0.1:80", "--filter", "[2001:db8::1]:443", "--filter", "2001:db8::1", "--filter", ":80"], None, ErrorClass::Usage),
+    (&["--filter", ":65536"], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
+    (&["--filter", "198.18.0.300"], Some("invalid value '198.18.0.300' for '--filter <ENDPOINT>'"), ErrorClass::Usage),
+    (&["--filter", ""], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
 ];
 
 /// `tcp-track demo`'s only option (clap's usage errors).
