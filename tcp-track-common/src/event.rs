@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::flow::{endpoints, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_REUSED};
 use crate::parse::Segment;
-use crate::state::{endpoint_state, Outcome};
+use crate::state::{endpoint_state, Outcome, RESET_NONE, STATE_CLOSE, STATE_TIME_WAIT};
 
 /// `FlowEvent::kind`.
 /// First segment of a flow the tracker had no record of.
@@ -23,6 +23,33 @@ pub const EVENT_HANDSHAKE_RETRANS: u16 = 6;
 /// A side started retransmitting data in a synchronized connection (its
 /// first retransmission in a row): the other side may have lost its state.
 pub const EVENT_DATA_RETRANS: u16 = 7;
+/// A connection ended: the record is a [`ConnEnd`], this event followed by
+/// a snapshot of the flow record (`FlowEvent::end` says how it ended). One
+/// per connection, written where the shared table logic sees the end (the
+/// segment that closed or reset it, a half-open entry evicted), because a
+/// TIME_WAIT reuse or an eviction can overwrite or remove the record
+/// before the daemon could read it.
+pub const EVENT_CONN_END: u16 = 8;
+
+/// `FlowEvent::end`: why a connection's record was written (0 on other
+/// events). The kernel writes the first three; the daemon decides the
+/// others (timeouts, its own stop) and the capture reader the last.
+/// No end: any event but `EVENT_CONN_END`.
+pub const CONN_END_NONE: u8 = 0;
+/// The active closer entered TIME_WAIT (the last ACK of an orderly close).
+pub const CONN_END_FIN: u8 = 1;
+/// A RST closed it (`FlowEvent::reset` is its class, `dir` its sender).
+pub const CONN_END_RESET: u8 = 2;
+/// Its entry was evicted from the flow table to make room.
+pub const CONN_END_EVICTED: u8 = 3;
+/// A handshake given up after `--half-open-timeout`.
+pub const CONN_END_HALF_OPEN_TIMEOUT: u8 = 4;
+/// Quiet for longer than `--idle-timeout`.
+pub const CONN_END_IDLE_TIMEOUT: u8 = 5;
+/// Still open when the daemon stopped.
+pub const CONN_END_STOPPED: u8 = 6;
+/// Still open at the end of a capture.
+pub const CONN_END_CAPTURE_END: u8 = 7;
 
 /// `FlowEvent::hook`: which program saw the segment.
 pub const HOOK_XDP: u8 = 0;
@@ -90,9 +117,38 @@ pub struct FlowEvent {
     /// Endpoint states (`state::EP_*`) of the lo and hi endpoints.
     pub lo_state: u8,
     pub hi_state: u8,
-    pub _pad: u8,
+    /// `CONN_END_*` of an `EVENT_CONN_END`, 0 otherwise.
+    pub end: u8,
 }
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
+
+/// The ring record of an `EVENT_CONN_END`: the event (about the segment
+/// that ended the connection, or for an eviction about none: `seq`, `ack`
+/// and `tcp_flags` are 0) and the flow record as it was then. A reader
+/// that knows only `FlowEvent` reads the first 72 bytes, as of any record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ConnEnd {
+    pub event: FlowEvent,
+    pub rec: FlowRecord,
+}
+const _: () = assert!(core::mem::size_of::<ConnEnd>() == 168);
+
+/// The `CONN_END_*` a segment's outcome makes (0: the connection goes on).
+/// Once per connection: on the way into TIME_WAIT or CLOSE, not from one to
+/// the other (a RST assassinating a TIME_WAIT ends nothing new).
+#[inline(always)]
+pub fn conn_end_of(out: &Outcome) -> u8 {
+    if out.old_state >= STATE_TIME_WAIT {
+        CONN_END_NONE
+    } else if out.new_state == STATE_TIME_WAIT {
+        CONN_END_FIN
+    } else if out.new_state == STATE_CLOSE && out.reset != RESET_NONE {
+        CONN_END_RESET
+    } else {
+        CONN_END_NONE
+    }
+}
 
 impl FlowEvent {
     #[inline(always)]
@@ -144,7 +200,34 @@ impl FlowEvent {
             retrans: rec.peer(dir).retrans,
             lo_state: endpoint_state(rec, 0),
             hi_state: endpoint_state(rec, 1),
-            _pad: 0,
+            end: if kind == EVENT_CONN_END { conn_end_of(out) } else { CONN_END_NONE },
+        }
+    }
+
+    /// The `EVENT_CONN_END` of a flow evicted from a table (its key's
+    /// endpoints: family 4 or 6, `lo` address and port, `hi` address and
+    /// port) while a segment of another flow was seen (`now_ns`, `ifindex`,
+    /// `hook`).
+    #[inline(always)]
+    pub fn evicted(family: u8, lo: (&[u8; 16], u16), hi: (&[u8; 16], u16), rec: &FlowRecord, now_ns: u64, ifindex: u32, hook: u8) -> Self {
+        FlowEvent {
+            ts_ns: now_ns,
+            ifindex,
+            lo_port: lo.1,
+            hi_port: hi.1,
+            lo_addr: *lo.0,
+            hi_addr: *hi.0,
+            kind: EVENT_CONN_END,
+            family,
+            hook,
+            initiator: rec.initiator,
+            origin: rec.origin,
+            old_state: rec.state,
+            new_state: rec.state,
+            lo_state: endpoint_state(rec, 0),
+            hi_state: endpoint_state(rec, 1),
+            end: CONN_END_EVICTED,
+            ..FlowEvent::default()
         }
     }
 }

@@ -27,7 +27,7 @@ use lru::LruCache;
 
 use crate::{
     counters,
-    event::{judged_as_ingress, FlowEvent},
+    event::{judged_as_ingress, ConnEnd, FlowEvent, EVENT_CONN_END},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{find, geometry, set_of, Set, SetV4, SetV6},
@@ -113,6 +113,16 @@ where
     pub fn lru_evicted(&self) -> u64 {
         self.lru_evicted
     }
+
+    /// Every flow held, in either table, with its record (a walk of both:
+    /// for the end of a capture, not per packet).
+    pub fn flows(&self) -> impl Iterator<Item = (K, FlowRecord)> + '_ {
+        let established = self.flows.iter().map(|(k, r)| (*k, *r));
+        let half_open = self.half_open.iter().flat_map(|set| {
+            (0..crate::halfopen::WAYS).filter(|&w| set.born()[w as usize] != 0).map(move |w| (*set.key(w), *set.record(w)))
+        });
+        established.chain(half_open)
+    }
 }
 
 impl<K, S> FlowStore for HostStore<K, S>
@@ -168,9 +178,14 @@ where
 /// RST policy the caller says, counters (indexed by `counters::*`) and
 /// events kept here. `HostTracker` makes one per frame; a test that runs
 /// `table::account` on a store of its own makes its own.
+///
+/// A connection's end is both an event in `events` (its `EVENT_CONN_END`
+/// head, in order with the other events, as the ring buffer's reader sees
+/// it) and a whole record in `conns`.
 pub struct HostDriver<'a> {
     pub counters: &'a mut [u64; counters::COUNT as usize],
     pub events: &'a mut Vec<FlowEvent>,
+    pub conns: &'a mut Vec<ConnEnd>,
     pub now: u64,
     /// The RST policy (`guard::RST_POLICY_*`), whatever the interface.
     pub rst_policy: u8,
@@ -194,6 +209,23 @@ impl Driver for HostDriver<'_> {
     fn event(&mut self, kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
         self.events.push(FlowEvent::new(kind, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook));
     }
+
+    fn conn_end(&mut self, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        self.push_conn(ConnEnd { event: FlowEvent::new(EVENT_CONN_END, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook), rec: *rec });
+    }
+
+    fn conn_evicted<K: FlowKey>(&mut self, key: &K, rec: &FlowRecord, seen: &Seen) {
+        let (family, lo, lo_port, hi, hi_port) = key.endpoints();
+        let event = FlowEvent::evicted(family, (&lo, lo_port), (&hi, hi_port), rec, seen.now, seen.ifindex, seen.hook);
+        self.push_conn(ConnEnd { event, rec: *rec });
+    }
+}
+
+impl HostDriver<'_> {
+    fn push_conn(&mut self, c: ConnEnd) {
+        self.events.push(c.event);
+        self.conns.push(c);
+    }
 }
 
 /// The tracker of both address families, as the kernel programs keep it,
@@ -206,6 +238,7 @@ pub struct HostTracker {
     rst_policy: u8,
     liberal: BTreeSet<u32>,
     scratch: Scratch,
+    conns: Vec<ConnEnd>,
 }
 
 impl HostTracker {
@@ -221,6 +254,7 @@ impl HostTracker {
             rst_policy: RST_POLICY_OBSERVE,
             liberal: BTreeSet::new(),
             scratch: Scratch::default(),
+            conns: Vec::new(),
         }
     }
 
@@ -249,8 +283,14 @@ impl HostTracker {
     pub fn segment<P: Packet + ?Sized>(&mut self, frame: &P, ifindex: u32, hook: u8, now_ns: u64, events: &mut Vec<FlowEvent>) -> Observed {
         let judged = judged_as_ingress(hook) && !self.liberal.contains(&ifindex);
         let rst_policy = if judged { self.rst_policy } else { RST_POLICY_OBSERVE };
-        let driver = HostDriver { counters: &mut self.counters, events, now: now_ns, rst_policy };
+        let driver = HostDriver { counters: &mut self.counters, events, conns: &mut self.conns, now: now_ns, rst_policy };
         observe(frame, &mut self.scratch, &mut self.v4, &mut self.v6, driver, ifindex, hook)
+    }
+
+    /// The connection records (`EVENT_CONN_END`) written since the last
+    /// call, in order; their heads are also among `segment`'s events.
+    pub fn take_conn_ends(&mut self) -> Vec<ConnEnd> {
+        std::mem::take(&mut self.conns)
     }
 
     /// An IPv4 flow's record and the table holding it.

@@ -31,7 +31,7 @@
 
 use crate::{
     counters,
-    event::event_kind,
+    event::{conn_end_of, event_kind},
     flow::{initiator_of, key_v4, key_v6, note_dropped_rst, FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::{drops, RST_POLICY_OBSERVE},
     halfopen::{born, find, set_of, victim, Set, Words},
@@ -43,6 +43,9 @@ use crate::{
 /// A flow key type: how a segment sent in `dir` names its flow.
 pub trait FlowKey: Words + Copy {
     fn of(seg: &Segment, dir: u8) -> Self;
+    /// The key's endpoints as an event carries them: family (4 or 6),
+    /// `lo` address and port, `hi` address and port.
+    fn endpoints(&self) -> (u8, [u8; 16], u16, [u8; 16], u16);
 }
 
 impl FlowKey for FlowKeyV4 {
@@ -50,12 +53,25 @@ impl FlowKey for FlowKeyV4 {
     fn of(seg: &Segment, dir: u8) -> Self {
         key_v4(seg, dir)
     }
+
+    #[inline(always)]
+    fn endpoints(&self) -> (u8, [u8; 16], u16, [u8; 16], u16) {
+        let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
+        lo[..4].copy_from_slice(&self.lo_addr);
+        hi[..4].copy_from_slice(&self.hi_addr);
+        (crate::parse::FAMILY_IPV4, lo, self.lo_port, hi, self.hi_port)
+    }
 }
 
 impl FlowKey for FlowKeyV6 {
     #[inline(always)]
     fn of(seg: &Segment, dir: u8) -> Self {
         key_v6(seg, dir)
+    }
+
+    #[inline(always)]
+    fn endpoints(&self) -> (u8, [u8; 16], u16, [u8; 16], u16) {
+        (crate::parse::FAMILY_IPV6, self.lo_addr, self.lo_port, self.hi_addr, self.hi_port)
     }
 }
 
@@ -115,6 +131,13 @@ pub trait Driver {
     /// direction, the record after it and what it did (enough for
     /// `FlowEvent::new`).
     fn event(&mut self, kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen);
+    /// A connection ended with this segment (`event::conn_end_of(out)` is
+    /// not 0): an `EVENT_CONN_END` record (`event::ConnEnd`) of it, with
+    /// `rec` as it is now.
+    fn conn_end(&mut self, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen);
+    /// The flow `key` with record `rec` is being evicted from a table to
+    /// make room: its `EVENT_CONN_END` record (`CONN_END_EVICTED`).
+    fn conn_evicted<K: FlowKey>(&mut self, key: &K, rec: &FlowRecord, seen: &Seen);
 }
 
 /// Where and when a segment was seen.
@@ -228,10 +251,12 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
     if out.new_state <= STATE_SYN_RECV {
         // A free way of the set, else the one created longest ago.
         let (way, evicts) = victim(set.born(), cx.seen.now);
-        set.fill(way, &key, born(cx.seen.now), fresh);
         if evicts {
+            // Its connection's record is written before the way is reused.
+            evict(set, way, cx);
             cx.driver.count(counters::HALF_OPEN_EVICTED);
         }
+        set.fill(way, &key, born(cx.seen.now), fresh);
         cx.driver.count(counters::FLOWS_CREATED);
         report(seg, dir, fresh, &out, cx);
         return Verdict::Accounted;
@@ -275,8 +300,8 @@ fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut C
     Verdict::Accounted
 }
 
-/// The state machine, counting closed flows; one BPF subprogram for the
-/// four places in `account` that step a record.
+/// The state machine, counting closed flows and new incarnations; one BPF
+/// subprogram for the four places in `account` that step a record.
 #[inline(never)]
 pub fn step_flow<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut Cx<D>) -> Outcome {
     let out = step(rec, seg, dir, cx.seen.now);
@@ -284,15 +309,41 @@ pub fn step_flow<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &m
     if out.old_state < STATE_TIME_WAIT && (out.new_state == STATE_TIME_WAIT || out.new_state == STATE_CLOSE) {
         cx.driver.count(counters::FLOWS_CLOSED);
     }
+    // A SYN reusing a 4-tuple in TIME_WAIT or CLOSE starts a new flow on
+    // the old entry: created as much as one in a fresh entry, so that
+    // every flow created ends in exactly one connection record.
+    if out.old_state >= STATE_TIME_WAIT && out.new_state != STATE_NONE && out.new_state < STATE_TIME_WAIT {
+        cx.driver.count(counters::FLOWS_CREATED);
+    }
     out
 }
 
-/// Hand the outcome's event, if it is worth one, to the driver. Its own BPF
-/// subprogram: building an event is big, and inlined at every call site it
-/// would not fit the stack. 1 if an event was handed over.
+/// Hand the outcome's event, if it is worth one, to the driver, and the
+/// connection's record if the segment ended it (after the event, so that
+/// readers see the reset or TIME_WAIT before the record it ended). Its own
+/// BPF subprogram: building an event is big, and inlined at every call
+/// site it would not fit the stack. 1 if an event was handed over.
 #[inline(never)]
 pub fn report<D: Driver>(seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, cx: &mut Cx<D>) -> u32 {
     let Some(kind) = event_kind(out) else { return 0 };
     cx.driver.event(kind, seg, dir, rec, out, &cx.seen);
+    // Every end is an event (a reset, or the change of state into
+    // TIME_WAIT), so ends are looked for only here.
+    if conn_end_of(out) != 0 {
+        cx.driver.conn_end(seg, dir, rec, out, &cx.seen);
+    }
+    1
+}
+
+/// Way `way` of `set` is about to be taken from its flow: that
+/// connection's record. A BPF subprogram of its own, called where an entry
+/// is evicted (the half-open table today; an established table whose
+/// eviction runs in this logic can call it the same way).
+#[inline(never)]
+pub fn evict<T: Set, D: Driver>(set: &T, way: u32, cx: &mut Cx<D>) -> u32
+where
+    T::Key: FlowKey,
+{
+    cx.driver.conn_evicted(set.key(way), set.record(way), &cx.seen);
     1
 }

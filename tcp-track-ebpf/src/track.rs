@@ -15,12 +15,12 @@ use aya_ebpf::{
 };
 use tcp_track_common::{
     counters,
-    event::{FlowEvent, HOOK_XDP},
+    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_XDP},
     flow::FlowRecord,
     guard::RST_POLICY_OBSERVE,
     parse::{Packet, Segment},
     state::Outcome,
-    table::{Driver, Seen},
+    table::{Driver, FlowKey, Seen},
     track::{self, Observed},
 };
 
@@ -80,10 +80,50 @@ impl<const HOOK: u8> Driver for Kernel<HOOK> {
                 entry.write(FlowEvent::new(kind, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook));
                 // No wake-up per event: the daemon drains on a short timer,
                 // and is woken early only when the ring fills past WAKE_AT.
-                let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKE_AT { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-                entry.submit(flags as u64);
+                submit(entry);
             }
             None => count(counters::EVENTS_LOST),
         }
     }
+
+    #[inline(always)]
+    fn conn_end(&mut self, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        match EVENTS.reserve::<ConnEnd>(0) {
+            Some(mut entry) => {
+                let p = entry.as_mut_ptr();
+                // SAFETY: `p` points at the reserved, writable 168 bytes;
+                // both halves are written before the submit.
+                unsafe {
+                    (*p).event = FlowEvent::new(EVENT_CONN_END, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook);
+                    (*p).rec.copy_from(rec);
+                }
+                submit(entry);
+            }
+            None => count(counters::EVENTS_LOST),
+        }
+    }
+
+    #[inline(always)]
+    fn conn_evicted<K: FlowKey>(&mut self, key: &K, rec: &FlowRecord, seen: &Seen) {
+        match EVENTS.reserve::<ConnEnd>(0) {
+            Some(mut entry) => {
+                let p = entry.as_mut_ptr();
+                let (family, lo, lo_port, hi, hi_port) = key.endpoints();
+                // SAFETY: as in `conn_end`.
+                unsafe {
+                    (*p).event = FlowEvent::evicted(family, (&lo, lo_port), (&hi, hi_port), rec, seen.now, seen.ifindex, seen.hook);
+                    (*p).rec.copy_from(rec);
+                }
+                submit(entry);
+            }
+            None => count(counters::EVENTS_LOST),
+        }
+    }
+}
+
+/// Submit a reserved record, waking the daemon only past `WAKE_AT`.
+#[inline(always)]
+fn submit<T>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKE_AT { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    entry.submit(flags as u64);
 }

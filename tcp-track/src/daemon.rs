@@ -16,16 +16,16 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::{counters, event::FlowEvent};
+use tcp_track_common::counters;
 
 use crate::{
     config::Config,
-    events::{Decoder, Event},
+    events::{split_record, Decoder, Event},
     output::Writer,
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
     tables::{FillCounter, TableFill},
-    vocab::EventKind,
+    vocab::{EndReason, EventKind},
 };
 
 /// Records handled per wake-up before yielding to the runtime, so a busy
@@ -185,10 +185,29 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         &self.reporter
     }
 
+    /// The daemon stops at `now` (after its last drain): the final `conn`
+    /// record of every connection still open (`Reporter::stop`), if
+    /// `conn` records are printed.
+    pub fn stop(&mut self, now: u64) -> io::Result<()> {
+        self.end_all(now, EndReason::Stopped)
+    }
+
+    /// `stop` with another reason for the open connections' end: a
+    /// capture's reader ends them with `EndReason::CaptureEnd` at the last
+    /// packet's time.
+    pub fn end_all(&mut self, now: u64, end: EndReason) -> io::Result<()> {
+        if !self.reporter.config().events.conn {
+            return Ok(());
+        }
+        let events = self.reporter.end_all(now, self.decoder.first_ifname(), end);
+        self.write_all(&events)
+    }
+
     /// Write `events` and flush: every step's output reaches the reader
     /// when the step ends.
     fn write_all(&mut self, events: &[Event]) -> io::Result<()> {
-        let res = events.iter().try_for_each(|ev| self.writer.write(&mut self.out, ev));
+        let shown = self.reporter.config().events;
+        let res = events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| self.writer.write(&mut self.out, ev));
         self.flushed(res)
     }
 
@@ -208,26 +227,35 @@ pub fn drain<R: Records, W: Write, L: FlowLookup>(
     out: &mut W,
 ) -> (usize, io::Result<()>) {
     let mut n = 0;
+    let shown = reporter.config().events;
     while n < MAX_BATCH {
         let Some(item) = ring.next_record() else { break };
         n += 1;
-        let raw: FlowEvent = match bytemuck::try_pod_read_unaligned(&item) {
-            Ok(raw) => raw,
-            Err(_) => {
-                warn!("skipping a ring-buffer record of {} bytes", item.len());
+        let split = split_record(&item);
+        drop(item);
+        let (raw, conn) = match split {
+            Ok(parts) => parts,
+            Err(e) => {
+                warn!("skipping a ring-buffer record: {e}");
                 continue;
             }
         };
-        drop(item);
-        match decoder.event(&raw) {
-            Ok(ev) => {
-                for ev in reporter.on_event(&raw, ev) {
-                    if let Err(e) = writer.write(out, &ev) {
-                        return (n, Err(e));
-                    }
-                }
+        let written = match conn {
+            // One per connection: the reporter's own path.
+            Some(rec) => {
+                let events = reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex));
+                events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, ev))
             }
-            Err(e) => warn!("skipping a ring-buffer record: {e}"),
+            None => match decoder.event(&raw) {
+                Ok(ev) => reporter.on_event(&raw, ev).filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, &ev)),
+                Err(e) => {
+                    warn!("skipping a ring-buffer record: {e}");
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = written {
+            return (n, Err(e));
         }
     }
     (n, Ok(()))
@@ -277,10 +305,15 @@ mod tests {
     }
 
     fn daemon(counters: Fixed) -> Daemon<FakeTable, Fixed, Vec<u8>> {
+        daemon_showing(counters, crate::config::EventSets::default())
+    }
+
+    fn daemon_showing(counters: Fixed, events: crate::config::EventSets) -> Daemon<FakeTable, Fixed, Vec<u8>> {
         let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0);
         let decoder = Decoder::new(clock, HashMap::from([(3, "veth0".to_string())]));
         let mut config = Config::new(vec!["veth0".into()]);
         config.format = Format::Json;
+        config.report.events = events;
         Daemon::new(&config, decoder, FakeTable::default(), counters, Vec::new())
     }
 
@@ -326,6 +359,57 @@ mod tests {
         assert_eq!(d.lost_reported, 7);
         assert!(d.counters_line().contains("events_lost=7"));
         assert!(d.counters_line().ends_with(" flows_vanished=0"));
+    }
+
+    /// The kernel's records as the shared table logic writes them (the host
+    /// tracker, fed crafted frames), through the daemon's drain: a
+    /// connection closed by the client and one refused give one `conn`
+    /// line each, as many as flows were created; with `--events conn`
+    /// nothing else is printed.
+    #[test]
+    fn the_shared_logics_records_become_one_conn_line_per_connection() {
+        use tcp_track_common::{event::EVENT_CONN_END, host::HostTracker};
+
+        use crate::{config::EventSet, test_support::frames::{tcp_segment, Tcp}};
+
+        let (c, c2, s) = ("198.18.0.1:40000".parse().unwrap(), "198.18.0.1:40001".parse().unwrap(), "198.18.0.2:80".parse().unwrap());
+        let seg = |from, to, flags, seq, ack, payload| tcp_segment(from, to, [2; 6], Tcp { flags, seq, ack, window: 1000, payload, ..Tcp::default() }).unwrap();
+        let frames = [
+            seg(c, s, "S", 100, 0, 0),
+            seg(s, c, "SA", 500, 101, 0),
+            seg(c, s, "A", 101, 501, 0),
+            seg(c, s, "A", 101, 501, 10),
+            seg(s, c, "A", 501, 111, 20),
+            seg(c, s, "FA", 111, 521, 0),
+            seg(s, c, "FA", 521, 112, 0),
+            seg(c, s, "A", 112, 522, 0),
+            seg(c2, s, "S", 7000, 0, 0),
+            seg(s, c2, "RA", 0, 7001, 0),
+        ];
+        let mut tracker = HostTracker::new(1024, 64, 1);
+        let mut ring = VecDeque::new();
+        for (i, f) in frames.iter().enumerate() {
+            let mut events = Vec::new();
+            tracker.segment(&f[..], 3, tcp_track_common::event::HOOK_XDP, 5_000_000_000 + i as u64 * 1_000_000, &mut events);
+            let mut conns = tracker.take_conn_ends().into_iter();
+            for e in events {
+                ring.push_back(if e.kind == EVENT_CONN_END { bytemuck::bytes_of(&conns.next().unwrap()).to_vec() } else { bytemuck::bytes_of(&e).to_vec() });
+            }
+        }
+        let counters = Fixed::default();
+        let mut d = daemon_showing(counters, EventSet::Conn.into());
+        d.drain(&mut ring).unwrap();
+        d.stop(6_000_000_000).unwrap();
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len() as u64, tracker.counters()[counters::FLOWS_CREATED as usize], "one per flow created: {out}");
+        let fields = |j: &serde_json::Value, k: &[&str]| k.iter().map(|k| j[*k].to_string()).collect::<Vec<_>>().join(" ");
+        let keys = ["event", "client", "conn_state", "end", "closer", "client_bytes", "server_bytes", "client_packets", "server_packets", "state"];
+        assert_eq!(fields(&lines[0], &keys), r#""conn" "198.18.0.1:40000" "SF" "fin" "client" 10 20 5 3 "TIME_WAIT""#);
+        assert_eq!(lines[0]["duration_s"], 0.007, "first to last segment");
+        assert_eq!((lines[0]["syn_to_synack_us"].as_u64(), lines[0]["synack_to_ack_us"].as_u64()), (Some(1000), Some(1000)));
+        let keys = ["client", "conn_state", "end", "reset_reason", "reset_from", "client_packets", "server_packets", "state"];
+        assert_eq!(fields(&lines[1], &keys), r#""198.18.0.1:40001" "REJ" "reset" "refused" "server" 1 1 "CLOSE""#);
     }
 
     /// A reader that went away: the step fails with its error, for the

@@ -10,8 +10,8 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
-    event::{FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED},
-    flow::ORIGIN_MIDSTREAM,
+    event::{ConnEnd, FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_CONN_END},
+    flow::{FlowRecord, ORIGIN_MIDSTREAM},
     parse::FAMILY_IPV4,
     tcp,
 };
@@ -26,6 +26,8 @@ use crate::{
 pub enum DecodeError {
     #[error("ring-buffer record of {0} bytes, expected {expected}", expected = std::mem::size_of::<FlowEvent>())]
     BadSize(usize),
+    #[error("connection record of {0} bytes, expected {expected}", expected = std::mem::size_of::<ConnEnd>())]
+    BadConnSize(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u16),
 }
@@ -437,6 +439,12 @@ impl Decoder {
         &self.clock
     }
 
+    /// The first interface's name (`?` if none): for records of flows the
+    /// daemon has no interface of.
+    pub fn first_ifname(&self) -> Arc<str> {
+        self.ifnames.first().map_or_else(|| Arc::from("?"), |(_, n)| n.clone())
+    }
+
     pub fn timestamp(&self, mono_ns: u64) -> Timestamp {
         Timestamp(self.clock.wall_time(mono_ns))
     }
@@ -479,6 +487,20 @@ impl Decoder {
             extra: Vec::new(),
         })
     }
+}
+
+/// A ring-buffer record split in two: its event (the first 72 bytes; a
+/// longer record, from a newer kernel side appending fields, is read from
+/// them), and for an `EVENT_CONN_END` the flow record that follows.
+pub fn split_record(bytes: &[u8]) -> Result<(FlowEvent, Option<FlowRecord>), DecodeError> {
+    const HEAD: usize = std::mem::size_of::<FlowEvent>();
+    let head = bytes.get(..HEAD).ok_or(DecodeError::BadSize(bytes.len()))?;
+    let raw: FlowEvent = bytemuck::pod_read_unaligned(head);
+    if raw.kind != EVENT_CONN_END {
+        return Ok((raw, None));
+    }
+    let rec = bytes.get(HEAD..std::mem::size_of::<ConnEnd>()).ok_or(DecodeError::BadConnSize(bytes.len()))?;
+    Ok((raw, Some(bytemuck::pod_read_unaligned(rec))))
 }
 
 /// A record's (client, server) endpoints. `initiator` is the direction

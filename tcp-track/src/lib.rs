@@ -17,7 +17,7 @@
 //! - `output`: events written as text or JSON lines;
 //! - `report`: the reporter, which turns the kernel's transitions into what
 //!   users run tcp-track for, split by concern (deadlines, floods, TIME_WAIT
-//!   pressure, the audit, the rate limit); it sees the kernel's tables only
+//!   pressure, the audit, the rate limit, connection records); it sees the kernel's tables only
 //!   through `report::FlowLookup`;
 //! - `tables`: the kernel's flow tables as user space reads them, with the
 //!   aya adapter of `FlowLookup`;

@@ -21,11 +21,15 @@ use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use log::warn;
-use prometheus::{core::Collector, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    core::Collector,
+    proto::{self, Bucket, Metric, MetricFamily, MetricType},
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tcp_track_common::counters;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::Snapshot;
+use crate::{daemon::Snapshot, report::Histogram};
 
 /// What the HTTP side sends the loop: where to put a snapshot.
 pub type SnapshotRequest = oneshot::Sender<Snapshot>;
@@ -150,10 +154,51 @@ pub fn encode(snap: &Snapshot) -> prometheus::Result<String> {
         snap.printed.iter().map(|(kind, v)| ([kind.as_str()], *v))
     })?;
     reg.counter("events_rate_limited_total", "Events not printed because a flow exceeded its rate limit", r.suppressed)?;
+    reg.counters("connections_ended_total", "Connections that ended, by why (each one's final conn record, printed or not)", &["end"], {
+        r.conn.ended.iter().map(|(end, v)| ([end.as_str()], *v))
+    })?;
+    reg.counter("conn_interim_records_total", "Interim conn records of connections still open (--conn-interval)", r.conn.interim)?;
 
+    let mut families = reg.0.gather();
+    families.push(histogram("connection_duration_seconds", "Durations of the connections that ended (first to last segment)", &r.conn.duration));
+    families.push(histogram(
+        "connection_handshake_seconds",
+        "Handshakes of the connections that ended, SYN to SYN-ACK plus SYN-ACK to ACK at the interface (the round-trip time between the hosts)",
+        &r.conn.handshake,
+    ));
     let mut out = String::new();
-    TextEncoder::new().encode_utf8(&reg.0.gather(), &mut out)?;
+    TextEncoder::new().encode_utf8(&families, &mut out)?;
     Ok(out)
+}
+
+/// A histogram kept by the reporter (its own buckets: each scrape encodes a
+/// snapshot, so there is no `prometheus::Histogram` to observe into).
+fn histogram(name: &str, help: &str, h: &Histogram) -> MetricFamily {
+    let mut cumulative = 0;
+    let buckets = h
+        .bounds
+        .iter()
+        .zip(&h.counts)
+        .map(|(bound, n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut hist = proto::Histogram::default();
+    hist.set_sample_count(h.count());
+    hist.set_sample_sum(h.sum);
+    hist.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(hist);
+    let mut f = MetricFamily::default();
+    f.set_name(format!("tcp_track_{name}"));
+    f.set_help(help.into());
+    f.set_field_type(MetricType::HISTOGRAM);
+    f.set_metric(vec![m]);
+    f
 }
 
 /// A registry filled from one snapshot: each metric set once.
@@ -210,9 +255,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        report::{Closer, ReportSnapshot},
+        report::{Closer, ConnCounts, ReportSnapshot, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
         tables::TableFill,
-        vocab::{ConnState, EventKind, ResetClass},
+        vocab::{ConnState, EndReason, EventKind, ResetClass},
     };
 
     fn snapshot() -> Snapshot {
@@ -233,6 +278,17 @@ mod tests {
                 vanished: 6,
                 suppressed: 7,
                 pending_deadlines: 0,
+                conn: ConnCounts {
+                    ended: EndReason::ALL.iter().map(|&e| (e, u64::from(e == EndReason::Fin) * 11)).collect(),
+                    interim: 12,
+                    duration: {
+                        let mut h = Histogram::new(DURATION_BOUNDS);
+                        h.observe(0.5);
+                        h.observe(30.0);
+                        h
+                    },
+                    handshake: Histogram::new(HANDSHAKE_BOUNDS),
+                },
             },
             printed: EventKind::ALL.iter().map(|&k| (k, u64::from(k == EventKind::Reset) * 8)).collect(),
             tables: vec![TableFill { table: "established_v4", entries: 9, capacity: 65536 }],
@@ -272,6 +328,17 @@ mod tests {
         has(r#"tcp_track_resets_total{action="dropped",class="out_of_window"} 1"#);
         has(r#"tcp_track_events_printed_total{kind="reset"} 8"#);
         has("tcp_track_events_rate_limited_total 7");
+        has(r#"tcp_track_connections_ended_total{end="fin"} 11"#);
+        has(r#"tcp_track_connections_ended_total{end="stopped"} 0"#);
+        has("tcp_track_conn_interim_records_total 12");
+        has("# TYPE tcp_track_connection_duration_seconds histogram");
+        has(r#"tcp_track_connection_duration_seconds_bucket{le="0.1"} 0"#);
+        has(r#"tcp_track_connection_duration_seconds_bucket{le="1"} 1"#);
+        has(r#"tcp_track_connection_duration_seconds_bucket{le="60"} 2"#);
+        has(r#"tcp_track_connection_duration_seconds_bucket{le="+Inf"} 2"#);
+        has("tcp_track_connection_duration_seconds_sum 30.5");
+        has("tcp_track_connection_duration_seconds_count 2");
+        has("tcp_track_connection_handshake_seconds_count 0");
         assert!(!text.contains("198.18") && !text.contains("port=\""), "no addresses or ports as labels");
     }
 }

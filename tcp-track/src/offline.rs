@@ -29,7 +29,7 @@ use std::{
 };
 
 use tcp_track_common::{
-    event::{FlowEvent, HOOK_CAPTURE},
+    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_CAPTURE},
     flow::FlowRecord,
     host::HostTracker,
     parse::FAMILY_IPV4,
@@ -43,7 +43,8 @@ use crate::{
     events::{endpoint, Decoder},
     report::{FlowId, FlowLookup},
     stats::{CounterSource, Totals},
-    tables::{key_v4, key_v6},
+    tables::{id_of, key_v4, key_v6},
+    vocab::EndReason,
 };
 
 /// The half-open tables' hash seed. The kernel's is random per start
@@ -76,9 +77,12 @@ impl CaptureFlows {
         CaptureFlows(Rc::new(RefCell::new(tracker)))
     }
 
-    /// One captured frame at `now_ns`; its events are appended to `events`.
-    fn segment(&self, frame: &Frame, ifindex: u32, now_ns: u64, events: &mut Vec<FlowEvent>) {
-        self.0.borrow_mut().segment(frame, ifindex, HOOK_CAPTURE, now_ns, events);
+    /// One captured frame at `now_ns`: its events go to `batch`, with the
+    /// whole record of each connection it ended.
+    fn segment(&self, frame: &Frame, ifindex: u32, now_ns: u64, batch: &mut Batch) {
+        let mut t = self.0.borrow_mut();
+        t.segment(frame, ifindex, HOOK_CAPTURE, now_ns, &mut batch.events);
+        batch.conns.extend(t.take_conn_ends());
     }
 }
 
@@ -96,6 +100,12 @@ impl FlowLookup for CaptureFlows {
         } else {
             t.remove_v6(&key_v6(id));
         }
+    }
+
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
+        let t = self.0.borrow();
+        let v4 = t.v4().flows().map(|(k, r)| (id_of(&k), r));
+        v4.chain(t.v6().flows().map(|(k, r)| (id_of(&k), r))).collect()
     }
 }
 
@@ -152,11 +162,23 @@ fn kept(filter: &[EndpointFilter], frame: &Frame) -> bool {
 }
 
 /// One packet's events, handed to `Daemon::drain` as the ring buffer's
-/// records are.
+/// records are: a connection's end (`EVENT_CONN_END`) as its whole
+/// `ConnEnd` record, in order with the others.
 #[derive(Default)]
 struct Batch {
     events: Vec<FlowEvent>,
+    conns: Vec<ConnEnd>,
     next: usize,
+    next_conn: usize,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.events.clear();
+        self.conns.clear();
+        self.next = 0;
+        self.next_conn = 0;
+    }
 }
 
 impl Records for Batch {
@@ -165,6 +187,12 @@ impl Records for Batch {
     fn next_record(&mut self) -> Option<&[u8]> {
         let ev = self.events.get(self.next)?;
         self.next += 1;
+        if ev.kind == EVENT_CONN_END {
+            if let Some(conn) = self.conns.get(self.next_conn) {
+                self.next_conn += 1;
+                return Some(bytemuck::bytes_of(conn));
+            }
+        }
         Some(bytemuck::bytes_of(ev))
     }
 }
@@ -298,6 +326,10 @@ pub fn read_capture<R: Read, W: Write>(
     if let Some(p) = &progress {
         p.done();
     }
+    // Every connection still open gets its final record, at the capture's
+    // last instant (with `--events conn` or `all`).
+    let end = run.now;
+    run.daemon.end_all(end, EndReason::CaptureEnd)?;
     run.daemon.log_summary();
     let open_flows = run.daemon.snapshot().report.tracked_flows;
     Ok(ReadOutcome { stats: reader.stats(), counters: run.flows.read(), open_flows, filtered: run.filtered, error })
@@ -329,9 +361,8 @@ impl<W: Write> Run<'_, W> {
             self.filtered += 1;
             return Ok(());
         }
-        self.batch.events.clear();
-        self.batch.next = 0;
-        self.flows.segment(frame, ifindex, self.now, &mut self.batch.events);
+        self.batch.clear();
+        self.flows.segment(frame, ifindex, self.now, &mut self.batch);
         while self.daemon.drain(&mut self.batch)? == MAX_BATCH {}
         Ok(())
     }
@@ -385,7 +416,7 @@ mod tests {
     fn json(events: EventSet) -> Config {
         let mut config = Config::new(Vec::new());
         config.format = Format::Json;
-        config.report.events = events;
+        config.report.events = crate::config::EventSets::of(&[events]);
         config.report.time_wait_timeout = Duration::from_millis(1);
         config
     }
@@ -458,5 +489,32 @@ mod tests {
         assert!(outcome.counters[counters::HALF_OPEN_EVICTED as usize] > 0, "200 handshakes at once in 16 half-open slots");
         assert!(outcome.counters[counters::FLOWS_CREATED as usize] > 400, "evicted flows are picked up again");
         assert_eq!(outcome.stats.packets, 400 * PACKETS_PER_CONNECTION);
+    }
+
+    /// With `conn` records: exactly one final record per flow created,
+    /// those closed in the capture with `end: fin`, those still open when
+    /// it ends (here cut mid-way: the damage ends it) with `end:
+    /// capture_end` at the last packet's time.
+    #[test]
+    fn every_flow_gets_one_final_conn_record_open_ones_at_the_capture_end() {
+        let synth = SynthConfig { connections: 300, concurrent: 64, ..SynthConfig::default() };
+        let mut file = Vec::new();
+        synth::write_many_connections(&mut file, &synth).unwrap();
+        file.truncate(file.len() * 2 / 3);
+        let mut config = json(EventSet::Notable);
+        config.report.events = crate::config::EventSets::of(&[EventSet::Conn]);
+        let (lines, outcome) = read(&config, &file);
+        assert!(matches!(outcome.error, Some(CaptureError::Truncated { .. })), "{:?}", outcome.error);
+        let created = outcome.counters[counters::FLOWS_CREATED as usize];
+        assert!(lines.iter().all(|l| l["event"] == "conn" && l.get("interim").is_none()));
+        assert_eq!(lines.len() as u64, created, "one final record per flow created");
+        let ends = |end: &str| lines.iter().filter(|l| l["end"] == end).count();
+        assert!(ends("fin") > 100 && ends("capture_end") > 10, "fin {} capture_end {}", ends("fin"), ends("capture_end"));
+        assert_eq!(ends("fin") + ends("capture_end"), lines.len());
+        let last_packet = synth.start_ns + (outcome.stats.packets - 1) * synth.gap_ns;
+        for l in lines.iter().filter(|l| l["end"] == "capture_end") {
+            let end = ts_ns(l) as f64 + l["duration_s"].as_f64().unwrap() * 1e9;
+            assert!((end - last_packet as f64).abs() < 2e3 + 1e3 * 1e3, "ends at the last packet: {l}");
+        }
     }
 }

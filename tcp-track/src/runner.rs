@@ -145,13 +145,14 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
             break Err(e);
         }
     };
-    // Whatever is already in the ring buffer still gets printed.
-    let flushed = daemon.drain(ring.get_mut()).map(drop);
-
     for (iface, e) in tracker.detach_all() {
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
     info!("detached from {}", names.join(", "));
+    // Whatever is already in the ring buffer still gets printed (nothing
+    // more comes once detached), then every connection still open gets its
+    // final record, from the tables as the programs left them.
+    let flushed = drain_all(&mut daemon, ring.get_mut()).and_then(|()| daemon.stop(clock::monotonic_ns()));
     daemon.log_summary();
 
     match result.and(flushed) {
@@ -160,6 +161,17 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).context("writing events to stdout"),
     }
+}
+
+/// Drain the ring buffer until it is empty.
+fn drain_all<L, C, W>(daemon: &mut Daemon<L, C, W>, ring: &mut RingBuf<MapData>) -> io::Result<()>
+where
+    L: crate::report::FlowLookup,
+    C: stats::CounterSource,
+    W: io::Write,
+{
+    while daemon.drain(ring)? == MAX_BATCH {}
+    Ok(())
 }
 
 /// Register a ring buffer's fd with the runtime.

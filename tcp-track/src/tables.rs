@@ -19,6 +19,7 @@ use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
     parse::FAMILY_IPV4,
+    table::FlowKey,
 };
 
 use crate::report::{FlowId, FlowLookup};
@@ -270,6 +271,35 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
             self.remove_v4(&key_v4(id));
         } else {
             self.remove_v6(&key_v6(id));
+        }
+    }
+
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
+        let mut out = Vec::new();
+        out.extend(self.v4.iter().filter_map(Result::ok).map(|(k, r)| (id_of(&k), r)));
+        out.extend(self.v6.iter().filter_map(Result::ok).map(|(k, r)| (id_of(&k), r)));
+        half_open_flows(&self.half_v4, &mut out);
+        half_open_flows(&self.half_v6, &mut out);
+        out
+    }
+}
+
+/// A key's `FlowId`.
+pub(crate) fn id_of<K: FlowKey>(key: &K) -> FlowId {
+    let (family, lo_addr, lo_port, hi_addr, hi_port) = key.endpoints();
+    FlowId { family, lo_addr, hi_addr, lo_port, hi_port }
+}
+
+/// Every flow in a half-open table, appended to `out`.
+fn half_open_flows<M: Borrow<MapData>, S: Set + aya::Pod>(table: &Array<M, S>, out: &mut Vec<(FlowId, FlowRecord)>)
+where
+    S::Key: FlowKey,
+{
+    for set in (0..table.len()).filter_map(|i| table.get(&i, 0).ok()) {
+        for way in 0..WAYS {
+            if set.born()[way as usize] != 0 {
+                out.push((id_of(set.key(way)), *set.record(way)));
+            }
         }
     }
 }

@@ -159,13 +159,30 @@ impl ResetClass {
     }
 }
 
+raw_enum! {
+    /// Why a connection's record was written (`FlowEvent::end`, or the
+    /// daemon's own decision), as its `end` field says.
+    pub enum EndReason: u8, unknown = Unknown {
+        /// Not an end the kernel writes (a corrupt record).
+        Unknown = event::CONN_END_NONE => "unknown",
+        /// The active closer entered TIME_WAIT.
+        Fin = event::CONN_END_FIN => "fin",
+        Reset = event::CONN_END_RESET => "reset",
+        Evicted = event::CONN_END_EVICTED => "evicted",
+        HalfOpenTimeout = event::CONN_END_HALF_OPEN_TIMEOUT => "half_open_timeout",
+        IdleTimeout = event::CONN_END_IDLE_TIMEOUT => "idle_timeout",
+        Stopped = event::CONN_END_STOPPED => "stopped",
+        CaptureEnd = event::CONN_END_CAPTURE_END => "capture_end",
+    }
+}
+
 /// A kernel record's `kind` that no version of the kernel programs writes.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 #[error("unknown event kind {0}")]
 pub struct UnknownKind(pub u16);
 
 /// What an output line is about: the `event` of every line. The kernel
-/// makes the first seven (`FlowEvent::kind`); the daemon's reporter makes
+/// makes the first eight (`FlowEvent::kind`); the daemon's reporter makes
 /// the others from them and from its deadlines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
@@ -183,6 +200,9 @@ pub enum EventKind {
     HandshakeRetransmit,
     /// A side's first data retransmission in a row.
     Retransmit,
+    /// A connection's record: when it ended (the kernel's `EVENT_CONN_END`,
+    /// or the daemon's timeouts and stop), or interim.
+    Conn,
     /// A handshake not completed in time, or a peer that lost its state.
     HalfOpen,
     /// The end of a `half_open` story.
@@ -203,7 +223,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, the kernel's first (in `kind` order).
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::FlowNew,
         EventKind::Fin,
         EventKind::Reset,
@@ -211,6 +231,7 @@ impl EventKind {
         EventKind::TimeWaitReuse,
         EventKind::HandshakeRetransmit,
         EventKind::Retransmit,
+        EventKind::Conn,
         EventKind::HalfOpen,
         EventKind::HalfOpenEnded,
         EventKind::TimeWait,
@@ -235,6 +256,7 @@ impl EventKind {
             EventKind::TimeWaitReuse => event::EVENT_REUSE,
             EventKind::HandshakeRetransmit => event::EVENT_HANDSHAKE_RETRANS,
             EventKind::Retransmit => event::EVENT_DATA_RETRANS,
+            EventKind::Conn => event::EVENT_CONN_END,
             _ => return None,
         })
     }
@@ -249,6 +271,7 @@ impl EventKind {
             EventKind::TimeWaitReuse => "time_wait_reuse",
             EventKind::HandshakeRetransmit => "handshake_retransmit",
             EventKind::Retransmit => "retransmit",
+            EventKind::Conn => "conn",
             EventKind::HalfOpen => "half_open",
             EventKind::HalfOpenEnded => "half_open_ended",
             EventKind::TimeWait => "time_wait",
@@ -296,6 +319,7 @@ mod tests {
                 "time_wait_reuse",
                 "handshake_retransmit",
                 "retransmit",
+                "conn",
                 "half_open",
                 "half_open_ended",
                 "time_wait",
@@ -316,6 +340,8 @@ mod tests {
             endpoints,
             ["NONE", "SYN-SENT", "SYN-RECV", "ESTAB", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT", "CLOSED"]
         );
+        let ends: Vec<&str> = EndReason::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(ends, ["unknown", "fin", "reset", "evicted", "half_open_timeout", "idle_timeout", "stopped", "capture_end"]);
         let reasons: Vec<_> = ResetClass::ALL.iter().map(|c| c.reason()).collect();
         assert_eq!(
             reasons,
@@ -350,7 +376,7 @@ mod tests {
             assert_eq!(*k as usize, i, "ALL is in declaration order");
             match k.kernel_code() {
                 Some(code) => assert_eq!(EventKind::try_from(code), Ok(*k)),
-                None => assert!(i >= 7, "the kernel's kinds come first"),
+                None => assert!(i >= 8, "the kernel's kinds come first"),
             }
         }
     }

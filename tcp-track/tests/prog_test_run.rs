@@ -21,7 +21,7 @@ use tcp_track::{
 };
 use tcp_track_common::{
     counters,
-    event::{FlowEvent, HOOK_TC_EGRESS, HOOK_XDP},
+    event::{ConnEnd, FlowEvent, CONN_END_EVICTED, CONN_END_FIN, CONN_END_RESET, EVENT_CONN_END, HOOK_TC_EGRESS, HOOK_XDP},
     flow::{direction, key_v4, key_v6, FlowRecord},
     host::{self, HostTracker},
     parse::{parse, Segment, Skip},
@@ -178,14 +178,23 @@ impl Loaded {
         out
     }
 
-    /// The events emitted since the last call, in order.
-    fn events(&mut self) -> Vec<FlowEvent> {
+    /// The records emitted since the last call: every record's event (a
+    /// connection record's head among them, in order), and the connection
+    /// records whole.
+    fn ring(&mut self) -> (Vec<FlowEvent>, Vec<ConnEnd>) {
         let mut ring = RingBuf::try_from(self.tracker.ebpf.map_mut("EVENTS").unwrap()).unwrap();
-        let mut out = Vec::new();
+        let (mut out, mut conns) = (Vec::new(), Vec::new());
         while let Some(item) = ring.next() {
-            out.push(bytemuck::pod_read_unaligned(&item[..size_of::<FlowEvent>()]));
+            let ev: FlowEvent = bytemuck::pod_read_unaligned(&item[..size_of::<FlowEvent>()]);
+            if ev.kind == EVENT_CONN_END {
+                assert_eq!(item.len(), size_of::<ConnEnd>(), "a connection record is a ConnEnd");
+                conns.push(bytemuck::pod_read_unaligned(&item[..]));
+            } else {
+                assert_eq!(item.len(), size_of::<FlowEvent>());
+            }
+            out.push(ev);
         }
-        out
+        (out, conns)
     }
 }
 
@@ -223,6 +232,11 @@ fn comparable(events: &[FlowEvent]) -> Vec<FlowEvent> {
     events.iter().map(|e| FlowEvent { ts_ns: 0, ifindex: 0, ..*e }).collect()
 }
 
+/// Connection records the same way, their flow records without the clock.
+fn comparable_conns(conns: &[ConnEnd]) -> Vec<ConnEnd> {
+    conns.iter().map(|c| ConnEnd { event: comparable(&[c.event])[0], rec: c.rec.without_clock() }).collect()
+}
+
 fn same_table(kernel: Option<Table>, host: Option<host::Table>) -> bool {
     matches!(
         (kernel, host),
@@ -234,7 +248,7 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
     require_root!();
     let mut k = Loaded::new();
     let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
-    let (mut states, mut events) = (Vec::new(), 0);
+    let (mut states, mut events, mut conns) = (Vec::new(), 0, Vec::new());
     for (i, (side, f)) in conversation(fam).iter().enumerate() {
         let hook = if client_via_tc && *side == Side::Client {
             k.tc(f);
@@ -249,9 +263,11 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
         assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host tracker's");
         assert!(same_table(k.table_of(&seg), host.find(&seg).map(|(t, _)| t)), "frame {i}: held in another table");
         assert_eq!(k.counters(), *host.t.counters(), "frame {i}: counters differ");
-        let kernel_events = k.events();
+        let (kernel_events, kernel_conns) = k.ring();
         assert_eq!(comparable(&kernel_events), comparable(&std::mem::take(&mut host.events)), "frame {i}: events differ");
+        assert_eq!(comparable_conns(&kernel_conns), comparable_conns(&host.t.take_conn_ends()), "frame {i}: connection records differ");
         events += kernel_events.len();
+        conns.extend(kernel_conns.into_iter().map(|c| (i, c)));
         states.push(state::state_name(expected.unwrap().state));
     }
     assert_eq!(
@@ -263,6 +279,15 @@ fn run_conversation(fam: Family, client_via_tc: bool) {
         "the conversation goes through every state of an orderly release, then the RST in TIME_WAIT"
     );
     assert!(events >= 8, "a new flow, state changes, FINs and the RST were all compared ({events} events)");
+    // One connection record, written by the client's last ACK (entering
+    // TIME_WAIT), with the figures of the whole conversation; the RST in
+    // TIME_WAIT ends nothing new.
+    assert_eq!(conns.len(), 1, "exactly one connection record");
+    let (at, c) = conns[0];
+    assert_eq!((at, c.event.end, c.rec.state), (9, CONN_END_FIN, state::STATE_TIME_WAIT));
+    let sum = tcp_track_common::conn::ConnSummary::of(&c.rec);
+    assert_eq!((sum.bytes, sum.packets), ([100, 1400], [6, 4]));
+    assert_eq!(tcp_track_common::conn::conn_state_name(sum.conn_state), "SF");
     let c = k.counters();
     assert_eq!(c[counters::TCP_SEGMENTS as usize], 11);
     assert_eq!(c[counters::FLOWS_CREATED as usize], 1, "both directions share one entry");
@@ -391,7 +416,7 @@ fn kernel_and_host_parsers_agree() {
 #[test]
 fn established_flow_survives_a_half_open_overflow() {
     require_root!();
-    let k = Loaded::sized(1024, 64);
+    let mut k = Loaded::sized(1024, 64);
     let mut host = k.host(1024, 64);
     let conv = conversation(Family::V4);
     for (_, f) in &conv[..4] {
@@ -400,10 +425,27 @@ fn established_flow_survives_a_half_open_overflow() {
     }
     let est = parse(conv[3].1.as_slice()).unwrap();
     assert_eq!(k.table_of(&est), Some(Table::Established), "promoted when the handshake completed");
-    // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open table.
+    // 10,000 SYNs from distinct spoofed sources into a 64-entry half-open
+    // table, the ring drained as we go (each eviction writes the evicted
+    // connection's record). Which entry of a set goes first depends on the
+    // clock (ties of birth time), so the kernel's and the host's evictions
+    // are compared by number, and each record with its own key.
+    let (mut evicted, mut host_evicted) = (Vec::new(), 0);
     for i in 0..10_000u32 {
         k.xdp(&spoofed(i, false));
         host.feed(&spoofed(i, false), HOOK_XDP);
+        if i % 500 == 499 {
+            evicted.extend(k.ring().1);
+            host_evicted += host.t.take_conn_ends().len();
+        }
+    }
+    assert_eq!((evicted.len(), host_evicted), (10_000 - 64, 10_000 - 64), "one record per evicted half-open flow");
+    for c in &evicted {
+        let e = &c.event;
+        assert_eq!((e.end, e.family, c.rec.state, c.rec.packets.iter().sum::<u32>()), (CONN_END_EVICTED, 4, state::STATE_SYN_SENT, 1));
+        // spoofed(i): port 1024 + i, ISN i: the record is the key's own.
+        let client = c.rec.peer(c.rec.initiator);
+        assert_eq!(u32::from(e.lo_port.max(e.hi_port)), 1024 + client.isn, "{e:?}");
     }
     let rec = k.record(&est).expect("the established flow is still tracked");
     assert_eq!(rec.without_clock(), host.record(&est).unwrap().without_clock(), "and its record is intact");
@@ -413,6 +455,36 @@ fn established_flow_survives_a_half_open_overflow() {
     assert_eq!(k.counters()[counters::HALF_OPEN_EVICTED as usize], 10_000 - 64);
     assert_eq!(k.counters(), *host.t.counters(), "the host tracker counted the same");
     assert_eq!((host.t.v4().half_open_len(), host.t.v4().established_len()), ((64, 64), 1));
+}
+
+/// A connection refused (SYN, then RST|ACK from the server) ends in its
+/// half-open entry: its record, written as the entry is freed, is the same
+/// in the kernel and on the host, says `reset` and the reset's class, and
+/// the counters say one flow created, one closed.
+#[test]
+fn a_refused_connection_writes_one_record() {
+    require_root!();
+    let mut k = Loaded::new();
+    let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
+    let frames = [frame(Family::V4, Side::Client, SYN, 1000, 0, &[], None), frame(Family::V4, Side::Server, RST | ACK, 0, 1001, &[], None)];
+    let mut conns = Vec::new();
+    for f in &frames {
+        k.xdp(f);
+        let seg = host.feed(f, HOOK_XDP);
+        assert_eq!(k.record(&seg).map(|r| r.without_clock()), host.record(&seg).map(|r| r.without_clock()));
+        let (_, kc) = k.ring();
+        assert_eq!(comparable_conns(&kc), comparable_conns(&host.t.take_conn_ends()));
+        conns.extend(kc);
+    }
+    assert_eq!(conns.len(), 1);
+    let c = conns[0];
+    assert_eq!((c.event.end, c.event.reset, c.rec.state), (CONN_END_RESET, state::RESET_REFUSED, state::STATE_CLOSE));
+    assert_eq!(c.event.dir, c.event.initiator ^ 1, "sent by the server");
+    assert_eq!(tcp_track_common::conn::conn_state_name(tcp_track_common::conn::conn_state(&c.rec)), "REJ");
+    assert_eq!(k.table_of(&parse(frames[0].as_slice()).unwrap()), None, "the half-open entry is freed");
+    let n = k.counters();
+    assert_eq!((n[counters::FLOWS_CREATED as usize], n[counters::FLOWS_CLOSED as usize]), (1, 1));
+    assert_eq!(n, *host.t.counters());
 }
 
 /// A SYN from spoofed source `i` (198.19.x.y) to the server, or the

@@ -228,7 +228,8 @@ fn account_racing(rival: Option<FlowRecord>, f: &[u8]) -> (Verdict, Racy, [u64; 
     let mut store = Racy { inner: HostStore::new(1024, 64, SEED), rival, raced: false };
     let (mut counters, mut events) = ([0; counters::COUNT as usize], Vec::new());
     let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };
-    let driver = HostDriver { counters: &mut counters, events: &mut events, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
+    let mut conns = Vec::new();
+    let driver = HostDriver { counters: &mut counters, events: &mut events, conns: &mut conns, now: 1 << 30, rst_policy: RST_POLICY_OBSERVE };
     let mut cx = Cx { driver, seen: Seen::new(1 << 30, IFINDEX, HOOK_XDP) };
     let verdict = account(&mut store, &mut scratch, &mut cx);
     (verdict, store, counters, events)
@@ -343,4 +344,45 @@ fn frames_that_are_not_tcp_or_malformed_are_counted_and_left_alone() {
     assert!(matches!(r.xdp(&bad), Observed::Malformed(_)));
     assert_eq!((r.count(counters::NOT_TCP), r.count(counters::MALFORMED), r.count(counters::TCP_SEGMENTS)), (1, 1, 0));
     assert!(r.events.is_empty());
+}
+
+/// Connection records: one per flow created, whichever way it ends. A SYN
+/// reusing a 4-tuple in TIME_WAIT, or after a reset, starts a new flow on
+/// the same entry, counted as created and ended on its own; a RST in
+/// TIME_WAIT ends nothing new; a half-open entry evicted gets its record
+/// with its own key.
+#[test]
+fn every_flow_created_ends_in_exactly_one_connection_record() {
+    use crate::event::{CONN_END_EVICTED, CONN_END_FIN, CONN_END_RESET};
+    let mut r = Run::new(1024, 4);
+    let close = [
+        frame(CLIENT, SERVER, "S", 100, 0),
+        frame(SERVER, CLIENT, "SA", 500, 101),
+        frame(CLIENT, SERVER, "A", 101, 501),
+        frame(CLIENT, SERVER, "FA", 101, 501),
+        frame(SERVER, CLIENT, "FA", 501, 102),
+        frame(CLIENT, SERVER, "A", 102, 502),
+    ];
+    for f in &close {
+        r.xdp(f);
+    }
+    // The closer's TIME_WAIT assassinated: no second record.
+    r.xdp(&frame(SERVER, CLIENT, "R", 502, 0));
+    // The 4-tuple reused after the reset: a new flow, refused.
+    r.xdp(&frame(CLIENT, SERVER, "S", 9000, 0));
+    r.xdp(&frame(SERVER, CLIENT, "RA", 0, 9001));
+    // Four SYNs into the one-set half-open table, then a fifth: one eviction.
+    for i in 0..5 {
+        r.xdp(&frame(spoofed(i), SERVER, "S", i, 0));
+    }
+    let ends = r.t.take_conn_ends();
+    let kinds: Vec<u8> = ends.iter().map(|c| c.event.end).collect();
+    assert_eq!(kinds, [CONN_END_FIN, CONN_END_RESET, CONN_END_EVICTED]);
+    assert_eq!(r.count(counters::FLOWS_CREATED), 7, "the first, its reuse, five SYNs");
+    let open = 4;
+    assert_eq!(ends.len() as u64 + open, r.count(counters::FLOWS_CREATED), "every flow ended once, or is still open");
+    assert_eq!(ends[0].rec.packets, [4, 2], "the record as the last ACK left it");
+    assert_eq!((ends[2].event.lo_port.max(ends[2].event.hi_port), ends[2].rec.peer(ends[2].rec.initiator).isn), (1024, 0), "spoofed(0), the oldest");
+    let heads: Vec<u16> = r.events.iter().filter(|e| e.kind == crate::event::EVENT_CONN_END).map(|e| e.kind).collect();
+    assert_eq!(heads.len(), 3, "each also among the events, in order");
 }

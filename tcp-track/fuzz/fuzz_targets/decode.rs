@@ -8,8 +8,10 @@
 //! bytes (a length past the end takes the rest). A record of the right
 //! size (72 bytes) decodes as it is; a longer one is also decoded from its
 //! first 72 bytes, as a newer kernel appending fields would send, and its
-//! next 64 bytes, when present, become the flow's record in the fake table
-//! that the reporter reads.
+//! next 96 bytes, when present, become the flow's record in the fake table
+//! that the reporter reads. A connection record (`EVENT_CONN_END`) goes
+//! the daemon's way for it (`split_record`, `Reporter::on_conn_end`), and
+//! the run ends with the daemon's stop (`Reporter::stop`).
 #![no_main]
 
 use std::{collections::HashMap, io, time::SystemTime};
@@ -17,8 +19,8 @@ use std::{collections::HashMap, io, time::SystemTime};
 use libfuzzer_sys::fuzz_target;
 use tcp_track::{
     clock::WallClock,
-    config::{Format, ReportConfig},
-    events::{DecodeError, Decoder},
+    config::{EventSet, Format, ReportConfig},
+    events::{split_record, DecodeError, Decoder},
     output::Writer,
     report::{FlowId, FlowLookup, Reporter},
 };
@@ -37,12 +39,22 @@ impl FlowLookup for FakeTable {
     fn remove(&mut self, id: &FlowId) {
         self.0.remove(id);
     }
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
+        self.0.iter().map(|(id, r)| (*id, *r)).collect()
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let clock = WallClock::anchored(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000), 0);
     let decoder = Decoder::new(clock.clone(), HashMap::from([(1, "eth-test".to_string())]));
-    let cfg = ReportConfig { syn_flood_threshold: 2, time_wait_pressure: 2, max_half_open_tracked: 8, ..ReportConfig::default() };
+    let cfg = ReportConfig {
+        syn_flood_threshold: 2,
+        time_wait_pressure: 2,
+        max_half_open_tracked: 8,
+        events: EventSet::All.into(),
+        conn_interval: Some(std::time::Duration::from_secs(1)),
+        ..ReportConfig::default()
+    };
     let mut reporter = Reporter::new(cfg, FakeTable::default(), clock);
     let mut writers = [Writer::new(Format::Text), Writer::new(Format::Json)];
     let mut now = 0u64;
@@ -62,12 +74,24 @@ fuzz_target!(|data: &[u8]| {
             reporter.lookup_mut().0.insert(FlowId::of(&raw), bytemuck::pod_read_unaligned(rec));
         }
         now = now.max(raw.ts_ns);
-        let Ok(ev) = decoder.event(&raw) else { continue };
-        let out: Vec<_> = reporter.on_event(&raw, ev).collect();
-        for ev in out.iter().chain(&reporter.audit(now, 4)) {
+        let out: Vec<_> = match split_record(bytes) {
+            Ok((raw, Some(rec))) => reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex)),
+            Ok((raw, None)) => {
+                let Ok(ev) = decoder.event(&raw) else { continue };
+                reporter.on_event(&raw, ev).collect()
+            }
+            Err(_) => continue,
+        };
+        let later = [reporter.audit(now, 4), reporter.on_time(now)].concat();
+        for ev in out.iter().chain(&later) {
             for w in &mut writers {
                 w.write(&mut io::sink(), ev).expect("writing to a sink");
             }
+        }
+    }
+    for ev in &reporter.stop(now, decoder.first_ifname()) {
+        for w in &mut writers {
+            w.write(&mut io::sink(), ev).expect("writing to a sink");
         }
     }
 });

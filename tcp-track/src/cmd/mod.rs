@@ -14,7 +14,8 @@ pub mod run;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Attach to interfaces and stream connection events to stdout.
-    Run(run::RunArgs),
+    // Boxed: its many options make it much larger than the other variants.
+    Run(Box<run::RunArgs>),
     /// Run the same tracker on a pcap or pcapng capture (no root needed):
     /// the capture's timestamps are the clock.
     Read(read::ReadArgs),
@@ -35,7 +36,7 @@ impl Command {
     /// Run the command to its end.
     pub fn execute(self) -> Result<()> {
         match self {
-            Command::Run(args) => run::execute(args),
+            Command::Run(args) => run::execute(*args),
             Command::Demo(args) => demo::execute(args),
             Command::Read(args) => read::execute(args),
         }

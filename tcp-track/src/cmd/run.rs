@@ -6,7 +6,7 @@ use std::{fmt, time::Duration};
 use anyhow::{Context, Result};
 
 use crate::config::{
-    BpfLog, Capacity, Config, EventSet, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
+    BpfLog, Capacity, Config, EventSet, EventSets, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
     DEFAULT_MAX_HALF_OPEN,
 };
 
@@ -51,11 +51,12 @@ pub struct TrackArgs {
     /// Output format: readable text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-    /// Which events to print: what matters (resets, half-open, TIME_WAIT,
-    /// SYN floods, CLOSE_WAIT, TIME_WAIT pressure), or also every new flow,
-    /// FIN, state change and retransmission.
-    #[arg(long, value_enum, default_value_t)]
-    pub events: EventSet,
+    /// Which events to print, a comma-separated list of sets: `notable`
+    /// (resets, half-open, TIME_WAIT, SYN floods, CLOSE_WAIT, TIME_WAIT
+    /// pressure), `conn` (one record per connection when it ends), `all`
+    /// (both, and every new flow, FIN, state change and retransmission).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "notable")]
+    pub events: Vec<EventSet>,
     /// A handshake not completed after this long is reported as half-open;
     /// an established connection whose data goes unacknowledged this long
     /// has lost its peer. Forms: 500ms, 2s, 1m.
@@ -68,6 +69,16 @@ pub struct TrackArgs {
     /// lasting this long is reported.
     #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value_t = ReportConfig::default().close_wait_timeout.into())]
     pub close_wait_timeout: Timeout,
+    /// An open connection quiet this long is ended (its `conn` record says
+    /// `end: idle_timeout`) and forgotten. The default outlasts Linux's
+    /// default keepalive (2 h 11 min 15 s).
+    #[arg(long, value_parser = duration, allow_hyphen_values = true, default_value_t = ReportConfig::default().idle_timeout.into())]
+    pub idle_timeout: Timeout,
+    /// Also print an interim `conn` record (`interim: true`, counts so far)
+    /// for every connection open this long, once per interval; off unless
+    /// given.
+    #[arg(long, value_parser = duration, allow_hyphen_values = true)]
+    pub conn_interval: Option<Timeout>,
     /// More half-open connections than this to one server endpoint is a SYN
     /// flood; it ends when they fall below half of it.
     #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = ReportConfig::default().syn_flood_threshold)]
@@ -108,7 +119,9 @@ impl TrackArgs {
                 close_wait_timeout: self.close_wait_timeout.into(),
                 syn_flood_threshold: self.syn_flood_threshold,
                 time_wait_pressure: self.time_wait_pressure,
-                events: self.events,
+                events: EventSets::of(&self.events),
+                idle_timeout: self.idle_timeout.into(),
+                conn_interval: self.conn_interval.map(Into::into),
                 ..config.report
             },
             rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
@@ -267,6 +280,19 @@ mod tests {
     }
 
     #[test]
+    fn event_sets_are_a_list() {
+        let sets = |arg: &str| config(&["--iface", "lo", "--events", arg]).report.events;
+        let (n, c, a) = (EventSet::Notable, EventSet::Conn, EventSet::All);
+        assert_eq!(sets("notable,conn"), EventSets { notable: true, conn: true, all: false });
+        assert_eq!(sets("conn"), EventSets { notable: false, conn: true, all: false });
+        assert_eq!(sets("all"), EventSets { notable: true, conn: true, all: true });
+        assert_eq!(sets("notable"), EventSets::of(&[n]));
+        assert_eq!(sets("conn,all,conn"), EventSets::of(&[c, a]));
+        let c = config(&["--iface", "lo", "--events", "conn", "--conn-interval", "30s", "--idle-timeout", "1h"]);
+        assert_eq!((c.report.conn_interval, c.report.idle_timeout), (Some(Duration::from_secs(30)), Duration::from_secs(3600)));
+    }
+
+    #[test]
     fn defaults_are_the_configs() {
         let c = config(&["--iface", "lo"]);
         assert_eq!(c, Config::new(vec!["lo".into()]));
@@ -280,7 +306,7 @@ mod tests {
         ]);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.interfaces, ["a", "b"]);
-        assert_eq!((c.format, c.report.events, c.egress), (Format::Json, EventSet::All, false));
+        assert_eq!((c.format, c.report.events, c.egress), (Format::Json, EventSet::All.into(), false));
         assert_eq!(c.report.half_open_timeout, Duration::from_millis(500));
         assert_eq!(c.rst_policy, RstPolicy::DropInvalid);
         assert_eq!((c.capacity.max_flows(), c.capacity.half_open_slots()), (1000, 128));

@@ -21,6 +21,17 @@ pub(super) enum Deadline {
     /// A reset connection's record is kept as long as a half-open timeout
     /// (segments still in flight), then dropped.
     Closed,
+    /// An interim `conn` record is due (`--conn-interval`).
+    Interim,
+}
+
+impl Deadline {
+    /// Whether the flow counts it among its pending deadlines, which keep
+    /// the audit away: interim records recur for as long as the connection
+    /// is open, and must not keep the audit from finding it evicted.
+    pub(super) fn pending(self) -> bool {
+        self != Deadline::Interim
+    }
 }
 
 /// (when, flow, incarnation, what): a deadline of an older incarnation of

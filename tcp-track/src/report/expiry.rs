@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     events::{Endpoint, Event},
-    vocab::{ConnState, EventKind},
+    vocab::{ConnState, EndReason, EventKind},
 };
 
 impl<L: FlowLookup> Reporter<L> {
@@ -25,7 +25,9 @@ impl<L: FlowLookup> Reporter<L> {
         let mut out = Vec::new();
         while let Some((at, id, incarnation, what)) = self.deadlines.pop_due(now) {
             if let Some(t) = self.flows.get_mut(&id).filter(|t| t.incarnation == incarnation) {
-                t.deadlines_pending = t.deadlines_pending.saturating_sub(1);
+                if what.pending() {
+                    t.deadlines_pending = t.deadlines_pending.saturating_sub(1);
+                }
                 out.extend(self.fire(&id, what, at));
             }
         }
@@ -88,11 +90,15 @@ impl<L: FlowLookup> Reporter<L> {
                     let member = t.flood_member;
                     let mut e = Event { event: EventKind::HalfOpenEnded, ..base };
                     e.set("outcome", "expired");
+                    // Given up: its record. (Gone from the table, it was
+                    // evicted, and the kernel wrote that record.)
+                    let record = rec.and_then(|r| self.end_flow(id, &r, EndReason::HalfOpenTimeout, at));
                     self.lookup.remove(id);
                     out.extend(self.forget(id, at));
                     if !member {
                         out.insert(0, e);
                     }
+                    out.extend(record);
                 }
             }
             Deadline::PeerLost => {
@@ -145,6 +151,7 @@ impl<L: FlowLookup> Reporter<L> {
                     out.extend(self.forget(id, at));
                 }
             }
+            Deadline::Interim => out.extend(self.interim(id, rec, at)),
             Deadline::CloseWait => {
                 let Some(r) = rec else { return out };
                 if !matches!(ConnState::from_raw(r.state), ConnState::FinWait | ConnState::CloseWait) {
@@ -166,6 +173,6 @@ impl<L: FlowLookup> Reporter<L> {
 /// How long since the flow's last segment, from its coarse timestamp
 /// (2^20 ns units), rounded up so that truncation never makes a flow look
 /// more recent than it is.
-fn idle_for(r: &FlowRecord, now: u64) -> u64 {
+pub(super) fn idle_for(r: &FlowRecord, now: u64) -> u64 {
     ((coarse_time(now).wrapping_sub(r.last_seen) as u64) + 1) << 20
 }

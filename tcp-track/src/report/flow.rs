@@ -41,4 +41,7 @@ impl FlowId {
 pub trait FlowLookup {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord>;
     fn remove(&mut self, id: &FlowId);
+    /// Every flow in the tables, with its record (a walk of the tables:
+    /// for the daemon's stop, not for its loop).
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)>;
 }

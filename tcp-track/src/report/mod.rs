@@ -15,7 +15,8 @@
 //!   they opened in (the daemon remembers no more of them than the kernel);
 //! - `pressure`: TIME_WAIT pressure per (client address, server);
 //! - `audit`: the round robin that finds flows evicted without a close;
-//! - `rate`: the per-flow rate limit.
+//! - `rate`: the per-flow rate limit;
+//! - `conn`: connection records, when connections end (and interim ones).
 //!
 //! `expiry` adds to the reporter what each deadline means when it comes:
 //! the flow's current record is read through `FlowLookup` then, rather
@@ -28,17 +29,18 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use tcp_track_common::{
     event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
-    flow::ORIGIN_SYN,
+    flow::{FlowRecord, ORIGIN_SYN},
 };
 
 use crate::{
     clock::WallClock,
-    config::{EventSet, ReportConfig},
+    config::ReportConfig,
     events::{client_server, Endpoint, Event, Timestamp},
-    vocab::{ConnState, EventKind, ResetClass},
+    vocab::{ConnState, EndReason, EventKind, ResetClass},
 };
 
 mod audit;
+mod conn;
 mod deadlines;
 mod expiry;
 mod flow;
@@ -48,6 +50,7 @@ mod rate;
 
 use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
+pub use conn::{ConnCounts, Histogram, DURATION_BOUNDS, HANDSHAKE_BOUNDS};
 pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
@@ -84,6 +87,16 @@ struct Tracked {
     /// the audit instead.
     deadlines_pending: u32,
     bucket: TokenBucket,
+    /// This incarnation's final `conn` record was written (by the kernel's
+    /// `EVENT_CONN_END` or the daemon's own decision).
+    ended: bool,
+    /// The flow record as the audit last read it: the figures of a `conn`
+    /// record for a flow evicted without a word.
+    last_rec: Option<FlowRecord>,
+    /// When this incarnation's first event came (monotonic ns), and the
+    /// client's direction: all a `conn` record has of a flow never read.
+    first_ns: u64,
+    initiator: u8,
 }
 
 pub struct Reporter<L: FlowLookup> {
@@ -106,6 +119,13 @@ pub struct Reporter<L: FlowLookup> {
     /// What the last kernel event produced, kept so that its allocation
     /// serves the next one.
     pending: Vec<Event>,
+    /// Final `conn` records by end (`EndReason` as index), interim ones.
+    conn_ended: Vec<u64>,
+    conn_interim: u64,
+    conn_duration: Histogram,
+    conn_handshake: Histogram,
+    /// `stop` wrote its records.
+    stopped: bool,
 }
 
 /// What the reporter holds at one instant, for readers (metrics, a flow
@@ -135,6 +155,8 @@ pub struct ReportSnapshot {
     pub suppressed: u64,
     /// Deadlines waiting, stale ones included.
     pub pending_deadlines: usize,
+    /// `conn` records written (counted whether printed or not).
+    pub conn: ConnCounts,
 }
 
 impl<L: FlowLookup> Reporter<L> {
@@ -153,6 +175,11 @@ impl<L: FlowLookup> Reporter<L> {
             resets: vec![[0; 2]; ResetClass::ALL.len()],
             vanished: 0,
             pending: Vec::new(),
+            conn_ended: vec![0; EndReason::ALL.len()],
+            conn_interim: 0,
+            conn_duration: Histogram::new(DURATION_BOUNDS),
+            conn_handshake: Histogram::new(HANDSHAKE_BOUNDS),
+            stopped: false,
         }
     }
 
@@ -198,15 +225,20 @@ impl<L: FlowLookup> Reporter<L> {
             vanished: self.vanished,
             suppressed: self.suppressed,
             pending_deadlines: self.pending_deadlines(),
+            conn: self.conn_counts(),
         }
     }
 
     /// One kernel event, already decoded into `ev`; returns what to print,
-    /// drained from a buffer the reporter keeps for the next event.
+    /// drained from a buffer the reporter keeps for the next event. A
+    /// connection's end (`EVENT_CONN_END`) carries a flow record and goes
+    /// to `on_conn_end` instead: here it is ignored.
     pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> std::vec::Drain<'_, Event> {
         let mut out = std::mem::take(&mut self.pending);
         out.clear();
-        self.handle(raw, ev, &mut out);
+        if ev.event != EventKind::Conn {
+            self.handle(raw, ev, &mut out);
+        }
         self.pending = out;
         self.pending.drain(..)
     }
@@ -220,11 +252,17 @@ impl<L: FlowLookup> Reporter<L> {
         // One look at the flow for the common case, an event on a flow
         // already tracked: server, flood membership and whether it is
         // half-open only change in the branches below that update them here.
+        // A SYN on a closed 4-tuple's entry: a new incarnation, which will
+        // have a record of its own.
+        let reborn = old_state >= ConnState::TimeWait && new_state != ConnState::None && new_state < ConnState::TimeWait;
         let known = if opening {
             None
         } else {
             self.flows.get_mut(&id).map(|t| {
                 t.state = new_state;
+                if reborn {
+                    (t.ended, t.last_rec, t.first_ns, t.initiator) = (false, None, now, raw.initiator);
+                }
                 (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)
             })
         };
@@ -235,7 +273,7 @@ impl<L: FlowLookup> Reporter<L> {
                 (client_server(raw).1, false, false)
             }
         };
-        let verbose = self.cfg.events == EventSet::All;
+        let verbose = self.cfg.events.all;
 
         // A connection opening: count it among its server's half-open ones.
         if opening && raw.origin == ORIGIN_SYN {
@@ -300,8 +338,10 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// Start remembering a flow; returns what ending an older incarnation's
-    /// accounting produced (a `syn_flood_ended`).
-    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Option<Event> {
+    /// accounting produced (a `syn_flood_ended`; the `conn` record of one
+    /// the table evicted without a word, which a new flow on its 4-tuple
+    /// shows before the audit could).
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Vec<Event> {
         let (client, server) = client_server(raw);
         self.incarnations += 1;
         let t = Tracked {
@@ -321,6 +361,10 @@ impl<L: FlowLookup> Reporter<L> {
             peer_lost_reported: false,
             deadlines_pending: 0,
             bucket: TokenBucket::full(self.cfg.per_flow_rate, raw.ts_ns),
+            ended: false,
+            last_rec: None,
+            first_ns: raw.ts_ns,
+            initiator: raw.initiator,
         };
         let incarnation = t.incarnation;
         let old = self.flows.insert(*id, t);
@@ -328,8 +372,19 @@ impl<L: FlowLookup> Reporter<L> {
         // flows tracked in the same incarnation.
         let flows = &self.flows;
         self.audit.push(*id, incarnation, flows.len(), |id, inc| current(flows, id, inc).is_some());
+        if let Some(every) = self.cfg.conn_interval.filter(|_| self.cfg.events.conn) {
+            self.arm(raw.ts_ns.saturating_add(dur_ns(every)), *id, Deadline::Interim);
+        }
         // A new incarnation of the 4-tuple: the old one's accounting ends.
-        self.release(&old?, raw.ts_ns)
+        let Some(old) = old else { return Vec::new() };
+        let mut out = Vec::new();
+        if !old.ended {
+            self.vanished += 1;
+            let (rec, last_ns) = conn::vanished_record(&old, raw.ts_ns);
+            out.extend(self.conn_record(id, old.iface.clone(), &rec, conn::Ending { end: Some(EndReason::Evicted), reset: None, last_ns }));
+        }
+        out.extend(self.release(&old, raw.ts_ns));
+        out
     }
 
     /// Undo the counts a flow held: its place among its server's half-open
@@ -354,7 +409,9 @@ impl<L: FlowLookup> Reporter<L> {
     fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
         let incarnation = match self.flows.get_mut(&id) {
             Some(t) => {
-                t.deadlines_pending += 1;
+                if what.pending() {
+                    t.deadlines_pending += 1;
+                }
                 t.incarnation
             }
             None => 0,
@@ -459,16 +516,36 @@ impl<L: FlowLookup> Reporter<L> {
     /// that is gone was evicted without a close. Counted in `vanished` and
     /// forgotten, so evictions are not silent and the daemon's memory does
     /// not keep flows the kernel dropped. Returns what forgetting printed.
+    ///
+    /// The audit also keeps each open flow's latest record (for the `conn`
+    /// record of a flow evicted later) and ends flows quiet for longer than
+    /// the idle timeout: it sees every flow once per round, so an idle
+    /// connection is ended at most a round late (tracked flows /
+    /// `budget` seconds).
     pub fn audit(&mut self, now: u64, budget: usize) -> Vec<Event> {
         let mut out = Vec::new();
         for _ in 0..budget.min(self.audit.len()) {
             let Some((id, inc)) = self.audit.next() else { break };
             let Some(t) = current(&self.flows, &id, inc) else { continue };
-            if t.deadlines_pending > 0 || self.lookup.lookup(&id).is_some() {
+            if t.deadlines_pending > 0 {
+                self.audit.requeue(id, inc);
+                continue;
+            }
+            if let Some(rec) = self.lookup.lookup(&id) {
+                if conn::open(rec.state) && expiry::idle_for(&rec, now) >= dur_ns(self.cfg.idle_timeout) {
+                    out.extend(self.end_flow(&id, &rec, EndReason::IdleTimeout, now));
+                    self.lookup.remove(&id);
+                    out.extend(self.forget(&id, now));
+                    continue;
+                }
+                if let Some(t) = self.flows.get_mut(&id) {
+                    t.last_rec = Some(rec);
+                }
                 self.audit.requeue(id, inc);
                 continue;
             }
             self.vanished += 1;
+            out.extend(self.end_vanished(&id, now));
             out.extend(self.forget(&id, now));
         }
         out
@@ -499,11 +576,7 @@ impl<L: FlowLookup> Reporter<L> {
         match new {
             ConnState::TimeWait => {
                 // RFC 9293 §3.6: the active closer waits 2 MSL.
-                let closer = match raw.detail & (DETAIL_CLOSER_LO | DETAIL_CLOSER_HI) {
-                    x if x == DETAIL_CLOSER_LO | DETAIL_CLOSER_HI => Closer::Both,
-                    DETAIL_CLOSER_LO => side_of(raw, 0),
-                    _ => side_of(raw, 1),
-                };
+                let closer = conn::closer_of(raw.detail & DETAIL_CLOSER_LO != 0, raw.detail & DETAIL_CLOSER_HI != 0, raw.initiator);
                 if let Some(t) = self.flows.get_mut(id) {
                     t.closer = closer;
                 }
@@ -543,11 +616,6 @@ impl<L: FlowLookup> Reporter<L> {
 /// and heap entries of a flow since forgotten or reincarnated are stale.
 fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
     flows.get(id).filter(|t| t.incarnation == incarnation)
-}
-
-/// `client` or `server`: the side sending in direction `dir`.
-fn side_of(raw: &FlowEvent, dir: u8) -> Closer {
-    if dir == raw.initiator & 1 { Closer::Client } else { Closer::Server }
 }
 
 /// Who closed a connection first (the side that enters TIME_WAIT, RFC

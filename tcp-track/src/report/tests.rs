@@ -16,7 +16,10 @@ use tcp_track_common::{
 };
 
 use super::*;
-use crate::{config::EventSet, events::FieldValue};
+use crate::{
+    config::{EventSet, EventSets},
+    events::FieldValue,
+};
 use crate::{
     clock::WallClock,
     events::Decoder,
@@ -41,6 +44,11 @@ impl FlowLookup for FakeTable {
         self.records.remove(id);
         self.removed.push(*id);
     }
+    fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
+        let mut all: Vec<_> = self.records.iter().map(|(id, r)| (*id, *r)).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
 }
 
 const S: u64 = 1_000_000_000;
@@ -53,7 +61,9 @@ fn cfg() -> ReportConfig {
         close_wait_timeout: Duration::from_secs(5),
         syn_flood_threshold: 10,
         time_wait_pressure: 3,
-        events: EventSet::Notable,
+        events: EventSet::Notable.into(),
+        idle_timeout: Duration::from_secs(3600),
+        conn_interval: None,
         per_flow_rate: 10,
         max_half_open_tracked: 1000,
     }
@@ -420,7 +430,7 @@ fn a_misbehaving_flow_is_rate_limited() {
 
 #[test]
 fn all_events_mode_prints_transitions_too() {
-    let mut g = Rig::new(ReportConfig { events: EventSet::All, ..cfg() });
+    let mut g = Rig::new(ReportConfig { events: EventSet::All.into(), ..cfg() });
     let evs = g.feed(raw(EVENT_FLOW_NEW, 40009, T0, true, SYN, 0, STATE_SYN_SENT));
     assert_eq!(names(&evs), ["flow_new"]);
 }
@@ -489,4 +499,238 @@ fn the_snapshot_counts_what_the_reporter_follows() {
     );
     assert_eq!((s.vanished, s.suppressed), (0, 0));
     assert_eq!(s.pending_deadlines, g.r.pending_deadlines());
+}
+
+/// Connection records (`conn`): the reporter's side, on a fake table.
+mod conn_records {
+    use tcp_track_common::{
+        event::{CONN_END_EVICTED, CONN_END_FIN, CONN_END_RESET, EVENT_CONN_END},
+        flow::{INFO_CLOSER_HI, PEER_SEEN},
+        state::RESET_REFUSED,
+    };
+
+    use super::*;
+    use crate::vocab::EndReason;
+
+    fn conn_cfg() -> ReportConfig {
+        ReportConfig { events: EventSets::of(&[EventSet::Notable, EventSet::Conn]), ..cfg() }
+    }
+
+    /// A flow record with these figures: the client (`lo`) sent `c`
+    /// segments, the server `s`; first segment at `first`, last at `last`.
+    fn rec(state: u8, c: u32, s: u32, first: u64, last: u64) -> FlowRecord {
+        let mut r = FlowRecord { state, initiator: DIR_LO_TO_HI, packets: [c, s], first_ns: first, last_seen: coarse_time(last), ..FlowRecord::default() };
+        r.peer[0].flags = PEER_SEEN;
+        r.peer[1].flags = PEER_SEEN;
+        r
+    }
+
+    /// The kernel's `EVENT_CONN_END` for flow `port` at `ts`.
+    fn end_raw(port: u16, ts: u64, end: u8, from_client: bool, old: u8, new: u8) -> FlowEvent {
+        FlowEvent { end, ..raw(EVENT_CONN_END, port, ts, from_client, ACK, old, new) }
+    }
+
+    impl Rig {
+        fn conn_end(&mut self, raw: &FlowEvent, rec: &FlowRecord) -> Vec<Event> {
+            let evs = self.r.on_conn_end(raw, rec, "veth0".into());
+            self.check(evs)
+        }
+
+        fn audit(&mut self, now: u64) -> Vec<Event> {
+            let evs = self.r.audit(now, 100);
+            self.check(evs)
+        }
+
+        fn stop(&mut self, now: u64) -> Vec<Event> {
+            let evs = self.r.stop(now, "veth0".into());
+            self.check(evs)
+        }
+
+        /// A connection on `port` opened and established at `at`.
+        fn open(&mut self, port: u16, at: u64) -> FlowEvent {
+            let new = raw(EVENT_FLOW_NEW, port, at, true, SYN, 0, STATE_SYN_SENT);
+            self.feed(new);
+            self.feed(raw(EVENT_STATE, port, at, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+            new
+        }
+    }
+
+    fn conns(evs: &[Event]) -> Vec<&Event> {
+        evs.iter().filter(|e| e.event == EventKind::Conn).collect()
+    }
+
+    fn json(ev: &Event) -> serde_json::Value {
+        ev.to_json().unwrap()
+    }
+
+    #[test]
+    fn an_orderly_close_gives_one_record_with_the_schemas_fields_in_order() {
+        let mut g = Rig::new(conn_cfg());
+        let new = g.open(40000, T0);
+        let mut r = rec(STATE_TIME_WAIT, 6, 4, T0, T0 + S / 2);
+        r.info |= INFO_CLOSER_HI;
+        r.retransmits = [1, 0];
+        r.rst_dropped = 2;
+        let evs = g.conn_end(&end_raw(40000, T0 + S / 2, CONN_END_FIN, true, STATE_LAST_ACK, STATE_TIME_WAIT), &r);
+        let keys: Vec<&str> = evs[0].extra.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "duration_s", "conn_state", "end", "closer", "client_bytes", "server_bytes", "client_packets", "server_packets",
+                "client_retransmits", "server_retransmits", "rst_dropped", "state"
+            ],
+            "the schema's order (CONN_SCHEMA.md); handshake timing absent when not measured"
+        );
+        let j = json(&evs[0]);
+        assert_eq!(j["event"], "conn");
+        assert_eq!((j["client"].as_str(), j["server"].as_str()), (Some("198.18.0.1:40000"), Some("198.18.0.2:80")));
+        assert_eq!(j["ts"], g.dec.timestamp(T0).to_string(), "ts is the first segment's time");
+        assert_eq!(j["duration_s"], 0.5);
+        assert_eq!((j["end"].as_str(), j["closer"].as_str(), j["state"].as_str()), (Some("fin"), Some("server"), Some("TIME_WAIT")));
+        assert_eq!((j["client_packets"].as_u64(), j["server_packets"].as_u64()), (Some(6), Some(4)));
+        assert_eq!((j["client_retransmits"].as_u64(), j["rst_dropped"].as_u64()), (Some(1), Some(2)));
+        // The same end again (it cannot come twice from the kernel, but the
+        // daemon may have ended the flow itself a moment before): nothing.
+        assert!(g.conn_end(&end_raw(40000, T0 + S, CONN_END_FIN, true, STATE_LAST_ACK, STATE_TIME_WAIT), &r).is_empty());
+        assert_eq!(g.r.snapshot().conn.ended.iter().find(|(e, _)| *e == EndReason::Fin), Some(&(EndReason::Fin, 1)));
+        // A SYN reusing the 4-tuple after a reset is a new flow: its own record.
+        g.feed(FlowEvent { ..raw(EVENT_STATE, 40000, T0 + 2 * S, true, SYN, STATE_CLOSE, STATE_SYN_SENT) });
+        let r2 = rec(STATE_CLOSE, 1, 1, T0 + 2 * S, T0 + 2 * S);
+        let reset = FlowEvent { reset: RESET_REFUSED, ..end_raw(40000, T0 + 2 * S, CONN_END_RESET, false, STATE_SYN_SENT, STATE_CLOSE) };
+        assert_eq!(conns(&g.conn_end(&reset, &r2)).len(), 1);
+        let _ = new;
+    }
+
+    #[test]
+    fn a_reset_says_its_reason_and_sender() {
+        let mut g = Rig::new(conn_cfg());
+        g.feed(raw(EVENT_FLOW_NEW, 40001, T0, true, SYN, 0, STATE_SYN_SENT));
+        g.feed(FlowEvent { reset: RESET_REFUSED, ..raw(EVENT_RST, 40001, T0 + 1000, false, RST | ACK, STATE_SYN_SENT, STATE_CLOSE) });
+        let r = rec(STATE_CLOSE, 1, 1, T0, T0 + 1000);
+        let reset = FlowEvent { reset: RESET_REFUSED, ..end_raw(40001, T0 + 1000, CONN_END_RESET, false, STATE_SYN_SENT, STATE_CLOSE) };
+        let j = json(&g.conn_end(&reset, &r)[0]);
+        assert_eq!((j["end"].as_str(), j["reset_reason"].as_str(), j["reset_from"].as_str()), (Some("reset"), Some("refused"), Some("server")));
+        assert!(j.get("closer").is_none() && j.get("interim").is_none());
+        assert_eq!(j["duration_s"], 0.000001);
+    }
+
+    #[test]
+    fn only_the_conn_set_prints_them_and_they_are_counted_either_way() {
+        let mut g = Rig::new(cfg());
+        g.open(40002, T0);
+        let r = rec(STATE_TIME_WAIT, 3, 3, T0, T0);
+        assert!(g.conn_end(&end_raw(40002, T0, CONN_END_FIN, true, STATE_LAST_ACK, STATE_TIME_WAIT), &r).is_empty());
+        assert_eq!(g.r.snapshot().conn.ended[EndReason::Fin as usize], (EndReason::Fin, 1));
+        assert!(g.stop(T0 + S).is_empty(), "no records at stop either");
+    }
+
+    #[test]
+    fn a_handshake_given_up_ends_with_its_record_and_leaves_the_table() {
+        let mut g = Rig::new(conn_cfg());
+        let new = raw(EVENT_FLOW_NEW, 40003, T0, true, SYN, 0, STATE_SYN_SENT);
+        g.feed(new);
+        g.set_record(&new, STATE_SYN_SENT, |r| {
+            r.packets = [3, 0];
+            r.first_ns = T0;
+            r.last_seen = coarse_time(T0 + 2 * S);
+        });
+        assert_eq!(names(&g.on_time(T0 + 3 * S)), ["half_open"]);
+        let evs = g.on_time(T0 + 6 * S);
+        assert_eq!(names(&evs), ["half_open_ended", "conn"]);
+        let j = json(&evs[1]);
+        assert_eq!((j["end"].as_str(), j["client_packets"].as_u64(), j["state"].as_str()), (Some("half_open_timeout"), Some(3), Some("SYN_SENT")));
+        assert!((j["duration_s"].as_f64().unwrap() - 2.0).abs() < 0.002, "to its last segment: {j}");
+        assert!(g.r.lookup().records.is_empty(), "removed from the table");
+        assert!(g.stop(T0 + 7 * S).is_empty());
+    }
+
+    #[test]
+    fn the_audit_ends_idle_connections_and_writes_evicted_ones_from_its_last_look() {
+        let mut g = Rig::new(ReportConfig { idle_timeout: Duration::from_secs(100), ..conn_cfg() });
+        let quiet = g.open(40004, T0);
+        let busy = g.open(40005, T0);
+        g.set_record(&quiet, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 5, 5, T0, T0 + S));
+        g.set_record(&busy, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 7, 8, T0, T0 + 49 * S));
+        // The half-open deadlines pass first (the audit skips flows waiting for one).
+        g.on_time(T0 + 4 * S);
+        let early = g.audit(T0 + 50 * S);
+        assert!(early.is_empty(), "neither is idle yet: {early:?}");
+        let evs = g.audit(T0 + 102 * S);
+        assert_eq!(conns(&evs).len(), 1);
+        let j = json(&evs[0]);
+        assert_eq!((j["client"].as_str(), j["end"].as_str(), j["client_packets"].as_u64()), (Some("198.18.0.1:40004"), Some("idle_timeout"), Some(5)));
+        assert!((j["duration_s"].as_f64().unwrap() - 1.0).abs() < 0.002, "first to last segment: {j}");
+        assert_eq!(g.r.lookup().removed, [FlowId::of(&quiet)], "removed, so that a later segment starts a new flow");
+        // The busy one is evicted silently: its record from the audit's last look.
+        g.r.lookup_mut().records.clear();
+        let evs = g.audit(T0 + 103 * S);
+        let j = json(&evs[0]);
+        assert_eq!((j["client"].as_str(), j["end"].as_str(), j["server_packets"].as_u64()), (Some("198.18.0.1:40005"), Some("evicted"), Some(8)));
+        assert_eq!(g.r.vanished, 1);
+        assert!(g.stop(T0 + 104 * S).is_empty(), "both had their record");
+    }
+
+    /// The table evicted an open flow and a new flow took its 4-tuple
+    /// before the audit looked: the old one's record comes with the new
+    /// flow's first event.
+    #[test]
+    fn a_new_flow_on_a_silently_evicted_ones_4_tuple_ends_the_old_one() {
+        let mut g = Rig::new(conn_cfg());
+        g.open(40011, T0);
+        let evs = g.feed(raw(EVENT_FLOW_NEW, 40011, T0 + 5 * S, true, SYN, 0, STATE_SYN_SENT));
+        let c = conns(&evs);
+        assert_eq!(c.len(), 1);
+        let j = json(c[0]);
+        assert_eq!((j["end"].as_str(), j["conn_state"].as_str(), j["duration_s"].as_f64()), (Some("evicted"), Some("OTH"), Some(0.0)), "nothing read of it: {j}");
+        assert_eq!(g.r.vanished, 1);
+        // The new flow is followed afresh: its own record at its end.
+        let r = rec(STATE_CLOSE, 1, 1, T0 + 5 * S, T0 + 5 * S);
+        let reset = FlowEvent { reset: RESET_REFUSED, ..end_raw(40011, T0 + 5 * S, CONN_END_RESET, false, STATE_SYN_SENT, STATE_CLOSE) };
+        assert_eq!(conns(&g.conn_end(&reset, &r)).len(), 1);
+    }
+
+    #[test]
+    fn interim_records_come_once_per_interval_until_the_end() {
+        let mut g = Rig::new(ReportConfig { conn_interval: Some(Duration::from_secs(10)), ..conn_cfg() });
+        let new = g.open(40006, T0);
+        g.set_record(&new, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 2, 2, T0, T0 + S));
+        let first = g.on_time(T0 + 10 * S);
+        let c = conns(&first);
+        assert_eq!(c.len(), 1);
+        let j = json(c[0]);
+        assert_eq!((j["interim"].as_bool(), j.get("end")), (Some(true), None));
+        assert_eq!(conns(&g.on_time(T0 + 15 * S)).len(), 0);
+        assert_eq!(conns(&g.on_time(T0 + 20 * S)).len(), 1);
+        let end = g.conn_end(&end_raw(40006, T0 + 25 * S, CONN_END_FIN, true, STATE_LAST_ACK, STATE_TIME_WAIT), &rec(STATE_TIME_WAIT, 4, 4, T0, T0 + 25 * S));
+        assert_eq!(json(&end[0])["end"], "fin");
+        assert_eq!(conns(&g.on_time(T0 + 40 * S)).len(), 0, "no interim record after the final one");
+        assert_eq!(g.r.snapshot().conn.interim, 2);
+    }
+
+    #[test]
+    fn at_stop_every_open_connection_gets_exactly_one_final_record() {
+        let mut g = Rig::new(conn_cfg());
+        let a = g.open(40007, T0);
+        let b = g.open(40008, T0);
+        let c = g.open(40009, T0);
+        g.set_record(&a, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 3, 2, T0, T0 + S));
+        g.set_record(&b, STATE_TIME_WAIT, |r| *r = rec(STATE_TIME_WAIT, 5, 5, T0, T0 + S));
+        g.conn_end(&end_raw(40008, T0 + S, CONN_END_FIN, true, STATE_LAST_ACK, STATE_TIME_WAIT), &rec(STATE_TIME_WAIT, 5, 5, T0, T0 + S));
+        // c vanished from the table before any audit: a record all the same.
+        let _ = c;
+        // A flow the daemon never heard of (its events were lost) is in the table.
+        let lost = raw(EVENT_FLOW_NEW, 40010, T0, true, SYN, 0, STATE_SYN_SENT);
+        g.set_record(&lost, STATE_SYN_SENT, |r| *r = rec(STATE_SYN_SENT, 1, 0, T0, T0));
+        let evs = g.stop(T0 + 2 * S);
+        let mut got: Vec<(String, String)> =
+            evs.iter().map(json).map(|j| (j["client"].as_str().unwrap().to_string(), j["end"].as_str().unwrap().to_string())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [("198.18.0.1:40007".into(), "stopped".into()), ("198.18.0.1:40009".into(), "evicted".into()), ("198.18.0.1:40010".into(), "stopped".into())]
+        );
+        assert!(g.stop(T0 + 3 * S).is_empty(), "once");
+        let evicted = g.conn_end(&FlowEvent { end: CONN_END_EVICTED, ..end_raw(40009, T0, 0, true, 1, 1) }, &rec(STATE_SYN_SENT, 1, 0, T0, T0));
+        assert!(evicted.is_empty(), "the kernel's word after the daemon's: still one record");
+    }
 }
