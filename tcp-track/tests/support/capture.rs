@@ -6,7 +6,8 @@
 //! capture with a marker frame (not TCP: it only carries capture time up
 //! to that instant, so the deadlines due by then fire in the capture too),
 //! stops both, reads the capture with the daemon's own options and
-//! compares the two outputs event by event.
+//! compares the two outputs event by event, `conn` records included
+//! (the daemon's `end: stopped` is the capture's `end: capture_end`).
 
 use std::{
     cell::Cell,
@@ -46,6 +47,18 @@ pub fn while_capturing<T>(f: impl FnOnce() -> T) -> T {
     ON.set(true);
     let _off = Off;
     f()
+}
+
+/// The daemon's arguments when this thread is capturing: `conn` records
+/// added to what is printed (and compared), except where the scenario
+/// counts its lines (the SYN flood's thousands of half-open connections).
+pub fn with_conn_records<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    if ON.get() && !args.contains(&"--syn-flood-threshold") {
+        // A list given replaces the default (`notable`); a repeated option adds.
+        args.extend(["--events", if args.contains(&"--events") { "conn" } else { "notable,conn" }]);
+    }
+    args
 }
 
 /// Events printed within this much of each other's time are the same.
@@ -157,7 +170,7 @@ impl Drop for Capture {
 /// The JSON events of `lines` timed before `cutoff`, without what a capture
 /// cannot know: the hook (`seen`) and the interface's name.
 fn before(lines: &[String], cutoff: SystemTime) -> Vec<Value> {
-    lines
+    let mut events: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .filter(|v| time(&v["ts"]).is_some_and(|t| t < cutoff))
@@ -165,17 +178,28 @@ fn before(lines: &[String], cutoff: SystemTime) -> Vec<Value> {
             let o = v.as_object_mut().unwrap();
             o.remove("seen");
             o.remove("iface");
+            // A connection open at the end: the daemon stopped, the capture
+            // ended.
+            if o.get("end").is_some_and(|e| e == "stopped") {
+                o.insert("end".into(), "capture_end".into());
+            }
             v
         })
-        .collect()
+        .collect();
+    // The records written at the end come in the order of a walk of the
+    // tables (the kernel's hash map, the host's LRU): sorted by connection.
+    let key = |v: &Value| (v["end"] == "capture_end", v["client"].to_string(), v["server"].to_string());
+    let at_end = events.iter().rposition(|v| v["end"] != "capture_end").map_or(0, |i| i + 1);
+    events[at_end..].sort_by_key(key);
+    events
 }
 
 fn time(v: &Value) -> Option<SystemTime> {
     humantime::parse_rfc3339(v.as_str()?).ok()
 }
 
-/// The same event: the same fields, equal but for times (within 1 ms) and
-/// durations in seconds (within 2 ms).
+/// The same event: the same fields, equal but for times and intervals in
+/// microseconds (within 1 ms) and durations in seconds (within 2 ms).
 fn same(a: &Value, b: &Value) -> Result<(), String> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -183,7 +207,13 @@ fn same(a: &Value, b: &Value) -> Result<(), String> {
             if kx != ky {
                 return Err(format!("fields differ: {kx:?} / {ky:?}"));
             }
-            x.iter().try_for_each(|(k, v)| same(v, &y[k]).map_err(|e| format!("{k}: {e}")))
+            x.iter().try_for_each(|(k, v)| {
+                // Intervals in microseconds (handshake timing) are times too.
+                if let (true, Some(p), Some(q)) = (k.ends_with("_us"), v.as_i64(), y[k].as_i64()) {
+                    return if (p - q).abs() <= 1000 { Ok(()) } else { Err(format!("{k}: {p} / {q} µs")) };
+                }
+                same(v, &y[k]).map_err(|e| format!("{k}: {e}"))
+            })
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x.iter().zip(y).try_for_each(|(p, q)| same(p, q)),
         (Value::String(x), Value::String(y)) => match (time(a), time(b)) {

@@ -18,7 +18,10 @@ use nix::{
 };
 use serde_json::Value;
 
-use super::{capture::Capture, netns::Netns};
+use super::{
+    capture::{self, Capture},
+    netns::Netns,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-track");
 
@@ -38,6 +41,8 @@ pub struct Daemon {
 impl Daemon {
     /// Start `tcp-track ARGS` inside `ns` and wait until it is watching.
     pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        let args = capture::with_conn_records(args);
+        let args = &args[..];
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name, BIN]).args(args);
         let capture = Capture::start(ns, args);
