@@ -236,11 +236,14 @@ impl<L: FlowLookup> Reporter<L> {
     /// connection still open, and the next deadline.
     pub(super) fn interim(&mut self, id: &FlowId, rec: Option<FlowRecord>, at: u64) -> Option<Event> {
         let every = self.cfg.conn_interval?;
-        let t = self.flows.get(id)?;
+        let t = self.flows.get_mut(id)?;
+        // Re-armed below only for a connection still open.
+        t.interim_armed = false;
         if t.ended {
             return None;
         }
         let rec = rec.filter(|r| open(r.state))?;
+        t.interim_armed = true;
         let iface = t.iface.clone();
         self.arm(at.saturating_add(dur_ns(every)), *id, Deadline::Interim);
         self.conn_record(id, iface, &rec, Ending { end: None, reset: None, last_ns: last_seen_ns(&rec, at).min(at) })

@@ -97,6 +97,8 @@ struct Tracked {
     /// client's direction: all a `conn` record has of a flow never read.
     first_ns: u64,
     initiator: u8,
+    /// An interim record's deadline is pending.
+    interim_armed: bool,
 }
 
 pub struct Reporter<L: FlowLookup> {
@@ -266,6 +268,9 @@ impl<L: FlowLookup> Reporter<L> {
                 (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)
             })
         };
+        if reborn && known.is_some() {
+            self.arm_interim(id, now);
+        }
         let (server, mut member, mut half_open) = match known {
             Some(k) => k,
             None => {
@@ -365,6 +370,7 @@ impl<L: FlowLookup> Reporter<L> {
             last_rec: None,
             first_ns: raw.ts_ns,
             initiator: raw.initiator,
+            interim_armed: false,
         };
         let incarnation = t.incarnation;
         let old = self.flows.insert(*id, t);
@@ -372,9 +378,7 @@ impl<L: FlowLookup> Reporter<L> {
         // flows tracked in the same incarnation.
         let flows = &self.flows;
         self.audit.push(*id, incarnation, flows.len(), |id, inc| current(flows, id, inc).is_some());
-        if let Some(every) = self.cfg.conn_interval.filter(|_| self.cfg.events.conn) {
-            self.arm(raw.ts_ns.saturating_add(dur_ns(every)), *id, Deadline::Interim);
-        }
+        self.arm_interim(*id, raw.ts_ns);
         // A new incarnation of the 4-tuple: the old one's accounting ends.
         let Some(old) = old else { return Vec::new() };
         let mut out = Vec::new();
@@ -403,6 +407,18 @@ impl<L: FlowLookup> Reporter<L> {
     /// Drop the daemon's memory of a flow.
     fn forget(&mut self, id: &FlowId, at: u64) -> Vec<Event> {
         self.flows.remove(id).and_then(|t| self.release(&t, at)).into_iter().collect()
+    }
+
+    /// With `--conn-interval` (and `conn` records printed), the first
+    /// interim record of flow `id`, opened at `at`, unless one is pending
+    /// (a new incarnation on the same entry keeps the chain it finds).
+    fn arm_interim(&mut self, id: FlowId, at: u64) {
+        let Some(every) = self.cfg.conn_interval.filter(|_| self.cfg.events.conn) else { return };
+        match self.flows.get_mut(&id) {
+            Some(t) if !t.interim_armed => t.interim_armed = true,
+            _ => return,
+        }
+        self.arm(at.saturating_add(dur_ns(every)), id, Deadline::Interim);
     }
 
     /// `what` for flow `id` (its current incarnation) at `at`.

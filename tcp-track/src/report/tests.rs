@@ -707,6 +707,25 @@ mod conn_records {
         assert_eq!(g.r.snapshot().conn.interim, 2);
     }
 
+    /// A new incarnation on a reset flow's entry keeps one chain of interim
+    /// records, not two.
+    #[test]
+    fn a_reborn_flow_has_one_interim_chain() {
+        let mut g = Rig::new(ReportConfig { conn_interval: Some(Duration::from_secs(10)), ..conn_cfg() });
+        let new = g.open(40012, T0);
+        let reset = FlowEvent { reset: RESET_EXACT, ..end_raw(40012, T0 + 2 * S, CONN_END_RESET, true, STATE_ESTABLISHED, STATE_CLOSE) };
+        g.feed(FlowEvent { reset: RESET_EXACT, ..raw(EVENT_RST, 40012, T0 + 2 * S, true, RST, STATE_ESTABLISHED, STATE_CLOSE) });
+        assert_eq!(conns(&g.conn_end(&reset, &rec(STATE_CLOSE, 3, 2, T0, T0 + 2 * S))).len(), 1);
+        g.feed(raw(EVENT_STATE, 40012, T0 + 3 * S, true, SYN, STATE_CLOSE, STATE_SYN_SENT));
+        g.feed(raw(EVENT_STATE, 40012, T0 + 3 * S, true, ACK, STATE_SYN_RECV, STATE_ESTABLISHED));
+        g.set_record(&new, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 2, 1, T0 + 3 * S, T0 + 3 * S));
+        let mut interim = 0;
+        for t in 4..=25 {
+            interim += conns(&g.on_time(T0 + t * S)).len();
+        }
+        assert_eq!(interim, 2, "at 10 s and 20 s, once each");
+    }
+
     #[test]
     fn at_stop_every_open_connection_gets_exactly_one_final_record() {
         let mut g = Rig::new(conn_cfg());
