@@ -54,6 +54,18 @@ pub const CONN_END_CAPTURE_END: u8 = 7;
 /// `FlowEvent::hook`: which program saw the segment.
 pub const HOOK_XDP: u8 = 0;
 pub const HOOK_TC_EGRESS: u8 = 1;
+/// A frame read from a capture file (`tcp-track read`): which direction it
+/// took through the host is unknown, so it is judged as XDP judges what it
+/// sees (RST checksum, RST policy).
+pub const HOOK_CAPTURE: u8 = 2;
+
+/// Whether a segment seen by `hook` is judged as XDP judges ingress: its
+/// RST must prove its checksum and the RST policy applies. Segments seen
+/// at TC egress come from this host's own stack.
+#[inline(always)]
+pub const fn judged_as_ingress(hook: u8) -> bool {
+    hook != HOOK_TC_EGRESS
+}
 
 /// `FlowEvent::detail` bits.
 pub const DETAIL_DROP_JUSTIFIED: u8 = 0x01;

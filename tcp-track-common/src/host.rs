@@ -16,7 +16,7 @@
 //! let mut tracker = HostTracker::new(65536, 16384, 0x1234_5678);
 //! let mut events = Vec::new();
 //! let frame = [0u8; 60]; // not even Ethernet II with an IP ethertype
-//! assert_eq!(tracker.segment(&frame, 1, HOOK_XDP, 1_000_000, &mut events), Observed::NotTcp);
+//! assert_eq!(tracker.segment(&frame[..], 1, HOOK_XDP, 1_000_000, &mut events), Observed::NotTcp);
 //! assert_eq!(tracker.counters()[counters::NOT_TCP as usize], 1);
 //! assert!(events.is_empty());
 //! ```
@@ -27,11 +27,11 @@ use lru::LruCache;
 
 use crate::{
     counters,
-    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_XDP},
+    event::{judged_as_ingress, ConnEnd, FlowEvent, EVENT_CONN_END},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{find, geometry, set_of, Set, SetV4, SetV6},
-    parse::Segment,
+    parse::{Packet, Segment},
     state::Outcome,
     table::{Driver, FlowKey, FlowStore, Insert, Scratch, Seen},
     track::{observe, Observed},
@@ -112,6 +112,16 @@ where
     /// hash evicts without telling).
     pub fn lru_evicted(&self) -> u64 {
         self.lru_evicted
+    }
+
+    /// Every flow held, in either table, with its record (a walk of both:
+    /// for the end of a capture, not per packet).
+    pub fn flows(&self) -> impl Iterator<Item = (K, FlowRecord)> + '_ {
+        let established = self.flows.iter().map(|(k, r)| (*k, *r));
+        let half_open = self.half_open.iter().flat_map(|set| {
+            (0..crate::halfopen::WAYS).filter(|&w| set.born()[w as usize] != 0).map(move |w| (*set.key(w), *set.record(w)))
+        });
+        established.chain(half_open)
     }
 }
 
@@ -255,6 +265,7 @@ impl HostTracker {
     }
 
     /// The RST policy (`guard::RST_POLICY_*`) applied to RSTs seen at XDP
+    /// or read from a capture (`event::judged_as_ingress`)
     /// (egress RSTs come from the host's own stack: never dropped).
     pub fn set_rst_policy(&mut self, policy: u8) {
         self.rst_policy = policy;
@@ -271,13 +282,14 @@ impl HostTracker {
         }
     }
 
-    /// One frame (from its Ethernet header), seen at `now_ns` on `ifindex`
+    /// One frame (from its Ethernet header: a byte slice, or any `Packet`,
+    /// such as a capture's frame cut by its snap length), seen at `now_ns` on `ifindex`
     /// by `hook` (`event::HOOK_*`): what became of it; its events, if any,
     /// are appended to `events`. `Observed::Dropped` is where XDP would
     /// drop it.
-    pub fn segment(&mut self, frame: &[u8], ifindex: u32, hook: u8, now_ns: u64, events: &mut Vec<FlowEvent>) -> Observed {
+    pub fn segment<P: Packet + ?Sized>(&mut self, frame: &P, ifindex: u32, hook: u8, now_ns: u64, events: &mut Vec<FlowEvent>) -> Observed {
         let liberal = self.liberal.contains(&ifindex);
-        let rst_policy = if hook == HOOK_XDP { self.rst_policy } else { RST_POLICY_OBSERVE };
+        let rst_policy = if judged_as_ingress(hook) { self.rst_policy } else { RST_POLICY_OBSERVE };
         let driver = HostDriver { counters: &mut self.counters, events, conns: &mut self.conns, now: now_ns, rst_policy, liberal };
         observe(frame, &mut self.scratch, &mut self.v4, &mut self.v6, driver, ifindex, hook)
     }

@@ -1,10 +1,11 @@
 //! One frame through the tracker, as every driver runs it: parse, count,
-//! prove the checksum of a control segment (XDP only: `verified`), then
-//! account the segment to its flow (`table`, which applies the RST policy).
+//! prove the checksum of a control segment (as XDP sees it, and in
+//! captures: `verified`), then account the segment to its flow (`table`,
+//! which applies the RST policy).
 
 use crate::{
     counters,
-    event::HOOK_XDP,
+    event::judged_as_ingress,
     flow::{FlowKeyV4, FlowKeyV6},
     parse::{
         checksum::{tcp_checksum, CSUM_BAD},
@@ -60,11 +61,12 @@ where
     // The clock is read once the flow is found (`table::account`): which
     // clock depends on it.
     let mut seen = Seen::new(0, ifindex, hook);
-    if hook == HOOK_XDP && verified(scratch.seg.flags) {
+    if judged_as_ingress(hook) && verified(scratch.seg.flags) {
         // XDP runs before the stack has checked anything: a control segment
         // must prove its checksum before it may start a flow, count toward
         // a SYN flood, move a handshake or a close, or be called an attack.
-        // (Egress segments come from this host's own stack.)
+        // (Egress segments come from this host's own stack; a capture is
+        // judged as what arrives.)
         let csum = segment_checksum(pkt, &scratch.seg);
         if csum == CSUM_BAD {
             let counter = if scratch.seg.has(tcp::RST) { counters::RST_BAD_CHECKSUM } else { counters::BAD_CHECKSUM };

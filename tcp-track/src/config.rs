@@ -457,6 +457,15 @@ impl Config {
         if let Some(name) = self.instance.as_deref().filter(|n| !valid_instance(n)) {
             return Err(ConfigError::usage("--instance", format!("{name:?}"), "an instance name is 1 to 200 bytes, without '/', and not '.' or '..'"));
         }
+        self.validate_tracking(available)?;
+        self.warn_and_drop_repeats();
+        Ok(())
+    }
+
+    /// The checks of everything but the interfaces: timeouts, table sizes,
+    /// thresholds, and (when `available` is known) that the tables fit in
+    /// memory. What `tcp-track read`, which watches no interface, checks.
+    pub fn validate_tracking(&self, available: Option<u64>) -> Result<(), ConfigError> {
         let timeouts = [
             ("--half-open-timeout", Some(self.report.half_open_timeout)),
             ("--time-wait-timeout", Some(self.report.time_wait_timeout)),
@@ -495,7 +504,6 @@ impl Config {
         if let Some(available) = available {
             self.capacity.check_fits(available)?;
         }
-        self.warn_and_drop_repeats();
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use crate::{
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
     tables::{FillCounter, TableFill},
-    vocab::EventKind,
+    vocab::{EndReason, EventKind},
 };
 
 /// Records handled per wake-up before yielding to the runtime, so a busy
@@ -208,10 +208,17 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// record of every connection still open (`Reporter::stop`), if
     /// `conn` records are printed.
     pub fn stop(&mut self, now: u64) -> io::Result<()> {
+        self.end_all(now, EndReason::Stopped)
+    }
+
+    /// `stop` with another reason for the open connections' end: a
+    /// capture's reader ends them with `EndReason::CaptureEnd` at the last
+    /// packet's time.
+    pub fn end_all(&mut self, now: u64, end: EndReason) -> io::Result<()> {
         if !self.reporter.config().events.conn {
             return Ok(());
         }
-        let events = self.reporter.stop(now, self.decoder.first_ifname());
+        let events = self.reporter.end_all(now, self.decoder.first_ifname(), end);
         self.write_all(&events)
     }
 
@@ -402,7 +409,7 @@ mod tests {
         let mut ring = VecDeque::new();
         for (i, f) in frames.iter().enumerate() {
             let mut events = Vec::new();
-            tracker.segment(f, 3, tcp_track_common::event::HOOK_XDP, 5_000_000_000 + i as u64 * 1_000_000, &mut events);
+            tracker.segment(&f[..], 3, tcp_track_common::event::HOOK_XDP, 5_000_000_000 + i as u64 * 1_000_000, &mut events);
             let mut conns = tracker.take_conn_ends().into_iter();
             for e in events {
                 ring.push_back(if e.kind == EVENT_CONN_END { bytemuck::bytes_of(&conns.next().unwrap()).to_vec() } else { bytemuck::bytes_of(&e).to_vec() });

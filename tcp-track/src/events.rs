@@ -12,7 +12,6 @@ use serde::{ser::SerializeMap, Serialize, Serializer};
 use tcp_track_common::{
     event::{
         ConnEnd, FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, DETAIL_SYNACK_INFERRED, EVENT_CONN_END,
-        HOOK_XDP,
     },
     flow::{FlowRecord, ORIGIN_MIDSTREAM},
     parse::FAMILY_IPV4,
@@ -22,7 +21,7 @@ use thiserror::Error;
 
 use crate::{
     clock::WallClock,
-    vocab::{ConnState, EndpointState, EventKind, ResetClass},
+    vocab::{ConnState, EndpointState, EventKind, Hook, ResetClass},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -348,8 +347,8 @@ pub struct Segment {
     pub from_client: bool,
     /// TCP flags.
     pub flags: u8,
-    /// Seen by XDP (`ingress`), else by TC (`egress`).
-    pub ingress: bool,
+    /// Where it was seen: XDP (`ingress`), TC (`egress`), a capture.
+    pub hook: Hook,
     pub seq: u32,
     pub ack: u32,
     /// The connection's state after the segment.
@@ -387,7 +386,7 @@ impl Segment {
     pub fn visit(&self, sink: &mut impl FieldSink) {
         sink.str(key!("from"), self.from());
         sink.str(key!("flags"), flag_names(self.flags));
-        sink.str(key!("seen"), if self.ingress { "ingress" } else { "egress" });
+        sink.str(key!("seen"), self.hook.as_str());
         sink.uint(key!("seq"), self.seq.into());
         sink.uint(key!("ack"), self.ack.into());
         sink.str(key!("state"), self.state.as_str());
@@ -471,7 +470,7 @@ impl Decoder {
         let segment = Segment {
             from_client: raw.dir & 1 == raw.initiator & 1,
             flags: raw.tcp_flags,
-            ingress: raw.hook == HOOK_XDP,
+            hook: Hook::from_raw(raw.hook),
             seq: raw.seq,
             ack: raw.ack,
             state: ConnState::from_raw(raw.new_state),
@@ -531,7 +530,7 @@ pub fn oriented(family: u8, lo: (&[u8; 16], u16), hi: (&[u8; 16], u16), initiato
     }
 }
 
-fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
+pub(crate) fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> SocketAddr {
     let ip = if family == FAMILY_IPV4 {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
     } else {
@@ -572,7 +571,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
     use tcp_track_common::{
-        event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_TC_EGRESS},
+        event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_CAPTURE, HOOK_TC_EGRESS, HOOK_XDP},
         flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
         parse::FAMILY_IPV6,
         state::{
@@ -671,6 +670,8 @@ mod tests {
         assert_eq!(ev.server.to_string(), "[2001:db8::1]:8080");
         assert!(ev.picked_up);
         assert_eq!(ev.field("seen").unwrap(), "ingress");
+        raw.hook = HOOK_CAPTURE;
+        assert_eq!(decoder().event(&raw).unwrap().field("seen").unwrap(), "capture", "read from a capture file");
     }
 
     #[test]

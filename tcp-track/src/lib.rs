@@ -44,6 +44,7 @@ pub mod events;
 pub mod flows;
 pub mod loader;
 pub mod metrics;
+pub mod offline;
 pub mod output;
 pub mod pins;
 pub mod preflight;

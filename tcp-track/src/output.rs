@@ -358,7 +358,7 @@ pub(crate) mod tests {
     use tcp_track_common::{
         event::{
             FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_DATA_RETRANS, EVENT_HANDSHAKE_RETRANS,
-            EVENT_REUSE, EVENT_RST, HOOK_TC_EGRESS, HOOK_XDP,
+            EVENT_REUSE, EVENT_RST, HOOK_CAPTURE, HOOK_TC_EGRESS, HOOK_XDP,
         },
         flow::{ORIGIN_MIDSTREAM, ORIGIN_SYN},
         parse::{FAMILY_IPV4, FAMILY_IPV6},
@@ -368,7 +368,7 @@ pub(crate) mod tests {
     use crate::{
         clock::WallClock,
         events::Decoder,
-        vocab::{ConnState, EndpointState},
+        vocab::{ConnState, EndpointState, Hook},
     };
 
     fn ts(text: &str) -> Timestamp {
@@ -528,7 +528,7 @@ pub(crate) mod tests {
         }
         f.insert("from".into(), from.into());
         f.insert("flags".into(), flags.into());
-        f.insert("seen".into(), (if raw.hook == HOOK_XDP { "ingress" } else { "egress" }).into());
+        f.insert("seen".into(), Hook::from_raw(raw.hook).as_str().into());
         f.insert("seq".into(), raw.seq.into());
         f.insert("ack".into(), raw.ack.into());
         f.insert("state".into(), ConnState::from_raw(raw.new_state).as_str().into());
@@ -608,7 +608,7 @@ pub(crate) mod tests {
                     kind: kinds[i % kinds.len()],
                     family: rng.pick(&[FAMILY_IPV4, FAMILY_IPV6]),
                     dir: rng.pick(&[0, 1]),
-                    hook: rng.pick(&[HOOK_XDP, HOOK_TC_EGRESS]),
+                    hook: rng.pick(&[HOOK_XDP, HOOK_TC_EGRESS, HOOK_CAPTURE]),
                     tcp_flags: (i / kinds.len()) as u8,
                     initiator: rng.pick(&[0, 1]),
                     origin: rng.pick(&[ORIGIN_SYN, ORIGIN_MIDSTREAM]),

@@ -285,7 +285,7 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
 }
 
 /// A key's `FlowId`.
-fn id_of<K: FlowKey>(key: &K) -> FlowId {
+pub(crate) fn id_of<K: FlowKey>(key: &K) -> FlowId {
     let (family, lo_addr, lo_port, hi_addr, hi_port) = key.endpoints();
     FlowId { family, lo_addr, hi_addr, lo_port, hi_port }
 }
@@ -304,11 +304,11 @@ where
     }
 }
 
-fn key_v4(id: &FlowId) -> FlowKeyV4 {
+pub(crate) fn key_v4(id: &FlowId) -> FlowKeyV4 {
     let (l, h) = (&id.lo_addr, &id.hi_addr);
     FlowKeyV4 { lo_addr: [l[0], l[1], l[2], l[3]], hi_addr: [h[0], h[1], h[2], h[3]], lo_port: id.lo_port, hi_port: id.hi_port }
 }
 
-fn key_v6(id: &FlowId) -> FlowKeyV6 {
+pub(crate) fn key_v6(id: &FlowId) -> FlowKeyV6 {
     FlowKeyV6 { lo_addr: id.lo_addr, hi_addr: id.hi_addr, lo_port: id.lo_port, hi_port: id.hi_port }
 }

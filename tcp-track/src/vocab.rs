@@ -60,6 +60,18 @@ macro_rules! raw_enum {
 }
 
 raw_enum! {
+    /// Where a segment was seen (`FlowEvent::hook`), printed as `seen`.
+    pub enum Hook: u8, unknown = Egress {
+        /// The XDP program: frames arriving on the interface.
+        Ingress = event::HOOK_XDP => "ingress",
+        /// The TC egress program: this host's own outgoing segments.
+        Egress = event::HOOK_TC_EGRESS => "egress",
+        /// A capture file (`tcp-track read`): the direction is not known.
+        Capture = event::HOOK_CAPTURE => "capture",
+    }
+}
+
+raw_enum! {
     /// A connection's state as the observer sees it from the wire
     /// (`FlowRecord::state`, `FlowEvent::old_state`/`new_state`), named as
     /// nf_conntrack names its states.

@@ -223,8 +223,9 @@ const NETNS_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("tc", "iproute2"), (
 
 /// What the other tests run: systemd's checkers for the unit in deploy/ and
 /// strace, which lists the daemon's system calls against the unit's filter
-/// (`tests/deploy.rs`); tcpdump; a Prometheus server with promtool for the
-/// metrics tests. On a host run by systemd, Debian's prometheus package
+/// (`tests/deploy.rs`); tcpdump, which captures the namespace scenarios for
+/// `tcp-track read` to read back (`tests/read_equivalence.rs`); a Prometheus
+/// server with promtool for the metrics tests. On a host run by systemd, Debian's prometheus package
 /// also enables its own prometheus.service (on :9090); the tests start their
 /// own instances and do not need it.
 const TEST_TOOLS: &[(&str, &str)] = &[

@@ -330,7 +330,7 @@ fn the_rst_policy_applies_at_xdp_on_interfaces_that_are_not_liberal() {
     assert_eq!((last.kind, last.detail & DETAIL_DROPPED != 0), (EVENT_RST, true));
     // Egress RSTs come from the host's own stack; a liberal interface sees
     // one direction only: neither is judged for dropping.
-    assert_eq!(r.t.segment(&forged, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    assert_eq!(r.t.segment(&forged[..], IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
     r.t.set_liberal(IFINDEX, true);
     assert_eq!(r.xdp(&forged), Observed::Tracked);
     assert_eq!(r.count(counters::RST_DROPPED), 1);
@@ -499,12 +499,12 @@ fn corrupt_syns_start_nothing_and_flood_nothing() {
 fn corrupt_synacks_and_fins_change_nothing_at_xdp() {
     let mut r = Run::new(1024, 64);
     let syn = frame(CLIENT, SERVER, "S", 1000, 0);
-    assert_eq!(r.t.segment(&syn, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    assert_eq!(r.t.segment(&syn[..], IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
     let before = r.get(&syn).unwrap();
     assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "SA", 5000, 1001))), Observed::BadChecksum);
     assert_eq!(r.get(&syn), Some(before), "a corrupt SYN-ACK moves no handshake");
     assert_eq!(r.xdp(&frame(SERVER, CLIENT, "SA", 5000, 1001)), Observed::Tracked);
-    r.t.segment(&frame(CLIENT, SERVER, "A", 1001, 5001), IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events);
+    r.t.segment(&frame(CLIENT, SERVER, "A", 1001, 5001)[..], IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events);
     let est = r.get(&syn).unwrap();
     assert_eq!(est.1.state, STATE_ESTABLISHED);
     assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "FA", 5001, 1001))), Observed::BadChecksum);
@@ -514,7 +514,7 @@ fn corrupt_synacks_and_fins_change_nothing_at_xdp() {
     // anything at egress (the host's own stack sent it).
     assert_eq!(r.xdp(&corrupt(frame(SERVER, CLIENT, "A", 5001, 1001))), Observed::Tracked);
     let fin = corrupt(frame(CLIENT, SERVER, "FA", 1001, 5001));
-    assert_eq!(r.t.segment(&fin, IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
+    assert_eq!(r.t.segment(&fin[..], IFINDEX, HOOK_TC_EGRESS, r.now, &mut r.events), Observed::Tracked);
     assert_eq!(r.count(counters::BAD_CHECKSUM), 2);
 }
 

@@ -15,10 +15,13 @@
 //!   (open, scan, filter, write), JSON and `--count`;
 //! - live flows lost when a flow table is filled with random keys: the
 //!   kernel's LRU hash, and set-associative designs simulated with the
-//!   half-open table's hash (what a replacement must beat).
+//!   half-open table's hash (what a replacement must beat);
+//! - `tcp-track read`: packets per second on one core for a generated
+//!   capture of many short connections, and the reader's peak memory for
+//!   captures of 10 MB to 1 GB streamed through a pipe.
 //!
 //! `tcp-track-bench events flood` runs only the sections named (`packets`,
-//! `memory`, `loss`, `events`, `flood`, `metrics`, `listing`).
+//! `memory`, `loss`, `events`, `flood`, `metrics`, `listing`, `read`).
 
 use std::{
     collections::BTreeMap,
@@ -66,7 +69,7 @@ fn main() -> Result<()> {
     }
     pin_to_cpu(0)?;
     // Sections to run (all when none is named).
-    const SECTIONS: [&str; 7] = ["packets", "memory", "loss", "events", "flood", "metrics", "listing"];
+    const SECTIONS: [&str; 8] = ["packets", "memory", "loss", "events", "flood", "metrics", "listing", "read"];
     let only: Vec<String> = std::env::args().skip(1).collect();
     if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
@@ -115,6 +118,10 @@ fn main() -> Result<()> {
     if want("listing") {
         println!();
         listing()?;
+    }
+    if want("read") {
+        println!();
+        read_capture()?;
     }
     Ok(())
 }
@@ -177,6 +184,132 @@ fn listing() -> Result<()> {
     let _ = std::fs::remove_dir(&mount);
     result
 }
+
+/// `tcp-track read` on generated captures of short connections (9 packets
+/// each, 256 at a time, 10 µs apart, default options, text output): the
+/// rate on one core from a capture in memory, and the peak RSS of the
+/// `tcp-track read -` process for captures of growing size streamed into
+/// it through a pipe (generated as they are written: nothing on disk).
+fn read_capture() -> Result<()> {
+    use tcp_track::{
+        capture::{
+            synth::{write_many_connections, SynthConfig},
+            CaptureReader,
+        },
+        offline::{read_capture, Deferred},
+        Config,
+    };
+    println!("tcp-track read: generated captures of short connections (9 packets each, 256 at a time, default options, text output)");
+    let synth = SynthConfig { connections: 150_000, ..SynthConfig::default() };
+    let mut file = Vec::new();
+    let summary = write_many_connections(&mut file, &synth)?;
+    let config = Config::new(Vec::new());
+    let mut best = Duration::MAX;
+    let mut lines = 0;
+    for _ in 0..RUNS {
+        let reader = CaptureReader::new(&file[..])?;
+        let mut out = Counted::default();
+        let started = Instant::now();
+        read_capture(&config, reader, &[], Deferred(BufWriter::new(&mut out)), None)?;
+        best = best.min(started.elapsed());
+        lines = out.lines;
+    }
+    println!(
+        "  rate on one core (best of {RUNS}): {:.2}M packets/s, {:.0} MB/s ({} packets, {:.0} MB in memory, {lines} lines printed; target: 3M packets/s)",
+        summary.packets as f64 / best.as_secs_f64() / 1e6,
+        summary.bytes as f64 / best.as_secs_f64() / 1e6,
+        summary.packets,
+        summary.bytes as f64 / 1e6
+    );
+    let per_connection = summary.bytes as f64 / synth.connections as f64;
+    let bin = std::env::current_exe()?.with_file_name("tcp-track");
+    // 11,400 connections per second of capture time: the reporter follows
+    // each TIME_WAIT until it expires (or its record is found gone then),
+    // so it holds up to rate x --time-wait-timeout of them; the second
+    // series shows the tracker and reader alone with a short TIME_WAIT.
+    for options in [&[][..], &["--time-wait-timeout", "1s"][..]] {
+        println!("  tcp-track read - {}", options.join(" "));
+        for (label, bytes) in [("10 MB", 10e6), ("100 MB", 100e6), ("1 GB", 1e9)] {
+            let config = SynthConfig { connections: (bytes / per_connection) as u64, ..SynthConfig::default() };
+            let (rss_kib, packets, took) = read_through_pipe(&bin, options, &config)?;
+            println!(
+                "  {label:>8} capture through a pipe: peak RSS {:.1} MiB ({packets} packets, {:.0} s of capture time, read in {:.1} s, generator included)",
+                rss_kib as f64 / 1024.0,
+                (packets * config.gap_ns) as f64 / 1e9,
+                took.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Lines written, bytes dropped.
+#[derive(Default)]
+struct Counted {
+    lines: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `tcp-track read -` (on CPU 1) fed `config`'s capture as it is
+/// generated here: its peak RSS in KiB, the packets, the time. The peak is
+/// the child's own `VmHWM`, sampled every 20 ms: `ru_maxrss` would count
+/// this process's pages, which the child shares between fork and exec.
+fn read_through_pipe(bin: &std::path::Path, options: &[&str], config: &tcp_track::capture::synth::SynthConfig) -> Result<(u64, u64, Duration)> {
+    use std::{os::unix::process::CommandExt, process::{Command, Stdio}};
+    let mut cmd = Command::new(bin);
+    cmd.args(["read", "-"]).args(options).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: sched_setaffinity is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(1, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let hwm = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+                    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                });
+                peak = peak.max(hwm.unwrap_or(0));
+                thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let stdin = child.stdin.take().context("piped stdin")?;
+    let summary = tcp_track::capture::synth::write_many_connections(BufWriter::with_capacity(1 << 20, stdin), config)?;
+    // The child summarizes and exits: sample until then.
+    while child.try_wait()?.is_none() {
+        thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().map_err(|_| anyhow::anyhow!("the RSS sampler panicked"))?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("tcp-track read - exited with {status}");
+    }
+    Ok((peak, summary.packets, started.elapsed()))
+}
+
 
 /// The per-packet table: every segment kind at 1K, 64K and 1M live flows.
 fn packets() -> Result<()> {

@@ -10,6 +10,7 @@ use crate::config::BpfLog;
 pub mod demo;
 pub mod detach;
 pub mod flows;
+pub mod read;
 pub mod run;
 
 #[derive(clap::Subcommand)]
@@ -17,6 +18,9 @@ pub enum Command {
     /// Attach to interfaces and stream connection events to stdout.
     // Boxed: its many options make it much larger than the other variants.
     Run(Box<run::RunArgs>),
+    /// Run the same tracker on a pcap or pcapng capture (no root needed):
+    /// the capture's timestamps are the clock.
+    Read(read::ReadArgs),
     /// Play every kind of event in throw-away network namespaces (root; about 20 s).
     Demo(demo::DemoArgs),
     /// List the connections in a running daemon's pinned tables (like
@@ -33,7 +37,7 @@ impl Command {
     pub fn bpf_log(&self) -> BpfLog {
         match self {
             Command::Run(args) => args.bpf_log,
-            Command::Demo(_) | Command::Flows(_) | Command::Detach(_) => BpfLog::Off,
+            Command::Demo(_) | Command::Flows(_) | Command::Detach(_) | Command::Read(_) => BpfLog::Off,
         }
     }
 
@@ -44,6 +48,7 @@ impl Command {
             Command::Demo(args) => demo::execute(args),
             Command::Flows(args) => flows::execute(args),
             Command::Detach(args) => detach::execute(args),
+            Command::Read(args) => read::execute(args),
         }
     }
 }

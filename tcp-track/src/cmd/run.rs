@@ -17,9 +17,6 @@ pub struct RunArgs {
     /// Interface to watch (repeat for several; they share one flow table).
     #[arg(long = "iface", value_name = "IF", required = true)]
     pub interfaces: Vec<String>,
-    /// Output format: readable text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
     /// XDP attach mode. `auto` tries native (driver) mode and falls back to skb.
     #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpModeChoice,
@@ -30,6 +27,42 @@ pub struct RunArgs {
     /// Kernel-side log level (aya-log), printed on stderr; off by default.
     #[arg(long, value_enum, default_value_t)]
     pub bpf_log: BpfLog,
+    #[command(flatten)]
+    pub tracking: TrackArgs,
+    /// An interface where only one direction is visible (asymmetric
+    /// routing): nothing is judged, so nothing is dropped there. Repeatable.
+    #[arg(long = "liberal-iface", value_name = "IF")]
+    pub liberal_interfaces: Vec<String>,
+    /// Print the kernel counters on stderr this often (they are always
+    /// printed at exit).
+    #[arg(long, value_parser = duration, allow_hyphen_values = true)]
+    pub stats_interval: Option<Timeout>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9464); off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where to pin the tables (for `tcp-track flows` and the next
+    /// daemon): a directory on bpffs, one subdirectory per instance.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: std::path::PathBuf,
+    /// The instance's subdirectory of --state-dir (default: the
+    /// interfaces, joined by '+').
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// On SIGTERM or Ctrl-C, leave the programs attached and the state
+    /// pinned, for the next daemon to adopt (`tcp-track detach` removes it).
+    #[arg(long)]
+    pub keep_state: bool,
+}
+
+/// What the tracker and the reporter are asked to do, live (`run`) or on a
+/// capture (`read`): the output, the timeouts and thresholds, the RST
+/// policy and the table sizes.
+#[derive(clap::Args)]
+pub struct TrackArgs {
+    /// Output format: readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
     /// Which events to print, a comma-separated list of sets: `notable`
     /// (resets, half-open, TIME_WAIT, SYN floods, CLOSE_WAIT, TIME_WAIT
     /// pressure), `conn` (one record per connection when it ends), `all`
@@ -75,10 +108,6 @@ pub struct RunArgs {
     /// RFC 1337 TIME-WAIT assassination).
     #[arg(long)]
     pub drop_invalid_rst: bool,
-    /// An interface where only one direction is visible (asymmetric
-    /// routing): nothing is judged, so nothing is dropped there. Repeatable.
-    #[arg(long = "liberal-iface", value_name = "IF")]
-    pub liberal_interfaces: Vec<String>,
     /// Flow-table capacity, per address family (the start-up log says what
     /// it costs in kernel memory).
     #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = DEFAULT_MAX_FLOWS)]
@@ -89,36 +118,13 @@ pub struct RunArgs {
     /// 4-slot sets.
     #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = DEFAULT_MAX_HALF_OPEN)]
     pub max_half_open: u32,
-    /// Print the kernel counters on stderr this often (they are always
-    /// printed at exit).
-    #[arg(long, value_parser = duration, allow_hyphen_values = true)]
-    pub stats_interval: Option<Timeout>,
-    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g.
-    /// 127.0.0.1:9464); off unless given.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Where to pin the tables (for `tcp-track flows` and the next
-    /// daemon): a directory on bpffs, one subdirectory per instance.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: std::path::PathBuf,
-    /// The instance's subdirectory of --state-dir (default: the
-    /// interfaces, joined by '+').
-    #[arg(long, value_name = "NAME")]
-    pub instance: Option<String>,
-    /// On SIGTERM or Ctrl-C, leave the programs attached and the state
-    /// pinned, for the next daemon to adopt (`tcp-track detach` removes it).
-    #[arg(long)]
-    pub keep_state: bool,
 }
 
-impl RunArgs {
-    /// What the arguments ask for.
-    pub fn config(self) -> Config {
+impl TrackArgs {
+    /// `config` with what these arguments ask for.
+    pub fn apply(self, config: Config) -> Config {
         let config = Config {
             format: self.format,
-            xdp_mode: self.xdp_mode,
-            egress: !self.no_egress,
-            bpf_log: self.bpf_log,
             report: ReportConfig {
                 half_open_timeout: self.half_open_timeout.into(),
                 time_wait_timeout: self.time_wait_timeout.into(),
@@ -128,9 +134,22 @@ impl RunArgs {
                 events: EventSets::of(&self.events),
                 idle_timeout: self.idle_timeout.into(),
                 conn_interval: self.conn_interval.map(Into::into),
-                ..ReportConfig::default()
+                ..config.report
             },
             rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
+            ..config
+        };
+        config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))
+    }
+}
+
+impl RunArgs {
+    /// What the arguments ask for.
+    pub fn config(self) -> Config {
+        let config = Config {
+            xdp_mode: self.xdp_mode,
+            egress: !self.no_egress,
+            bpf_log: self.bpf_log,
             liberal_interfaces: self.liberal_interfaces,
             stats_interval: self.stats_interval.map(Into::into),
             metrics_addr: self.metrics_addr,
@@ -139,7 +158,7 @@ impl RunArgs {
             keep_state: self.keep_state,
             ..Config::new(self.interfaces)
         };
-        config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))
+        self.tracking.apply(config)
     }
 }
 

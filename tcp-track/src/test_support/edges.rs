@@ -82,6 +82,15 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--keep-state"], None, ErrorClass::Usage),
 ];
 
+/// `tcp-track read FILE`'s own options (the others are `run`'s rows).
+pub const READ_EDGES: &[Edge] = &[
+    (&["--filter", "198.18.0.1"], None, ErrorClass::Usage),
+    (&["--filter", "198.18.0.1:80", "--filter", "[2001:db8::1]:443", "--filter", "2001:db8::1", "--filter", ":80"], None, ErrorClass::Usage),
+    (&["--filter", ":65536"], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
+    (&["--filter", "198.18.0.300"], Some("invalid value '198.18.0.300' for '--filter <ENDPOINT>'"), ErrorClass::Usage),
+    (&["--filter", ""], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
+];
+
 /// `tcp-track demo`'s only option (clap's usage errors).
 pub const DEMO_EDGES: &[Edge] = &[
     (&["--format", "xml"], Some("invalid value 'xml' for '--format <FORMAT>'"), ErrorClass::Usage),

@@ -19,7 +19,10 @@ use nix::{
 };
 use serde_json::Value;
 
-use super::netns::Netns;
+use super::{
+    capture::{self, Capture},
+    netns::Netns,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-track");
 
@@ -32,14 +35,20 @@ pub struct Daemon {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Every stdout line read so far, for failure messages.
     seen: Vec<String>,
+    /// tcpdump on the watched interface, when the test compares `read`.
+    capture: Option<Capture>,
 }
 
 impl Daemon {
     /// Start `tcp-track ARGS` inside `ns` and wait until it is watching.
     pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        let args = capture::with_conn_records(args);
+        let args = &args[..];
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name, BIN]).args(args);
+        let capture = Capture::start(ns, args);
         let mut d = Daemon::spawn(cmd);
+        d.capture = capture;
         d.wait_ready();
         d
     }
@@ -66,7 +75,7 @@ impl Daemon {
                 sink.lock().expect("stderr lock").push(line);
             }
         });
-        Daemon { child: Some(child), stdout, stderr, seen: Vec::new() }
+        Daemon { child: Some(child), stdout, stderr, seen: Vec::new(), capture: None }
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
@@ -123,16 +132,24 @@ impl Daemon {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
     }
 
-    /// SIGTERM, then wait (10 s) for the exit status.
+    /// SIGTERM, then wait (10 s) for the exit status (`terminate`).
     pub fn stop(mut self) -> ExitStatus {
         self.terminate()
     }
 
     /// SIGTERM, then wait (10 s) for the exit status; what it printed on
-    /// its way out stays readable (`drain`, `stderr_lines`).
+    /// its way out stays readable (`drain`, `stderr_lines`). When capturing
+    /// (`capture::while_capturing`), also checks that `tcp-track read` of
+    /// the capture prints the same events.
     pub fn terminate(&mut self) -> ExitStatus {
+        let cutoff = self.capture.as_ref().map(Capture::mark);
         kill(self.pid(), Signal::SIGTERM).expect("sending SIGTERM");
-        self.wait(Duration::from_secs(10))
+        let status = self.wait(Duration::from_secs(10));
+        if let (Some(capture), Some(cutoff)) = (self.capture.take(), cutoff) {
+            let lines = self.drain(Duration::from_millis(200));
+            capture.compare(&lines, cutoff);
+        }
+        status
     }
 
     /// The counters the daemon printed at exit (its `counters:` line on

@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conn;
+pub mod capture;
 pub mod daemon;
 pub mod netns;
+pub mod scenarios;
