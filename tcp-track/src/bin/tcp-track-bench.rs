@@ -62,67 +62,61 @@ const REPEAT: u32 = 1_000_000;
 const RUNS: usize = 5;
 const SERVER: ([u8; 4], u16) = ([198, 18, 0, 2], 80);
 
+/// One section of the benchmark: measures and prints.
+type Section = fn() -> Result<()>;
+
 fn main() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads eBPF programs: run it as root (cargo xtask bench does)");
     }
     pin_to_cpu(0)?;
-    // Sections to run (all when none is named).
-    const SECTIONS: [&str; 8] = ["packets", "memory", "loss", "events", "flood", "metrics", "listing", "read"];
+    // Sections, in the order a full run prints them; the ones named on the
+    // command line (all when none is).
+    const SECTIONS: [(&str, Section); 8] = [
+        ("packets", packets),
+        ("memory", memory),
+        ("loss", table_loss),
+        ("events", events_per_second),
+        ("flood", flood),
+        ("metrics", metrics),
+        ("listing", listing),
+        ("read", read_capture),
+    ];
+    let names: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
     let only: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(other) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-        bail!("unknown section {other:?}: name any of {SECTIONS:?}, or none to run them all");
+    if let Some(other) = only.iter().find(|s| !names.contains(&s.as_str())) {
+        bail!("unknown section {other:?}: name any of {names:?}, or none to run them all");
     }
-    let want = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
     println!("tcp-track benchmark (BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {RUNS} runs, pinned to CPU 0)");
-    if want("packets") {
-        println!();
-        packets()?;
+    for (name, section) in SECTIONS {
+        if only.is_empty() || only.iter().any(|s| s == name) {
+            println!();
+            section()?;
+        }
     }
-    if want("memory") {
-        println!();
-        memory()?;
-    }
-    if want("loss") {
-        println!();
-        table_loss()?;
-    }
-    if want("events") {
-        println!();
-        events_per_second()?;
-    }
-    if want("flood") {
-        println!();
-        flood()?;
-    }
-    if want("metrics") {
-        println!();
-        println!("/metrics scraped every 100 ms while 100,000 events/s flow through the daemon (its loop on a current-thread runtime, pinned to CPU 0)");
-        let (lost_without, printed_without, _) = metrics_under_load(false)?;
-        let (lost_with, printed_with, scrapes) = metrics_under_load(true)?;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mut sorted = scrapes.clone();
-        sorted.sort();
-        let pct = |p: usize| sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default();
-        println!(
-            "  {} scrapes: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (target: under 100 ms)",
-            sorted.len(),
-            ms(pct(50)),
-            ms(pct(99)),
-            ms(sorted.last().copied().unwrap_or_default())
-        );
-        println!("  events lost to a full ring buffer: {lost_with} with the endpoint scraped, {lost_without} without it (of {METRICS_EVENTS} each)");
-        println!("  lines printed: {printed_with} with the endpoint, {printed_without} without it");
-    }
-    if want("listing") {
-        println!();
-        listing()?;
-    }
-    if want("read") {
-        println!();
-        read_capture()?;
-    }
+    Ok(())
+}
+
+/// `/metrics` scraped every 100 ms while events flow, and the events lost
+/// with and without the endpoint.
+fn metrics() -> Result<()> {
+    println!("/metrics scraped every 100 ms while 100,000 events/s flow through the daemon (its loop on a current-thread runtime, pinned to CPU 0)");
+    let (lost_without, printed_without, _) = metrics_under_load(false)?;
+    let (lost_with, printed_with, scrapes) = metrics_under_load(true)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut sorted = scrapes.clone();
+    sorted.sort();
+    let pct = |p: usize| sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default();
+    println!(
+        "  {} scrapes: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (target: under 100 ms)",
+        sorted.len(),
+        ms(pct(50)),
+        ms(pct(99)),
+        ms(sorted.last().copied().unwrap_or_default())
+    );
+    println!("  events lost to a full ring buffer: {lost_with} with the endpoint scraped, {lost_without} without it (of {METRICS_EVENTS} each)");
+    println!("  lines printed: {printed_with} with the endpoint, {printed_without} without it");
     Ok(())
 }
 
