@@ -300,6 +300,12 @@ impl HostTracker {
         std::mem::take(&mut self.conns)
     }
 
+    /// As `take_conn_ends`, appended to `into`: both keep their
+    /// allocations (the reader calls this once per packet).
+    pub fn move_conn_ends(&mut self, into: &mut Vec<ConnEnd>) {
+        into.append(&mut self.conns);
+    }
+
     /// An IPv4 flow's record and the table holding it.
     pub fn get_v4(&self, key: &FlowKeyV4) -> Option<(Table, FlowRecord)> {
         self.v4.get(key)
