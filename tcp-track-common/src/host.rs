@@ -47,7 +47,7 @@ pub enum Table {
 /// The two tables of one address family, in memory.
 #[derive(Clone, Debug)]
 pub struct HostStore<K: Hash + Eq, S> {
-    flows: LruCache<K, FlowRecord>,
+    flows: LruCache<K, FlowRecord, foldhash::fast::RandomState>,
     half_open: Vec<S>,
     seed: u32,
     set_mask: u32,
@@ -66,7 +66,7 @@ where
     pub fn new(max_flows: u32, max_half_open: u32, seed: u32) -> Self {
         let (sets, set_mask) = geometry(max_half_open);
         let capacity = NonZeroUsize::new(max_flows as usize).unwrap_or(NonZeroUsize::MIN);
-        HostStore { flows: LruCache::new(capacity), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
+        HostStore { flows: LruCache::with_hasher(capacity, Default::default()), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
     }
 
     /// The flow's record and the table that holds it. A look, not a use:
@@ -298,6 +298,12 @@ impl HostTracker {
     /// call, in order; their heads are also among `segment`'s events.
     pub fn take_conn_ends(&mut self) -> Vec<ConnEnd> {
         std::mem::take(&mut self.conns)
+    }
+
+    /// As `take_conn_ends`, appended to `into`: both keep their
+    /// allocations (the reader calls this once per packet).
+    pub fn move_conn_ends(&mut self, into: &mut Vec<ConnEnd>) {
+        into.append(&mut self.conns);
     }
 
     /// An IPv4 flow's record and the table holding it.

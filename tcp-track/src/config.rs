@@ -185,6 +185,14 @@ impl Capacity {
     pub fn max_half_open_tracked(&self) -> usize {
         2 * self.half_open_slots() as usize
     }
+
+    /// Flows the reporter follows before it looks for flows the tables no
+    /// longer hold: as many as one address family's tables hold
+    /// (established and half-open). Only flows found gone are forgotten, so
+    /// with both families in use it may follow up to twice that.
+    pub fn max_tracked(&self) -> usize {
+        self.max_flows as usize + self.half_open_slots() as usize
+    }
 }
 
 impl Default for Capacity {
@@ -226,6 +234,12 @@ pub struct ReportConfig {
     /// as the kernel has evicted them. Keeps the daemon's memory bounded
     /// under a SYN flood. `Capacity::max_half_open_tracked` of the tables.
     pub max_half_open_tracked: usize,
+    /// Flows followed before those the tables no longer hold are looked
+    /// for and forgotten, even those waiting for a deadline
+    /// (`Capacity::max_tracked` of the tables). Keeps the daemon's
+    /// memory bounded by the tables when flows end faster than their
+    /// TIME_WAIT expires.
+    pub max_tracked: usize,
 }
 
 impl Default for ReportConfig {
@@ -241,6 +255,7 @@ impl Default for ReportConfig {
             conn_interval: None,
             per_flow_rate: 10,
             max_half_open_tracked: Capacity::default().max_half_open_tracked(),
+            max_tracked: Capacity::default().max_tracked(),
         }
     }
 }
@@ -301,6 +316,7 @@ impl Config {
     pub fn with_capacity(mut self, capacity: Capacity) -> Self {
         self.capacity = capacity;
         self.report.max_half_open_tracked = capacity.max_half_open_tracked();
+        self.report.max_tracked = capacity.max_tracked();
         self
     }
 }
@@ -609,6 +625,8 @@ mod tests {
     fn the_reporter_remembers_what_both_half_open_tables_hold() {
         assert_eq!(ReportConfig::default().max_half_open_tracked, 2 * 16384);
         let c = Config::new(vec!["lo".into()]).with_capacity(Capacity::new(10, 100));
+        assert_eq!(c.report.max_tracked, 10 + 128, "one family's tables");
+        assert_eq!(ReportConfig::default().max_tracked, 65536 + 16384);
         assert_eq!(c.report.max_half_open_tracked, 2 * 128);
     }
 }

@@ -82,7 +82,7 @@ impl CaptureFlows {
     fn segment(&self, frame: &Frame, ifindex: u32, now_ns: u64, batch: &mut Batch) {
         let mut t = self.0.borrow_mut();
         t.segment(frame, ifindex, HOOK_CAPTURE, now_ns, &mut batch.events);
-        batch.conns.extend(t.take_conn_ends());
+        t.move_conn_ends(&mut batch.conns);
     }
 }
 
@@ -295,8 +295,10 @@ pub fn read_capture<R: Read, W: Write>(
     let Some((ts, ifindex, bytes, wire_len)) = first else {
         return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, filtered: 0, error: None });
     };
+    // Those without a name too, as the decoder would name them
+    // (`if<index>`): once here rather than a new string per event.
     let names: HashMap<u32, String> =
-        reader.interfaces().iter().filter_map(|i| Some((i.index, i.name.clone()?))).collect();
+        reader.interfaces().iter().map(|i| (i.index, i.name.clone().unwrap_or_else(|| format!("if{}", i.index)))).collect();
     // Capture timestamps are nanoseconds since the epoch: they are the
     // daemon's "monotonic" time, anchored at the epoch.
     let decoder = Decoder::new(WallClock::anchored(SystemTime::UNIX_EPOCH, 0), names);

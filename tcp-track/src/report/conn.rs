@@ -101,8 +101,8 @@ impl Histogram {
 /// with nothing but the client and the first time; and its last segment's
 /// time.
 pub(super) fn vanished_record(t: &Tracked, now: u64) -> (FlowRecord, u64) {
-    match t.last_rec {
-        Some(rec) => (rec, last_seen_ns(&rec, now).min(now)),
+    match t.last_rec.as_deref() {
+        Some(&rec) => (rec, last_seen_ns(&rec, now).min(now)),
         None => (FlowRecord { initiator: t.initiator, first_ns: t.first_ns, ..FlowRecord::default() }, t.first_ns),
     }
 }

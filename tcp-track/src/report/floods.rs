@@ -5,11 +5,9 @@
 //! so that the daemon can forget the oldest past the kernel's own capacity
 //! and keep its memory bounded under a flood.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
+
+use foldhash::HashMap;
 
 use super::flow::FlowId;
 use crate::{

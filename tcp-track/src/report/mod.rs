@@ -26,7 +26,11 @@
 //! Time is the kernel's monotonic clock in nanoseconds, passed in, so tests
 //! drive it.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
+
+// The flow map is on every event's path: foldhash (seeded per process)
+// rather than SipHash.
+use foldhash::HashMap;
 
 use tcp_track_common::{
     event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
@@ -95,7 +99,9 @@ struct Tracked {
     ended: bool,
     /// The flow record as the audit last read it: the figures of a `conn`
     /// record for a flow evicted without a word.
-    last_rec: Option<FlowRecord>,
+    /// Boxed: most flows never get one, and every flow's `Tracked` counts
+    /// towards the daemon's memory.
+    last_rec: Option<Box<FlowRecord>>,
     /// When this incarnation's first event came (monotonic ns), and the
     /// client's direction: all a `conn` record has of a flow never read.
     first_ns: u64,
@@ -170,7 +176,7 @@ impl<L: FlowLookup> Reporter<L> {
             cfg,
             lookup,
             clock,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             incarnations: 0,
             deadlines: Deadlines::default(),
             floods: Floods::default(),
@@ -278,6 +284,7 @@ impl<L: FlowLookup> Reporter<L> {
             Some(k) => k,
             None => {
                 out.extend(self.start_tracking(&id, raw, &ev));
+                self.shed_gone(now, out);
                 (client_server(raw).1, false, false)
             }
         };
@@ -488,6 +495,32 @@ impl<L: FlowLookup> Reporter<L> {
         self.floods.compact(cap, |id, inc| current(flows, id, inc).is_some_and(|t| t.half_open_counted));
     }
 
+    /// Past `max_tracked` flows followed, the reporter follows more than
+    /// one family's tables hold: some are likely gone from them (a full LRU table evicted
+    /// them, mostly TIME_WAIT flows waiting for their deadline). Look for
+    /// them in the audit's order, oldest first, `SHED_CHECKS` flows per
+    /// new one, and forget those gone as the audit does, but deadline
+    /// pending or not: a TIME_WAIT evicted so gets no `time_wait_expired`
+    /// (it is counted in `vanished`). Keeps the daemon's memory bounded by
+    /// the tables when connections end faster than TIME_WAIT expires.
+    fn shed_gone(&mut self, now: u64, out: &mut Vec<Event>) {
+        let mut checks = SHED_CHECKS;
+        while self.flows.len() > self.cfg.max_tracked.max(1) && checks > 0 {
+            let Some((id, inc)) = self.audit.next() else { return };
+            if current(&self.flows, &id, inc).is_none() {
+                continue;
+            }
+            checks -= 1;
+            if self.lookup.lookup(&id).is_some() {
+                self.audit.requeue(id, inc);
+                continue;
+            }
+            self.vanished += 1;
+            out.extend(self.end_vanished(&id, now));
+            out.extend(self.forget(&id, now));
+        }
+    }
+
     /// A half-open connection completed or closed.
     fn leave_half_open(&mut self, id: &FlowId, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
         let (counted, reported, server) = {
@@ -562,7 +595,10 @@ impl<L: FlowLookup> Reporter<L> {
                     continue;
                 }
                 if let Some(t) = self.flows.get_mut(&id) {
-                    t.last_rec = Some(rec);
+                    match &mut t.last_rec {
+                        Some(last) => **last = rec,
+                        None => t.last_rec = Some(Box::new(rec)),
+                    }
                 }
                 self.audit.requeue(id, inc);
                 continue;
@@ -639,6 +675,10 @@ impl<L: FlowLookup> Reporter<L> {
         }
     }
 }
+
+/// Flows `shed_gone` checks at most per new flow: more than one, so that
+/// it catches up when the oldest it finds are still in the tables.
+const SHED_CHECKS: usize = 4;
 
 /// The tracked flow `id` if it is still incarnation `incarnation`: queue
 /// and heap entries of a flow since forgotten or reincarnated are stale.

@@ -4,10 +4,11 @@
 //! threshold, and again only after it fell below half of it.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
+
+use foldhash::HashMap;
 
 use crate::{
     events::{Endpoint, Event, Timestamp},

@@ -66,6 +66,7 @@ fn cfg() -> ReportConfig {
         conn_interval: None,
         per_flow_rate: 10,
         max_half_open_tracked: 1000,
+        max_tracked: 10_000,
     }
 }
 
@@ -298,6 +299,35 @@ fn every_tracked_flow_stays_in_the_audit_round_robin() {
             assert!(g.r.audit.order.contains(&(*id, t.incarnation)), "flow {i} left out of the audit");
         }
     }
+}
+
+/// Connections ending faster than TIME_WAIT expires, in a table that
+/// holds 5 flows (each new one evicts the oldest): the reporter follows no
+/// more than the tables hold. Those evicted are forgotten as they are found
+/// gone, before their deadline (counted as vanished, no `time_wait_expired`);
+/// those the table still holds expire as usual.
+#[test]
+fn flows_the_tables_no_longer_hold_are_not_followed_past_their_capacity() {
+    let mut g = Rig::new(ReportConfig { max_tracked: 5, time_wait_pressure: 1000, ..cfg() });
+    let mut ids = Vec::new();
+    for i in 0..20u16 {
+        let at = T0 + u64::from(i) * 1000;
+        let syn = raw(EVENT_FLOW_NEW, 43000 + i, at, true, SYN, 0, STATE_SYN_SENT);
+        if let Some(oldest) = i.checked_sub(5).map(|o| ids[usize::from(o)]) {
+            g.r.lookup_mut().records.remove(&oldest);
+        }
+        g.set_record(&syn, STATE_TIME_WAIT, |r| r.info = INFO_CLOSER_LO);
+        ids.push(FlowId::of(&syn));
+        assert!(g.feed(syn).is_empty());
+        let mut tw = raw(EVENT_FIN, 43000 + i, at + 1, true, FIN | ACK, STATE_ESTABLISHED, STATE_TIME_WAIT);
+        tw.detail = tcp_track_common::event::DETAIL_CLOSER_LO;
+        assert_eq!(names(&g.feed(tw)), ["time_wait"]);
+        assert!(g.r.tracked_flows() <= 5, "{} flows followed after {i}", g.r.tracked_flows());
+    }
+    assert_eq!((g.r.vanished, g.r.tracked_flows()), (15, 5));
+    let evs = g.on_time(T0 + 3 * S);
+    assert_eq!(names(&evs), ["time_wait_expired"; 5], "only those the table held");
+    assert_eq!(g.r.tracked_flows(), 0);
 }
 
 #[test]
