@@ -130,18 +130,19 @@ pub struct TrackArgs {
 /// match.
 #[derive(clap::Args)]
 pub struct FilterArgs {
-    /// Only connections with an endpoint in this network (198.18.0.0/15,
-    /// 2001:db8::/32, or one address). Repeatable.
+    /// Show only connections (in run and read, their events) with an
+    /// endpoint in this network (198.18.0.0/15, 2001:db8::/32, or one
+    /// address). Repeatable.
     #[arg(long, value_name = "CIDR")]
     pub addr: Vec<Cidr>,
-    /// Only connections with an endpoint on this port. Repeatable.
+    /// Show only connections with an endpoint on this port. Repeatable.
     #[arg(long)]
     pub port: Vec<u16>,
-    /// Only connections whose client matches: a network, :PORT, or
+    /// Show only connections whose client matches: a network, :PORT, or
     /// ADDR:PORT. Repeatable.
     #[arg(long, value_name = "ENDPOINT")]
     pub client: Vec<EndpointFilter>,
-    /// Only connections whose server matches: a network, :PORT, or
+    /// Show only connections whose server matches: a network, :PORT, or
     /// ADDR:PORT. Repeatable.
     #[arg(long, value_name = "ENDPOINT")]
     pub server: Vec<EndpointFilter>,
