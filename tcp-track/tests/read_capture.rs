@@ -91,7 +91,7 @@ fn a_capture_from_a_file_and_from_standard_input() {
     assert_eq!(stdout(&o), format!("{REFUSED_LINE}\n"));
     // The README's example: these lines, the file named refused.pcap.
     let err = stderr(&o);
-    assert!(err.contains("counters: tcp_segments=3 not_tcp=0 malformed=0 flows_created=2 map_update_failed=0 events_lost=0 invalid_flags=0 rst_dropped=0 rst_bad_checksum=0 flows_promoted=0 flows_closed=1 half_open_evicted=0 flows_vanished=0\n"), "{err}");
+    assert!(err.contains("counters: tcp_segments=3 not_tcp=0 malformed=0 flows_created=2 map_update_failed=0 events_lost=0 invalid_flags=0 rst_dropped=0 rst_bad_checksum=0 flows_promoted=0 flows_closed=1 half_open_evicted=0 bad_checksum=0 out_of_window=0 flows_vanished=0\n"), "{err}");
     assert!(err.contains(": 3 packets, 234 bytes\n") && err.contains("2 flows still followed at the end of the capture"), "{err}");
 
     let mut child = Command::new(BIN).args(["read", "-", "--format", "json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
