@@ -290,6 +290,10 @@ pub struct Config {
     /// Leave the programs attached and the state pinned at exit, for the
     /// next daemon to adopt.
     pub keep_state: bool,
+    /// Which events to print, by their endpoints (`--addr`, `--port`,
+    /// `--client`, `--server`); empty: all. The reporter still follows
+    /// every flow: it filters nothing.
+    pub filter: crate::filter::Filter,
 }
 
 impl Config {
@@ -309,6 +313,7 @@ impl Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             instance: None,
             keep_state: false,
+            filter: crate::filter::Filter::default(),
         }
     }
 

@@ -20,7 +20,8 @@ use tcp_track_common::{counters, event::FlowEvent};
 
 use crate::{
     config::Config,
-    events::{split_record, Decoder, Event},
+    events::{split_record, Decoder, Endpoint, Event},
+    filter::Filter,
     output::Writer,
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
@@ -103,6 +104,8 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     lost_reported: u64,
     /// Counts the kernel tables' entries (for the metrics endpoint only).
     tables: Option<FillCounter>,
+    /// Which events are printed, by their endpoints (`Config::filter`).
+    filter: Filter,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -110,13 +113,14 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// with `decoder` (whose clock the reporter shares), writing to `out`.
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None }
+        let filter = config.filter.clone();
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
     /// Returns how many were read.
     pub fn drain<R: Records>(&mut self, ring: &mut R) -> io::Result<usize> {
-        let (n, res) = drain(ring, &self.decoder, &mut self.reporter, &mut self.writer, &mut self.out);
+        let (n, res) = drain_filtered(ring, &self.decoder, &mut self.reporter, &self.filter, &mut self.writer, &mut self.out);
         self.flushed(res)?;
         Ok(n)
     }
@@ -226,7 +230,10 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// when the step ends.
     fn write_all(&mut self, events: &[Event]) -> io::Result<()> {
         let shown = self.reporter.config().events;
-        let res = events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| self.writer.write(&mut self.out, ev));
+        let res = events
+            .iter()
+            .filter(|ev| shown.shows(ev.event) && passes(&self.filter, ev))
+            .try_for_each(|ev| self.writer.write(&mut self.out, ev));
         self.flushed(res)
     }
 
@@ -245,8 +252,24 @@ pub fn drain<R: Records, W: Write, L: FlowLookup>(
     writer: &mut Writer,
     out: &mut W,
 ) -> (usize, io::Result<()>) {
+    drain_filtered(ring, decoder, reporter, &Filter::default(), writer, out)
+}
+
+/// `drain`, printing only the events `filter` passes. Every record still
+/// goes through the reporter: what it follows and counts (the metrics,
+/// SYN floods and TIME_WAIT pressure, deadlines) is the same whatever the
+/// filter; only the lines written are fewer.
+pub fn drain_filtered<R: Records, W: Write, L: FlowLookup>(
+    ring: &mut R,
+    decoder: &Decoder,
+    reporter: &mut Reporter<L>,
+    filter: &Filter,
+    writer: &mut Writer,
+    out: &mut W,
+) -> (usize, io::Result<()>) {
     let mut n = 0;
     let shown = reporter.config().events;
+    let printed = |ev: &Event| shown.shows(ev.event) && passes(filter, ev);
     while n < MAX_BATCH {
         let Some(item) = ring.next_record() else { break };
         n += 1;
@@ -263,10 +286,10 @@ pub fn drain<R: Records, W: Write, L: FlowLookup>(
             // One per connection: the reporter's own path.
             Some(rec) => {
                 let events = reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex));
-                events.iter().filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, ev))
+                events.iter().filter(|ev| printed(ev)).try_for_each(|ev| writer.write(out, ev))
             }
             None => match decoder.event(&raw) {
-                Ok(ev) => reporter.on_event(&raw, ev).filter(|ev| shown.shows(ev.event)).try_for_each(|ev| writer.write(out, &ev)),
+                Ok(ev) => reporter.on_event(&raw, ev).filter(printed).try_for_each(|ev| writer.write(out, &ev)),
                 Err(e) => {
                     warn!("skipping a ring-buffer record: {e}");
                     Ok(())
@@ -278,6 +301,21 @@ pub fn drain<R: Records, W: Write, L: FlowLookup>(
         }
     }
     (n, Ok(()))
+}
+
+/// Whether `filter` passes `ev`, judged on the endpoints it names: a
+/// connection's client and server, a client address and a server
+/// (`time_wait_pressure`), a server alone (`syn_flood`).
+fn passes(filter: &Filter, ev: &Event) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let (ip, port) = match ev.client {
+        Some(Endpoint::Socket(c)) => (Some(c.ip()), Some(c.port())),
+        Some(Endpoint::Host(ip)) => (Some(ip), None),
+        None => (None, None),
+    };
+    filter.matches_parts(ip, port, ev.server)
 }
 
 #[cfg(test)]
@@ -365,6 +403,29 @@ mod tests {
         assert_eq!(snap.report.tracked_flows, 2);
         assert_eq!(snap.report.half_open, 0, "both handshakes ended");
         assert!(snap.report.floods.is_empty() && snap.report.pressure_alerts.is_empty());
+    }
+
+    /// `--port 40001`: only that flow's lines are printed, while the
+    /// snapshot (what `/metrics` serves) still counts both flows.
+    #[test]
+    fn the_filter_leaves_out_lines_not_what_the_daemon_counts() {
+        let mut d = daemon(Fixed::default());
+        d.filter.ports = vec![40001];
+        let mut ring: VecDeque<Vec<u8>> = VecDeque::from([
+            raw(EVENT_FLOW_NEW, 40000, 0, STATE_SYN_SENT),
+            raw(EVENT_RST, 40000, STATE_SYN_SENT, STATE_CLOSE),
+            raw(EVENT_FLOW_NEW, 40001, 0, STATE_SYN_SENT),
+            raw(EVENT_RST, 40001, STATE_SYN_SENT, STATE_CLOSE),
+        ]);
+        d.drain(&mut ring).unwrap();
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains(r#""client":"198.18.0.1:40001""#), "{out}");
+        let snap = d.snapshot();
+        assert_eq!(snap.report.tracked_flows, 2);
+        let refused = snap.report.resets.iter().find(|(c, ..)| *c == crate::vocab::ResetClass::Refused).unwrap();
+        assert_eq!(refused.1, 2, "both resets counted");
+        assert_eq!(snap.printed.iter().map(|(_, n)| n).sum::<u64>(), 1, "one line printed");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     io::{self, Write},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     str::FromStr,
     sync::Arc,
@@ -32,6 +32,7 @@ use thiserror::Error;
 use crate::{
     config::Format,
     events::oriented,
+    filter::{any, Filter},
     pins::{self, StateDir},
     tables::{Table, NAMES},
     vocab::{ConnState, EndpointState},
@@ -53,80 +54,6 @@ pub enum FlowsError {
     Map { path: PathBuf, source: MapError },
     #[error("{0}")]
     Pin(#[from] pins::PinError),
-}
-
-/// An IPv4 or IPv6 network: `198.18.0.0/15`, `2001:db8::/32`, or one
-/// address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    len: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(u32::from(net).into(), u32::from(ip).into(), 32, self.len),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), 128, self.len),
-            _ => false,
-        }
-    }
-}
-
-/// Whether the first `len` of `bits` bits of `a` and `b` are equal.
-fn prefix_eq(a: u128, b: u128, bits: u8, len: u8) -> bool {
-    len == 0 || (a ^ b) >> (bits - len) == 0
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: not an address or network (198.18.0.0/15, 2001:db8::/32, 198.18.0.1)");
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| format!("{s:?}: a prefix length is 0 to {max}"))?,
-            None => max,
-        };
-        Ok(Cidr { addr, len })
-    }
-}
-
-/// One side of a connection to match: an address or network, a port, or
-/// both (`198.18.0.0/24`, `:443`, `198.18.0.2:443`, `[2001:db8::2]:443`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EndpointFilter {
-    net: Option<Cidr>,
-    port: Option<u16>,
-}
-
-impl EndpointFilter {
-    pub fn matches(&self, ep: SocketAddr) -> bool {
-        self.net.is_none_or(|n| n.contains(ep.ip())) && self.port.is_none_or(|p| p == ep.port())
-    }
-}
-
-impl FromStr for EndpointFilter {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(port) = s.strip_prefix(':') {
-            let port = port.parse().map_err(|_| format!("{s:?}: a port is 0 to 65535"))?;
-            return Ok(EndpointFilter { net: None, port: Some(port) });
-        }
-        if let Ok(sa) = s.parse::<SocketAddr>() {
-            let len = if sa.is_ipv4() { 32 } else { 128 };
-            return Ok(EndpointFilter { net: Some(Cidr { addr: sa.ip(), len }), port: Some(sa.port()) });
-        }
-        s.parse::<Cidr>()
-            .map(|net| EndpointFilter { net: Some(net), port: None })
-            .map_err(|_| format!("{s:?}: not an endpoint (198.18.0.0/24, :443, 198.18.0.2:443, [2001:db8::2]:443)"))
-    }
 }
 
 /// A state to select: a connection state as conntrack names it
@@ -155,36 +82,24 @@ impl FromStr for StateFilter {
     }
 }
 
-/// What to list. Filters of one kind are alternatives (any may match);
-/// filters of different kinds must all match.
+/// What to list: the endpoint filter shared with `run` and `read`, and
+/// the listing's own, by state and interface. Filters of one kind are
+/// alternatives (any may match); filters of different kinds must all match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
+pub struct Selection {
     pub states: Vec<StateFilter>,
-    /// Either endpoint in one of these networks.
-    pub addrs: Vec<Cidr>,
-    /// Either endpoint on one of these ports.
-    pub ports: Vec<u16>,
-    pub clients: Vec<EndpointFilter>,
-    pub servers: Vec<EndpointFilter>,
+    pub endpoints: Filter,
     /// Flows of the daemon watching one of these interfaces.
     pub ifaces: Vec<String>,
 }
 
-impl Filter {
+impl Selection {
     pub fn matches(&self, f: &Flow) -> bool {
         any(&self.states, |s| match s {
             StateFilter::Conn(c) => *c == f.state,
             StateFilter::Endpoint(e) => *e == f.client_state || *e == f.server_state,
-        }) && any(&self.addrs, |n| n.contains(f.client.ip()) || n.contains(f.server.ip()))
-            && any(&self.ports, |p| *p == f.client.port() || *p == f.server.port())
-            && any(&self.clients, |e| e.matches(f.client))
-            && any(&self.servers, |e| e.matches(f.server))
+        }) && self.endpoints.matches(f.client, f.server)
     }
-}
-
-/// No filter of a kind, or one that matches.
-fn any<T>(filters: &[T], matches: impl Fn(&T) -> bool) -> bool {
-    filters.is_empty() || filters.iter().any(matches)
 }
 
 /// One tracked connection, as listed.
@@ -431,7 +346,7 @@ pub fn staleness(dir: &StateDir) -> Option<String> {
 /// named, or all), each with its instance's interfaces, sorted by server
 /// then client: what `tcp-track flows` prints. Tables whose daemon is not
 /// running are listed with a warning on stderr.
-pub fn list(base: &Path, instance: Option<&str>, filter: &Filter, now_ns: u64) -> Result<Vec<(Flow, Arc<str>)>, FlowsError> {
+pub fn list(base: &Path, instance: Option<&str>, filter: &Selection, now_ns: u64) -> Result<Vec<(Flow, Arc<str>)>, FlowsError> {
     let mut listed = Vec::new();
     for dir in select(base, instance)? {
         let tables = PinnedTables::open(dir)?;
@@ -607,33 +522,6 @@ mod tests {
     }
 
     #[test]
-    fn networks_contain_their_addresses_only() {
-        let n: Cidr = "198.18.0.0/15".parse().unwrap();
-        assert!(n.contains("198.19.255.255".parse().unwrap()));
-        assert!(!n.contains("198.20.0.0".parse().unwrap()));
-        assert!(!n.contains("2001:db8::1".parse().unwrap()), "another family never matches");
-        let v6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()) && !v6.contains("2001:db9::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("203.0.113.9".parse().unwrap()));
-        let one: Cidr = "198.18.0.1".parse().unwrap();
-        assert!(one.contains("198.18.0.1".parse().unwrap()) && !one.contains("198.18.0.2".parse().unwrap()));
-        assert!("198.18.0.0/33".parse::<Cidr>().unwrap_err().contains("0 to 32"));
-        assert!("nonsense".parse::<Cidr>().is_err());
-    }
-
-    #[test]
-    fn endpoint_filters_take_a_network_a_port_or_both() {
-        let f: EndpointFilter = ":443".parse().unwrap();
-        assert!(f.matches(ep("198.18.0.2:443")) && !f.matches(ep("198.18.0.2:80")));
-        let f: EndpointFilter = "[2001:db8::2]:443".parse().unwrap();
-        assert!(f.matches(ep("[2001:db8::2]:443")) && !f.matches(ep("[2001:db8::3]:443")));
-        let f: EndpointFilter = "198.18.0.0/24".parse().unwrap();
-        assert!(f.matches(ep("198.18.0.9:1")) && !f.matches(ep("198.18.1.9:1")));
-        assert!(":99999".parse::<EndpointFilter>().is_err());
-    }
-
-    #[test]
     fn states_are_named_as_conntrack_or_as_ss() {
         assert_eq!("established".parse::<StateFilter>().unwrap(), StateFilter::Conn(ConnState::Established));
         assert_eq!("TIME-WAIT".parse::<StateFilter>().unwrap(), StateFilter::Endpoint(EndpointState::TimeWait));
@@ -658,21 +546,16 @@ mod tests {
     }
 
     #[test]
-    fn filters_of_one_kind_are_alternatives_of_different_kinds_all_apply() {
+    fn states_and_endpoints_must_both_match() {
         let f = flow("198.18.0.1:40000", "198.18.0.2:443", ConnState::TimeWait, EndpointState::TimeWait, EndpointState::Closed);
-        let mut filter = Filter { ports: vec![80, 443], ..Filter::default() };
-        assert!(filter.matches(&f));
-        filter.states = vec![StateFilter::Conn(ConnState::Established)];
-        assert!(!filter.matches(&f));
-        filter.states.push(StateFilter::Endpoint(EndpointState::TimeWait));
-        assert!(filter.matches(&f), "either endpoint in TIME-WAIT");
-        filter.servers = vec![":80".parse().unwrap()];
-        assert!(!filter.matches(&f), "the server is on 443");
-        filter.servers = vec![":443".parse().unwrap()];
-        filter.clients = vec!["198.18.0.0/31".parse().unwrap()];
-        assert!(filter.matches(&f));
-        filter.addrs = vec!["2001:db8::/32".parse().unwrap()];
-        assert!(!filter.matches(&f));
+        let mut sel = Selection { endpoints: Filter { ports: vec![80, 443], ..Filter::default() }, ..Selection::default() };
+        assert!(sel.matches(&f));
+        sel.states = vec![StateFilter::Conn(ConnState::Established)];
+        assert!(!sel.matches(&f));
+        sel.states.push(StateFilter::Endpoint(EndpointState::TimeWait));
+        assert!(sel.matches(&f), "either endpoint in TIME-WAIT");
+        sel.endpoints.servers = vec![":80".parse().unwrap()];
+        assert!(!sel.matches(&f), "the server is on 443");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!
 //! - `vocab`: the typed vocabulary (connection and endpoint states, reset
 //!   classes, event kinds), one name each;
+//! - `filter`: the endpoint filter of `flows`, `run` and `read` (`--addr`,
+//!   `--port`, `--client`, `--server`);
 //! - `config`: what the daemon was asked to do, the defaults and the
 //!   limits that follow from them;
 //! - `clock`, `preflight`, `stats`: kernel time to wall time, the checks
@@ -41,6 +43,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod filter;
 pub mod flows;
 pub mod loader;
 pub mod metrics;

@@ -22,9 +22,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     io::{self, IsTerminal, Read, Write},
-    net::{IpAddr, SocketAddr},
     rc::Rc,
-    str::FromStr,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -40,7 +38,7 @@ use crate::{
     clock::WallClock,
     config::Config,
     daemon::{Daemon, Records, MAX_BATCH},
-    events::{endpoint, Decoder},
+    events::Decoder,
     report::{FlowId, FlowLookup},
     stats::{CounterSource, Totals},
     tables::{id_of, key_v4, key_v6},
@@ -115,52 +113,6 @@ impl CounterSource for CaptureFlows {
     }
 }
 
-/// `--filter`: a segment is tracked only when one of its endpoints is
-/// one of these (an address, an address and port, or a port on any
-/// address), as a capture filter would have kept it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EndpointFilter {
-    pub ip: Option<IpAddr>,
-    pub port: Option<u16>,
-}
-
-impl EndpointFilter {
-    fn matches(&self, ep: SocketAddr) -> bool {
-        self.ip.is_none_or(|ip| ip == ep.ip()) && self.port.is_none_or(|p| p == ep.port())
-    }
-}
-
-impl FromStr for EndpointFilter {
-    type Err = String;
-
-    /// `198.18.0.1`, `198.18.0.1:80`, `2001:db8::1`, `[2001:db8::1]:443`, `:80`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let port_only = s.strip_prefix(':').and_then(|p| p.parse().ok());
-        if let Some(port) = port_only {
-            return Ok(EndpointFilter { ip: None, port: Some(port) });
-        }
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(EndpointFilter { ip: Some(ip), port: None });
-        }
-        match s.parse::<SocketAddr>() {
-            Ok(a) => Ok(EndpointFilter { ip: Some(a.ip()), port: Some(a.port()) }),
-            Err(_) => Err("expected an address, ADDR:PORT or :PORT (198.18.0.1, 198.18.0.1:80, [2001:db8::1]:443, :80)".into()),
-        }
-    }
-}
-
-/// Whether `frame` is kept by `filter` (all frames when it is empty).
-/// Frames that are not TCP, or too damaged to parse, are kept: the tracker
-/// counts them.
-fn kept(filter: &[EndpointFilter], frame: &Frame) -> bool {
-    if filter.is_empty() {
-        return true;
-    }
-    let Ok(seg) = frame.parse() else { return true };
-    let (src, dst) = (endpoint(seg.family, &seg.saddr, seg.sport), endpoint(seg.family, &seg.daddr, seg.dport));
-    filter.iter().any(|f| f.matches(src) || f.matches(dst))
-}
-
 /// One packet's events, handed to `Daemon::drain` as the ring buffer's
 /// records are: a connection's end (`EVENT_CONN_END`) as its whole
 /// `ConnEnd` record, in order with the others.
@@ -224,8 +176,6 @@ pub struct ReadOutcome {
     pub counters: Totals,
     /// Flows the reporter still followed at the end of the capture.
     pub open_flows: usize,
-    /// TCP segments `--filter` left out.
-    pub filtered: u64,
     /// The damage that ended the capture early, after everything before it
     /// was processed and reported.
     pub error: Option<CaptureError>,
@@ -274,13 +224,12 @@ impl Progress {
 }
 
 /// Read `reader` to its end (or to the damage that ends it), tracking every
-/// frame `filter` keeps as the kernel would and writing the events to `out`
-/// as `config` says. Fails only when writing fails; damage in the capture is in
+/// frame as the kernel would and writing the events to `out` as `config`
+/// says (its `filter` chooses which are printed, as `run`'s does). Fails only when writing fails; damage in the capture is in
 /// `ReadOutcome::error`.
 pub fn read_capture<R: Read, W: Write>(
     config: &Config,
     mut reader: CaptureReader<R>,
-    filter: &[EndpointFilter],
     out: W,
     mut progress: Option<Progress>,
 ) -> io::Result<ReadOutcome> {
@@ -290,10 +239,10 @@ pub fn read_capture<R: Read, W: Write>(
     let first = match reader.next_packet() {
         Ok(Some(p)) => Some((p.timestamp_ns, p.interface.index, p.frame.bytes().to_vec(), p.frame.wire_len())),
         Ok(None) => None,
-        Err(e) => return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, filtered: 0, error: Some(e) }),
+        Err(e) => return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, error: Some(e) }),
     };
     let Some((ts, ifindex, bytes, wire_len)) = first else {
-        return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, filtered: 0, error: None });
+        return Ok(ReadOutcome { stats: reader.stats(), counters: flows.read(), open_flows: 0, error: None });
     };
     // Those without a name too, as the decoder would name them
     // (`if<index>`): once here rather than a new string per event.
@@ -308,8 +257,6 @@ pub fn read_capture<R: Read, W: Write>(
         batch: Batch::default(),
         now: 1,
         next_tick: ts.max(1).next_multiple_of(TICK_NS),
-        filter,
-        filtered: 0,
     };
     run.packet(&Frame::new(&bytes, wire_len), ifindex, ts)?;
     let error = loop {
@@ -334,11 +281,11 @@ pub fn read_capture<R: Read, W: Write>(
     run.daemon.end_all(end, EndReason::CaptureEnd)?;
     run.daemon.log_summary();
     let open_flows = run.daemon.snapshot().report.tracked_flows;
-    Ok(ReadOutcome { stats: reader.stats(), counters: run.flows.read(), open_flows, filtered: run.filtered, error })
+    Ok(ReadOutcome { stats: reader.stats(), counters: run.flows.read(), open_flows, error })
 }
 
 /// The daemon driven by a capture.
-struct Run<'f, W: Write> {
+struct Run<W: Write> {
     daemon: Daemon<CaptureFlows, CaptureFlows, W>,
     flows: CaptureFlows,
     batch: Batch,
@@ -349,20 +296,13 @@ struct Run<'f, W: Write> {
     now: u64,
     /// When the audit's next tick falls.
     next_tick: u64,
-    filter: &'f [EndpointFilter],
-    filtered: u64,
 }
 
-impl<W: Write> Run<'_, W> {
+impl<W: Write> Run<W> {
     /// What fell due before the packet, then the packet and its events.
-    /// A packet the filter leaves out still moves the clock.
     fn packet(&mut self, frame: &Frame, ifindex: u32, ts: u64) -> io::Result<()> {
         self.now = self.now.max(ts);
         self.catch_up()?;
-        if !kept(self.filter, frame) {
-            self.filtered += 1;
-            return Ok(());
-        }
         self.batch.clear();
         self.flows.segment(frame, ifindex, self.now, &mut self.batch);
         while self.daemon.drain(&mut self.batch)? == MAX_BATCH {}
@@ -405,7 +345,7 @@ mod tests {
     fn read(config: &Config, file: &[u8]) -> (Vec<Value>, ReadOutcome) {
         let mut out = Vec::new();
         let reader = CaptureReader::new(file).unwrap();
-        let outcome = read_capture(config, reader, &[], &mut out, None).unwrap();
+        let outcome = read_capture(config, reader, &mut out, None).unwrap();
         let lines = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (lines, outcome)
     }
@@ -476,6 +416,29 @@ mod tests {
         assert!(lines.iter().filter(|l| l["event"] == "flow_new").count() == 50);
         assert!(lines.iter().filter_map(|l| l["seen"].as_str()).all(|s| s == "capture"));
         assert_eq!(read(&config, &file).0, lines);
+    }
+
+    /// The endpoint filter chooses what is printed, on the packets' path
+    /// and on the deadlines' (`time_wait_expired`), and nothing else: the
+    /// tracker and the reporter still see every flow.
+    #[test]
+    fn the_filter_prints_one_connections_events_and_tracks_them_all() {
+        let synth = SynthConfig { connections: 50, concurrent: 10, ..SynthConfig::default() };
+        let mut file = Vec::new();
+        synth::write_many_connections(&mut file, &synth).unwrap();
+        let (all, unfiltered) = read(&json(EventSet::Notable), &file);
+        let one = all[7]["client"].as_str().unwrap().to_string();
+        let mut config = json(EventSet::Notable);
+        config.filter.clients = vec![one.parse().unwrap()];
+        let (lines, outcome) = read(&config, &file);
+        let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["time_wait", "time_wait_expired"], "{lines:?}");
+        assert!(lines.iter().all(|l| l["client"] == one.as_str()));
+        assert_eq!(outcome.counters, unfiltered.counters, "the tracker sees every segment");
+        assert_eq!(outcome.open_flows, unfiltered.open_flows, "the reporter follows every flow");
+        config.filter.clients.clear();
+        config.filter.ports = vec![443];
+        assert!(read(&config, &file).0.is_empty(), "no connection on 443");
     }
 
     /// Tables smaller than the capture's concurrency apply their eviction

@@ -169,20 +169,29 @@ fn options_are_checked_as_run_checks_them() {
     assert!(stderr(&o).contains("--max-flows 0: must be between 1 and 16777216"), "{}", stderr(&o));
 }
 
-/// `--filter` keeps the segments with a matching endpoint on either side.
+/// The endpoint filter (`run`'s and `flows`'s options) chooses which
+/// events are printed; every segment is still tracked.
 #[test]
-fn the_filter_keeps_matching_endpoints() {
+fn the_filter_prints_matching_connections_only() {
     let file = TempFile::new("filter.pcap", &pcap(1, &refused(), 65535));
-    for keep in [":80", "198.18.0.1", "198.18.0.1:40000"] {
-        let o = read(&file.0, &["--filter", keep]);
+    let keep: [&[&str]; 5] = [
+        &["--port", "80"],
+        &["--addr", "198.18.0.1"],
+        &["--client", "198.18.0.1:40000"],
+        &["--server", ":80", "--addr", "198.18.0.0/15"],
+        &["--port", "443", "--port", "40000"],
+    ];
+    for args in keep {
+        let o = read(&file.0, args);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(stdout(&o), format!("{REFUSED_LINE}\n"), "--filter {keep}");
+        assert_eq!(stdout(&o), format!("{REFUSED_LINE}\n"), "{args:?}");
     }
-    let o = read(&file.0, &["--filter", "198.18.0.9", "--filter", ":443"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(o.stdout.is_empty(), "{}", stdout(&o));
-    assert!(stderr(&o).contains("3 TCP segments left out by --filter"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("tcp_segments=0"), "{}", stderr(&o));
-    let o = read(&file.0, &["--filter", "198.18.0.1:40001"]);
-    assert!(o.stdout.is_empty() && stderr(&o).contains("2 TCP segments left out by --filter"), "{}", stderr(&o));
+    for args in [&["--port", "443"][..], &["--client", "198.18.0.1:40001"], &["--server", ":80", "--addr", "198.18.0.9"]] {
+        let o = read(&file.0, args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}: {}", stdout(&o));
+        assert!(stderr(&o).contains("tcp_segments=3"), "every segment is tracked: {}", stderr(&o));
+    }
+    let o = read(&file.0, &["--filter", ":80"]);
+    assert_eq!(o.status.code(), Some(2), "--filter is gone: {}", stderr(&o));
 }

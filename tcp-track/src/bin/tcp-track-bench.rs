@@ -127,7 +127,7 @@ fn metrics() -> Result<()> {
 fn listing() -> Result<()> {
     use tcp_track::{
         config::{Capacity, Format},
-        flows::{self, Filter},
+        flows::{self, Selection},
         loader::Pinning,
         pins::StateDir,
     };
@@ -156,7 +156,7 @@ fn listing() -> Result<()> {
             let mut listed = 0;
             for _ in 0..3 {
                 let t = Instant::now();
-                let out = flows::list(&base, None, &Filter::default(), tcp_track::clock::monotonic_ns())?;
+                let out = flows::list(&base, None, &Selection::default(), tcp_track::clock::monotonic_ns())?;
                 let mut sink = BufWriter::new(std::io::sink());
                 if count {
                     flows::write_counts(&mut sink, Format::Json, &out)?;
@@ -204,7 +204,7 @@ fn read_capture() -> Result<()> {
         let reader = CaptureReader::new(&file[..])?;
         let mut out = Counted::default();
         let started = Instant::now();
-        read_capture(&config, reader, &[], Deferred(BufWriter::new(&mut out)), None)?;
+        read_capture(&config, reader, Deferred(BufWriter::new(&mut out)), None)?;
         best = best.min(started.elapsed());
         lines = out.lines;
     }

@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use crate::{
     clock,
     config::{Format, DEFAULT_STATE_DIR},
-    flows::{self, Cidr, EndpointFilter, Filter, StateFilter},
+    flows::{self, Selection, StateFilter},
 };
+
+use super::run::FilterArgs;
 
 #[derive(clap::Args)]
 pub struct FlowsArgs {
@@ -21,19 +23,8 @@ pub struct FlowsArgs {
     /// TIME-WAIT..., either endpoint). Repeatable, or comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub state: Vec<StateFilter>,
-    /// Only connections with an endpoint in this network (198.18.0.0/15,
-    /// 2001:db8::/32, or one address). Repeatable.
-    #[arg(long, value_name = "CIDR")]
-    pub addr: Vec<Cidr>,
-    /// Only connections with an endpoint on this port. Repeatable.
-    #[arg(long)]
-    pub port: Vec<u16>,
-    /// Only connections whose client matches: a network, :PORT, or ADDR:PORT.
-    #[arg(long, value_name = "ENDPOINT")]
-    pub client: Vec<EndpointFilter>,
-    /// Only connections whose server matches: a network, :PORT, or ADDR:PORT.
-    #[arg(long, value_name = "ENDPOINT")]
-    pub server: Vec<EndpointFilter>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Only the tables of the daemon watching this interface. Repeatable.
     #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
@@ -49,14 +40,7 @@ pub struct FlowsArgs {
 }
 
 pub fn execute(args: FlowsArgs) -> Result<()> {
-    let filter = Filter {
-        states: args.state,
-        addrs: args.addr,
-        ports: args.port,
-        clients: args.client,
-        servers: args.server,
-        ifaces: args.ifaces,
-    };
+    let filter = Selection { states: args.state, endpoints: args.filter.into(), ifaces: args.ifaces };
     let listed = flows::list(&args.state_dir, args.instance.as_deref(), &filter, clock::monotonic_ns())?;
     let mut out = BufWriter::new(io::stdout().lock());
     let written = if args.count { flows::write_counts(&mut out, args.format, &listed) } else { flows::write_list(&mut out, args.format, &listed) };

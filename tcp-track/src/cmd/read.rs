@@ -15,7 +15,7 @@ use super::run::TrackArgs;
 use crate::{
     capture,
     config::{self, Config},
-    offline::{self, Deferred, EndpointFilter, Progress, ReadOutcome},
+    offline::{self, Deferred, Progress, ReadOutcome},
     output,
 };
 
@@ -25,19 +25,14 @@ pub struct ReadArgs {
     /// (`tcpdump -U -w - ... | tcp-track read -`).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Track only segments with this endpoint on either side: an address,
-    /// ADDR:PORT, or :PORT (repeat for several; other TCP segments are
-    /// skipped, as a capture filter would have).
-    #[arg(long = "filter", value_name = "ENDPOINT")]
-    pub filter: Vec<EndpointFilter>,
     #[command(flatten)]
     pub tracking: TrackArgs,
 }
 
 impl ReadArgs {
     /// What the options ask for (no interface: the capture's are used).
-    pub fn config(self) -> (PathBuf, Vec<EndpointFilter>, Config) {
-        (self.file, self.filter, self.tracking.apply(Config::new(Vec::new())))
+    pub fn config(self) -> (PathBuf, Config) {
+        (self.file, self.tracking.apply(Config::new(Vec::new())))
     }
 }
 
@@ -45,7 +40,7 @@ impl ReadArgs {
 /// the capture ends the read after everything before it was reported, with
 /// one line and exit status 1.
 pub fn execute(args: ReadArgs) -> Result<()> {
-    let (path, filter, config) = args.config();
+    let (path, config) = args.config();
     config.validate_tracking(config::available_memory())?;
     let stdin = path.as_os_str() == "-";
     let shown = if stdin { "standard input".to_string() } else { path.display().to_string() };
@@ -56,9 +51,9 @@ pub fn execute(args: ReadArgs) -> Result<()> {
     // From a pipe, every packet's lines are written as they come (a live
     // `tcpdump -U -w -`); from a file, when the buffer fills.
     let read = if stdin {
-        offline::read_capture(&config, reader, &filter, &mut out, progress)
+        offline::read_capture(&config, reader, &mut out, progress)
     } else {
-        offline::read_capture(&config, reader, &filter, Deferred(&mut out), progress)
+        offline::read_capture(&config, reader, Deferred(&mut out), progress)
     };
     let outcome = match read.and_then(|o| out.flush().map(|()| o)) {
         Ok(o) => o,
@@ -79,9 +74,6 @@ fn summarize(shown: &str, outcome: ReadOutcome) -> Result<()> {
             s.truncated_packets
         );
     }
-    if outcome.filtered > 0 {
-        info!("{} TCP segments left out by --filter", outcome.filtered);
-    }
     info!("{} flows still followed at the end of the capture", outcome.open_flows);
     match outcome.error {
         None => Ok(()),
@@ -96,7 +88,7 @@ mod tests {
     use super::*;
     use crate::{
         config::{ConfigError, ErrorClass},
-        test_support::edges::{READ_EDGES, RUN_EDGES},
+        test_support::edges::RUN_EDGES,
     };
 
     #[derive(Parser)]
@@ -109,7 +101,7 @@ mod tests {
     /// (with 1 GiB available, like `run`'s rows).
     fn check(args: &[&str]) -> Result<Config, (String, ErrorClass)> {
         let argv = ["read", "trace.pcap"].into_iter().chain(args.iter().copied());
-        let (_, _, config) = Cli::try_parse_from(argv).map_err(|e| (e.to_string(), ErrorClass::Usage))?.read.config();
+        let (_, config) = Cli::try_parse_from(argv).map_err(|e| (e.to_string(), ErrorClass::Usage))?.read.config();
         config.validate_tracking(Some(1 << 30)).map_err(|e: ConfigError| (e.to_string(), e.class))?;
         Ok(config)
     }
@@ -118,14 +110,13 @@ mod tests {
         Cli::command().get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect()
     }
 
-    /// `read` shares most options with `run` (`TrackArgs`), so `run`'s
-    /// edge table covers them, and `READ_EDGES` has its own: every option
-    /// of `read` has rows, and each row made only of `read`'s options gives
-    /// its verdict here.
+    /// `read`'s options are `run`'s (`TrackArgs`), so `run`'s edge table
+    /// covers them: every option of `read` has rows, and each row made only
+    /// of `read`'s options gives its verdict here.
     #[test]
     fn every_option_at_its_edges_as_run_has_them() {
         let options = read_options();
-        let edges = || RUN_EDGES.iter().chain(READ_EDGES);
+        let edges = || RUN_EDGES.iter();
         for option in &options {
             assert!(edges().any(|(args, ..)| args.contains(&option.as_str())), "no edge rows for {option}");
         }

@@ -5,9 +5,12 @@ use std::{fmt, time::Duration};
 
 use anyhow::{Context, Result};
 
-use crate::config::{
-    BpfLog, Capacity, Config, EventSet, EventSets, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
-    DEFAULT_MAX_HALF_OPEN, DEFAULT_STATE_DIR,
+use crate::{
+    config::{
+        BpfLog, Capacity, Config, EventSet, EventSets, Format, ReportConfig, RstPolicy, XdpModeChoice, DEFAULT_MAX_FLOWS,
+        DEFAULT_MAX_HALF_OPEN, DEFAULT_STATE_DIR,
+    },
+    filter::{Cidr, EndpointFilter, Filter},
 };
 
 // The defaults shown by `--help` are the configuration's own (`config`).
@@ -118,6 +121,37 @@ pub struct TrackArgs {
     /// 4-slot sets.
     #[arg(long, value_parser = count, allow_hyphen_values = true, default_value_t = DEFAULT_MAX_HALF_OPEN)]
     pub max_half_open: u32,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// The endpoint filter of `run`, `read` and `flows`: which connections to
+/// show. Rules of one option are alternatives; different options must all
+/// match.
+#[derive(clap::Args)]
+pub struct FilterArgs {
+    /// Show only connections (in run and read, their events) with an
+    /// endpoint in this network (198.18.0.0/15, 2001:db8::/32, or one
+    /// address). Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub addr: Vec<Cidr>,
+    /// Show only connections with an endpoint on this port. Repeatable.
+    #[arg(long)]
+    pub port: Vec<u16>,
+    /// Show only connections whose client matches: a network, :PORT, or
+    /// ADDR:PORT. Repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub client: Vec<EndpointFilter>,
+    /// Show only connections whose server matches: a network, :PORT, or
+    /// ADDR:PORT. Repeatable.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub server: Vec<EndpointFilter>,
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(a: FilterArgs) -> Filter {
+        Filter { addrs: a.addr, ports: a.port, clients: a.client, servers: a.server }
+    }
 }
 
 impl TrackArgs {
@@ -137,6 +171,7 @@ impl TrackArgs {
                 ..config.report
             },
             rst_policy: if self.drop_invalid_rst { RstPolicy::DropInvalid } else { self.rst_policy },
+            filter: self.filter.into(),
             ..config
         };
         config.with_capacity(Capacity::new(self.max_flows, self.max_half_open))

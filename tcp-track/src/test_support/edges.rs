@@ -80,15 +80,17 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--instance", "web"], None, ErrorClass::Usage),
     (&["--keep-state", "--keep-state"], Some("cannot be used multiple times"), ErrorClass::Usage),
     (&["--keep-state"], None, ErrorClass::Usage),
-];
-
-/// `tcp-track read FILE`'s own options (the others are `run`'s rows).
-pub const READ_EDGES: &[Edge] = &[
-    (&["--filter", "198.18.0.1"], None, ErrorClass::Usage),
-    (&["--filter", "198.18.0.1:80", "--filter", "[2001:db8::1]:443", "--filter", "2001:db8::1", "--filter", ":80"], None, ErrorClass::Usage),
-    (&["--filter", ":65536"], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
-    (&["--filter", "198.18.0.300"], Some("invalid value '198.18.0.300' for '--filter <ENDPOINT>'"), ErrorClass::Usage),
-    (&["--filter", ""], Some("expected an address, ADDR:PORT or :PORT"), ErrorClass::Usage),
+    (&["--addr", "198.18.0.0/33"], Some("a prefix length is 0 to 32"), ErrorClass::Usage),
+    (&["--addr", "example.com"], Some("not an address or network"), ErrorClass::Usage),
+    (&["--addr", "2001:db8::/32", "--addr", "198.18.0.1", "--addr", "0.0.0.0/0"], None, ErrorClass::Usage),
+    (&["--port", "65536"], Some("invalid value '65536' for '--port <PORT>'"), ErrorClass::Usage),
+    (&["--port", "-1"], Some("unexpected argument '-1'"), ErrorClass::Usage),
+    (&["--port", "0", "--port", "443", "--port", "443"], None, ErrorClass::Usage),
+    (&["--client", ":99999"], Some("a port is 0 to 65535"), ErrorClass::Usage),
+    (&["--client", ""], Some("not an endpoint"), ErrorClass::Usage),
+    (&["--client", "198.18.0.0/24", "--client", "[2001:db8::1]:443", "--client", ":40000"], None, ErrorClass::Usage),
+    (&["--server", "198.18.0.2:http"], Some("not an endpoint"), ErrorClass::Usage),
+    (&["--server", "[2001:db8::2]:443"], None, ErrorClass::Usage),
 ];
 
 /// `tcp-track demo`'s only option (clap's usage errors).
@@ -97,7 +99,8 @@ pub const DEMO_EDGES: &[Edge] = &[
     (&["--format", "json", "--format", "text"], Some("'--format <FORMAT>' cannot be used multiple times"), ErrorClass::Usage),
 ];
 
-/// `tcp-track flows` and `tcp-track detach` at their edges: every row is
+/// `tcp-track flows` and `tcp-track detach` at their edges (the endpoint
+/// filter's options are `run`'s rows too): every row is
 /// rejected (accepted rows would need pinned state), clap's usage errors
 /// (exit 2) or, for a place where nothing can be pinned, the host's (1).
 pub const FLOWS_EDGES: &[Edge] = &[
