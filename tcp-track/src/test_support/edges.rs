@@ -11,6 +11,21 @@ use crate::config::ErrorClass;
 /// configuration is fine.
 pub type Edge = (&'static [&'static str], Option<&'static str>, ErrorClass);
 
+/// Assert that `got`, what the configuration made of `edge`'s arguments,
+/// is what the edge expects: accepted, or refused with its message and
+/// class.
+pub fn assert_edge<T: std::fmt::Debug>(edge: &Edge, got: Result<T, (String, ErrorClass)>) {
+    let (args, message, class) = edge;
+    match (got, message) {
+        (Ok(_), None) => {}
+        (Err((got, got_class)), Some(expected)) => {
+            assert!(got.contains(expected), "{args:?}: expected {expected:?} in {got:?}");
+            assert_eq!(got_class, *class, "{args:?}: {got}");
+        }
+        (got, _) => panic!("{args:?}: expected {message:?}, got {got:?}"),
+    }
+}
+
 /// Every option of `run` at its edges: zero, negative, huge, repeated.
 /// Rows rejected by clap (parse errors) are usage errors too (clap
 /// exits 2).
