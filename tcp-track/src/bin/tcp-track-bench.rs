@@ -417,6 +417,17 @@ impl Bench {
         Ok(b)
     }
 
+    /// 1,000 live flows and one more through a handshake, and an invalid
+    /// (out-of-window) RST of that flow: every run of it is an event.
+    fn rst_producer() -> Result<(Bench, Vec<u8>)> {
+        let bench = Bench::new(1000)?;
+        let me = client(3_000_000);
+        for f in [frame(me, SERVER, "S", 1000, 0, 0), frame(SERVER, me, "SA", 5000, 1001, 0), frame(me, SERVER, "A", 1001, 5001, 0)] {
+            bench.run(XDP_PROGRAM, &f, 1)?;
+        }
+        Ok((bench, frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0)))
+    }
+
     /// Median per-packet time in ns of the reference program, as `median`.
     fn median_reference(&self, frame: &[u8]) -> Result<f64> {
         let program = self.reference.as_ref().and_then(|r| r.program(REFERENCE_PROGRAM)).and_then(|p| p.try_into().ok());
@@ -665,12 +676,7 @@ fn set_associative_losses(keys: &[FlowKeyV4], capacity: usize, ways: usize, choi
 /// caps the producer near the rate being measured. Either way every event
 /// goes through the same token-bucket update.
 fn events_per_second() -> Result<()> {
-    let mut bench = Bench::new(1000)?;
-    let me = client(3_000_000);
-    for f in [frame(me, SERVER, "S", 1000, 0, 0), frame(SERVER, me, "SA", 5000, 1001, 0), frame(me, SERVER, "A", 1001, 5001, 0)] {
-        bench.run(XDP_PROGRAM, &f, 1)?;
-    }
-    let rst = frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0);
+    let (mut bench, rst) = Bench::rst_producer()?;
     let layout = bench.tracker.half_open;
     let ebpf = &mut bench.tracker.ebpf;
     let flows = KernelFlows::take(ebpf, layout)?;
@@ -744,12 +750,7 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
         metrics,
         stats::Counters,
     };
-    let mut bench = Bench::new(1000)?;
-    let me = client(3_000_000);
-    for f in [frame(me, SERVER, "S", 1000, 0, 0), frame(SERVER, me, "SA", 5000, 1001, 0), frame(me, SERVER, "A", 1001, 5001, 0)] {
-        bench.run(XDP_PROGRAM, &f, 1)?;
-    }
-    let rst = frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0);
+    let (mut bench, rst) = Bench::rst_producer()?;
     let layout = bench.tracker.half_open;
     let ebpf = &mut bench.tracker.ebpf;
     let flows = KernelFlows::take(ebpf, layout)?;
