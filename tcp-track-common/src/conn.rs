@@ -22,6 +22,11 @@
 //!   would say `SH`; on a liberal interface (`state::step`'s `liberal`)
 //!   such a segment proves the unseen SYN-ACK and is accepted, and a
 //!   client's SYN, ACK, data and FIN make it `SH`, as in Zeek.
+//! - A client's RST answering an unacceptable ACK in SYN_SENT (RFC 9293
+//!   §3.10.7.3: the client stays in SYN-SENT and goes on trying) ends
+//!   nothing, so it changes no endpoint state: the attempt stays `S0`
+//!   (or becomes what its later segments make it). Zeek counts the RST,
+//!   says `RSTOS0`, and starts a new connection at the next SYN.
 //! - A connection whose first segment is a SYN-ACK has the SYN-ACK's
 //!   receiver as originator, always; Zeek keeps the SYN-ACK's sender as
 //!   originator unless its port looks like a server's or later traffic

@@ -58,7 +58,7 @@ fn lines_about(lines: &[String], client: &SocketAddr, server: &SocketAddr) -> Ve
 fn reset_after_an_orderly_close_is_no_lost_peer() {
     require_root!();
     let net = Pair::new("dtaftcl").unwrap();
-    let mut d = daemon(&net, &["--drop-invalid-rst"]);
+    let mut d = daemon(&net, &["--drop-invalid-rst", "--events", "notable,conn"]);
     let l = net.b.listen(net.b_end.v4).expect("bind");
     let sa = l.local_addr().unwrap();
     let mut buf = [0u8; 64];
@@ -84,6 +84,12 @@ fn reset_after_an_orderly_close_is_no_lost_peer() {
         assert_eq!((r["reason"].as_str(), r["from"].as_str()), (Some("data_after_close"), Some("server")), "{r}");
         assert_eq!((r["state"].as_str(), r["client_state"].as_str(), r["server_state"].as_str()), (Some("CLOSE"), Some("CLOSED"), Some("CLOSED")), "{r}");
         assert_eq!((r["action"].as_str(), r["drop_justified"].as_bool()), (Some("passed"), Some(false)), "{r}");
+        // Its connection record: ended by the reset, and in Zeek's terms the
+        // server reset (RSTR) unless both FINs came first (SF).
+        let rec = d.wait_for(WAIT, "conn", |v| is(v, "conn") && about(v, &ca, &sa));
+        let want = if then_fin { "SF" } else { "RSTR" };
+        assert_eq!((rec["conn_state"].as_str(), rec["end"].as_str()), (Some(want), Some("reset")), "{rec}");
+        assert_eq!((rec["reset_reason"].as_str(), rec["reset_from"].as_str()), (Some("data_after_close"), Some("server")), "{rec}");
         closed.push((c, ca));
     }
 
@@ -108,7 +114,7 @@ fn reset_after_an_orderly_close_is_no_lost_peer() {
     for (_, ca) in &closed {
         let about_it = lines_about(&lines, ca, &sa);
         let events: Vec<&str> = about_it.iter().map(|v| v["event"].as_str().unwrap()).collect();
-        assert_eq!(events, ["reset"], "{about_it:?}");
+        assert_eq!(events, ["reset", "conn"], "{about_it:?}");
     }
     assert!(d.stop().success());
 }
@@ -155,6 +161,9 @@ fn reset_answering_an_unacceptable_ack_keeps_syn_sent() {
     let n = h["syn_retransmits"].as_u64().unwrap();
     assert!(n >= 1, "Linux retransmits its SYN after 1 s: {h}");
     assert_eq!(h["retransmit_times"].as_array().unwrap().len() as u64, n, "{h}");
+    // Given up: an attempt without a reply (the RST ended nothing).
+    let rec = d.wait_for(Duration::from_secs(20), "conn", |v| is(v, "conn") && about(v, &ca, &sa));
+    assert_eq!((rec["conn_state"].as_str(), rec["end"].as_str()), (Some("S0"), Some("half_open_timeout")), "{rec}");
     assert!(attempt.join().unwrap().is_err(), "the connection never completes");
     assert!(d.stop().success());
 }
@@ -196,6 +205,11 @@ fn segments_rejected_in_syn_sent_are_no_syn_retransmissions() {
     let lines = d.drain(Duration::from_millis(300));
     let events: Vec<String> = lines_about(&lines, &ca, &sa).iter().map(|v| v["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(events, ["flow_new", "half_open"], "the rejected segments are worth no event");
+    // Given up (twice the half-open timeout): strictly, an attempt without a
+    // reply, its five segments counted (Zeek would say SH: see conn.rs).
+    let rec = d.wait_for(WAIT, "conn", |v| is(v, "conn") && about(v, &ca, &sa));
+    assert_eq!((rec["conn_state"].as_str(), rec["end"].as_str()), (Some("S0"), Some("half_open_timeout")), "{rec}");
+    assert_eq!((rec["client_packets"].as_u64(), rec["server_packets"].as_u64()), (Some(5), Some(0)), "{rec}");
     assert!(d.stop().success());
 }
 

@@ -632,6 +632,11 @@ fn judged_part(rec: &FlowRecord) -> FlowRecord {
     FlowRecord { last_seen: 0, packets: [0; 2], ..*rec }
 }
 
+/// The record's Zeek `conn_state`, as its `conn` record would give it.
+fn conn_state_of(c: &Conn) -> &'static str {
+    crate::conn::conn_state_name(crate::conn::conn_state(&c.rec))
+}
+
 const POLICIES: [u8; 3] = [crate::guard::RST_POLICY_OBSERVE, crate::guard::RST_POLICY_OUT_OF_WINDOW, crate::guard::RST_POLICY_INVALID];
 
 #[test]
@@ -659,6 +664,10 @@ fn segments_rejected_in_syn_sent_change_nothing_and_are_no_syn_retransmission() 
         assert_eq!(c.rec.packets[C as usize], before.packets[C as usize] + 1, "segment {i} is still counted");
     }
     assert_eq!(c.endpoints(), ("SYN-SENT", "NONE"));
+    // Strict: nothing accepted after the SYN, a connection attempt without
+    // a reply (Zeek, which accepts every segment, says SH: see conn.rs; on
+    // a liberal interface ours does too).
+    assert_eq!(conn_state_of(&c), "S0");
     // A real SYN retransmission is the first one.
     let out = c.apply(C, segment(SYN, 1000, 0, 0, 64240));
     assert!(out.retransmission);
@@ -717,6 +726,9 @@ fn reset_answering_an_unacceptable_ack_in_syn_sent() {
     let got = (out.reset, out.new_state, out.drop_justified, out.valid);
     assert_eq!(got, (RESET_UNACCEPTABLE_ACK, STATE_SYN_SENT, false, true));
     assert_eq!(c.endpoints(), ("SYN-SENT", "NONE"), "the client lost nothing");
+    // The RST answered a segment of another connection and ended nothing:
+    // still an attempt without a reply (Zeek: RSTOS0, see conn.rs).
+    assert_eq!(conn_state_of(&c), "S0");
     assert_eq!(crate::event::event_kind(&out), Some(crate::event::EVENT_RST));
     for policy in POLICIES {
         assert!(!crate::guard::drops(policy, RESET_UNACCEPTABLE_ACK), "policy {policy}");
@@ -790,6 +802,8 @@ fn reset_answering_data_after_close_is_not_a_lost_peer() {
         assert!(!crate::guard::drops(policy, RESET_DATA_AFTER_CLOSE), "policy {policy}");
     }
     assert!(reset_fate(RESET_DATA_AFTER_CLOSE).accepted());
+    // The client never sent a FIN, the server reset: Zeek's RSTR.
+    assert_eq!(conn_state_of(&c), "RSTR");
 }
 
 #[test]
@@ -803,6 +817,9 @@ fn reset_answering_data_and_fin_after_close() {
     assert_eq!(c.apply(C, last).new_state, STATE_LAST_ACK);
     let out = c.apply(S, segment(RST, last.ack, 0, 0, 0));
     assert_eq!((out.reset, out.new_state), (RESET_DATA_AFTER_CLOSE, STATE_CLOSE));
+    // Both FINs came before the RST: a normal termination for Zeek too
+    // (UpdateClosedState ignores a RST after both FINs).
+    assert_eq!(conn_state_of(&c), "SF");
 }
 
 #[test]
@@ -890,7 +907,7 @@ fn liberal_syn_then_client_ack_infers_the_synack() {
     // The server's sequence space is known from the client's ACK field.
     assert_eq!(c.rec.peer[S as usize].end, 5001);
     // Zeek calls it SH: the originator sent a SYN and a FIN, no SYN-ACK seen.
-    assert_eq!(crate::conn::conn_state_name(crate::conn::conn_state(&c.rec)), "SH");
+    assert_eq!(conn_state_of(&c), "SH");
 }
 
 #[test]
@@ -995,3 +1012,4 @@ fn strict_segments_after_a_huge_gap_are_out_of_window() {
     }
     assert_eq!(c.state(), STATE_ESTABLISHED);
 }
+
