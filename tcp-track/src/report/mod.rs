@@ -114,7 +114,13 @@ pub struct Reporter<L: FlowLookup> {
     cfg: ReportConfig,
     lookup: L,
     clock: WallClock,
-    flows: HashMap<FlowId, Tracked>,
+    /// Reserved at twice `max_tracked` from the start, and each flow's
+    /// state boxed: flows come and go all the time, and a hash table more
+    /// than half full when its deleted slots run out doubles instead of
+    /// rehashing in place (hashbrown), so, filled to `max_tracked`, it
+    /// would double once anyway, late and at the full size of its values.
+    /// Reserved, it never grows, and its slots are a key and a pointer.
+    flows: HashMap<FlowId, Box<Tracked>>,
     incarnations: u64,
     deadlines: Deadlines,
     floods: Floods,
@@ -173,10 +179,10 @@ pub struct ReportSnapshot {
 impl<L: FlowLookup> Reporter<L> {
     pub fn new(cfg: ReportConfig, lookup: L, clock: WallClock) -> Self {
         Reporter {
+            flows: HashMap::with_capacity_and_hasher(2 * cfg.max_tracked.max(1), Default::default()),
             cfg,
             lookup,
             clock,
-            flows: HashMap::default(),
             incarnations: 0,
             deadlines: Deadlines::default(),
             floods: Floods::default(),
@@ -383,7 +389,7 @@ impl<L: FlowLookup> Reporter<L> {
             interim_armed: false,
         };
         let incarnation = t.incarnation;
-        let old = self.flows.insert(*id, t);
+        let old = self.flows.insert(*id, Box::new(t));
         // Into the audit's round robin once tracked: its sweep keeps only
         // flows tracked in the same incarnation.
         let flows = &self.flows;
@@ -682,8 +688,8 @@ const SHED_CHECKS: usize = 4;
 
 /// The tracked flow `id` if it is still incarnation `incarnation`: queue
 /// and heap entries of a flow since forgotten or reincarnated are stale.
-fn current<'a>(flows: &'a HashMap<FlowId, Tracked>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
-    flows.get(id).filter(|t| t.incarnation == incarnation)
+fn current<'a>(flows: &'a HashMap<FlowId, Box<Tracked>>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
+    flows.get(id).map(|t| &**t).filter(|t| t.incarnation == incarnation)
 }
 
 /// Who closed a connection first (the side that enters TIME_WAIT, RFC
