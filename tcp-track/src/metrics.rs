@@ -257,7 +257,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        report::{Closer, ConnCounts, ReportSnapshot, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
+        report::{ConnCounts, ReportSnapshot, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
+        vocab::Closer,
         tables::TableFill,
         vocab::{ConnState, EndReason, EventKind, ResetClass},
     };

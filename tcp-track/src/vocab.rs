@@ -390,3 +390,25 @@ mod tests {
         assert_eq!(EventKind::try_from(99), Err(UnknownKind(99)));
     }
 }
+
+/// Who closed a connection first (the side that enters TIME_WAIT, RFC
+/// 9293 §3.6), as a `time_wait` event's `closer` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closer {
+    Client,
+    Server,
+    /// A simultaneous close: both sides wait.
+    Both,
+}
+
+impl Closer {
+    pub const ALL: [Closer; 3] = [Closer::Client, Closer::Server, Closer::Both];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Closer::Client => "client",
+            Closer::Server => "server",
+            Closer::Both => "both",
+        }
+    }
+}

@@ -34,10 +34,10 @@ use tcp_track_common::{
     state::{STATE_NONE, STATE_TIME_WAIT},
 };
 
-use super::{deadlines::dur_ns, flow::FlowId, Closer, Deadline, FlowLookup, Reporter, Tracked};
+use super::{deadlines::dur_ns, flow::FlowId, Deadline, FlowLookup, Reporter, Tracked};
 use crate::{
     events::{client_server, Endpoint, Event},
-    vocab::{ConnState, EndReason, EventKind, ResetClass},
+    vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
 };
 
 /// How a record ended, beyond its flow record: `None` for an interim one.

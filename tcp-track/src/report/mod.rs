@@ -41,7 +41,7 @@ use crate::{
     clock::WallClock,
     config::ReportConfig,
     events::{client_server, Endpoint, Event, Timestamp},
-    vocab::{ConnState, EndReason, EventKind, ResetClass},
+    vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
 };
 
 mod adopt;
@@ -690,28 +690,6 @@ const SHED_CHECKS: usize = 4;
 /// and heap entries of a flow since forgotten or reincarnated are stale.
 fn current<'a>(flows: &'a HashMap<FlowId, Box<Tracked>>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
     flows.get(id).map(|t| &**t).filter(|t| t.incarnation == incarnation)
-}
-
-/// Who closed a connection first (the side that enters TIME_WAIT, RFC
-/// 9293 §3.6), as a `time_wait` event's `closer` says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closer {
-    Client,
-    Server,
-    /// A simultaneous close: both sides wait.
-    Both,
-}
-
-impl Closer {
-    pub const ALL: [Closer; 3] = [Closer::Client, Closer::Server, Closer::Both];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Closer::Client => "client",
-            Closer::Server => "server",
-            Closer::Both => "both",
-        }
-    }
 }
 
 #[cfg(test)]
