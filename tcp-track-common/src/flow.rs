@@ -145,12 +145,68 @@ pub const PEER_LIBERAL: u8 = 0x80;
 
 /// Per-flow record (the value of the flow maps): 96 bytes.
 ///
-/// Written by the shared state machine (`state::step`) from both hooks.
-/// There is no lock (BPF spin locks are not available in LRU hash maps):
-/// two CPUs stepping the same flow at the same instant can lose one update,
-/// which the next segment of that direction repairs, as in Cilium (a lost
-/// update of a counter is simply lost: the counts are exact for segments a
-/// flow's two directions do not send at the same instant on two CPUs).
+/// Written by the shared state machine (`state::step`) from both hooks, in
+/// place in the map value, with no lock (BPF spin locks are not available
+/// in LRU hash maps): two CPUs can step one flow at the same instant. On a
+/// host this is ordinary: TC egress sends a socket's data from the
+/// application's CPU while its pure ACKs leave from the softirq of the CPU
+/// that received the data; bonding, RSS and ECMP can split one direction's
+/// ingress over CPUs.
+///
+/// What judges a RST (`state::classify_reset`) is, of the receiver, `maxack`
+/// (what it expects next) and its flags, and of the sender `end` (all it
+/// sent) and `maxend` (how far it may go); `track_window` judges segments
+/// against `end`, `maxend` and `maxwin`, so a lost advance there can also
+/// make later segments look out of window and stop the others advancing.
+/// Who writes them, once a flow is past its handshake (`track_window`):
+/// - a direction's own segments write its `Peer`'s `end`, `maxack`,
+///   `maxwin` (its largest window) and `flags`, and the other `Peer`'s
+///   `maxend` (this segment's ack + window) and `maxwin` (grown when the
+///   sender goes past its `maxend`);
+/// - so each of `end`, `maxack` and `maxend` is written by one direction
+///   only, and segments of opposite directions on two CPUs never write the
+///   same one of them: each CPU's check-then-write sees only its own
+///   writes, and neither can undo the other's;
+/// - the same direction on two CPUs can, and did before these updates
+///   used a compare-and-swap: both CPUs read `end`, the CPU with the
+///   further segment wrote first, the other overwrote it with its nearer
+///   `end`; likewise `maxack` and `maxend`. The field then stayed behind
+///   what the sender had sent until its next segment, and an exact RST
+///   sent in that moment (at the real SND.NXT or RCV.NXT) was judged in
+///   window but inexact: with `--drop-invalid-rst` it was dropped, leaving
+///   a connection the host believed open. A BPF_PROG_TEST_RUN stress test
+///   from two CPUs measured 552 of 21,410 exact RSTs judged droppable.
+///
+/// Now `end`, `maxack`, `maxend` and `maxwin` only move forward
+/// (`advance`): each write is a compare-and-swap from the value it was
+/// judged against, so a field only ever takes a value further than the one
+/// it replaces, whatever runs on other CPUs; `maxwin`'s growth from the
+/// other direction is an atomic add, so the two directions' writes of it
+/// both count. (The test `tcp-track/tests/cpu_race.rs` runs both cases.)
+///
+/// Still unlocked, and why that is harmless:
+/// - counters (`packets`, `retransmits`, `rst_dropped`, `seq_wraps`,
+///   `Peer::retrans`) and timestamps (`last_seen`, `handshake_us`): an
+///   update lost between CPUs is lost (the counts are exact for segments
+///   that do not reach two CPUs at the same instant); they judge no RST;
+/// - `last_end` and the `INFO_LAST_*` bits (nf_conntrack's RST train):
+///   "the last segment" has no order across CPUs; a wrong one only loses
+///   the extra tolerance of the train, and an exact RST is still exact by
+///   `end` and `maxack`;
+/// - byte fields (`flags`, `state`, `info`, `side`): BPF has no atomic
+///   operation narrower than 32 bits. A read-modify-write of `info` or
+///   `flags` from the other direction can, in a window of a few
+///   instructions, undo a bit set at the same instant: a closer bit lost
+///   makes a later RST towards TIME-WAIT judged as any other (accepted,
+///   not dropped), a lost `PEER_MAXACK_SET` or `PEER_SEEN` is set again by
+///   that side's next segment, and a `PEER_LIBERAL` kept makes RSTs
+///   unjudged (accepted). None makes an exact RST droppable. Transitions
+///   of `state` from both directions at the same instant (a simultaneous
+///   close) are not serialized either; the segments that follow repair
+///   what the endpoints' own state machines settle;
+/// - handshake fields (set while the flow is half-open, `init_syn_sender`,
+///   `learn_synack`, and a new incarnation's whole record) are written
+///   whole, by the segment that starts that stage.
 ///
 /// Layout (offset: field): 0 `peer` (2 x 24), 48 `last_seen`, 52
 /// `last_end`, 56 `packets`, 64 `first_ns`, 72 `handshake_us`, 80

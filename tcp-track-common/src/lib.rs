@@ -8,7 +8,8 @@
 //! enums), which the daemon decodes.
 //!
 //! Layout, each module importing only those listed before it:
-//! - `tcp`, `seq`: TCP flags, sequence arithmetic;
+//! - `tcp`, `seq`: TCP flags, sequence arithmetic; `advance`: record
+//!   fields that only move forward, updated from several CPUs without a lock;
 //! - `parse` (with `parse::checksum`): frame bytes to a `Segment`;
 //! - `flow`: flow keys and the flow record; `state`: the observer state
 //!   machine on that record, which judges resets (`state::reset_fate`);
@@ -22,7 +23,11 @@
 //! The kernel programs (`tcp-track-ebpf`) implement `FlowStore` over BPF
 //! maps and `track::Driver` over the ring buffer and per-CPU counters.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
+// The compare-and-swap instruction of `advance` (the BPF build runs with
+// RUSTC_BOOTSTRAP, as `aya-ebpf` needs the same feature).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+pub mod advance;
 pub mod conn;
 pub mod counters;
 pub mod event;

@@ -16,6 +16,7 @@
 //! passed in by the caller.
 
 use crate::{
+    advance,
     flow::{
         closer_bit, coarse_time, FlowRecord, Peer, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_LAST_ACK, INFO_LAST_DIR_HI,
         INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
@@ -654,35 +655,30 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     if !in_window && !liberal {
         return false;
     }
-    // Update the sender.
+    // Update the sender. `end`, `maxack`, `maxend` and `maxwin` only move
+    // forward (`advance`): the same direction stepped on two CPUs at once
+    // must not move them back (see `FlowRecord`).
     let p = rec.peer_mut(s);
-    if p.maxwin < win {
-        p.maxwin = win;
-    }
-    if after(end, p.end) {
-        p.end = end;
+    advance::max(&mut p.maxwin, win);
+    if advance::seq(&mut p.end, end) {
         p.retrans = 0;
     } else if !first_from_sender && seg.seq_len() > 0 && before_eq(end, p.end) {
         // Nothing new: data (or a FIN) sent again.
         retransmitted(p, out);
     }
     if seg.has(tcp::ACK) {
-        if p.flags & PEER_MAXACK_SET == 0 || after(ack, p.maxack) {
-            p.maxack = ack;
-        }
+        advance::seq_or_set(&mut p.maxack, ack, p.flags & PEER_MAXACK_SET == 0);
         p.flags |= PEER_MAXACK_SET;
     }
     let sender_maxend = p.maxend;
     // Update the receiver: how far the sender may now go.
     let q = rec.peer_mut(r);
     if q.maxwin != 0 && after(end, sender_maxend) {
-        q.maxwin = q.maxwin.wrapping_add(end.wrapping_sub(sender_maxend));
+        advance::add(&mut q.maxwin, end.wrapping_sub(sender_maxend));
     }
     // This segment's ack + window is how far the other side may send.
     let edge = ack.wrapping_add(if win == 0 { 1 } else { win });
-    if after(edge, q.maxend) {
-        q.maxend = edge;
-    }
+    advance::seq(&mut q.maxend, edge);
     // Windows learnt: both sides seen, so a picked-up flow stops being liberal.
     if rec.peer(0).flags & PEER_SEEN != 0 && rec.peer(1).flags & PEER_SEEN != 0 && rec.peer(0).flags & PEER_MAXACK_SET != 0 && rec.peer(1).flags & PEER_MAXACK_SET != 0 {
         rec.peer_mut(0).flags &= !PEER_LIBERAL;

@@ -119,8 +119,9 @@ macro_rules! flow_store {
             #[inline(always)]
             fn established(&mut self, key: &$key) -> Option<&mut FlowRecord> {
                 // SAFETY: the pointer is into a map value that stays valid
-                // for the rest of this program run (RCU). See FlowRecord for
-                // the (benign, documented) race between CPUs updating one flow.
+                // for the rest of this program run (RCU). Other CPUs may step
+                // the same record meanwhile: see FlowRecord for what that may
+                // and may not do (the fields judging a RST only move forward).
                 $flows.get_ptr_mut(key).map(|rec| unsafe { &mut *rec })
             }
 

@@ -182,7 +182,8 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
     // zeroed or copied, which costs time per packet and, walked byte by
     // byte by the verifier on every path, nearly half of the programs'
     // million verified instructions. Inlined, they are a dozen stores.
-    // `tcp_track_tally` (tcp-track-common, state/tally.rs) and
+    // `tcp_track_tally` (tcp-track-common, state/tally.rs),
+    // `tcp_track_advance` (tcp-track-common, advance.rs) and
     // `tcp_track_liberal` (tcp-track-ebpf, track.rs) stay global functions,
     // which the verifier checks once rather than once per caller path.
     let mut flags = vec![
@@ -191,6 +192,7 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
         "-Clink-arg=--disable-expand-memcpy-in-order",
         "-Clink-arg=--export=tcp_track_tally",
         "-Clink-arg=--export=tcp_track_liberal",
+        "-Clink-arg=--export=tcp_track_advance",
         "-Ctarget-cpu=v3",
     ];
     cmd.args(["build", "--release", "--target", TARGET])
