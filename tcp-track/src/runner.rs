@@ -96,8 +96,12 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         }
     }
     for pattern in selected.iter().filter(|w| w.is_pattern()) {
-        if !follower.interfaces().iter().any(|i| pattern.matches(&i.name)) {
-            info!("--iface {pattern}: no interface matches it yet: waiting for interfaces matching it");
+        if follower.interfaces().iter().any(|i| pattern.matches(&i.name)) {
+            continue;
+        }
+        match present.iter().any(|i| pattern.matches(&i.name)) {
+            true => info!("--iface {pattern}: none of the interfaces it matches could be attached: waiting for more matching it"),
+            false => info!("--iface {pattern}: no interface matches it yet: waiting for interfaces matching it"),
         }
     }
 
@@ -222,16 +226,17 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     for (iface, e) in failures {
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
+    let detached = if names.is_empty() { "nothing was attached at exit".to_string() } else { format!("detached from {}", names.join(", ")) };
     match (&kept, &tracker.pinning) {
         (Some(dir), _) => info!("state kept in {dir}: the programs stay attached to {}; the next `tcp-track run` adopts it, `tcp-track detach` removes it", names.join(", ")),
         (None, Some(p)) => {
-            info!("detached from {}", names.join(", "));
+            info!("{detached}");
             // Our map handles are still open: the maps are freed when we exit.
             if let Err(e) = p.dir.remove() {
                 error!("{e}");
             }
         }
-        (None, None) => info!("detached from {}", names.join(", ")),
+        (None, None) => info!("{detached}"),
     }
     // Whatever is already in the ring buffer still gets printed, then,
     // unless the state is kept for the next daemon (which adopts these
