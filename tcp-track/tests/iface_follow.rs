@@ -17,6 +17,7 @@ use std::{
 use serde_json::Value;
 use support::{
     daemon::Daemon,
+    hooks::{tcx_egress, xdp_attached},
     netns::{link, Netns},
 };
 
@@ -149,8 +150,16 @@ fn interfaces_matching_the_pattern_are_followed_as_they_come_and_go() {
     assert_eq!(metric(&text, r#"tcp_track_interface_events_total{kind="attach_failed"}"#), 0, "{text}");
     assert!(!d.stderr_lines().iter().any(|l| l.contains("other0")), "{:?}", d.stderr_lines());
 
+    for ifname in ["vt0", "vt1"] {
+        assert!(xdp_attached(&a, ifname), "{ifname}");
+        assert_eq!(tcx_egress(&a, ifname).len(), 1, "{ifname}");
+    }
     assert!(d.terminate().success());
     stderr_line(&d, &["detached from vt0, vt1"]);
+    for ifname in ["vt0", "vt1"] {
+        assert!(!xdp_attached(&a, ifname), "{ifname}: nothing of ours left after exit");
+        assert_eq!(tcx_egress(&a, ifname), Vec::<String>::new(), "{ifname}");
+    }
 }
 
 #[test]
