@@ -104,7 +104,7 @@ fn interfaces_matching_the_pattern_are_followed_as_they_come_and_go() {
     require_root!();
     let a = Netns::new("ifa").unwrap();
     let b = Netns::new("ifb").unwrap();
-    let mut d = Daemon::start(&a, &["run", "--iface", "vt*", "--format", "json", "--events", "all", "--metrics-addr", METRICS]);
+    let mut d = Daemon::start(&a, &["run", "--iface", "vt*", "--liberal-iface", "vt0", "--format", "json", "--events", "all", "--metrics-addr", METRICS]);
     stderr_line(&d, &["--iface vt*: no interface matches it yet: waiting for interfaces matching it"]);
     stderr_line(&d, &["watching no interface yet"]);
 
@@ -140,6 +140,11 @@ fn interfaces_matching_the_pattern_are_followed_as_they_come_and_go() {
     stderr_line(&d, &["vt1 (ifindex", ") appeared: XDP attached in"]);
     let to = refused(&a, vtb1.v4).to_string();
     d.wait_for(Duration::from_secs(5), "the refusal's reset on vt1", |v| v["event"] == "reset" && v["server"] == to.as_str() && v["iface"] == "vt1");
+
+    // vt0 was marked liberal each time it was attached (its new ifindex
+    // put in the kernel's liberal set), vt1 never.
+    let liberal = |name: &str| d.stderr_lines().iter().filter(|l| l.contains(&format!("{name}: liberal: only one direction is visible"))).count();
+    assert_eq!((liberal("vt0"), liberal("vt1")), (2, 0), "{:?}", d.stderr_lines());
 
     // A link that the pattern does not select is left alone.
     a.ip(&["link", "add", "other0", "type", "bridge"]).unwrap();
