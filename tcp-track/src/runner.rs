@@ -79,8 +79,15 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     }
     let liberal = config.liberal_selectors();
     let mut follower = Follower::new(selected.clone());
-    for action in follower.resync(&present) {
-        let Action::Attach { iface, .. } = action else { continue };
+    // In the order of the command line (the first interface names the
+    // records of flows adopted from a previous daemon).
+    let attach = |a| match a {
+        Action::Attach { iface, .. } => Some(iface),
+        _ => None,
+    };
+    let mut start: Vec<Interface> = follower.resync(&present).into_iter().filter_map(attach).collect();
+    start.sort_by_key(|i| selected.iter().position(|w| w.matches(&i.name)));
+    for iface in start {
         match attach_one(&mut tracker, &iface, &config, &liberal) {
             Ok(how) => {
                 info!("{}: {how}", iface.name);
