@@ -262,7 +262,8 @@ impl Default for ReportConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Interfaces to attach to (at least one).
+    /// Interfaces to attach to (at least one): names, or glob patterns
+    /// (`IfaceSelector`) matched as interfaces appear.
     pub interfaces: Vec<String>,
     pub format: Format,
     pub xdp_mode: XdpModeChoice,
@@ -274,7 +275,9 @@ pub struct Config {
     /// Timeouts, thresholds and which events to print.
     pub report: ReportConfig,
     pub rst_policy: RstPolicy,
-    /// Interfaces where only one direction is visible: nothing is dropped there.
+    /// Interfaces where only one direction is visible: nothing is dropped
+    /// there. Names (each one watched) or patterns (marking the watched
+    /// interfaces they match).
     pub liberal_interfaces: Vec<String>,
     /// Flow-table sizes: set with `with_capacity`, which keeps
     /// `report.max_half_open_tracked` in step.
@@ -315,6 +318,17 @@ impl Config {
             keep_state: false,
             filter: crate::filter::Filter::default(),
         }
+    }
+
+    /// `--iface`'s values as selectors (those that do not parse, which
+    /// `validate` refuses, left out).
+    pub fn iface_selectors(&self) -> Vec<IfaceSelector> {
+        self.interfaces.iter().filter_map(|v| IfaceSelector::parse(v).ok()).collect()
+    }
+
+    /// `--liberal-iface`'s values as selectors (as `iface_selectors`).
+    pub fn liberal_selectors(&self) -> Vec<IfaceSelector> {
+        self.liberal_interfaces.iter().filter_map(|v| IfaceSelector::parse(v).ok()).collect()
     }
 
     /// Size the flow tables, and the reporter's memory with them.
@@ -435,6 +449,66 @@ fn valid_ifname(name: &str) -> bool {
         && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
 }
 
+/// Whether an `--iface` or `--liberal-iface` value is a glob pattern
+/// (`veth*`, `tap?`, `eth[0-3]`) rather than an interface's name: it has
+/// one of `*`, `?` or `[`, which no name has in practice.
+pub fn is_pattern(value: &str) -> bool {
+    value.contains(['*', '?', '['])
+}
+
+/// The longest pattern `--iface` takes: a pattern may be longer than the
+/// names it matches (`[abc]`), not without bound.
+const MAX_IFACE_PATTERN: usize = 64;
+
+/// An `--iface` (or `--liberal-iface`) value: an interface's name, or a
+/// glob pattern (`glob::Pattern`: `*`, `?`, `[...]`, `[!...]`) matched
+/// against the names of interfaces present at start and appearing later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfaceSelector {
+    Name(String),
+    Pattern(glob::Pattern),
+}
+
+impl IfaceSelector {
+    /// The value as given on the command line, or what is allowed.
+    pub fn parse(value: &str) -> Result<IfaceSelector, String> {
+        const IFNAME: &str = "1 to 15 bytes, without '/', ':' or spaces (see `ip -brief link`)";
+        if !is_pattern(value) {
+            return match valid_ifname(value) {
+                true => Ok(IfaceSelector::Name(value.to_string())),
+                false => Err(format!("an interface name is {IFNAME}")),
+            };
+        }
+        if value.len() > MAX_IFACE_PATTERN || value.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
+            return Err(format!("a pattern is 1 to {MAX_IFACE_PATTERN} bytes, without '/', ':' or spaces"));
+        }
+        glob::Pattern::new(value)
+            .map(IfaceSelector::Pattern)
+            .map_err(|e| format!("not a valid pattern: {} (patterns use *, ? and [...], as in 'veth*')", e.msg))
+    }
+
+    /// Whether the interface called `name` is one this selects.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            IfaceSelector::Name(n) => n == name,
+            IfaceSelector::Pattern(p) => p.matches(name),
+        }
+    }
+
+    pub fn is_pattern(&self) -> bool {
+        matches!(self, IfaceSelector::Pattern(_))
+    }
+}
+
+impl fmt::Display for IfaceSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IfaceSelector::Name(n) => f.write_str(n),
+            IfaceSelector::Pattern(p) => f.write_str(p.as_str()),
+        }
+    }
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes.
 pub fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -454,17 +528,17 @@ impl Config {
     /// `validate`, with the host's available memory given (None: unknown,
     /// not checked).
     pub fn validate_with(&mut self, available: Option<u64>) -> Result<(), ConfigError> {
-        const IFNAME: &str = "1 to 15 bytes, without '/', ':' or spaces (see `ip -brief link`)";
         if self.interfaces.is_empty() {
             return Err(ConfigError::usage("--iface", "(none)", "at least one interface to watch is needed"));
         }
-        for name in &self.interfaces {
-            if !valid_ifname(name) {
-                return Err(ConfigError::usage("--iface", format!("{name:?}"), format!("an interface name is {IFNAME}")));
+        for (option, names) in [("--iface", &self.interfaces), ("--liberal-iface", &self.liberal_interfaces)] {
+            for name in names {
+                IfaceSelector::parse(name).map_err(|allowed| ConfigError::usage(option, format!("{name:?}"), allowed))?;
             }
         }
-        for name in &self.liberal_interfaces {
-            if !self.interfaces.contains(name) {
+        let watched = self.iface_selectors();
+        for name in self.liberal_interfaces.iter().filter(|n| !is_pattern(n)) {
+            if !watched.iter().any(|w| w.matches(name)) {
                 return Err(ConfigError::usage(
                     "--liberal-iface",
                     name,

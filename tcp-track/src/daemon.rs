@@ -22,6 +22,7 @@ use crate::{
     config::Config,
     events::{split_record, Decoder, Endpoint, Event},
     filter::Filter,
+    follow::InterfaceCounts,
     output::Writer,
     report::{FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
@@ -80,6 +81,9 @@ pub struct Snapshot {
     /// The kernel tables' entries and capacity, as last counted (empty
     /// unless `Daemon::count_tables` was given a counter).
     pub tables: Vec<TableFill>,
+    /// Interfaces attached now, and attach and detach events so far (as
+    /// the runner last said, `Daemon::interfaces_changed`).
+    pub interfaces: InterfaceCounts,
 }
 
 impl Snapshot {
@@ -106,6 +110,8 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     tables: Option<FillCounter>,
     /// Which events are printed, by their endpoints (`Config::filter`).
     filter: Filter,
+    /// The interfaces side of the snapshot.
+    interfaces: InterfaceCounts,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -114,7 +120,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
         let filter = config.filter.clone();
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter, interfaces: InterfaceCounts::default() }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -180,6 +186,15 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         self.tables = Some(counter);
     }
 
+    /// An interface was attached (`index` is `name` in events from now
+    /// on) or let go: `counts` are the new figures.
+    pub fn interfaces_changed(&mut self, counts: InterfaceCounts, attached: Option<(u32, &str)>) {
+        if let Some((index, name)) = attached {
+            self.decoder.name_interface(index, name);
+        }
+        self.interfaces = counts;
+    }
+
     /// Everything the daemon counts, at this instant.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -187,6 +202,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
             report: self.reporter.snapshot(),
             printed: self.writer.printed(),
             tables: self.tables.as_ref().map(FillCounter::latest).unwrap_or_default(),
+            interfaces: self.interfaces.clone(),
         }
     }
 

@@ -443,6 +443,15 @@ impl Decoder {
         }
     }
 
+    /// Name records of `ifindex` `name` from now on (an interface attached
+    /// after the start).
+    pub fn name_interface(&mut self, ifindex: u32, name: &str) {
+        match self.ifnames.iter_mut().find(|(i, _)| *i == ifindex) {
+            Some((_, n)) => *n = Arc::from(name),
+            None => self.ifnames.push((ifindex, Arc::from(name))),
+        }
+    }
+
     pub fn clock(&self) -> &WallClock {
         &self.clock
     }

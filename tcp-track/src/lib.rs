@@ -27,6 +27,9 @@
 //!   aya adapter of `FlowLookup`;
 //! - `flows`: `tcp-track flows`, the pinned tables listed and filtered;
 //! - `loader`: loading the kernel object and attaching its programs;
+//! - `follow`, `links`: interfaces that come and go: which to attach to as
+//!   links appear and disappear (pure), and the kernel's link events read
+//!   over netlink;
 //! - `daemon`: the running daemon's state in one struct, one method per
 //!   step of its loop, and a snapshot for readers;
 //! - `metrics`: `--metrics-addr`, the daemon's snapshot served as
@@ -45,6 +48,8 @@ pub mod demo;
 pub mod events;
 pub mod filter;
 pub mod flows;
+pub mod follow;
+pub mod links;
 pub mod loader;
 pub mod metrics;
 pub mod offline;

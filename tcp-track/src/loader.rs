@@ -306,33 +306,57 @@ impl Tracker {
         any.set(0, 1, 0)
     }
 
+    /// Let go of the interface with this index, which is gone (deleted,
+    /// moved to another namespace) or no longer watched (renamed): its
+    /// links are unpinned and closed, which detaches the programs if the
+    /// kernel has not already; it is no longer liberal. Returns what could
+    /// not be done (for a deleted interface, expected and harmless).
+    pub fn forget(&mut self, index: u32) -> Vec<(String, ProgramError)> {
+        let mut failures = Vec::new();
+        if let Some(at) = self.attached.iter().position(|a| a.iface.index == index) {
+            let a = self.attached.remove(at);
+            self.release(a, &mut failures);
+        }
+        if let Ok(mut map) = aya::maps::HashMap::<_, u32, u8>::try_from(self.ebpf.map_mut("LIBERAL_IFACES").expect("LIBERAL_IFACES is in the object")) {
+            // Absent unless it was liberal: nothing to report.
+            let _ = map.remove(&index);
+        }
+        failures
+    }
+
     /// Detach every program from every interface; report what could not be.
     pub fn detach_all(&mut self) -> Vec<(String, ProgramError)> {
         let mut failures = Vec::new();
-        for a in self.attached.drain(..) {
-            for link in a.pinned {
-                // Unpinned, then closed: the kernel detaches the program.
-                if let Err(e) = link.unpin() {
-                    failures.push((a.iface.name.clone(), ProgramError::SyscallError(aya::sys::SyscallError { call: "unlink", io_error: e })));
-                }
-            }
-            if let Some(link) = a.xdp_link {
-                if let Some(xdp) = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| <&mut Xdp>::try_from(p).ok()) {
-                    if let Err(e) = xdp.detach(link) {
-                        failures.push((a.iface.name.clone(), e));
-                    }
-                }
-            }
-            if let Some(link) = a.tc_link {
-                if let Some(tc) = self.ebpf.program_mut(TC_PROGRAM).and_then(|p| <&mut SchedClassifier>::try_from(p).ok()) {
-                    if let Err(e) = tc.detach(link) {
-                        failures.push((a.iface.name.clone(), e));
-                    }
-                }
-            }
-            debug!("{}: detached", a.iface.name);
+        for a in std::mem::take(&mut self.attached) {
+            self.release(a, &mut failures);
         }
         failures
+    }
+
+    /// Detach one attachment: unpin and close its pinned links, detach the
+    /// others; what fails is added to `failures`.
+    fn release(&mut self, a: Attached, failures: &mut Vec<(String, ProgramError)>) {
+        for link in a.pinned {
+            // Unpinned, then closed: the kernel detaches the program.
+            if let Err(e) = link.unpin() {
+                failures.push((a.iface.name.clone(), ProgramError::SyscallError(aya::sys::SyscallError { call: "unlink", io_error: e })));
+            }
+        }
+        if let Some(link) = a.xdp_link {
+            if let Some(xdp) = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| <&mut Xdp>::try_from(p).ok()) {
+                if let Err(e) = xdp.detach(link) {
+                    failures.push((a.iface.name.clone(), e));
+                }
+            }
+        }
+        if let Some(link) = a.tc_link {
+            if let Some(tc) = self.ebpf.program_mut(TC_PROGRAM).and_then(|p| <&mut SchedClassifier>::try_from(p).ok()) {
+                if let Err(e) = tc.detach(link) {
+                    failures.push((a.iface.name.clone(), e));
+                }
+            }
+        }
+        debug!("{}: detached", a.iface.name);
     }
 }
 

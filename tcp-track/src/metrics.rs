@@ -159,6 +159,10 @@ pub fn encode(snap: &Snapshot) -> prometheus::Result<String> {
     reg.counters("connections_ended_total", "Connections that ended, by why (each one's final conn record, printed or not)", &["end"], {
         r.conn.ended.iter().map(|(end, v)| ([end.as_str()], *v))
     })?;
+    reg.gauge("interfaces_attached", "Interfaces the programs are attached to now", snap.interfaces.attached as i64)?;
+    reg.counters("interface_events_total", "Interfaces attached (at start or when they appeared), detached (deleted, moved out, renamed) and not attachable, by kind", &["kind"], {
+        snap.interfaces.by_kind().map(|(kind, v)| ([kind.as_str()], v))
+    })?;
     reg.counter("conn_interim_records_total", "Interim conn records of connections still open (--conn-interval)", r.conn.interim)?;
 
     let mut families = reg.0.gather();
@@ -257,10 +261,10 @@ mod tests {
 
     use super::*;
     use crate::{
+        follow::InterfaceCounts,
         report::{ConnCounts, ReportSnapshot, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
-        vocab::Closer,
         tables::TableFill,
-        vocab::{ConnState, EndReason, EventKind, ResetClass},
+        vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
     };
 
     fn snapshot() -> Snapshot {
@@ -295,6 +299,7 @@ mod tests {
             },
             printed: EventKind::ALL.iter().map(|&k| (k, u64::from(k == EventKind::Reset) * 8)).collect(),
             tables: vec![TableFill { table: "established_v4", entries: 9, capacity: 65536 }],
+            interfaces: InterfaceCounts { attached: 2, events: [3, 1, 0] },
         }
     }
 
@@ -336,6 +341,12 @@ mod tests {
         has(r#"tcp_track_connections_ended_total{end="fin"} 11"#);
         has(r#"tcp_track_connections_ended_total{end="stopped"} 0"#);
         has("tcp_track_conn_interim_records_total 12");
+        has("# TYPE tcp_track_interfaces_attached gauge");
+        has("tcp_track_interfaces_attached 2");
+        has("# TYPE tcp_track_interface_events_total counter");
+        has(r#"tcp_track_interface_events_total{kind="attached"} 3"#);
+        has(r#"tcp_track_interface_events_total{kind="detached"} 1"#);
+        has(r#"tcp_track_interface_events_total{kind="attach_failed"} 0"#);
         has("# TYPE tcp_track_connection_duration_seconds histogram");
         has(r#"tcp_track_connection_duration_seconds_bucket{le="0.1"} 0"#);
         has(r#"tcp_track_connection_duration_seconds_bucket{le="1"} 1"#);

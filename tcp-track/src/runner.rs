@@ -9,21 +9,24 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use tcp_track_common::{counters, pinned::StateInfo};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     clock::{self, WallClock},
-    config::{Config, RstPolicy},
+    config::{Config, IfaceSelector, RstPolicy},
     daemon::{Daemon, MAX_BATCH},
     events::Decoder,
     flows::PinnedTables,
+    follow::{Action, Follower, Gone},
+    links::{self, Changes, LinkEvents},
     report::adopted_event,
     loader::{AttachedMode, Pinning, Tracker},
     metrics, output,
     pins::{self, Found, StateDir},
-    preflight, stats,
+    preflight::{self, Interface},
+    stats,
     stats::Counters,
     tables::{self, FillCounter, KernelFlows},
 };
@@ -46,7 +49,14 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         ),
         None => None,
     };
-    let interfaces = preflight::check_all(&config.interfaces)?;
+    // Names must exist now (patterns may match nothing yet). Subscribe to
+    // link changes before listing the links, so that none is missed.
+    let selected = config.iface_selectors();
+    let named: Vec<String> = selected.iter().filter(|w| !w.is_pattern()).map(ToString::to_string).collect();
+    preflight::check_all(&named)?;
+    let link_events = LinkEvents::open().context("subscribing to the kernel's link changes (netlink)")?;
+    let mut link_events = watch(link_events).context("watching the kernel's link changes")?;
+    let present = links::present().context("listing the network interfaces")?;
     let (pinning, adopted) = prepare_state(&config)?;
     // A state made here and not adopted is removed if the start fails
     // below: no half-made state for the next daemon to puzzle over.
@@ -64,26 +74,41 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         config.capacity.half_open_slots(),
         stats::mib(stats::table_memory(&tracker.ebpf, &tables::NAMES))
     );
-    for iface in interfaces.iter().filter(|i| config.liberal_interfaces.contains(&i.name)) {
-        tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;
-        info!("{}: liberal: only one direction is visible here, so no RST is dropped on it", iface.name);
-    }
     if config.rst_policy != RstPolicy::Observe {
         info!("RST policy: {:?}: forged resets are dropped in XDP and reported with action \"dropped\"", config.rst_policy);
     }
-    for iface in &interfaces {
-        let a = tracker.attach(iface, config.xdp_mode, config.egress)?;
-        let mode = match a.mode {
-            AttachedMode::Native => "native (driver) mode",
-            AttachedMode::Skb => "generic (skb) mode",
-            AttachedMode::Kept => "kept mode",
-        };
-        let egress = if a.has_egress() { " + TC egress" } else { "" };
-        let ids = a.link_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-        match a.mode {
-            AttachedMode::Kept => info!("{}: XDP{egress} kept from the previous daemon: programs replaced in place (links {ids})", a.iface.name),
-            _ if !ids.is_empty() => info!("{}: XDP attached in {mode}{egress} (links {ids}, pinned)", a.iface.name),
-            _ => info!("{}: XDP attached in {mode}{egress}", a.iface.name),
+    let liberal = config.liberal_selectors();
+    let mut follower = Follower::new(selected.clone());
+    // In the order of the command line (the first interface names the
+    // records of flows adopted from a previous daemon).
+    let attach = |a| match a {
+        Action::Attach { iface, .. } => Some(iface),
+        _ => None,
+    };
+    let mut start: Vec<Interface> = follower.resync(&present).into_iter().filter_map(attach).collect();
+    start.sort_by_key(|i| selected.iter().position(|w| w.matches(&i.name)));
+    for iface in start {
+        match attach_one(&mut tracker, &iface, &config, &liberal) {
+            Ok(how) => {
+                info!("{}: {how}", iface.name);
+                follower.attached(iface);
+            }
+            // A name asked for by name must be watched; one a pattern
+            // found is skipped, as when it appears later.
+            Err(e) if named.contains(&iface.name) => return Err(e),
+            Err(e) => {
+                follower.attach_failed(&iface);
+                warn!("{} (ifindex {}) matches --iface but cannot be watched: {e:#}; skipped", iface.name, iface.index);
+            }
+        }
+    }
+    for pattern in selected.iter().filter(|w| w.is_pattern()) {
+        if follower.interfaces().iter().any(|i| pattern.matches(&i.name)) {
+            continue;
+        }
+        match present.iter().any(|i| pattern.matches(&i.name)) {
+            true => info!("--iface {pattern}: none of the interfaces it matches could be attached: waiting for more matching it"),
+            false => info!("--iface {pattern}: no interface matches it yet: waiting for interfaces matching it"),
         }
     }
 
@@ -93,7 +118,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         Some(l) => Some(watch(l).context("watching the kernel log ring buffer")?),
         None => None,
     };
-    let ifnames: HashMap<u32, String> = interfaces.iter().map(|i| (i.index, i.name.clone())).collect();
+    let ifnames: HashMap<u32, String> = follower.interfaces().iter().map(|i| (i.index, i.name.clone())).collect();
     let decoder = Decoder::new(WallClock::now(), ifnames);
     let layout = tracker.half_open;
     let flows = KernelFlows::take(&mut tracker.ebpf, layout).context("taking the flow tables out of the eBPF object")?;
@@ -103,8 +128,9 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
     let mut daemon = Daemon::new(&config, decoder, flows, counters, out);
+    daemon.interfaces_changed(follower.counts(), None);
     if let (Some(info), Some(p)) = (adopted, &tracker.pinning) {
-        let ifindex = interfaces.first().map_or(0, |i| i.index);
+        let ifindex = follower.interfaces().first().map_or(0, |i| i.index);
         report_adopted(&mut daemon, &info, &p.dir, ifindex)?;
     }
     if let Some(tables) = fill {
@@ -121,8 +147,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         None => None,
     };
 
-    let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
-    info!("watching {}: press Ctrl-C to stop", names.join(", "));
+    info!("watching {}: press Ctrl-C to stop", watching(&follower, &selected));
 
     start_guard.0 = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -151,6 +176,27 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
                 let mut guard = guard.context("waiting on the kernel log ring buffer")?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+                Ok(())
+            }
+            guard = link_events.readable_mut() => {
+                let mut guard = guard.context("waiting on the kernel's link changes")?;
+                let actions = match guard.get_inner_mut().read() {
+                    Changes::Links(changes) => {
+                        guard.clear_ready();
+                        changes.into_iter().flat_map(|l| follower.on_link(l)).collect()
+                    }
+                    // Readiness kept: what is left is read on the next turn.
+                    Changes::Lost => match links::present() {
+                        Ok(present) => follower.resync(&present),
+                        Err(e) => {
+                            warn!("listing the network interfaces after lost link changes: {e}");
+                            Vec::new()
+                        }
+                    },
+                };
+                for action in actions {
+                    follow_up(action, &mut follower, &mut tracker, &mut daemon, &config, &liberal, &selected);
+                }
                 Ok(())
             }
             _ = backstop.tick() => daemon.drain(ring.get_mut()).map(drop),
@@ -182,20 +228,22 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         }
         _ => None,
     };
+    let names: Vec<String> = follower.interfaces().iter().map(|i| i.name.clone()).collect();
     let failures = if kept.is_some() { tracker.keep_all() } else { tracker.detach_all() };
     for (iface, e) in failures {
         error!("{iface}: detaching failed: {e} (the link is closed when this process exits)");
     }
+    let detached = if names.is_empty() { "nothing was attached at exit".to_string() } else { format!("detached from {}", names.join(", ")) };
     match (&kept, &tracker.pinning) {
         (Some(dir), _) => info!("state kept in {dir}: the programs stay attached to {}; the next `tcp-track run` adopts it, `tcp-track detach` removes it", names.join(", ")),
         (None, Some(p)) => {
-            info!("detached from {}", names.join(", "));
+            info!("{detached}");
             // Our map handles are still open: the maps are freed when we exit.
             if let Err(e) = p.dir.remove() {
                 error!("{e}");
             }
         }
-        (None, None) => info!("detached from {}", names.join(", ")),
+        (None, None) => info!("{detached}"),
     }
     // Whatever is already in the ring buffer still gets printed, then,
     // unless the state is kept for the next daemon (which adopts these
@@ -209,6 +257,107 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
         // A reader that went away (`tcp-track run | head`) is a normal end.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).context("writing events to stdout"),
+    }
+}
+
+/// Attach to `iface` as the start-up options say (XDP mode, TC egress,
+/// liberal when a `--liberal-iface` selects it): how it went, for the
+/// log. What a failure left attached is let go.
+fn attach_one(tracker: &mut Tracker, iface: &Interface, config: &Config, liberal: &[IfaceSelector]) -> Result<String> {
+    if liberal.iter().any(|l| l.matches(&iface.name)) {
+        tracker.set_liberal(iface).with_context(|| format!("marking {} liberal", iface.name))?;
+        info!("{}: liberal: only one direction is visible here, so no RST is dropped on it", iface.name);
+    }
+    let a = match tracker.attach(iface, config.xdp_mode, config.egress) {
+        Ok(a) => a,
+        Err(e) => {
+            for (name, e) in tracker.forget(iface.index) {
+                error!("{name}: detaching after a failed attach: {e}");
+            }
+            return Err(e.into());
+        }
+    };
+    let mode = match a.mode {
+        AttachedMode::Native => "native (driver) mode",
+        AttachedMode::Skb => "generic (skb) mode",
+        AttachedMode::Kept => "kept mode",
+    };
+    let egress = if a.has_egress() { " + TC egress" } else { "" };
+    let ids = a.link_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    Ok(match a.mode {
+        AttachedMode::Kept => format!("XDP{egress} kept from the previous daemon: programs replaced in place (links {ids})"),
+        _ if !ids.is_empty() => format!("XDP attached in {mode}{egress} (links {ids}, pinned)"),
+        _ => format!("XDP attached in {mode}{egress}"),
+    })
+}
+
+/// Carry out one of the follower's actions, and say what happened on
+/// stderr, one line each.
+fn follow_up<L, W>(
+    action: Action,
+    follower: &mut Follower,
+    tracker: &mut Tracker,
+    daemon: &mut Daemon<L, Counters, W>,
+    config: &Config,
+    liberal: &[IfaceSelector],
+    watch: &[IfaceSelector],
+) where
+    L: crate::report::FlowLookup,
+    W: io::Write,
+{
+    match action {
+        Action::Attach { iface, again } => {
+            let (name, index) = (iface.name.clone(), iface.index);
+            match attach_one(tracker, &iface, config, liberal) {
+                Ok(how) if again => info!("{name} (ifindex {index}) is back: attached again: {how}"),
+                Ok(how) => info!("{name} (ifindex {index}) appeared: {how}"),
+                Err(e) => {
+                    if follower.attach_failed(&iface) {
+                        warn!("{name} (ifindex {index}) appeared but cannot be watched: {e:#}; skipped (retried when it changes)");
+                    }
+                    daemon.interfaces_changed(follower.counts(), None);
+                    return;
+                }
+            }
+            follower.attached(iface);
+            daemon.interfaces_changed(follower.counts(), Some((index, &name)));
+        }
+        Action::Detach { iface, why } => {
+            let failures = tracker.forget(iface.index);
+            let others = follower.interfaces().iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
+            let still = if others.is_empty() { String::new() } else { format!("; still watching {others}") };
+            match why {
+                Gone::Deleted => {
+                    for (name, e) in failures {
+                        debug!("{name}: closing its links: {e}");
+                    }
+                    warn!("{} (ifindex {}) is gone (deleted or moved to another namespace): no longer watched, attached again if it comes back{still}", iface.name, iface.index);
+                }
+                Gone::Renamed(new) => {
+                    for (name, e) in failures {
+                        error!("{name}: detaching failed: {e} (the link is closed when this process exits)");
+                    }
+                    warn!("{} (ifindex {}) was renamed {new}, which --iface does not select: detached{still}", iface.name, iface.index);
+                }
+            }
+            daemon.interfaces_changed(follower.counts(), None);
+        }
+        Action::NoneLeft => {
+            let list = watch.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            warn!("no watched interface is left: waiting for interfaces named or matching {list}");
+        }
+    }
+}
+
+/// The start-up line's list: what is attached, and what the patterns
+/// will add.
+fn watching(follower: &Follower, watch: &[IfaceSelector]) -> String {
+    let names: Vec<&str> = follower.interfaces().iter().map(|i| i.name.as_str()).collect();
+    let patterns: Vec<String> = watch.iter().filter(|w| w.is_pattern()).map(ToString::to_string).collect();
+    match (names.is_empty(), patterns.is_empty()) {
+        (_, true) => names.join(", "),
+        (true, false) => format!("no interface yet (interfaces matching {} are attached as they appear)", patterns.join(", ")),
+        (false, false) => format!("{} (and interfaces matching {} as they appear)", names.join(", "), patterns.join(", ")),
     }
 }
 
@@ -285,10 +434,11 @@ fn report_adopted<L: crate::report::FlowLookup, W: io::Write>(daemon: &mut Daemo
     Ok(())
 }
 
-/// Register a ring buffer's fd with the runtime.
+/// Register a ring buffer's (or the link events') fd with the runtime.
 fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: both ring buffers (aya's RingBuf, aya-log's EbpfLogger) own
-    // their map fd for their whole lifetime and always return that same fd.
+    // their map fd for their whole lifetime and always return that same fd;
+    // so does `LinkEvents` its netlink socket.
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| io::Error::other(e.to_string()))
 }
 

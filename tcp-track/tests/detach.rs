@@ -9,25 +9,11 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{tc::TcAttachType, SchedClassifier};
 use support::{
     daemon::Daemon,
+    hooks::{tcx_egress, xdp_attached},
     netns::{Netns, Pair, Routed},
 };
-
-/// `ip -d link show` mentions an XDP program (`prog/xdp id N`).
-fn xdp_attached(ns: &Netns, ifname: &str) -> bool {
-    ns.ip(&["-d", "link", "show", "dev", ifname]).unwrap().contains("prog/xdp")
-}
-
-/// Names of the programs attached to the TCX egress hook of `ifname`.
-fn tcx_egress(ns: &Netns, ifname: &str) -> Vec<String> {
-    let ifname = ifname.to_string();
-    ns.enter(move || {
-        let (_, progs) = SchedClassifier::query_tcx(&ifname, TcAttachType::Egress).expect("BPF_PROG_QUERY on tcx egress");
-        progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect()
-    }).unwrap()
-}
 
 /// Classic tc state: filters on egress and any clsact qdisc.
 fn tc_egress_state(ns: &Netns, ifname: &str) -> (String, String) {

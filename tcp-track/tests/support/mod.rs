@@ -4,5 +4,6 @@
 pub mod conn;
 pub mod capture;
 pub mod daemon;
+pub mod hooks;
 pub mod netns;
 pub mod scenarios;
