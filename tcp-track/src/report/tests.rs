@@ -700,6 +700,22 @@ mod conn_records {
         assert!(g.stop(T0 + 104 * S).is_empty(), "both had their record");
     }
 
+    /// The audit reads its clock once, then the records: a segment that
+    /// came in between is stamped after `now`. Such a flow was just seen,
+    /// not quiet for the 52 days an unsigned difference makes of it (the
+    /// soak once saw a SYN_SENT flow ended `idle_timeout` so).
+    #[test]
+    fn a_segment_stamped_after_the_audits_clock_is_not_idleness() {
+        let mut g = Rig::new(ReportConfig { idle_timeout: Duration::from_secs(100), ..conn_cfg() });
+        let f = g.open(40012, T0);
+        g.on_time(T0 + 4 * S);
+        let now = T0 + 10 * S;
+        g.set_record(&f, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 5, 5, T0, now + 3_000_000));
+        assert!(g.audit(now).is_empty(), "not idle");
+        assert!(g.r.lookup().removed.is_empty(), "still in the table");
+        assert_eq!(g.r.tracked_flows(), 1);
+    }
+
     /// The table evicted an open flow and a new flow took its 4-tuple
     /// before the audit looked: the old one's record comes with the new
     /// flow's first event.
