@@ -129,6 +129,10 @@ const ABORT_PORT: u16 = 8090;
 const REFUSED_PORT: u16 = 8091;
 const DROPPED_PORT: u16 = 8092;
 
+/// The client's address and ports for half-open connections (`Kind::HalfOpen`).
+const HALF_OPEN_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 3);
+const HALF_OPEN_PORTS: std::ops::Range<u16> = 20000..60000;
+
 fn kind_of_port(port: u16) -> Option<Kind> {
     match port {
         p if CLOSED_PORTS.contains(&p) => Some(Kind::Closed),
@@ -320,6 +324,7 @@ fn setup(net: &Pair) -> Result<()> {
     // 60 s of TIME_WAITs at ~900 closes a second: the whole port range,
     // and four server ports to spread them over.
     net.a.sysctl("net.ipv4.ip_local_port_range=1024 65535").context("widening the client's port range")?;
+    net.a.ip(&["addr", "add", &format!("{HALF_OPEN_CLIENT}/24"), "dev", &net.a_end.ifname]).context("adding the half-open client's address")?;
     net.b.sysctl("net.core.somaxconn=4096").context("raising the server's listen backlog")?;
     net.b
         .nft(&format!(
@@ -345,7 +350,8 @@ struct Records {
     total: u64,
     by_kind: BTreeMap<Kind, BTreeMap<String, u64>>,
     unknown: u64,
-    /// The first records whose end is not their kind's, as printed.
+    /// The first records whose end is not their kind's (`stopped` ones
+    /// too), as printed.
     odd: Vec<String>,
 }
 
@@ -366,7 +372,7 @@ impl Records {
             Some(reason) if end == "reset" => format!("reset/{reason}"),
             _ => end.to_string(),
         };
-        if end != kind.expected_end() && end != "stopped" && self.odd.len() < 10 {
+        if end != kind.expected_end() && self.odd.len() < 10 {
             self.odd.push(line.to_string());
         }
         *self.by_kind.entry(kind).or_default().entry(end).or_default() += 1;
@@ -693,6 +699,13 @@ fn connection(kind: Kind, n: u64, server: std::net::Ipv4Addr, half_open: &Mutex<
         }
         Kind::HalfOpen => {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            // From an address of their own, each from the next port: a port
+            // the kernel chose could come back for another handshake to the
+            // same port while the tracker still follows the last one (no
+            // TIME_WAIT after SYN_SENT), and two connections would be one
+            // flow. This way a port comes back after 800 s.
+            let port = HALF_OPEN_PORTS.start + ((n / 20) % u64::from(HALF_OPEN_PORTS.end - HALF_OPEN_PORTS.start)) as u16;
+            s.bind(&SocketAddr::from((HALF_OPEN_CLIENT, port)).into())?;
             s.set_nonblocking(true)?;
             match s.connect(&SocketAddr::from((server, DROPPED_PORT)).into()) {
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
