@@ -17,7 +17,7 @@ use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
     thread,
     time::{Duration, Instant},
