@@ -503,6 +503,38 @@ mod tests {
         assert!(d.counters_line().ends_with(" flows_vanished=0"));
     }
 
+    /// Events lost: the tables' walk waits for a tick without new losses,
+    /// then writes the record of a connection whose every event was lost
+    /// (here one ended in TIME_WAIT), once.
+    #[test]
+    fn after_losses_the_tables_are_walked_once_a_tick_passes_without_new_ones() {
+        use tcp_track_common::{
+            flow::{coarse_time, FlowRecord},
+            state::STATE_TIME_WAIT,
+        };
+
+        use crate::config::EventSet;
+
+        let counters = Fixed::default();
+        let mut d = daemon_showing(counters.clone(), crate::config::EventSets::of(&[EventSet::Notable, EventSet::Conn]));
+        let s = 1_000_000_000u64;
+        let raw = report::tests::raw(EVENT_FLOW_NEW, 40000, s, true, tcp::SYN, 0, STATE_SYN_SENT);
+        let rec = FlowRecord { state: STATE_TIME_WAIT, initiator: raw.initiator, first_ns: s, last_seen: coarse_time(2 * s), ..FlowRecord::default() };
+        d.reporter.lookup_mut().insert(report::FlowId::of(&raw), rec);
+        let mut totals = [0u64; counters::COUNT as usize];
+        totals[counters::EVENTS_LOST as usize] = 5;
+        counters.0.set(totals);
+        d.on_tick(10 * s).unwrap();
+        assert!(d.out.is_empty(), "no walk while losing");
+        d.on_tick(11 * s).unwrap();
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains(r#""event":"conn""#) && out.contains(r#""end":"fin""#), "{out}");
+        assert_eq!(d.caught_up(), CatchUp { adopted: 1, moved: 0, ended: 1 });
+        d.on_tick(12 * s).unwrap();
+        assert_eq!(String::from_utf8(d.out.clone()).unwrap(), out, "once");
+    }
+
     /// The kernel's records as the shared table logic writes them (the host
     /// tracker, fed crafted frames), through the daemon's drain: a
     /// connection closed by the client and one refused give one `conn`

@@ -36,6 +36,13 @@ pub(crate) struct FakeTable {
     removed: Vec<FlowId>,
 }
 
+impl FakeTable {
+    /// Put `rec` in the table as flow `id`'s record.
+    pub(crate) fn insert(&mut self, id: FlowId, rec: FlowRecord) {
+        self.records.insert(id, rec);
+    }
+}
+
 impl FlowLookup for FakeTable {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
         self.records.get(id).copied()
