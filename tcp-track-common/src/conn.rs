@@ -474,12 +474,22 @@ impl ConnSummary {
 }
 
 /// The time of the record's last segment on the clock of `now_ns` (to
-/// within 2^20 ns, `last_seen`'s unit), assuming it was less than 52 days
+/// within 2^20 ns, `last_seen`'s unit), assuming it was less than 26 days
 /// before `now_ns`. `now_ns - last_seen_ns` is how long the flow has been
 /// quiet; `last_seen_ns - first_ns` its duration so far.
 pub fn last_seen_ns(rec: &FlowRecord, now_ns: u64) -> u64 {
-    let quiet_units = crate::flow::coarse_time(now_ns).wrapping_sub(rec.last_seen) as u64;
-    (now_ns & !((1 << 20) - 1)).saturating_sub(quiet_units << 20)
+    (now_ns & !((1 << 20) - 1)).saturating_sub(quiet_units(rec, now_ns) << 20)
+}
+
+/// Whole units of `last_seen` (2^20 ns) from the record's last segment to
+/// `now_ns`. A segment the kernel stamped after the reader took `now_ns`
+/// (the daemon reads its clock once, then reads records while segments
+/// keep coming) is later than `now_ns`: the difference is taken as signed,
+/// so such a flow is quiet for 0 units rather than for the 52 days an
+/// unsigned wrap would make it (which once ended a SYN_SENT flow as idle
+/// during a soak).
+pub fn quiet_units(rec: &FlowRecord, now_ns: u64) -> u64 {
+    (crate::flow::coarse_time(now_ns).wrapping_sub(rec.last_seen) as i32).max(0) as u64
 }
 
 #[cfg(test)]

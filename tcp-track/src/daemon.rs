@@ -16,7 +16,7 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::{counters, event::FlowEvent};
+use tcp_track_common::{conn::quiet_units, counters, event::FlowEvent};
 
 use crate::{
     config::Config,
@@ -24,7 +24,7 @@ use crate::{
     filter::Filter,
     follow::InterfaceCounts,
     output::Writer,
-    report::{FlowLookup, ReportSnapshot, Reporter},
+    report::{adopted_event, CatchUp, FlowLookup, ReportSnapshot, Reporter},
     stats::{self, CounterSource, Totals},
     tables::{FillCounter, TableFill},
     vocab::{EndReason, EventKind},
@@ -37,6 +37,16 @@ pub const MAX_BATCH: usize = 4096;
 /// Tracked flows checked against the kernel tables each second (a map
 /// lookup each: a few milliseconds of CPU at most).
 pub const AUDIT_PER_SECOND: usize = 2000;
+
+/// After events were lost, the tables' walk (`Daemon::on_tick`) waits for
+/// a tick without new losses, so that it runs once the storm has passed
+/// and the ring buffer is drained; under losses that do not stop, it runs
+/// every this many ticks all the same.
+pub const RESYNC_MAX_WAIT: u32 = 10;
+
+/// Flows whose last segment is more recent than this are left out of the
+/// tables' walk: that segment's events may still be in the ring buffer.
+pub const RESYNC_RECENT_NS: u64 = 1_000_000_000;
 
 /// Where raw event records come from: the kernel's ring buffer, or a
 /// test's queue.
@@ -112,6 +122,11 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     filter: Filter,
     /// The interfaces side of the snapshot.
     interfaces: InterfaceCounts,
+    /// Events were lost and the tables' walk has not run since: for how
+    /// many ticks (`RESYNC_MAX_WAIT`).
+    resync_due: Option<u32>,
+    /// What the tables' walks after losses caught up with, in total.
+    caught_up: CatchUp,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -120,7 +135,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
         let filter = config.filter.clone();
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter, interfaces: InterfaceCounts::default() }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter, resync_due: None, caught_up: CatchUp::default(), interfaces: InterfaceCounts::default() }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -144,16 +159,63 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
 
     /// Once a second: the audit's slice of the tracked flows (flows
     /// evicted from the kernel tables without a close are found and
-    /// forgotten), and a warning if the ring buffer lost events.
+    /// forgotten), and a warning if the ring buffer lost events. After
+    /// losses, once a tick passes without new ones (or every
+    /// `RESYNC_MAX_WAIT` ticks while they go on), a walk of the tables
+    /// catches up with the flows whose events were lost (`resync`).
     pub fn on_tick(&mut self, now: u64) -> io::Result<()> {
         let events = self.reporter.audit(now, AUDIT_PER_SECOND);
         self.write_all(&events)?;
         let lost = self.counters.read()[counters::EVENTS_LOST as usize];
-        if lost > self.lost_reported {
+        let losing = lost > self.lost_reported;
+        if losing {
             warn!("{} events lost: the ring buffer was full (total {lost})", lost - self.lost_reported);
             self.lost_reported = lost;
         }
+        match self.resync_due {
+            Some(waited) if losing && waited + 1 < RESYNC_MAX_WAIT => self.resync_due = Some(waited + 1),
+            Some(_) => {
+                self.resync_due = None;
+                self.resync(now)?;
+            }
+            None if losing => self.resync_due = Some(0),
+            None => {}
+        }
         Ok(())
+    }
+
+    /// Walk the kernel tables and catch up with every flow whose events
+    /// were lost (`Reporter::catch_up`), leaving out those seen in the last
+    /// `RESYNC_RECENT_NS`; says on stderr what it found.
+    pub fn resync(&mut self, now: u64) -> io::Result<()> {
+        let flows = self.reporter.lookup().open_flows();
+        let ifindex = self.decoder.first_ifindex();
+        let mut did = CatchUp::default();
+        let mut out = Vec::new();
+        for (id, rec) in &flows {
+            if quiet_units(rec, now) << 20 < RESYNC_RECENT_NS {
+                continue;
+            }
+            let raw = adopted_event(id.family, (&id.lo_addr, id.lo_port), (&id.hi_addr, id.hi_port), rec, ifindex, now);
+            let Ok(ev) = self.decoder.event(&raw) else { continue };
+            let (events, one) = self.reporter.catch_up(&raw, &ev, rec, now);
+            out.extend(events);
+            did.add(one);
+        }
+        info!(
+            "after the events lost, a walk of the tables ({} flows) caught up with {} flows not followed and {} whose state had moved on, and wrote {} conn records of connections whose end was lost",
+            flows.len(),
+            did.adopted,
+            did.moved,
+            did.ended
+        );
+        self.caught_up.add(did);
+        self.write_all(&out)
+    }
+
+    /// What the tables' walks after losses caught up with, in total.
+    pub fn caught_up(&self) -> CatchUp {
+        self.caught_up
     }
 
     /// Follow the flows of an adopted table (`report::adopted_event`
@@ -455,6 +517,38 @@ mod tests {
         assert_eq!(d.lost_reported, 7);
         assert!(d.counters_line().contains("events_lost=7"));
         assert!(d.counters_line().ends_with(" flows_vanished=0"));
+    }
+
+    /// Events lost: the tables' walk waits for a tick without new losses,
+    /// then writes the record of a connection whose every event was lost
+    /// (here one ended in TIME_WAIT), once.
+    #[test]
+    fn after_losses_the_tables_are_walked_once_a_tick_passes_without_new_ones() {
+        use tcp_track_common::{
+            flow::{coarse_time, FlowRecord},
+            state::STATE_TIME_WAIT,
+        };
+
+        use crate::config::EventSet;
+
+        let counters = Fixed::default();
+        let mut d = daemon_showing(counters.clone(), crate::config::EventSets::of(&[EventSet::Notable, EventSet::Conn]));
+        let s = 1_000_000_000u64;
+        let raw = report::tests::raw(EVENT_FLOW_NEW, 40000, s, true, tcp::SYN, 0, STATE_SYN_SENT);
+        let rec = FlowRecord { state: STATE_TIME_WAIT, initiator: raw.initiator, first_ns: s, last_seen: coarse_time(2 * s), ..FlowRecord::default() };
+        d.reporter.lookup_mut().insert(report::FlowId::of(&raw), rec);
+        let mut totals = [0u64; counters::COUNT as usize];
+        totals[counters::EVENTS_LOST as usize] = 5;
+        counters.0.set(totals);
+        d.on_tick(10 * s).unwrap();
+        assert!(d.out.is_empty(), "no walk while losing");
+        d.on_tick(11 * s).unwrap();
+        let out = String::from_utf8(d.out.clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains(r#""event":"conn""#) && out.contains(r#""end":"fin""#), "{out}");
+        assert_eq!(d.caught_up(), CatchUp { adopted: 1, moved: 0, ended: 1 });
+        d.on_tick(12 * s).unwrap();
+        assert_eq!(String::from_utf8(d.out.clone()).unwrap(), out, "once");
     }
 
     /// The kernel's records as the shared table logic writes them (the host

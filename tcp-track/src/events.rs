@@ -462,6 +462,12 @@ impl Decoder {
         self.ifnames.first().map_or_else(|| Arc::from("?"), |(_, n)| n.clone())
     }
 
+    /// The first interface's index (0 if none): the interface a flow found
+    /// in the tables is reported on (they do not say which one it crossed).
+    pub fn first_ifindex(&self) -> u32 {
+        self.ifnames.first().map_or(0, |(i, _)| *i)
+    }
+
     pub fn timestamp(&self, mono_ns: u64) -> Timestamp {
         Timestamp(self.clock.wall_time(mono_ns))
     }

@@ -17,7 +17,7 @@ use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
     thread,
     time::{Duration, Instant},
@@ -25,40 +25,13 @@ use std::{
 
 use serde_json::Value;
 use support::{
+    bpffs::Bpffs,
     daemon::{Daemon, BIN},
     netns::{send_frames, tcp_frame, Netns, Pair},
 };
 use tcp_track::pins::StateDir;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A bpffs of the test's own; unpinned, unmounted and removed on drop.
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn new(tag: &str) -> Bpffs {
-        let dir = PathBuf::from(format!("/tmp/tt-pins-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        nix::mount::mount(Some("bpf"), &dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).expect("mounting a bpffs");
-        Bpffs { dir }
-    }
-
-    /// The state directory the daemons are given.
-    fn state(&self) -> String {
-        self.dir.join("state").display().to_string()
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        // Unpinning the links detaches whatever a failed test left attached.
-        let _ = std::fs::remove_dir_all(self.dir.join("state"));
-        let _ = nix::mount::umount(&self.dir);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 /// `tcp-track ARGS` run to its end in the root namespace.
 fn tcp_track(args: &[&str]) -> Output {

@@ -794,3 +794,15 @@ fn the_shortcut_takes_the_common_segments() {
     check(&mut w, SERVER, s, false, "a RST");
     assert_eq!(w.state(), "RSTR");
 }
+
+#[test]
+fn a_segment_stamped_after_now_is_not_quiet_for_weeks() {
+    let now = 5_000u64 << 20;
+    let mut rec = FlowRecord { last_seen: crate::flow::coarse_time(now) - 3, ..FlowRecord::default() };
+    assert_eq!(quiet_units(&rec, now), 3);
+    assert_eq!(last_seen_ns(&rec, now), now - (3 << 20));
+    // The kernel stamped it one unit after the reader took `now`.
+    rec.last_seen = crate::flow::coarse_time(now) + 1;
+    assert_eq!(quiet_units(&rec, now), 0);
+    assert_eq!(last_seen_ns(&rec, now), now);
+}

@@ -61,14 +61,34 @@ pub fn adopted_event(family: u8, lo: (&[u8; 16], u16), hi: (&[u8; 16], u16), rec
 impl<L: FlowLookup> Reporter<L> {
     /// Follow a flow found in an adopted table (`raw` from
     /// `adopted_event`, `ev` its decoding). A flow already followed is
-    /// left as it is.
+    /// left as it is. One that had ended (TIME_WAIT, CLOSE) had its `conn`
+    /// record written when it ended, by the daemon before: it is followed
+    /// as ended, so that no other record is written for it.
     pub fn adopt(&mut self, raw: &FlowEvent, ev: &Event) {
+        self.follow(raw, ev);
+        if matches!(ConnState::from_raw(raw.new_state), ConnState::TimeWait | ConnState::Close) {
+            if let Some(t) = self.flows.get_mut(&FlowId::of(raw)) {
+                t.ended = true;
+            }
+        }
+    }
+
+    /// Follow a flow found in a table, as `adopt`, without judging whether
+    /// its record was written.
+    pub(super) fn follow(&mut self, raw: &FlowEvent, ev: &Event) {
         let id = FlowId::of(raw);
         if self.flows.contains_key(&id) {
             return;
         }
         // A new flow: no older incarnation whose accounting could end.
         let _ = self.start_tracking(&id, raw, ev);
+        self.arm_for_state(id, raw);
+    }
+
+    /// The deadline the state of `raw` (an `adopted_event`) calls for,
+    /// counted from its `ts_ns`: what the transition into that state would
+    /// have armed.
+    pub(super) fn arm_for_state(&mut self, id: FlowId, raw: &FlowEvent) {
         let at = raw.ts_ns;
         match ConnState::from_raw(raw.new_state) {
             // Only a handshake begun with a SYN is reported half-open, as

@@ -144,19 +144,24 @@ impl<L: FlowLookup> Reporter<L> {
     pub fn on_conn_end(&mut self, raw: &FlowEvent, rec: &FlowRecord, iface: Arc<str>) -> Vec<Event> {
         let id = FlowId::of(raw);
         let end = EndReason::from_raw(raw.end);
-        let iface = match self.flows.get_mut(&id) {
+        let (iface, followed) = match self.flows.get_mut(&id) {
             // Ended already (the daemon removed it a moment before a
             // segment closed it): one record is enough.
             Some(t) if t.ended => return Vec::new(),
             Some(t) => {
                 t.ended = true;
-                t.iface.clone()
+                (t.iface.clone(), true)
             }
-            None => iface,
+            None => (iface, false),
         };
         let last_ns = if end == EndReason::Evicted { last_seen_ns(rec, raw.ts_ns) } else { raw.ts_ns };
         let reset = (end == EndReason::Reset).then(|| (ResetClass::from_raw(raw.reset), raw.dir & 1 == rec.initiator & 1));
-        self.conn_record(&id, iface, rec, Ending { end: Some(end), reset, last_ns }).into_iter().collect()
+        let out = self.conn_record(&id, iface.clone(), rec, Ending { end: Some(end), reset, last_ns }).into_iter().collect();
+        // Its earlier events were lost: follow it from here (`resync`).
+        if !followed && matches!(end, EndReason::Fin | EndReason::Reset) {
+            self.follow_ended(raw, rec, iface);
+        }
+        out
     }
 
     /// Count a record and build it, if `conn` records are printed.

@@ -7,7 +7,10 @@
 //! An `impl Reporter` of its own, on top of the core: it uses the core and
 //! `deadlines`, and nothing uses it but through the reporter's methods.
 
-use tcp_track_common::flow::{coarse_time, FlowRecord, INFO_CLOSER_LO};
+use tcp_track_common::{
+    conn::quiet_units,
+    flow::{FlowRecord, INFO_CLOSER_LO},
+};
 
 use super::{
     deadlines::{dur_ns, Deadline},
@@ -172,7 +175,8 @@ impl<L: FlowLookup> Reporter<L> {
 
 /// How long since the flow's last segment, from its coarse timestamp
 /// (2^20 ns units), rounded up so that truncation never makes a flow look
-/// more recent than it is.
+/// more recent than it is. A segment stamped after `now` (it came while
+/// the audit ran) counts as just seen (`conn::quiet_units`).
 pub(super) fn idle_for(r: &FlowRecord, now: u64) -> u64 {
-    ((coarse_time(now).wrapping_sub(r.last_seen) as u64) + 1) << 20
+    (quiet_units(r, now) + 1) << 20
 }

@@ -19,7 +19,8 @@
 //! - `conn`: connection records, when connections end (and interim ones).
 //!
 //! `adopt` follows the flows of an adopted (pinned) state, deadlines
-//! included. `expiry` adds to the reporter what each deadline means when it comes:
+//! included; `resync` catches up with flows whose events were lost to a
+//! full ring buffer, from a walk of the tables. `expiry` adds to the reporter what each deadline means when it comes:
 //! the flow's current record is read through `FlowLookup` then, rather
 //! than scanning the table.
 //!
@@ -53,6 +54,7 @@ mod flow;
 mod floods;
 mod pressure;
 mod rate;
+mod resync;
 
 pub use adopt::adopted_event;
 use audit::AuditQueue;
@@ -62,6 +64,7 @@ pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
 pub use pressure::PressureAlert;
+pub use resync::CatchUp;
 use pressure::TimeWaitPressure;
 use rate::TokenBucket;
 

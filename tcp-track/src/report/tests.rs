@@ -36,6 +36,13 @@ pub(crate) struct FakeTable {
     removed: Vec<FlowId>,
 }
 
+impl FakeTable {
+    /// Put `rec` in the table as flow `id`'s record.
+    pub(crate) fn insert(&mut self, id: FlowId, rec: FlowRecord) {
+        self.records.insert(id, rec);
+    }
+}
+
 impl FlowLookup for FakeTable {
     fn lookup(&self, id: &FlowId) -> Option<FlowRecord> {
         self.records.get(id).copied()
@@ -700,6 +707,22 @@ mod conn_records {
         assert!(g.stop(T0 + 104 * S).is_empty(), "both had their record");
     }
 
+    /// The audit reads its clock once, then the records: a segment that
+    /// came in between is stamped after `now`. Such a flow was just seen,
+    /// not quiet for the 52 days an unsigned difference makes of it (the
+    /// soak once saw a SYN_SENT flow ended `idle_timeout` so).
+    #[test]
+    fn a_segment_stamped_after_the_audits_clock_is_not_idleness() {
+        let mut g = Rig::new(ReportConfig { idle_timeout: Duration::from_secs(100), ..conn_cfg() });
+        let f = g.open(40012, T0);
+        g.on_time(T0 + 4 * S);
+        let now = T0 + 10 * S;
+        g.set_record(&f, STATE_ESTABLISHED, |r| *r = rec(STATE_ESTABLISHED, 5, 5, T0, now + 3_000_000));
+        assert!(g.audit(now).is_empty(), "not idle");
+        assert!(g.r.lookup().removed.is_empty(), "still in the table");
+        assert_eq!(g.r.tracked_flows(), 1);
+    }
+
     /// The table evicted an open flow and a new flow took its 4-tuple
     /// before the audit looked: the old one's record comes with the new
     /// flow's first event.
@@ -781,5 +804,96 @@ mod conn_records {
         assert!(g.stop(T0 + 3 * S).is_empty(), "once");
         let evicted = g.conn_end(&FlowEvent { end: CONN_END_EVICTED, ..end_raw(40009, T0, 0, true, 1, 1) }, &rec(STATE_SYN_SENT, 1, 0, T0, T0));
         assert!(evicted.is_empty(), "the kernel's word after the daemon's: still one record");
+    }
+
+    /// After events were lost, the tables' walk: each flow in the table at
+    /// `now`, through `catch_up` as the daemon calls it.
+    impl Rig {
+        fn walk(&mut self, now: u64) -> (Vec<Event>, CatchUp) {
+            let mut out = Vec::new();
+            let mut did = CatchUp::default();
+            for (id, rec) in self.r.lookup().open_flows() {
+                let raw = adopted_event(id.family, (&id.lo_addr, id.lo_port), (&id.hi_addr, id.hi_port), &rec, 3, now);
+                let ev = self.dec.event(&raw).unwrap();
+                let (evs, one) = self.r.catch_up(&raw, &ev, &rec, now);
+                out.extend(self.check(evs));
+                did.add(one);
+            }
+            (out, did)
+        }
+    }
+
+    /// Every event of a handshake that was never answered was lost: the
+    /// walk follows it, and it is still reported half-open and given up,
+    /// with its record.
+    #[test]
+    fn a_handshake_whose_events_were_lost_is_still_given_up() {
+        let mut g = Rig::new(conn_cfg());
+        let lost = raw(EVENT_FLOW_NEW, 40020, T0, true, SYN, 0, STATE_SYN_SENT);
+        g.set_record(&lost, STATE_SYN_SENT, |r| {
+            *r = rec(STATE_SYN_SENT, 1, 0, T0, T0);
+            r.origin = tcp_track_common::flow::ORIGIN_SYN;
+        });
+        let (evs, did) = g.walk(T0 + 2 * S);
+        assert!(evs.is_empty(), "{evs:?}");
+        assert_eq!(did, CatchUp { adopted: 1, moved: 0, ended: 0 });
+        assert_eq!(names(&g.on_time(T0 + 3 * S)), ["half_open"], "half-open from its first segment");
+        let evs = g.on_time(T0 + 6 * S);
+        assert_eq!(names(&evs), ["half_open_ended", "conn"]);
+        assert_eq!(json(&evs[1])["end"], "half_open_timeout");
+        assert_eq!(g.walk(T0 + 7 * S).1, CatchUp::default(), "gone from the table: nothing more");
+    }
+
+    /// An orderly close whose every event was lost, end record included:
+    /// the walk writes its record and its TIME_WAIT still expires; a second
+    /// walk writes nothing.
+    #[test]
+    fn a_close_whose_events_were_lost_gets_its_record_and_its_expiry() {
+        let mut g = Rig::new(conn_cfg());
+        let lost = raw(EVENT_FLOW_NEW, 40021, T0, true, SYN, 0, STATE_SYN_SENT);
+        g.set_record(&lost, STATE_TIME_WAIT, |r| {
+            *r = rec(STATE_TIME_WAIT, 5, 4, T0, T0 + S / 2);
+            r.info |= INFO_CLOSER_LO;
+        });
+        let (evs, did) = g.walk(T0 + S);
+        assert_eq!(did, CatchUp { adopted: 1, moved: 0, ended: 1 });
+        let j = json(&evs[0]);
+        assert_eq!((j["end"].as_str(), j["client_packets"].as_u64(), j["state"].as_str()), (Some("fin"), Some(5), Some("TIME_WAIT")));
+        assert_eq!(g.walk(T0 + S + 1).1, CatchUp::default(), "one record");
+        // TIME_WAIT (2 s here) from its last segment.
+        assert!(g.on_time(T0 + 2 * S).is_empty());
+        assert_eq!(names(&g.on_time(T0 + 3 * S)), ["time_wait_expired"]);
+        assert!(g.stop(T0 + 4 * S).is_empty(), "no second record at stop");
+    }
+
+    /// A connection followed from its handshake whose close was lost: the
+    /// walk moves it to TIME_WAIT, writes its record, and it expires.
+    #[test]
+    fn a_followed_connection_whose_close_was_lost_moves_on() {
+        let mut g = Rig::new(conn_cfg());
+        let f = g.open(40022, T0);
+        g.on_time(T0 + 4 * S);
+        g.set_record(&f, STATE_TIME_WAIT, |r| *r = rec(STATE_TIME_WAIT, 6, 5, T0, T0 + 5 * S));
+        let (evs, did) = g.walk(T0 + 6 * S);
+        assert_eq!(did, CatchUp { adopted: 0, moved: 1, ended: 1 });
+        assert_eq!(json(&evs[0])["end"], "fin");
+        assert_eq!(names(&g.on_time(T0 + 8 * S)), ["time_wait_expired"]);
+    }
+
+    /// The end record of a flow whose earlier events were lost did reach
+    /// the daemon: written once, the flow then followed as ended, so the
+    /// walk writes nothing more and its removal still comes.
+    #[test]
+    fn an_end_record_that_came_is_not_written_again_by_the_walk() {
+        let mut g = Rig::new(conn_cfg());
+        let r = rec(STATE_CLOSE, 2, 1, T0, T0 + S);
+        let reset = FlowEvent { reset: RESET_REFUSED, ..end_raw(40023, T0 + S, CONN_END_RESET, false, STATE_ESTABLISHED, STATE_CLOSE) };
+        g.set_record(&reset, STATE_CLOSE, |x| *x = r);
+        assert_eq!(conns(&g.conn_end(&reset, &r)).len(), 1);
+        assert_eq!(g.walk(T0 + 2 * S).1, CatchUp::default());
+        // The reset flow's removal, a half-open timeout (3 s) after it.
+        g.on_time(T0 + 5 * S);
+        assert!(g.r.lookup().records.is_empty(), "removed from the table");
+        assert_eq!(g.r.tracked_flows(), 0);
     }
 }

@@ -1,0 +1,722 @@
+//! `cargo xtask soak [--minutes N]`: the daemon (release build) watching
+//! the server's end of a veth pair between two namespaces while this
+//! driver opens about 1,000 real connections a second through it, for N
+//! minutes, of four kinds told apart by the server port they go to:
+//!
+//! - `closed` (85 %): a request, the client's FIN, the server's reply and
+//!   FIN: an orderly close, the client in TIME_WAIT (`conn` record
+//!   `end: fin`);
+//! - `refused` (5 %): a SYN to a port nobody listens on, answered by a RST
+//!   (`end: reset`, `reset_reason: refused`);
+//! - `abort` (5 %): connected, then closed with SO_LINGER 0, a RST
+//!   (`end: reset`, `reset_reason: abort`);
+//! - `half_open` (5 %): a SYN to a port whose SYNs nftables drops in the
+//!   server's namespace (after XDP saw them); the client gives up after
+//!   2.5 s, before its second retransmission, so the tracker gives the
+//!   handshake up (`end: half_open_timeout`) twice `--half-open-timeout`
+//!   after it began.
+//!
+//! Every 10 s it prints a progress line with the daemon's resident memory
+//! (VmRSS). At the end it waits for the last handshakes to be given up,
+//! stops the daemon (SIGTERM, its pid) and prints the daemon's peak and
+//! final memory, its memory at one minute against the final one
+//! (flatness), events lost, the daemon's counters line, and the
+//! accounting: every connection opened must have exactly one `conn`
+//! record with the end its kind calls for. The driver completes (or, for
+//! a half-open one, abandons) every connection before the daemon stops, so
+//! none is still open then: a `stopped` record (the daemon's record of a
+//! connection open at its stop) is a close the tracker missed, shown in its
+//! own column and counted as a failure. Exits non-zero when the accounting fails, when
+//! the driver's own connections failed, or when the final memory exceeds
+//! the memory at one minute by more than `MEMORY_TOLERANCE` (when the run
+//! lasts longer than one minute). Namespaces, the daemon and its pins are
+//! removed on every exit, Ctrl-C included.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::{BufRead, BufReader, Read, Write},
+    net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use tcp_track::test_support::netns::{enter_netns, is_root, set_linger_zero, Pair};
+
+/// The driver's command line (`cargo xtask soak` passes it on).
+#[derive(Parser)]
+#[command(name = "tcp-track-soak", about = "Real connections through the daemon for N minutes; memory and accounting at the end")]
+struct Args {
+    /// How long to drive connections.
+    #[arg(long, default_value_t = 10)]
+    minutes: u64,
+    /// Connections opened per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// The tcp-track binary (release build).
+    #[arg(long)]
+    daemon: PathBuf,
+}
+
+/// How much the daemon's final resident memory may exceed its memory at
+/// one minute: 10 %, and at least 4 MiB (allocator noise on a small heap).
+const MEMORY_TOLERANCE: f64 = 0.10;
+const MEMORY_SLACK_KIB: u64 = 4096;
+
+/// The daemon's timeouts: short, so that the flows it follows (TIME_WAIT
+/// for 10 s, handshakes given up after 4 s) stay a few seconds' worth and
+/// the last handshakes are given up soon after the driver stops.
+const HALF_OPEN_TIMEOUT_S: u64 = 2;
+const TIME_WAIT_TIMEOUT_S: u64 = 10;
+/// When the driver closes a half-open socket: after the SYN's first
+/// retransmission (1 s, Linux's initial RTO) and before its second (3 s).
+const HALF_OPEN_HOLD: Duration = Duration::from_millis(2500);
+
+/// The kinds of connection, by the server port they go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Closed,
+    Refused,
+    Abort,
+    HalfOpen,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Closed, Kind::Refused, Kind::Abort, Kind::HalfOpen];
+
+    /// The kind of the `n`th connection: 85 closed, 5 of each other in
+    /// every 100, interleaved.
+    fn of(n: u64) -> Kind {
+        match n % 20 {
+            5 => Kind::Refused,
+            10 => Kind::Abort,
+            15 => Kind::HalfOpen,
+            _ => Kind::Closed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Closed => "closed",
+            Kind::Refused => "refused",
+            Kind::Abort => "abort",
+            Kind::HalfOpen => "half_open",
+        }
+    }
+
+    /// The `end` (and `reset_reason`) of its `conn` record.
+    fn expected_end(self) -> &'static str {
+        match self {
+            Kind::Closed => "fin",
+            Kind::Refused => "reset/refused",
+            Kind::Abort => "reset/abort",
+            Kind::HalfOpen => "half_open_timeout",
+        }
+    }
+}
+
+/// Server ports: closed connections spread over four listeners, so that
+/// the client's TIME_WAITs (60 s in Linux) never exhaust its ports.
+const CLOSED_PORTS: [u16; 4] = [8080, 8081, 8082, 8083];
+const ABORT_PORT: u16 = 8090;
+const REFUSED_PORT: u16 = 8091;
+const DROPPED_PORT: u16 = 8092;
+
+/// The client's address and ports for half-open connections (`Kind::HalfOpen`).
+const HALF_OPEN_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 3);
+const HALF_OPEN_PORTS: std::ops::Range<u16> = 20000..60000;
+
+fn kind_of_port(port: u16) -> Option<Kind> {
+    match port {
+        p if CLOSED_PORTS.contains(&p) => Some(Kind::Closed),
+        ABORT_PORT => Some(Kind::Abort),
+        REFUSED_PORT => Some(Kind::Refused),
+        DROPPED_PORT => Some(Kind::HalfOpen),
+        _ => None,
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn main() {
+    let args = Args::parse();
+    match soak(&args) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("soak: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn say(what: &str) {
+    eprintln!("soak: {what}");
+}
+
+/// The soak; `Ok(false)` when a check failed (said on stderr).
+fn soak(args: &Args) -> Result<bool> {
+    if !is_root() {
+        bail!("the soak creates network namespaces and loads eBPF programs: run it as root (`cargo xtask soak` uses sudo)");
+    }
+    if args.minutes == 0 || args.rate == 0 {
+        bail!("--minutes and --rate must be at least 1");
+    }
+    // SAFETY: handlers that only store to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    // Dropped last: the namespaces go after the daemon and the threads.
+    let net = Pair::new("soak").context("creating the soak's network namespaces (needs iproute2)")?;
+    setup(&net)?;
+    say(&format!(
+        "namespaces {} (client, {}) and {} (server, {}); tcp-track watches {} in the server's",
+        net.a.name, net.a_end.v4, net.b.name, net.b_end.v4, net.b_end.ifname
+    ));
+    let state_dir = PathBuf::from(format!("/sys/fs/bpf/tcp-track-soak-{}", std::process::id()));
+    let mut daemon = DaemonProc::start(&args.daemon, &net, &state_dir)?;
+    say(&format!("daemon pid {} started; driving {} connections a second for {} min", daemon.pid, args.rate, args.minutes));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = start_servers(&net, &stop)?;
+    let driver = Driver::start(&net, args.rate, stop.clone())?;
+
+    let started = Instant::now();
+    let run_for = Duration::from_secs(args.minutes * 60);
+    let mut rss = RssLog::default();
+    let mut next_sample = started + Duration::from_secs(10);
+    let mut daemon_died = false;
+    while started.elapsed() < run_for && !interrupted() {
+        thread::sleep(Duration::from_millis(100));
+        if daemon.exited() {
+            daemon_died = true;
+            break;
+        }
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(10);
+            let at = started.elapsed();
+            let kib = vm_rss_kib(daemon.pid).unwrap_or(0);
+            rss.sample(at, kib);
+            let opened = driver.opened();
+            let total: u64 = opened.values().sum();
+            say(&format!(
+                "{:>5.0} s: {total} connections ({:.0}/s; {}), daemon RSS {:.1} MiB, conn records {}, events lost {}",
+                at.as_secs_f64(),
+                total as f64 / at.as_secs_f64(),
+                Kind::ALL.iter().map(|k| format!("{} {}", k.name(), opened.get(k).unwrap_or(&0))).collect::<Vec<_>>().join(", "),
+                kib as f64 / 1024.0,
+                daemon.records.lock().expect("records").total,
+                daemon.last_counter("events_lost").map_or("?".into(), |v| v.to_string()),
+            ));
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (opened, errors) = driver.finish();
+    if !daemon_died && !interrupted() {
+        // The last half-open connections are given up twice the timeout
+        // after their SYN; a little more for the daemon's next tick.
+        say("driver stopped; waiting for the last handshakes to be given up");
+        let until = Instant::now() + Duration::from_secs(2 * HALF_OPEN_TIMEOUT_S + 3);
+        while Instant::now() < until && !interrupted() {
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let final_kib = vm_rss_kib(daemon.pid).unwrap_or(0);
+    rss.sample(elapsed, final_kib);
+    let status = daemon.stop();
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    drop(net);
+    if interrupted() {
+        say("interrupted; everything removed");
+        return Ok(false);
+    }
+    if daemon_died {
+        say(&format!("the daemon exited on its own ({status:?}):\n{}", daemon.stderr_tail()));
+        return Ok(false);
+    }
+    Ok(report(args, elapsed, &opened, errors, &rss, final_kib, &daemon))
+}
+
+/// The summary, and whether every check passed.
+fn report(args: &Args, elapsed: Duration, opened: &BTreeMap<Kind, u64>, errors: u64, rss: &RssLog, final_kib: u64, daemon: &DaemonProc) -> bool {
+    let mut ok = true;
+    let total: u64 = opened.values().sum();
+    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+    println!("soak: {} min at a target of {}/s", args.minutes, args.rate);
+    println!("connections opened: {total} in {:.0} s ({:.0}/s)", elapsed.as_secs_f64(), total as f64 / elapsed.as_secs_f64());
+    println!("daemon RSS: at 1 min {}, peak {}, final {}", rss.at_one_minute().map_or("n/a (shorter run)".into(), mib), mib(rss.peak()), mib(final_kib));
+    match rss.at_one_minute() {
+        Some(one) if elapsed > Duration::from_secs(75) => {
+            let limit = one + ((one as f64 * MEMORY_TOLERANCE) as u64).max(MEMORY_SLACK_KIB);
+            let flat = final_kib <= limit;
+            println!(
+                "memory after the first minute: final {} vs {} at 1 min ({:+.1} %; tolerance +10 %, at least 4 MiB): {}",
+                mib(final_kib),
+                mib(one),
+                (final_kib as f64 / one as f64 - 1.0) * 100.0,
+                if flat { "flat" } else { "GROWING" }
+            );
+            ok &= flat;
+        }
+        _ => println!("memory after the first minute: not judged (the run lasted about a minute)"),
+    }
+    let counters = daemon.exit_counters();
+    match counters.get("events_lost") {
+        Some(lost) => println!("events lost: {lost}"),
+        None => {
+            println!("events lost: unknown (no counters line at exit)");
+            ok = false;
+        }
+    }
+    println!("daemon counters: {}", daemon.last_counters_line().unwrap_or_default());
+    if errors > 0 {
+        println!("driver errors: {errors} connections did not behave as their kind should (timeouts, unexpected errors)");
+        ok = false;
+    }
+    let records = daemon.records.lock().expect("records");
+    println!("accounting (conn records by server port kind and end; every connection was over before the daemon stopped, so none may be open at its stop):");
+    println!("  {:<10} {:>9} {:>18} {:>9} {:>12} {:>7}", "kind", "opened", "expected end", "matched", "open at stop", "other");
+    for kind in Kind::ALL {
+        let n = opened.get(&kind).copied().unwrap_or(0);
+        let ends = records.by_kind.get(&kind).cloned().unwrap_or_default();
+        let matched = ends.get(kind.expected_end()).copied().unwrap_or(0);
+        let still_open = ends.get("stopped").copied().unwrap_or(0);
+        let other: u64 = ends.iter().filter(|(e, _)| *e != kind.expected_end() && *e != "stopped").map(|(_, v)| v).sum();
+        let good = matched == n && still_open == 0 && other == 0;
+        println!("  {:<10} {n:>9} {:>18} {matched:>9} {still_open:>12} {other:>7} {}", kind.name(), kind.expected_end(), if good { "ok" } else { "MISMATCH" });
+        if other > 0 {
+            println!("    other ends: {:?}", ends.iter().filter(|(e, _)| *e != kind.expected_end() && *e != "stopped").collect::<Vec<_>>());
+        }
+        ok &= good;
+    }
+    for line in &records.odd {
+        println!("    {line}");
+    }
+    if records.unknown > 0 {
+        println!("  {} conn records of connections the driver did not open", records.unknown);
+        ok = false;
+    }
+    println!("every connection accounted for: {}", if ok { "yes" } else { "NO" });
+    ok
+}
+
+/// The namespaces' settings: the client's ports, its second address, the
+/// server's nftables rule dropping SYNs to `DROPPED_PORT`.
+fn setup(net: &Pair) -> Result<()> {
+    // 60 s of TIME_WAITs at ~900 closes a second: the whole port range,
+    // and four server ports to spread them over.
+    net.a.sysctl("net.ipv4.ip_local_port_range=1024 65535").context("widening the client's port range")?;
+    net.a.ip(&["addr", "add", &format!("{HALF_OPEN_CLIENT}/24"), "dev", &net.a_end.ifname]).context("adding the half-open client's address")?;
+    net.b.sysctl("net.core.somaxconn=4096").context("raising the server's listen backlog")?;
+    net.b
+        .nft(&format!(
+            "add table inet soak; add chain inet soak input {{ type filter hook input priority 0; policy accept; }}; add rule inet soak input tcp dport {DROPPED_PORT} drop"
+        ))
+        .context("adding the nftables rule that drops SYNs to the half-open port (needs nftables)")?;
+    Ok(())
+}
+
+/// The daemon, started in the server's namespace, its stdout (JSON `conn`
+/// records) counted and its stderr kept.
+struct DaemonProc {
+    child: Option<Child>,
+    pid: i32,
+    records: Arc<Mutex<Records>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    counters: Arc<Mutex<Option<String>>>,
+}
+
+/// `conn` records counted by the kind of their server port and their end.
+#[derive(Default)]
+struct Records {
+    total: u64,
+    by_kind: BTreeMap<Kind, BTreeMap<String, u64>>,
+    unknown: u64,
+    /// The first records whose end is not their kind's (`stopped` ones
+    /// too), as printed.
+    odd: Vec<String>,
+}
+
+impl Records {
+    fn count(&mut self, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        if v["event"] != "conn" || v.get("interim").is_some() {
+            return;
+        }
+        self.total += 1;
+        let port = v["server"].as_str().and_then(|s| s.parse::<SocketAddr>().ok()).map(|s| s.port());
+        let Some(kind) = port.and_then(kind_of_port) else {
+            self.unknown += 1;
+            return;
+        };
+        let end = v["end"].as_str().unwrap_or("none");
+        let end = match v["reset_reason"].as_str() {
+            Some(reason) if end == "reset" => format!("reset/{reason}"),
+            _ => end.to_string(),
+        };
+        if end != kind.expected_end() && self.odd.len() < 10 {
+            self.odd.push(line.to_string());
+        }
+        *self.by_kind.entry(kind).or_default().entry(end).or_default() += 1;
+    }
+}
+
+impl DaemonProc {
+    fn start(binary: &Path, net: &Pair, state_dir: &Path) -> Result<DaemonProc> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &net.b.name])
+            .arg(binary)
+            .args(["run", "--iface", &net.b_end.ifname, "--format", "json", "--events", "conn"])
+            .args(["--half-open-timeout", &format!("{HALF_OPEN_TIMEOUT_S}s"), "--time-wait-timeout", &format!("{TIME_WAIT_TIMEOUT_S}s")])
+            // One server, hundreds of half-open connections by design: not a flood.
+            .args(["--syn-flood-threshold", "1000000", "--time-wait-pressure", "1000000", "--max-flows", "262144"])
+            .args(["--stats-interval", "10s", "--state-dir"])
+            .arg(state_dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+        // `ip netns exec` execs the program in its own process: this pid
+        // is the daemon's.
+        let pid = child.id() as i32;
+        let records = Arc::new(Mutex::new(Records::default()));
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let counters = Arc::new(Mutex::new(None));
+        let out = child.stdout.take().expect("piped");
+        let sink = records.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().expect("records").count(&line);
+            }
+        });
+        let err = child.stderr.take().expect("piped");
+        let (lines, last) = (stderr.clone(), counters.clone());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("watching ") {
+                    let _ = ready_tx.send(());
+                }
+                if let Some((_, c)) = line.split_once("counters: ") {
+                    *last.lock().expect("counters") = Some(c.to_string());
+                } else if !line.contains(" info: ") || line.contains("lost") {
+                    eprintln!("[daemon] {line}");
+                }
+                let mut l = lines.lock().expect("stderr");
+                if l.len() == 200 {
+                    l.pop_front();
+                }
+                l.push_back(line);
+            }
+        });
+        let mut d = DaemonProc { child: Some(child), pid, records, stderr, counters };
+        match ready_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(()) => Ok(d),
+            Err(_) => {
+                d.stop();
+                bail!("the daemon did not start watching:\n{}", d.stderr_tail())
+            }
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// SIGTERM by its pid, then wait (30 s, then SIGKILL) for it to exit.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Let the reader threads take the last lines.
+                thread::sleep(Duration::from_millis(300));
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.stderr.lock().expect("stderr").iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn last_counters_line(&self) -> Option<String> {
+        self.counters.lock().expect("counters").clone()
+    }
+
+    fn last_counter(&self, name: &str) -> Option<u64> {
+        parse_counters(&self.last_counters_line()?).get(name).copied()
+    }
+
+    /// The counters of the line it printed at exit (the last one).
+    fn exit_counters(&self) -> BTreeMap<String, u64> {
+        self.last_counters_line().map(|l| parse_counters(&l)).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `name=value ...` of a counters line.
+fn parse_counters(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace().filter_map(|w| w.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect()
+}
+
+/// VmRSS of `pid`, in KiB.
+fn vm_rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The daemon's memory, sampled every 10 s.
+#[derive(Default)]
+struct RssLog {
+    samples: Vec<(Duration, u64)>,
+}
+
+impl RssLog {
+    fn sample(&mut self, at: Duration, kib: u64) {
+        if kib > 0 {
+            self.samples.push((at, kib));
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.samples.iter().map(|s| s.1).max().unwrap_or(0)
+    }
+
+    /// The first sample at or after one minute.
+    fn at_one_minute(&self) -> Option<u64> {
+        self.samples.iter().find(|(at, _)| *at >= Duration::from_secs(60)).map(|s| s.1)
+    }
+}
+
+/// The server's listeners (threads accepting in the server's namespace).
+struct Servers {
+    threads: Vec<thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Listeners on the closed ports (read the request to its end, reply,
+/// close) and on the abort port (read until the client's RST).
+fn start_servers(net: &Pair, stop: &Arc<AtomicBool>) -> Result<Servers> {
+    let ip = net.b_end.v4;
+    let mut threads = Vec::new();
+    for port in CLOSED_PORTS.iter().chain([&ABORT_PORT]) {
+        let port = *port;
+        let listener = net.b.enter(move || TcpListener::bind(SocketAddrV4::new(ip, port)))??;
+        // Non-blocking accept, so that the threads see `stop`.
+        listener.set_nonblocking(true)?;
+        let listener = Arc::new(listener);
+        for _ in 0..2 {
+            let (l, stop) = (listener.clone(), stop.clone());
+            threads.push(thread::spawn(move || serve(&l, &stop)));
+        }
+    }
+    Ok(Servers { threads, stop: stop.clone() })
+}
+
+fn serve(listener: &TcpListener, stop: &AtomicBool) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut n = 0;
+                // Read to the client's FIN (or its RST), then reply and close.
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+                if n > 0 {
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nsoak\n");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(Duration::from_micros(200)),
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// The client side: a pacer handing out connection numbers at the rate,
+/// workers making them in the client's namespace, a reaper closing
+/// half-open sockets after `HALF_OPEN_HOLD`.
+struct Driver {
+    opened: Arc<[AtomicU64; 4]>,
+    errors: Arc<AtomicU64>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+const WORKERS: usize = 12;
+
+impl Driver {
+    fn start(net: &Pair, rate: u64, stop: Arc<AtomicBool>) -> Result<Driver> {
+        let opened: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let errors = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::sync_channel::<u64>(4096);
+        let rx = Arc::new(Mutex::new(rx));
+        let half_open: Arc<Mutex<VecDeque<(Instant, Socket)>>> = Arc::default();
+        let server = net.b_end.v4;
+        let ns = net.a.path();
+        let mut threads = Vec::new();
+        for _ in 0..WORKERS {
+            let (rx, opened, errors, half_open, ns) = (rx.clone(), opened.clone(), errors.clone(), half_open.clone(), ns.clone());
+            threads.push(thread::spawn(move || {
+                if let Err(e) = enter_netns(&ns) {
+                    eprintln!("soak: a worker could not enter {ns}: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                loop {
+                    let next = rx.lock().expect("tickets").recv();
+                    let Ok(n) = next else { break };
+                    let kind = Kind::of(n);
+                    opened[kind as usize].fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = connection(kind, n, server, &half_open) {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 10 {
+                            eprintln!("soak: a {} connection failed: {e}", kind.name());
+                        }
+                    }
+                }
+            }));
+        }
+        let reaper_stop = stop.clone();
+        threads.push(thread::spawn(move || loop {
+            let done = reaper_stop.load(Ordering::Relaxed);
+            {
+                let mut q = half_open.lock().expect("half-open");
+                while q.front().is_some_and(|(at, _)| done || at.elapsed() >= HALF_OPEN_HOLD) {
+                    q.pop_front();
+                }
+                if done && q.is_empty() {
+                    break;
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }));
+        threads.push(thread::spawn(move || {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while n < due {
+                    if tx.send(n).is_err() {
+                        return;
+                    }
+                    n += 1;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+        }));
+        Ok(Driver { opened, errors, threads })
+    }
+
+    fn opened(&self) -> BTreeMap<Kind, u64> {
+        Kind::ALL.iter().map(|&k| (k, self.opened[k as usize].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Wait for the pacer, workers and reaper to end (the caller set
+    /// `stop`); the connections opened by kind, and the errors.
+    fn finish(mut self) -> (BTreeMap<Kind, u64>, u64) {
+        // The pacer ends first; its channel closing ends the workers.
+        for t in self.threads.drain(..).rev() {
+            let _ = t.join();
+        }
+        (self.opened(), self.errors.load(Ordering::Relaxed))
+    }
+}
+
+/// Make connection `n`, of kind `kind`, to `server`. Half-open sockets
+/// go to `half_open`, which the reaper closes.
+fn connection(kind: Kind, n: u64, server: std::net::Ipv4Addr, half_open: &Mutex<VecDeque<(Instant, Socket)>>) -> std::io::Result<()> {
+    let timeout = Duration::from_secs(5);
+    match kind {
+        Kind::Closed => {
+            let to = SocketAddr::from((server, CLOSED_PORTS[(n / 20) as usize % CLOSED_PORTS.len()]));
+            let mut s = TcpStream::connect_timeout(&to, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            // The client closes first (RFC 9293 §3.6): it ends in TIME_WAIT.
+            s.shutdown(Shutdown::Write)?;
+            let mut reply = Vec::new();
+            s.read_to_end(&mut reply)?;
+            if reply.is_empty() {
+                return Err(std::io::Error::other("no reply before the server's FIN"));
+            }
+            Ok(())
+        }
+        Kind::Refused => match TcpStream::connect_timeout(&SocketAddr::from((server, REFUSED_PORT)), timeout) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(std::io::Error::other("the refused port accepted a connection")),
+        },
+        Kind::Abort => {
+            let s = TcpStream::connect_timeout(&SocketAddr::from((server, ABORT_PORT)), timeout)?;
+            set_linger_zero(s.as_raw_fd())?;
+            drop(s);
+            Ok(())
+        }
+        Kind::HalfOpen => {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            // From an address of their own, each from the next port: a port
+            // the kernel chose could come back for another handshake to the
+            // same port while the tracker still follows the last one (no
+            // TIME_WAIT after SYN_SENT), and two connections would be one
+            // flow. This way a port comes back after 800 s.
+            let port = HALF_OPEN_PORTS.start + ((n / 20) % u64::from(HALF_OPEN_PORTS.end - HALF_OPEN_PORTS.start)) as u16;
+            s.bind(&SocketAddr::from((HALF_OPEN_CLIENT, port)).into())?;
+            s.set_nonblocking(true)?;
+            match s.connect(&SocketAddr::from((server, DROPPED_PORT)).into()) {
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+                Ok(()) => return Err(std::io::Error::other("the dropped port answered")),
+            }
+            half_open.lock().expect("half-open").push_back((Instant::now(), s));
+            Ok(())
+        }
+    }
+}
