@@ -103,7 +103,7 @@ const ADD: u32 = 3;
 /// write: most segments move nothing forward, and they pay no call.
 #[cfg_attr(target_arch = "bpf", no_mangle)]
 #[inline(never)]
-pub extern "C" fn tcp_track_advance(field: *mut u32, to: u32, mode: u32) -> u32 {
+extern "C" fn tcp_track_advance(field: *mut u32, to: u32, mode: u32) -> u32 {
     if field.is_null() {
         return 0;
     }
