@@ -15,7 +15,8 @@
 //! on x86-64 and an LSE or LL/SC sequence on arm64.
 //!
 //! Rust's `core` for the BPF target offers no compare-and-swap (its target
-//! says `atomic-cas: false`, for kernels before 5.12), so in BPF `cas` is
+//! spec says `atomic-cas: false` and no atomics narrower than 64 bits), so
+//! in BPF `cas` is
 //! one instruction of inline assembly; on the host it is `AtomicU32`'s. The
 //! update logic around it (`tcp_track_advance`) is one piece of code for
 //! both.
