@@ -15,7 +15,8 @@
 //! on x86-64 and an LSE or LL/SC sequence on arm64.
 //!
 //! Rust's `core` for the BPF target offers no compare-and-swap (its target
-//! says `atomic-cas: false`, for kernels before 5.12), so in BPF `cas` is
+//! spec says `atomic-cas: false` and no atomics narrower than 64 bits), so
+//! in BPF `cas` is
 //! one instruction of inline assembly; on the host it is `AtomicU32`'s. The
 //! update logic around it (`tcp_track_advance`) is one piece of code for
 //! both.
@@ -103,7 +104,7 @@ const ADD: u32 = 3;
 /// write: most segments move nothing forward, and they pay no call.
 #[cfg_attr(target_arch = "bpf", no_mangle)]
 #[inline(never)]
-pub extern "C" fn tcp_track_advance(field: *mut u32, to: u32, mode: u32) -> u32 {
+extern "C" fn tcp_track_advance(field: *mut u32, to: u32, mode: u32) -> u32 {
     if field.is_null() {
         return 0;
     }
