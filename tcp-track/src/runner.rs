@@ -235,6 +235,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     }
     let detached = if names.is_empty() { "nothing was attached at exit".to_string() } else { format!("detached from {}", names.join(", ")) };
     match (&kept, &tracker.pinning) {
+        (Some(dir), _) if names.is_empty() => info!("state kept in {dir} (no interface attached); the next `tcp-track run` adopts it, `tcp-track detach` removes it"),
         (Some(dir), _) => info!("state kept in {dir}: the programs stay attached to {}; the next `tcp-track run` adopts it, `tcp-track detach` removes it", names.join(", ")),
         (None, Some(p)) => {
             info!("{detached}");
