@@ -117,13 +117,15 @@ pub struct Reporter<L: FlowLookup> {
     cfg: ReportConfig,
     lookup: L,
     clock: WallClock,
-    /// Reserved at twice `max_tracked` from the start, and each flow's
-    /// state boxed: flows come and go all the time, and a hash table more
-    /// than half full when its deleted slots run out doubles instead of
-    /// rehashing in place (hashbrown), so, filled to `max_tracked`, it
-    /// would double once anyway, late and at the full size of its values.
-    /// Reserved, it never grows, and its slots are a key and a pointer.
+    /// Kept at least twice as large as the flows followed, and each flow's
+    /// state boxed: flows come and go all the time, and a hashbrown table
+    /// more than half full whose deleted slots run out doubles instead of
+    /// rehashing in place, so a table left to grow by itself doubled once
+    /// more, late and at the full size of its values (`reserve_room`).
+    /// Its slots are a key and a pointer.
     flows: HashMap<FlowId, Box<Tracked>>,
+    /// The capacity last reserved for `flows` (`reserve_room`).
+    room: usize,
     incarnations: u64,
     deadlines: Deadlines,
     floods: Floods,
@@ -182,7 +184,8 @@ pub struct ReportSnapshot {
 impl<L: FlowLookup> Reporter<L> {
     pub fn new(cfg: ReportConfig, lookup: L, clock: WallClock) -> Self {
         Reporter {
-            flows: HashMap::with_capacity_and_hasher(2 * cfg.max_tracked.max(1), Default::default()),
+            flows: HashMap::default(),
+            room: 0,
             cfg,
             lookup,
             clock,
@@ -392,6 +395,7 @@ impl<L: FlowLookup> Reporter<L> {
             interim_armed: false,
         };
         let incarnation = t.incarnation;
+        self.reserve_room();
         let old = self.flows.insert(*id, Box::new(t));
         // Into the audit's round robin once tracked: its sweep keeps only
         // flows tracked in the same incarnation.
@@ -408,6 +412,21 @@ impl<L: FlowLookup> Reporter<L> {
         }
         out.extend(self.release(&old, raw.ts_ns));
         out
+    }
+
+    /// Keep room for twice the flows followed: hashbrown cleans a table
+    /// whose deleted slots ran out by rehashing it in place when it is at
+    /// most half full, and doubles it otherwise, so a table kept at most
+    /// half full follows the flows followed (bounded by `max_tracked`)
+    /// whatever the churn: memory grows with the flows, not with the hours.
+    /// Asks only when the flows outgrow the last room asked for (a
+    /// doubling), so the calls are few.
+    fn reserve_room(&mut self) {
+        let len = self.flows.len() + 1;
+        if len > self.room / 2 {
+            self.room = 2 * len.max(512);
+            self.flows.reserve(self.room - self.flows.len());
+        }
     }
 
     /// Undo the counts a flow held: its place among its server's half-open
