@@ -667,8 +667,15 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
         retransmitted(p, out);
     }
     if seg.has(tcp::ACK) {
-        advance::seq_or_set(&mut p.maxack, ack, p.flags & PEER_MAXACK_SET == 0);
-        p.flags |= PEER_MAXACK_SET;
+        let first_ack = p.flags & PEER_MAXACK_SET == 0;
+        advance::seq_or_set(&mut p.maxack, ack, first_ack);
+        // Byte-wide fields are stored only when they change: a store of a
+        // stale copy made on another CPU would undo what that CPU set
+        // meanwhile (a FIN's PEER_FIN: the close's last ACK then never
+        // counts, the flow stays in LAST_ACK; see `FlowRecord`).
+        if first_ack {
+            p.flags |= PEER_MAXACK_SET;
+        }
     }
     let sender_maxend = p.maxend;
     // Update the receiver: how far the sender may now go.
@@ -680,7 +687,10 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     let edge = ack.wrapping_add(if win == 0 { 1 } else { win });
     advance::seq(&mut q.maxend, edge);
     // Windows learnt: both sides seen, so a picked-up flow stops being liberal.
-    if rec.peer(0).flags & PEER_SEEN != 0 && rec.peer(1).flags & PEER_SEEN != 0 && rec.peer(0).flags & PEER_MAXACK_SET != 0 && rec.peer(1).flags & PEER_MAXACK_SET != 0 {
+    // Stored only when a bit is set, as above: this writes both sides'
+    // flags, and the other side's may be changing on another CPU.
+    let learnt = PEER_SEEN | PEER_MAXACK_SET;
+    if rec.peer(0).flags & learnt == learnt && rec.peer(1).flags & learnt == learnt && (rec.peer(0).flags | rec.peer(1).flags) & PEER_LIBERAL != 0 {
         rec.peer_mut(0).flags &= !PEER_LIBERAL;
         rec.peer_mut(1).flags &= !PEER_LIBERAL;
     }
@@ -817,7 +827,11 @@ fn note_last(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
     if seg.flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 && seg.has(tcp::ACK) {
         info |= INFO_LAST_ACK;
     }
-    rec.info = info;
+    // Only when it changes (a run of segments one way leaves it as it is):
+    // `info` also holds the closer's bits, which a stale store would lose.
+    if info != rec.info {
+        rec.info = info;
+    }
 }
 
 /// Each endpoint's state (`EP_*`), for the endpoint that sends in `dir`.
