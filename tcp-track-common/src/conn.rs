@@ -492,5 +492,10 @@ pub fn quiet_units(rec: &FlowRecord, now_ns: u64) -> u64 {
     (crate::flow::coarse_time(now_ns).wrapping_sub(rec.last_seen) as i32).max(0) as u64
 }
 
+/// `quiet_units` in nanoseconds (rounded down to a whole unit).
+pub fn quiet_ns(rec: &FlowRecord, now_ns: u64) -> u64 {
+    quiet_units(rec, now_ns) << crate::flow::COARSE_SHIFT
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

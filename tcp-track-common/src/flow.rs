@@ -402,10 +402,13 @@ pub const fn closer_bit(dir: u8) -> u8 {
     if dir & 1 == DIR_LO_TO_HI { INFO_CLOSER_LO } else { INFO_CLOSER_HI }
 }
 
+/// log2 of the unit of coarse time (2^20 ns, about a millisecond).
+pub const COARSE_SHIFT: u32 = 20;
+
 /// Coarse time stored in `FlowRecord::last_seen`.
 #[inline(always)]
 pub const fn coarse_time(now_ns: u64) -> u32 {
-    (now_ns >> 20) as u32
+    (now_ns >> COARSE_SHIFT) as u32
 }
 
 /// Who started the connection, judged from the first segment seen (sent

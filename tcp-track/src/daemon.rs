@@ -16,7 +16,7 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::{conn::quiet_units, counters, event::FlowEvent};
+use tcp_track_common::{conn::quiet_ns, counters, event::FlowEvent};
 
 use crate::{
     config::Config,
@@ -193,7 +193,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
         let mut did = CatchUp::default();
         let mut out = Vec::new();
         for (id, rec) in &flows {
-            if quiet_units(rec, now) << 20 < RESYNC_RECENT_NS {
+            if quiet_ns(rec, now) < RESYNC_RECENT_NS {
                 continue;
             }
             let raw = adopted_event(id.family, (&id.lo_addr, id.lo_port), (&id.hi_addr, id.hi_port), rec, ifindex, now);

@@ -8,8 +8,8 @@
 //! `deadlines`, and nothing uses it but through the reporter's methods.
 
 use tcp_track_common::{
-    conn::quiet_units,
-    flow::{FlowRecord, INFO_CLOSER_LO},
+    conn::quiet_ns,
+    flow::{FlowRecord, COARSE_SHIFT, INFO_CLOSER_LO},
 };
 
 use super::{
@@ -178,5 +178,5 @@ impl<L: FlowLookup> Reporter<L> {
 /// more recent than it is. A segment stamped after `now` (it came while
 /// the audit ran) counts as just seen (`conn::quiet_units`).
 pub(super) fn idle_for(r: &FlowRecord, now: u64) -> u64 {
-    (quiet_units(r, now) + 1) << 20
+    quiet_ns(r, now) + (1 << COARSE_SHIFT)
 }
