@@ -221,27 +221,37 @@ impl Tracker {
         let xdp: &mut Xdp = self.ebpf.program_mut(XDP_PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Tracker::load");
         let xdp_pin = pins.as_ref().map(|p| p.dir.link_path(Hook::Xdp, &iface.name));
         let mut a = Attached { iface: iface.clone(), mode: AttachedMode::Kept, xdp_link: None, tc_link: None, pinned: Vec::new(), link_ids: Vec::new(), egress: false };
-        match xdp_pin.as_deref().filter(|p| p.exists()) {
+        let adopted = match xdp_pin.as_deref().filter(|p| p.exists()) {
             Some(path) => {
                 let (link, id) = open_pinned(path).map_err(pin_err)?;
                 let link = XdpLink::try_from(link).map_err(|e| pin_err(format!("{}: not an XDP link: {e}", path.display())))?;
-                let lid = xdp.attach_to_link(link).map_err(|source| AttachError::Xdp { iface: iface.name.clone(), mode: "kept", source })?;
-                drop(xdp.take_link(lid));
-                a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
-                a.link_ids.push(id);
-            }
-            None => {
-                let (lid, mode) = attach_xdp(xdp, iface, choice)?;
-                a.mode = mode;
-                match (&pins, &xdp_pin) {
-                    (Some(p), Some(path)) if p.keep => {
-                        let link = xdp.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
-                        let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the XDP attachment is no BPF link: {e}")))?;
-                        a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
-                        a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                match xdp.attach_to_link(link) {
+                    Ok(lid) => {
+                        drop(xdp.take_link(lid));
+                        a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
+                        a.link_ids.push(id);
+                        true
                     }
-                    _ => a.xdp_link = Some(lid),
+                    Err(e) if severed(&e) => {
+                        unpin_severed(path, &iface.name, "XDP", id).map_err(pin_err)?;
+                        false
+                    }
+                    Err(source) => return Err(AttachError::Xdp { iface: iface.name.clone(), mode: "kept", source }),
                 }
+            }
+            None => false,
+        };
+        if !adopted {
+            let (lid, mode) = attach_xdp(xdp, iface, choice)?;
+            a.mode = mode;
+            match (&pins, &xdp_pin) {
+                (Some(p), Some(path)) if p.keep => {
+                    let link = xdp.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
+                    let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the XDP attachment is no BPF link: {e}")))?;
+                    a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
+                    a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                }
+                _ => a.xdp_link = Some(lid),
             }
         }
         // From here on, record what is attached so that a failure below still
@@ -255,28 +265,38 @@ impl Tracker {
             let a = self.attached.last_mut().expect("pushed above");
             a.egress = true;
             let tc_pin = pins.as_ref().map(|p| p.dir.link_path(Hook::TcEgress, &iface.name));
-            match tc_pin.as_deref().filter(|p| p.exists()) {
+            let adopted = match tc_pin.as_deref().filter(|p| p.exists()) {
                 Some(path) => {
                     let (link, id) = open_pinned(path).map_err(pin_err)?;
                     let link = SchedClassifierLink::try_from(link).map_err(|e| pin_err(format!("{}: not a TCX link: {e}", path.display())))?;
-                    let lid = tc.attach_to_link(link).map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
-                    drop(tc.take_link(lid));
-                    a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
-                    a.link_ids.push(id);
-                }
-                None => {
-                    let lid = tc
-                        .attach(&iface.name, TcAttachType::Egress)
-                        .map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
-                    match (&pins, &tc_pin) {
-                        (Some(p), Some(path)) if p.keep => {
-                            let link = tc.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
-                            let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the TC egress attachment is no TCX link: {e}")))?;
-                            a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
-                            a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                    match tc.attach_to_link(link) {
+                        Ok(lid) => {
+                            drop(tc.take_link(lid));
+                            a.pinned.push(PinnedLink::from_pin(path).map_err(|e| pin_err(format!("{}: {e}", path.display())))?);
+                            a.link_ids.push(id);
+                            true
                         }
-                        _ => a.tc_link = Some(lid),
+                        Err(e) if severed(&e) => {
+                            unpin_severed(path, &iface.name, "TC egress", id).map_err(pin_err)?;
+                            false
+                        }
+                        Err(source) => return Err(AttachError::Tc { iface: iface.name.clone(), source }),
                     }
+                }
+                None => false,
+            };
+            if !adopted {
+                let lid = tc
+                    .attach(&iface.name, TcAttachType::Egress)
+                    .map_err(|source| AttachError::Tc { iface: iface.name.clone(), source })?;
+                match (&pins, &tc_pin) {
+                    (Some(p), Some(path)) if p.keep => {
+                        let link = tc.take_link(lid).map_err(|e| pin_err(e.to_string()))?;
+                        let link = FdLink::try_from(link).map_err(|e| pin_err(format!("the TC egress attachment is no TCX link: {e}")))?;
+                        a.link_ids.push(link.info().map(|i| i.id()).unwrap_or(0));
+                        a.pinned.push(link.pin(path).map_err(|e| pin_err(format!("pinning {}: {e}", path.display())))?);
+                    }
+                    _ => a.tc_link = Some(lid),
                 }
             }
         }
@@ -358,6 +378,22 @@ impl Tracker {
         }
         debug!("{}: detached", a.iface.name);
     }
+}
+
+/// Whether adopting a pinned link failed because the kernel let go of it:
+/// its interface was deleted (or moved away) while no daemon ran, and the
+/// link, kept alive by its pin, is attached to nothing (ENOLINK, "Link has
+/// been severed", from `bpf_link_update` on a defunct XDP or TCX link).
+fn severed(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::SyscallError(aya::sys::SyscallError { io_error, .. }) if io_error.raw_os_error() == Some(libc::ENOLINK))
+}
+
+/// Remove the pin of a severed link (`severed`), so that a link on the
+/// interface of that name now can take its place, and say so.
+fn unpin_severed(path: &std::path::Path, iface: &str, hook: &str, id: u32) -> Result<(), String> {
+    std::fs::remove_file(path).map_err(|e| format!("removing the pin of a severed link {}: {e}", path.display()))?;
+    warn!("{iface}: the pinned {hook} link (link {id}) belonged to an interface of that name that is gone (deleted or moved while no daemon ran): replaced by a link on the one there now");
+    Ok(())
 }
 
 /// A pinned link, opened, and its kernel id.

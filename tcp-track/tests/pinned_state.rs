@@ -3,7 +3,8 @@
 //! links), its table (listed the same before and after), its deadlines (the
 //! TIME_WAIT expiries and the half-open report fall due in the new daemon)
 //! and its RST guard (a forged RST after the restart is dropped); a killed
-//! daemon's state is adopted; the listing agrees with `ss -tan` in both
+//! daemon's state is adopted; an interface re-created between two daemons
+//! gets new links in place of the severed pinned ones; the listing agrees with `ss -tan` in both
 //! namespaces, also for 10,000 connections; and the bad inputs (nothing
 //! pinned, no bpffs, no permission, a layout of another version, a state in
 //! use) each give one clear line.
@@ -255,6 +256,52 @@ fn a_killed_daemon() {
     assert!(next.stderr_lines().iter().any(|l| l.contains("did not stop cleanly")), "{:?}", next.stderr_lines());
     assert!(next.stop().success());
     assert!(!Path::new(&state).exists());
+}
+
+/// An interface deleted and created again while no daemon runs: the links
+/// a `--keep-state` daemon pinned for it are defunct (the kernel let go of
+/// them with the old interface), and the next daemon says so, replaces
+/// them with links on the new interface, and tracks its connections.
+#[test]
+fn an_interface_recreated_between_two_daemons() {
+    require_root!();
+    let net = Pair::new("pinnew").unwrap();
+    let bpf = Bpffs::new("recreate");
+    let state = bpf.state();
+    let ifname = net.a_end.ifname.clone();
+    let args = ["run", "--iface", &ifname, "--format", "json", "--state-dir", &state, "--keep-state"];
+    let first = Daemon::start(&net.a, &args);
+    assert!(first.stop().success());
+    assert!(xdp_attached(&net.a, &ifname), "kept after the first daemon");
+
+    // The pair goes (deleting one end deletes both) and comes back under
+    // the same names and addresses.
+    net.a.ip(&["link", "del", &ifname]).unwrap();
+    support::netns::link(&net.a, &ifname, &net.b, &net.b_end.ifname, 0).unwrap();
+    assert!(!xdp_attached(&net.a, &ifname), "a new interface has nothing attached");
+
+    let mut second = Daemon::start(&net.a, &args);
+    let lines = second.stderr_lines();
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("{ifname}: the pinned XDP link")) && l.contains("replaced")),
+        "the stale XDP link is reported: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("{ifname}: the pinned TC egress link")) && l.contains("replaced")),
+        "the stale TC link is reported: {lines:?}"
+    );
+    assert!(xdp_attached(&net.a, &ifname), "attached to the new interface");
+    // Tracked: a refused connection on it (the SYN leaves by TC egress,
+    // the RST arrives at XDP).
+    let closed = SocketAddr::from((net.b_end.v4, 9));
+    assert!(net.a.connect(closed).is_err(), "nobody listens on port 9");
+    let r = second.wait_for(WAIT, "the refused connection's reset", |v| v["event"] == "reset" && v["server"] == closed.to_string().as_str());
+    assert_eq!(r["reason"], "refused", "{r}");
+    assert!(second.stop().success());
+    assert!(xdp_attached(&net.a, &ifname), "kept again, on the new interface");
+    let out = tcp_track(&["detach", "--state-dir", &state]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!xdp_attached(&net.a, &ifname), "`tcp-track detach` detaches");
 }
 
 /// `ss -tan` state of `local` → `remote` in `ns` (CLOSED when none).
