@@ -24,7 +24,7 @@ use crate::{
     filter::Filter,
     follow::InterfaceCounts,
     output::Writer,
-    report::{adopted_event, CatchUp, FlowLookup, ReportSnapshot, Reporter},
+    report::{adopted_event, CatchUp, FlowLookup, ReportSnapshot, Reporter, Walks},
     stats::{self, CounterSource, Totals},
     tables::{FillCounter, TableFill},
     vocab::{EndReason, EventKind},
@@ -94,6 +94,8 @@ pub struct Snapshot {
     /// Interfaces attached now, and attach and detach events so far (as
     /// the runner last said, `Daemon::interfaces_changed`).
     pub interfaces: InterfaceCounts,
+    /// The tables' walks after lost events (`Daemon::resync`).
+    pub walks: Walks,
 }
 
 impl Snapshot {
@@ -126,7 +128,7 @@ pub struct Daemon<L: FlowLookup, C: CounterSource, W: Write> {
     /// many ticks (`RESYNC_MAX_WAIT`).
     resync_due: Option<u32>,
     /// What the tables' walks after losses caught up with, in total.
-    caught_up: CatchUp,
+    walks: Walks,
 }
 
 impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
@@ -135,7 +137,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     pub fn new(config: &Config, decoder: Decoder, flows: L, counters: C, out: W) -> Self {
         let reporter = Reporter::new(config.report.clone(), flows, *decoder.clock());
         let filter = config.filter.clone();
-        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter, resync_due: None, caught_up: CatchUp::default(), interfaces: InterfaceCounts::default() }
+        Daemon { decoder, reporter, writer: Writer::new(config.format), out, counters, lost_reported: 0, tables: None, filter, resync_due: None, walks: Walks::default(), interfaces: InterfaceCounts::default() }
     }
 
     /// Up to `MAX_BATCH` records: decoded, reported, written, flushed.
@@ -188,6 +190,8 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
     /// were lost (`Reporter::catch_up`), leaving out those seen in the last
     /// `RESYNC_RECENT_NS`; says on stderr what it found.
     pub fn resync(&mut self, now: u64) -> io::Result<()> {
+        // The walk's own cost, in wall time (the daemon's, not the flows').
+        let started = std::time::Instant::now();
         let flows = self.reporter.lookup().open_flows();
         let ifindex = self.decoder.first_ifindex();
         let mut did = CatchUp::default();
@@ -202,20 +206,25 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
             out.extend(events);
             did.add(one);
         }
+        let took = started.elapsed();
         info!(
-            "after the events lost, a walk of the tables ({} flows) caught up with {} flows not followed and {} whose state had moved on, and wrote {} conn records of connections whose end was lost",
+            "after the events lost, a walk of the tables ({} flows, {:.1} ms) caught up with {} flows not followed and {} whose state had moved on, and wrote {} conn records of connections whose end was lost",
             flows.len(),
+            took.as_secs_f64() * 1e3,
             did.adopted,
             did.moved,
             did.ended
         );
-        self.caught_up.add(did);
+        self.walks.walks += 1;
+        self.walks.flows_walked += flows.len() as u64;
+        self.walks.seconds += took.as_secs_f64();
+        self.walks.caught_up.add(did);
         self.write_all(&out)
     }
 
     /// What the tables' walks after losses caught up with, in total.
     pub fn caught_up(&self) -> CatchUp {
-        self.caught_up
+        self.walks.caught_up
     }
 
     /// Follow the flows of an adopted table (`report::adopted_event`
@@ -265,6 +274,7 @@ impl<L: FlowLookup, C: CounterSource, W: Write> Daemon<L, C, W> {
             printed: self.writer.printed(),
             tables: self.tables.as_ref().map(FillCounter::latest).unwrap_or_default(),
             interfaces: self.interfaces.clone(),
+            walks: self.walks,
         }
     }
 

@@ -24,7 +24,7 @@ use log::warn;
 use prometheus::{
     core::Collector,
     proto::{self, Bucket, Metric, MetricFamily, MetricType},
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tcp_track_common::counters;
 use tokio::sync::{mpsc, oneshot};
@@ -163,6 +163,13 @@ pub fn encode(snap: &Snapshot) -> prometheus::Result<String> {
     reg.counters("interface_events_total", "Interfaces attached (at start or when they appeared), detached (deleted, moved out, renamed) and not attachable, by kind", &["kind"], {
         snap.interfaces.by_kind().map(|(kind, v)| ([kind.as_str()], v))
     })?;
+    let w = &snap.walks;
+    reg.counter("resync_walks_total", "Walks of the kernel tables after lost events, to catch up with the flows whose events were lost", w.walks)?;
+    reg.counter("resync_flows_walked_total", "Flows read by those walks", w.flows_walked)?;
+    reg.add(Counter::new("resync_walk_seconds_total", "Time those walks took")?)?.inc_by(w.seconds);
+    reg.counters("resync_flows_total", "Flows the walks caught up with: not followed before (adopted), followed but moved on (moved), ended with their conn record lost (ended)", &["outcome"], {
+        [(["adopted"], w.caught_up.adopted), (["moved"], w.caught_up.moved), (["ended"], w.caught_up.ended)]
+    })?;
     reg.counter("conn_interim_records_total", "Interim conn records of connections still open (--conn-interval)", r.conn.interim)?;
 
     let mut families = reg.0.gather();
@@ -262,7 +269,7 @@ mod tests {
     use super::*;
     use crate::{
         follow::InterfaceCounts,
-        report::{ConnCounts, ReportSnapshot, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
+        report::{CatchUp, ConnCounts, ReportSnapshot, Walks, DURATION_BOUNDS, HANDSHAKE_BOUNDS},
         tables::TableFill,
         vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
     };
@@ -300,6 +307,7 @@ mod tests {
             printed: EventKind::ALL.iter().map(|&k| (k, u64::from(k == EventKind::Reset) * 8)).collect(),
             tables: vec![TableFill { table: "established_v4", entries: 9, capacity: 65536 }],
             interfaces: InterfaceCounts { attached: 2, events: [3, 1, 0] },
+            walks: Walks { walks: 2, flows_walked: 300, seconds: 0.25, caught_up: CatchUp { adopted: 13, moved: 14, ended: 15 } },
         }
     }
 
@@ -347,6 +355,14 @@ mod tests {
         has(r#"tcp_track_interface_events_total{kind="attached"} 3"#);
         has(r#"tcp_track_interface_events_total{kind="detached"} 1"#);
         has(r#"tcp_track_interface_events_total{kind="attach_failed"} 0"#);
+        has("# TYPE tcp_track_resync_walks_total counter");
+        has("tcp_track_resync_walks_total 2");
+        has("tcp_track_resync_flows_walked_total 300");
+        has("# TYPE tcp_track_resync_walk_seconds_total counter");
+        has("tcp_track_resync_walk_seconds_total 0.25");
+        has(r#"tcp_track_resync_flows_total{outcome="adopted"} 13"#);
+        has(r#"tcp_track_resync_flows_total{outcome="moved"} 14"#);
+        has(r#"tcp_track_resync_flows_total{outcome="ended"} 15"#);
         has("# TYPE tcp_track_connection_duration_seconds histogram");
         has(r#"tcp_track_connection_duration_seconds_bucket{le="0.1"} 0"#);
         has(r#"tcp_track_connection_duration_seconds_bucket{le="1"} 1"#);

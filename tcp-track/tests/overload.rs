@@ -279,6 +279,13 @@ fn events_lost_to_a_stopped_consumer_are_counted_and_caught_up_with() {
     assert_eq!(warned, lost, "the warnings add up to the kernel's count:\n{}", stderr.join("\n"));
     assert_eq!(support::daemon::exit_counter(&stderr, "events_lost"), lost, "the counters line at exit");
     assert_eq!(metric(&metrics, "tcp_track_events_lost_total"), Some(lost as f64), "the metric");
+    // The walks in the metrics: at least one, over at least the victims,
+    // which it adopted (a walk while the losses went on may add more).
+    let m = |name: &str| metric(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+    assert!(m("tcp_track_resync_walks_total") >= 1.0, "{metrics}");
+    assert!(m(r#"tcp_track_resync_flows_total{outcome="adopted"}"#) >= f64::from(3 * VICTIMS), "{metrics}");
+    assert!(m("tcp_track_resync_flows_walked_total") >= m(r#"tcp_track_resync_flows_total{outcome="adopted"}"#), "{metrics}");
+    assert!(m("tcp_track_resync_walk_seconds_total") > 0.0, "{metrics}");
     assert!(
         stderr.iter().any(|l| l.contains("a walk of the tables") && l.contains(&format!("caught up with {}", 3 * VICTIMS))),
         "the walk after the losses followed the {} victims:\n{}",

@@ -64,7 +64,7 @@ pub use flow::{FlowId, FlowLookup};
 pub use floods::Flood;
 use floods::Floods;
 pub use pressure::PressureAlert;
-pub use resync::CatchUp;
+pub use resync::{CatchUp, Walks};
 use pressure::TimeWaitPressure;
 use rate::TokenBucket;
 

@@ -53,6 +53,17 @@ impl CatchUp {
     }
 }
 
+/// The tables' walks after losses, in total: how many, over how many
+/// flows, how long they took, and what they caught up with (the metrics'
+/// `resync_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Walks {
+    pub walks: u64,
+    pub flows_walked: u64,
+    pub seconds: f64,
+    pub caught_up: CatchUp,
+}
+
 impl<L: FlowLookup> Reporter<L> {
     /// One flow of the tables' walk after a loss: `raw` is its
     /// `adopted_event` at `now`, `ev` that decoded, `rec` its record.
