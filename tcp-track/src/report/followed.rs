@@ -1,6 +1,9 @@
 //! The flows the reporter follows, in a slab: each one's state in a slot of
 //! a `Vec` (freed slots reused, so the slots never outnumber the most flows
-//! followed at once), found by its 4-tuple through a map of slot numbers.
+//! followed at once), found by its 4-tuple through a hash table of slot
+//! numbers alone (4 bytes a bucket: the 4-tuple is compared in the slot,
+//! which the event needs anyway, so a lookup touches one line of the
+//! table and the flow's own state, not a 44-byte bucket as well).
 //!
 //! Everything that names a flow for later (a deadline, the audit's round
 //! robin, the half-open order) holds a `FlowRef`: its slot and its
@@ -10,9 +13,12 @@
 //! and an event's handling looks its flow up by 4-tuple once, then follows
 //! its `FlowRef`.
 
+use std::hash::BuildHasher;
+
 // The index is on every event's path: foldhash (seeded per process)
 // rather than SipHash.
-use foldhash::HashMap;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::flow::FlowId;
 
@@ -35,12 +41,13 @@ struct Entry<T> {
 /// The slab of followed flows and its index by 4-tuple.
 #[derive(Debug)]
 pub(super) struct Followed<T> {
-    /// Kept at least twice as large as the flows followed: flows come and
-    /// go all the time, and a hashbrown table more than half full whose
-    /// deleted slots run out doubles instead of rehashing in place, so a
-    /// table left to grow by itself would double once more, late
-    /// (`reserve_room`). Its slots are a key and a slot number.
-    index: HashMap<FlowId, u32>,
+    /// Slot numbers, hashed by their flow's 4-tuple. Kept at least twice as
+    /// large as the flows followed: flows come and go all the time, and a
+    /// hashbrown table more than half full whose deleted slots run out
+    /// doubles instead of rehashing in place, so a table left to grow by
+    /// itself would double once more, late (`reserve_room`).
+    index: HashTable<u32>,
+    hasher: RandomState,
     /// The capacity last reserved for `index`.
     room: usize,
     slots: Vec<Option<Entry<T>>>,
@@ -53,7 +60,7 @@ pub(super) struct Followed<T> {
 
 impl<T> Default for Followed<T> {
     fn default() -> Self {
-        Followed { index: HashMap::default(), room: 0, slots: Vec::new(), free: Vec::new(), incarnations: 0 }
+        Followed { index: HashTable::new(), hasher: RandomState::default(), room: 0, slots: Vec::new(), free: Vec::new(), incarnations: 0 }
     }
 }
 
@@ -63,16 +70,23 @@ impl<T> Followed<T> {
         self.index.len()
     }
 
+    /// The slot holding `id`'s 4-tuple, if one does.
+    fn slot_of(&self, id: &FlowId) -> Option<u32> {
+        let slots = &self.slots;
+        let holds = |&slot: &u32| slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|e| e.id == *id);
+        self.index.find(self.hasher.hash_one(id), holds).copied()
+    }
+
     /// The flow followed on `id`'s 4-tuple, if any.
     pub(super) fn find(&self, id: &FlowId) -> Option<FlowRef> {
-        let slot = *self.index.get(id)?;
+        let slot = self.slot_of(id)?;
         let e = self.slots.get(slot as usize)?.as_ref()?;
         Some(FlowRef { incarnation: e.incarnation, slot })
     }
 
     /// The flow followed on `id`'s 4-tuple, to change.
     pub(super) fn find_mut(&mut self, id: &FlowId) -> Option<&mut T> {
-        let slot = *self.index.get(id)?;
+        let slot = self.slot_of(id)?;
         self.slots.get_mut(slot as usize)?.as_mut().map(|e| &mut e.value)
     }
 
@@ -83,7 +97,7 @@ impl<T> Followed<T> {
         self.incarnations += 1;
         let entry = Entry { id, incarnation: self.incarnations, value };
         // The index names only occupied slots.
-        if let Some(&slot) = self.index.get(&id) {
+        if let Some(slot) = self.slot_of(&id) {
             let old = self.slots[slot as usize].replace(entry);
             return (FlowRef { incarnation: self.incarnations, slot }, old.map(|e| e.value));
         }
@@ -101,7 +115,8 @@ impl<T> Followed<T> {
                 slot
             }
         };
-        self.index.insert(id, slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(id), slot, |&s| rehash(slots, hasher, s));
         (FlowRef { incarnation: self.incarnations, slot }, None)
     }
 
@@ -116,7 +131,8 @@ impl<T> Followed<T> {
         let len = self.index.len() + 1;
         if len > self.room / 2 {
             self.room = 2 * len.max(512);
-            self.index.reserve(self.room - self.index.len());
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.index.reserve(self.room - self.index.len(), |&s| rehash(slots, hasher, s));
         }
     }
 
@@ -146,7 +162,9 @@ impl<T> Followed<T> {
             return None;
         }
         let e = slot.take()?;
-        self.index.remove(&e.id);
+        if let Ok(found) = self.index.find_entry(self.hasher.hash_one(e.id), |&s| s == r.slot) {
+            found.remove();
+        }
         self.free.push(r.slot);
         Some(e.value)
     }
@@ -166,6 +184,12 @@ impl<T> Followed<T> {
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.slots.iter_mut().filter_map(|e| e.as_mut().map(|e| &mut e.value))
     }
+}
+
+/// The hash of the 4-tuple in `slot`, for the index to move its buckets:
+/// every slot it names is occupied.
+fn rehash<T>(slots: &[Option<Entry<T>>], hasher: &RandomState, slot: u32) -> u64 {
+    slots.get(slot as usize).and_then(Option::as_ref).map_or(0, |e| hasher.hash_one(e.id))
 }
 
 #[cfg(test)]
