@@ -25,7 +25,7 @@
 //! incarnation has had its record, and a new incarnation (a SYN reusing a
 //! closed 4-tuple) starts with a new `Tracked` or clears it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use tcp_track_common::{
     conn::{conn_state_name, last_seen_ns, ConnSummary},
@@ -36,7 +36,7 @@ use tcp_track_common::{
 
 use super::{deadlines::dur_ns, flow::FlowId, followed::FlowRef, Deadline, FlowLookup, Reporter, Tracked};
 use crate::{
-    events::{client_server, Endpoint, Event},
+    events::{Endpoint, Event},
     vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
 };
 
@@ -123,20 +123,6 @@ pub(super) fn closer_of(lo: bool, hi: bool, initiator: u8) -> Closer {
     }
 }
 
-/// The flow's (client, server) when `initiator` is the client's direction.
-fn endpoints_of(id: &FlowId, initiator: u8) -> (SocketAddr, SocketAddr) {
-    let e = FlowEvent {
-        family: id.family,
-        lo_addr: id.lo_addr,
-        hi_addr: id.hi_addr,
-        lo_port: id.lo_port,
-        hi_port: id.hi_port,
-        initiator,
-        ..FlowEvent::default()
-    };
-    client_server(&e)
-}
-
 impl<L: FlowLookup> Reporter<L> {
     /// The kernel's record of a connection's end (`EVENT_CONN_END`), with
     /// the flow record as it was then; `iface`: where its last segment was
@@ -182,7 +168,7 @@ impl<L: FlowLookup> Reporter<L> {
         if !self.cfg.events.conn {
             return None;
         }
-        let (client, server) = endpoints_of(id, rec.initiator);
+        let (client, server) = id.endpoints(rec.initiator);
         let mut e = Event::new(self.ts(first_ns), EventKind::Conn, iface, Some(Endpoint::Socket(client)), server);
         e.picked_up = rec.origin == ORIGIN_MIDSTREAM;
         if how.end.is_none() {

@@ -45,7 +45,8 @@ impl<L: FlowLookup> Reporter<L> {
         let rec = self.lookup.lookup(id);
         let state = rec.map(|r| ConnState::from_raw(r.state));
         // Its kind is set by each deadline below.
-        let base = Event::new(self.ts(at), EventKind::HalfOpen, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server);
+        let (client, server) = t.endpoints(id);
+        let base = Event::new(self.ts(at), EventKind::HalfOpen, t.iface.clone(), Some(Endpoint::Socket(client)), server);
         let client_dir = rec.map(|r| r.initiator & 1).unwrap_or(0);
         match what {
             Deadline::HalfOpen => {
@@ -70,10 +71,10 @@ impl<L: FlowLookup> Reporter<L> {
                 e.set("age_s", self.cfg.half_open_timeout.as_secs_f64());
                 if kind == "syn_sent" {
                     e.set("syn_retransmits", rec.peer(client_dir).retrans);
-                    e.set("retransmit_times", t.syn_times.clone());
+                    e.set("retransmit_times", t.retransmits.as_ref().map(|h| h.syn.clone()).unwrap_or_default());
                 } else {
                     e.set("synack_retransmits", rec.peer(client_dir ^ 1).retrans);
-                    e.set("retransmit_times", t.synack_times.clone());
+                    e.set("retransmit_times", t.retransmits.as_ref().map(|h| h.synack.clone()).unwrap_or_default());
                 }
                 if let Some(t) = self.flows.get_mut(r) {
                     t.half_open_reported = true;

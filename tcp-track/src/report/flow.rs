@@ -3,7 +3,11 @@
 //! on a test's table as well as on the kernel's maps (`tables` adapts
 //! those).
 
+use std::net::SocketAddr;
+
 use tcp_track_common::{event::FlowEvent, flow::FlowRecord, parse::FAMILY_IPV4};
+
+use crate::events::oriented;
 
 /// A flow, as the kernel keys it: family and the canonical endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,6 +45,12 @@ impl std::hash::Hash for FlowId {
 impl FlowId {
     pub fn of(raw: &FlowEvent) -> FlowId {
         FlowId { family: raw.family, lo_addr: raw.lo_addr, hi_addr: raw.hi_addr, lo_port: raw.lo_port, hi_port: raw.hi_port }
+    }
+
+    /// The flow's (client, server) when `initiator` is the client's
+    /// direction.
+    pub fn endpoints(&self, initiator: u8) -> (SocketAddr, SocketAddr) {
+        oriented(self.family, (&self.lo_addr, self.lo_port), (&self.hi_addr, self.hi_port), initiator)
     }
 }
 

@@ -31,11 +31,19 @@ pub(super) struct FlowRef {
     pub slot: u32,
 }
 
+/// Aligned to a cache line: an entry of 128 bytes is read as two lines,
+/// never three.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Entry<T> {
     id: FlowId,
     incarnation: u64,
     value: T,
+}
+
+/// The bytes one slot of `Followed<T>` takes.
+pub(super) const fn slot_size<T>() -> usize {
+    std::mem::size_of::<Option<Entry<T>>>()
 }
 
 /// The slab of followed flows and its index by 4-tuple.
@@ -181,8 +189,9 @@ impl<T> Followed<T> {
         self.slots.iter().filter_map(|e| e.as_ref().map(|e| &e.value))
     }
 
-    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.slots.iter_mut().filter_map(|e| e.as_mut().map(|e| &mut e.value))
+    /// Every flow followed, to change.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&FlowId, &mut T)> {
+        self.slots.iter_mut().filter_map(|e| e.as_mut().map(|e| (&e.id, &mut e.value)))
     }
 }
 

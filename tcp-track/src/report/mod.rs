@@ -70,16 +70,21 @@ use pressure::TimeWaitPressure;
 use rate::TokenBucket;
 
 /// What the daemon remembers of a flow between kernel events.
+///
+/// Kept small (with its slot's 4-tuple and incarnation, 128 bytes: one
+/// pair of cache lines), since every event reads it: the endpoints are
+/// derived from the 4-tuple (`Tracked::endpoints`), what few flows need is
+/// boxed.
 #[derive(Debug)]
 struct Tracked {
     iface: Arc<str>,
-    client: SocketAddr,
-    server: SocketAddr,
+    /// The client's direction as the first event of this incarnation said
+    /// (`initiator` may be corrected later; the endpoints printed stay).
+    orient: u8,
     /// The connection's state after its last event.
     state: ConnState,
-    /// Handshake retransmission times, SYN-ACKs and SYNs.
-    synack_times: Vec<Timestamp>,
-    syn_times: Vec<Timestamp>,
+    /// Handshake retransmission times, if the handshake was retransmitted.
+    retransmits: Option<Box<HandshakeTimes>>,
     /// Counted among its server's half-open connections.
     half_open_counted: bool,
     /// A `half_open` event was printed; a later event must close the story.
@@ -110,6 +115,23 @@ struct Tracked {
     initiator: u8,
     /// An interim record's deadline is pending.
     interim_armed: bool,
+}
+
+const _: () = assert!(followed::slot_size::<Tracked>() == 128);
+
+impl Tracked {
+    /// The flow's (client, server), its 4-tuple being `id`.
+    fn endpoints(&self, id: &FlowId) -> (SocketAddr, SocketAddr) {
+        id.endpoints(self.orient)
+    }
+}
+
+/// When a handshake's segments were retransmitted: SYN-ACKs and SYNs, 16
+/// of each at most.
+#[derive(Debug, Default)]
+struct HandshakeTimes {
+    synack: Vec<Timestamp>,
+    syn: Vec<Timestamp>,
 }
 
 pub struct Reporter<L: FlowLookup> {
@@ -275,7 +297,7 @@ impl<L: FlowLookup> Reporter<L> {
             if reborn {
                 (t.ended, t.last_rec, t.first_ns, t.initiator) = (false, None, now, raw.initiator);
             }
-            Some((r, t.server, t.flood_member, t.half_open_counted || t.half_open_reported))
+            Some((r, t.endpoints(&id).1, t.flood_member, t.half_open_counted || t.half_open_reported))
         });
         if let (true, Some((r, ..))) = (reborn, known) {
             self.arm_interim(r, now);
@@ -302,7 +324,8 @@ impl<L: FlowLookup> Reporter<L> {
         if kind == EventKind::HandshakeRetransmit {
             if let Some(t) = self.flows.get_mut(r) {
                 let from_server = ev.segment.is_some_and(|s| !s.from_client);
-                let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
+                let times = t.retransmits.get_or_insert_default();
+                let list = if from_server { &mut times.synack } else { &mut times.syn };
                 if list.len() < 16 {
                     list.push(ev.ts);
                 }
@@ -361,14 +384,11 @@ impl<L: FlowLookup> Reporter<L> {
     /// without a word, which a new flow on its 4-tuple shows before the
     /// audit could).
     fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> (FlowRef, Vec<Event>) {
-        let (client, server) = client_server(raw);
         let t = Tracked {
             iface: ev.iface.clone(),
-            client,
-            server,
+            orient: raw.initiator,
             state: ConnState::from_raw(raw.new_state),
-            synack_times: Vec::new(),
-            syn_times: Vec::new(),
+            retransmits: None,
             half_open_counted: false,
             half_open_reported: false,
             flood_member: false,
@@ -398,26 +418,28 @@ impl<L: FlowLookup> Reporter<L> {
             let (rec, last_ns) = conn::vanished_record(&old, raw.ts_ns);
             out.extend(self.conn_record(id, old.iface.clone(), &rec, conn::Ending { end: Some(EndReason::Evicted), reset: None, last_ns }));
         }
-        out.extend(self.release(&old, raw.ts_ns));
+        out.extend(self.release(id, &old, raw.ts_ns));
         (r, out)
     }
 
     /// Undo the counts a flow held: its place among its server's half-open
     /// connections (which may end a SYN flood: returned) and in TIME_WAIT
     /// pressure.
-    fn release(&mut self, t: &Tracked, at: u64) -> Option<Event> {
+    fn release(&mut self, id: &FlowId, t: &Tracked, at: u64) -> Option<Event> {
+        let (client, server) = t.endpoints(id);
         if t.tw_counted {
-            self.pressure.remove(t.client.ip(), t.server, self.cfg.time_wait_pressure);
+            self.pressure.remove(client.ip(), server, self.cfg.time_wait_pressure);
         }
         if t.half_open_counted {
-            return self.floods.closed(t.server, at, self.ts(at), self.cfg.syn_flood_threshold);
+            return self.floods.closed(server, at, self.ts(at), self.cfg.syn_flood_threshold);
         }
         None
     }
 
     /// Drop the daemon's memory of a flow.
     fn forget(&mut self, r: FlowRef, at: u64) -> Vec<Event> {
-        self.flows.remove(r).and_then(|t| self.release(&t, at)).into_iter().collect()
+        let Some(id) = self.flows.id(r) else { return Vec::new() };
+        self.flows.remove(r).and_then(|t| self.release(&id, &t, at)).into_iter().collect()
     }
 
     /// With `--conn-interval` (and `conn` records printed), the first
@@ -461,8 +483,8 @@ impl<L: FlowLookup> Reporter<L> {
         let (flood_started, member) = self.floods.syn(server, iface, now, self.ts(now), self.cfg.syn_flood_threshold);
         if flood_started.is_some() {
             // Every half-open connection of this server is part of the flood now.
-            for t in self.flows.values_mut() {
-                if t.server == server && t.half_open_counted {
+            for (id, t) in self.flows.iter_mut() {
+                if t.half_open_counted && t.endpoints(id).1 == server {
                     t.flood_member = true;
                 }
             }
@@ -518,9 +540,10 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// A half-open connection completed or closed.
     fn leave_half_open(&mut self, r: FlowRef, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
         let (counted, reported, server) = {
             let t = self.flows.get_mut(r)?;
-            let r = (t.half_open_counted, t.half_open_reported, t.server);
+            let r = (t.half_open_counted, t.half_open_reported, t.endpoints(&id).1);
             t.half_open_counted = false;
             t.half_open_reported = false;
             r
@@ -540,21 +563,25 @@ impl<L: FlowLookup> Reporter<L> {
     /// A flow's client entered TIME_WAIT: count it towards TIME_WAIT
     /// pressure, which this one may make reportable.
     fn count_time_wait(&mut self, r: FlowRef, ev: &Event, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
         let t = self.flows.get_mut(r)?;
         if std::mem::replace(&mut t.tw_counted, true) {
             return None;
         }
-        let (ip, server) = (t.client.ip(), t.server);
+        let (client, server) = t.endpoints(&id);
+        let ip = client.ip();
         self.pressure.add(ip, server, self.cfg.time_wait_pressure, self.ts(now), ev.iface.clone())
     }
 
     /// A flow left TIME_WAIT (reuse, assassination): no longer pressure.
     fn uncount_time_wait(&mut self, r: FlowRef) {
+        let Some(id) = self.flows.id(r) else { return };
         let Some(t) = self.flows.get_mut(r) else { return };
         if !std::mem::take(&mut t.tw_counted) {
             return;
         }
-        let (ip, server) = (t.client.ip(), t.server);
+        let (client, server) = t.endpoints(&id);
+        let ip = client.ip();
         self.pressure.remove(ip, server, self.cfg.time_wait_pressure);
     }
 
@@ -622,8 +649,11 @@ impl<L: FlowLookup> Reporter<L> {
     /// An event of the reporter's about flow `r`, which `like` is about, at
     /// the same time.
     fn flow_event(&self, r: FlowRef, like: &Event, kind: EventKind) -> Event {
-        let mut e = match self.flows.get(r) {
-            Some(t) => Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
+        let mut e = match self.flows.get(r).zip(self.flows.id(r)) {
+            Some((t, id)) => {
+                let (client, server) = t.endpoints(&id);
+                Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(client)), server)
+            }
             None => Event::new(like.ts, kind, like.iface.clone(), like.client, like.server),
         };
         e.picked_up = like.picked_up;
