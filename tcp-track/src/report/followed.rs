@@ -1,9 +1,11 @@
 //! The flows the reporter follows, in a slab: each one's state in a slot of
 //! a `Vec` (freed slots reused, so the slots never outnumber the most flows
 //! followed at once), found by its 4-tuple through a hash table of slot
-//! numbers alone (4 bytes a bucket: the 4-tuple is compared in the slot,
-//! which the event needs anyway, so a lookup touches one line of the
-//! table and the flow's own state, not a 44-byte bucket as well).
+//! numbers and hashes (8 bytes a bucket: the 4-tuple is compared in the
+//! slot, which the event needs anyway, so a lookup touches one line of the
+//! table and the flow's own state, not a 44-byte bucket as well; the hash
+//! kept in the bucket moves it when the table grows without reading the
+//! slot).
 //!
 //! Everything that names a flow for later (a deadline, the audit's round
 //! robin, the half-open order) holds a `FlowRef`: its slot and its
@@ -41,6 +43,22 @@ struct Entry<T> {
     value: T,
 }
 
+/// An index bucket: a slot, and the 32 bits of its 4-tuple's hash the
+/// table is keyed by (`spread`).
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    slot: u32,
+    hash: u32,
+}
+
+/// The table's 64-bit hash from 32 bits: hashbrown takes the bucket's
+/// position from the low bits and its tag from the top 7, so both halves
+/// are the same 32 bits (a table of fewer than 2^25 buckets reads
+/// different bits for each).
+fn spread(hash: u32) -> u64 {
+    u64::from(hash) << 32 | u64::from(hash)
+}
+
 /// The bytes one slot of `Followed<T>` takes.
 pub(super) const fn slot_size<T>() -> usize {
     std::mem::size_of::<Option<Entry<T>>>()
@@ -54,7 +72,7 @@ pub(super) struct Followed<T> {
     /// hashbrown table more than half full whose deleted slots run out
     /// doubles instead of rehashing in place, so a table left to grow by
     /// itself would double once more, late (`reserve_room`).
-    index: HashTable<u32>,
+    index: HashTable<Bucket>,
     hasher: RandomState,
     /// The capacity last reserved for `index`.
     room: usize,
@@ -78,11 +96,21 @@ impl<T> Followed<T> {
         self.index.len()
     }
 
-    /// The slot holding `id`'s 4-tuple, if one does.
-    fn slot_of(&self, id: &FlowId) -> Option<u32> {
+    /// The 32 bits of `id`'s hash the index is keyed by.
+    fn hash(&self, id: &FlowId) -> u32 {
+        let h = self.hasher.hash_one(id);
+        (h ^ h >> 32) as u32
+    }
+
+    /// The slot holding `id`'s 4-tuple (whose `hash` is `hash`), if one does.
+    fn slot_hashed(&self, id: &FlowId, hash: u32) -> Option<u32> {
         let slots = &self.slots;
-        let holds = |&slot: &u32| slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|e| e.id == *id);
-        self.index.find(self.hasher.hash_one(id), holds).copied()
+        let holds = |b: &Bucket| b.hash == hash && slots.get(b.slot as usize).and_then(Option::as_ref).is_some_and(|e| e.id == *id);
+        self.index.find(spread(hash), holds).map(|b| b.slot)
+    }
+
+    fn slot_of(&self, id: &FlowId) -> Option<u32> {
+        self.slot_hashed(id, self.hash(id))
     }
 
     /// The flow followed on `id`'s 4-tuple, if any.
@@ -105,7 +133,8 @@ impl<T> Followed<T> {
         self.incarnations += 1;
         let entry = Entry { id, incarnation: self.incarnations, value };
         // The index names only occupied slots.
-        if let Some(slot) = self.slot_of(&id) {
+        let hash = self.hash(&id);
+        if let Some(slot) = self.slot_hashed(&id, hash) {
             let old = self.slots[slot as usize].replace(entry);
             return (FlowRef { incarnation: self.incarnations, slot }, old.map(|e| e.value));
         }
@@ -123,8 +152,7 @@ impl<T> Followed<T> {
                 slot
             }
         };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(id), slot, |&s| rehash(slots, hasher, s));
+        self.index.insert_unique(spread(hash), Bucket { slot, hash }, |b| spread(b.hash));
         (FlowRef { incarnation: self.incarnations, slot }, None)
     }
 
@@ -139,8 +167,7 @@ impl<T> Followed<T> {
         let len = self.index.len() + 1;
         if len > self.room / 2 {
             self.room = 2 * len.max(512);
-            let (slots, hasher) = (&self.slots, &self.hasher);
-            self.index.reserve(self.room - self.index.len(), |&s| rehash(slots, hasher, s));
+            self.index.reserve(self.room - self.index.len(), |b| spread(b.hash));
         }
     }
 
@@ -170,7 +197,7 @@ impl<T> Followed<T> {
             return None;
         }
         let e = slot.take()?;
-        if let Ok(found) = self.index.find_entry(self.hasher.hash_one(e.id), |&s| s == r.slot) {
+        if let Ok(found) = self.index.find_entry(spread(self.hash(&e.id)), |b| b.slot == r.slot) {
             found.remove();
         }
         self.free.push(r.slot);
@@ -193,12 +220,6 @@ impl<T> Followed<T> {
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&FlowId, &mut T)> {
         self.slots.iter_mut().filter_map(|e| e.as_mut().map(|e| (&e.id, &mut e.value)))
     }
-}
-
-/// The hash of the 4-tuple in `slot`, for the index to move its buckets:
-/// every slot it names is occupied.
-fn rehash<T>(slots: &[Option<Entry<T>>], hasher: &RandomState, slot: u32) -> u64 {
-    slots.get(slot as usize).and_then(Option::as_ref).map_or(0, |e| hasher.hash_one(e.id))
 }
 
 #[cfg(test)]
