@@ -1,7 +1,7 @@
 //! Deadlines: what the kernel cannot report, because it happens when no
 //! segment comes (a handshake that never completes, TIME_WAIT running out,
-//! a CLOSE_WAIT that lingers). A heap keyed by time, flow and incarnation
-//! holds them; what each one means when it comes is `expiry`'s.
+//! a CLOSE_WAIT that lingers). A heap of (time, `FlowRef`, what) holds
+//! them; what each one means when it comes is `expiry`'s.
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
 
