@@ -16,11 +16,11 @@ use std::{
 
 use aya::maps::{ring_buf::RingBufItem, MapData, RingBuf};
 use log::{info, warn};
-use tcp_track_common::{conn::quiet_ns, counters, event::FlowEvent};
+use tcp_track_common::{conn::quiet_ns, counters, event::FlowEvent, flow::FlowRecord};
 
 use crate::{
     config::Config,
-    events::{split_record, Decoder, Endpoint, Event},
+    events::{split_record, DecodeError, Decoder, Endpoint, Event},
     filter::Filter,
     follow::InterfaceCounts,
     output::Writer,
@@ -58,6 +58,15 @@ pub trait Records {
     /// The next record, if one is there. The ring buffer's slot is given
     /// back when the record is dropped.
     fn next_record(&mut self) -> Option<Self::Record<'_>>;
+
+    /// The next record split into its event and, for a connection's end,
+    /// its flow record (`events::split_record`). A source that holds them
+    /// typed (a capture's tracker) gives them as they are, not through
+    /// bytes.
+    fn next_split(&mut self) -> Option<Result<(FlowEvent, Option<FlowRecord>), DecodeError>> {
+        let item = self.next_record()?;
+        Some(split_record(&item))
+    }
 }
 
 impl Records for RingBuf<MapData> {
@@ -359,10 +368,8 @@ pub fn drain_filtered<R: Records, W: Write, L: FlowLookup>(
     let shown = reporter.config().events;
     let printed = |ev: &Event| shown.shows(ev.event) && passes(filter, ev);
     while n < MAX_BATCH {
-        let Some(item) = ring.next_record() else { break };
+        let Some(split) = ring.next_split() else { break };
         n += 1;
-        let split = split_record(&item);
-        drop(item);
         let (raw, conn) = match split {
             Ok(parts) => parts,
             Err(e) => {

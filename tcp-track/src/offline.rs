@@ -38,7 +38,7 @@ use crate::{
     clock::WallClock,
     config::Config,
     daemon::{Daemon, Records, MAX_BATCH},
-    events::Decoder,
+    events::{split_record, DecodeError, Decoder},
     report::{FlowId, FlowLookup},
     stats::{CounterSource, Totals},
     tables::{id_of, key_v4, key_v6},
@@ -115,7 +115,9 @@ impl CounterSource for CaptureFlows {
 
 /// One packet's events, handed to `Daemon::drain` as the ring buffer's
 /// records are: a connection's end (`EVENT_CONN_END`) as its whole
-/// `ConnEnd` record, in order with the others.
+/// `ConnEnd` record, in order with the others. Given typed
+/// (`Records::next_split`), as the tracker made them; as bytes only to
+/// a reader that asks for bytes.
 #[derive(Default)]
 struct Batch {
     events: Vec<FlowEvent>,
@@ -146,6 +148,20 @@ impl Records for Batch {
             }
         }
         Some(bytemuck::bytes_of(ev))
+    }
+
+    fn next_split(&mut self) -> Option<Result<(FlowEvent, Option<FlowRecord>), DecodeError>> {
+        let ev = *self.events.get(self.next)?;
+        self.next += 1;
+        if ev.kind == EVENT_CONN_END {
+            if let Some(conn) = self.conns.get(self.next_conn) {
+                self.next_conn += 1;
+                return Some(Ok((conn.event, Some(conn.rec))));
+            }
+            // An end without its record: damage, as the bytes would say.
+            return Some(split_record(bytemuck::bytes_of(&ev)));
+        }
+        Some(Ok((ev, None)))
     }
 }
 

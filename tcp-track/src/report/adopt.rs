@@ -18,6 +18,7 @@ use tcp_track_common::{
 use super::{
     deadlines::{dur_ns, Deadline},
     flow::FlowLookup,
+    followed::FlowRef,
     FlowId, Reporter,
 };
 use crate::{events::Event, vocab::ConnState};
@@ -67,7 +68,7 @@ impl<L: FlowLookup> Reporter<L> {
     pub fn adopt(&mut self, raw: &FlowEvent, ev: &Event) {
         self.follow(raw, ev);
         if matches!(ConnState::from_raw(raw.new_state), ConnState::TimeWait | ConnState::Close) {
-            if let Some(t) = self.flows.get_mut(&FlowId::of(raw)) {
+            if let Some(t) = self.flows.find_mut(&FlowId::of(raw)) {
                 t.ended = true;
             }
         }
@@ -77,18 +78,18 @@ impl<L: FlowLookup> Reporter<L> {
     /// its record was written.
     pub(super) fn follow(&mut self, raw: &FlowEvent, ev: &Event) {
         let id = FlowId::of(raw);
-        if self.flows.contains_key(&id) {
+        if self.flows.find(&id).is_some() {
             return;
         }
         // A new flow: no older incarnation whose accounting could end.
-        let _ = self.start_tracking(&id, raw, ev);
-        self.arm_for_state(id, raw);
+        let (r, _) = self.start_tracking(&id, raw, ev);
+        self.arm_for_state(r, raw);
     }
 
     /// The deadline the state of `raw` (an `adopted_event`) calls for,
     /// counted from its `ts_ns`: what the transition into that state would
     /// have armed.
-    pub(super) fn arm_for_state(&mut self, id: FlowId, raw: &FlowEvent) {
+    pub(super) fn arm_for_state(&mut self, r: FlowRef, raw: &FlowEvent) {
         let at = raw.ts_ns;
         match ConnState::from_raw(raw.new_state) {
             // Only a handshake begun with a SYN is reported half-open, as
@@ -96,19 +97,19 @@ impl<L: FlowLookup> Reporter<L> {
             // among its server's half-open connections: SYN floods are
             // judged on the SYNs this daemon sees.
             ConnState::SynSent | ConnState::SynSent2 | ConnState::SynRecv if raw.origin == ORIGIN_SYN => {
-                self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::HalfOpen);
+                self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::HalfOpen);
             }
             ConnState::TimeWait => {
                 let closer = super::conn::closer_of(raw.detail & DETAIL_CLOSER_LO != 0, raw.detail & DETAIL_CLOSER_HI != 0, raw.initiator);
-                if let Some(t) = self.flows.get_mut(&id) {
+                if let Some(t) = self.flows.get_mut(r) {
                     t.closer = closer;
                 }
-                self.arm(at.saturating_add(dur_ns(self.cfg.time_wait_timeout)), id, Deadline::TimeWait);
+                self.arm(at.saturating_add(dur_ns(self.cfg.time_wait_timeout)), r, Deadline::TimeWait);
             }
-            ConnState::Close => self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::Closed),
+            ConnState::Close => self.arm(at.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::Closed),
             ConnState::FinWait | ConnState::CloseWait => {
-                self.arm(at.saturating_add(dur_ns(self.cfg.close_wait_timeout)), id, Deadline::CloseWait);
-                if let Some(t) = self.flows.get_mut(&id) {
+                self.arm(at.saturating_add(dur_ns(self.cfg.close_wait_timeout)), r, Deadline::CloseWait);
+                if let Some(t) = self.flows.get_mut(r) {
                     t.close_wait_armed = true;
                 }
             }

@@ -6,34 +6,35 @@
 
 use std::collections::VecDeque;
 
-use super::flow::FlowId;
+use super::followed::FlowRef;
 
-/// Every tracked flow as (flow, incarnation), in round-robin order; entries
-/// of flows since forgotten or reincarnated are stale, skipped and swept.
+/// Every tracked flow, in round-robin order; entries of flows since
+/// forgotten or reincarnated are stale (told by their `FlowRef`), skipped
+/// and swept.
 #[derive(Debug, Default)]
 pub(super) struct AuditQueue {
-    pub(super) order: VecDeque<(FlowId, u64)>,
+    pub(super) order: VecDeque<FlowRef>,
 }
 
 impl AuditQueue {
     /// A flow just tracked joins the round robin. Stale entries are swept
     /// (`live` says which are not) once they outnumber the `tracked` flows
     /// (amortised O(1) per flow).
-    pub(super) fn push(&mut self, id: FlowId, incarnation: u64, tracked: usize, live: impl Fn(&FlowId, u64) -> bool) {
-        self.order.push_back((id, incarnation));
+    pub(super) fn push(&mut self, r: FlowRef, tracked: usize, live: impl Fn(FlowRef) -> bool) {
+        self.order.push_back(r);
         if self.order.len() > 2 * tracked + 1024 {
-            self.order.retain(|(id, inc)| live(id, *inc));
+            self.order.retain(|&r| live(r));
         }
     }
 
     /// The next flow to check.
-    pub(super) fn next(&mut self) -> Option<(FlowId, u64)> {
+    pub(super) fn next(&mut self) -> Option<FlowRef> {
         self.order.pop_front()
     }
 
     /// A flow checked and still there: back to the end of the queue.
-    pub(super) fn requeue(&mut self, id: FlowId, incarnation: u64) {
-        self.order.push_back((id, incarnation));
+    pub(super) fn requeue(&mut self, r: FlowRef) {
+        self.order.push_back(r);
     }
 
     pub(super) fn len(&self) -> usize {

@@ -25,7 +25,7 @@
 //! incarnation has had its record, and a new incarnation (a SYN reusing a
 //! closed 4-tuple) starts with a new `Tracked` or clears it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use tcp_track_common::{
     conn::{conn_state_name, last_seen_ns, ConnSummary},
@@ -34,9 +34,9 @@ use tcp_track_common::{
     state::{STATE_NONE, STATE_TIME_WAIT},
 };
 
-use super::{deadlines::dur_ns, flow::FlowId, Deadline, FlowLookup, Reporter, Tracked};
+use super::{deadlines::dur_ns, flow::FlowId, followed::FlowRef, Deadline, FlowLookup, Reporter, Tracked};
 use crate::{
-    events::{client_server, Endpoint, Event},
+    events::{Endpoint, Event},
     vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
 };
 
@@ -123,20 +123,6 @@ pub(super) fn closer_of(lo: bool, hi: bool, initiator: u8) -> Closer {
     }
 }
 
-/// The flow's (client, server) when `initiator` is the client's direction.
-fn endpoints_of(id: &FlowId, initiator: u8) -> (SocketAddr, SocketAddr) {
-    let e = FlowEvent {
-        family: id.family,
-        lo_addr: id.lo_addr,
-        hi_addr: id.hi_addr,
-        lo_port: id.lo_port,
-        hi_port: id.hi_port,
-        initiator,
-        ..FlowEvent::default()
-    };
-    client_server(&e)
-}
-
 impl<L: FlowLookup> Reporter<L> {
     /// The kernel's record of a connection's end (`EVENT_CONN_END`), with
     /// the flow record as it was then; `iface`: where its last segment was
@@ -144,7 +130,7 @@ impl<L: FlowLookup> Reporter<L> {
     pub fn on_conn_end(&mut self, raw: &FlowEvent, rec: &FlowRecord, iface: Arc<str>) -> Vec<Event> {
         let id = FlowId::of(raw);
         let end = EndReason::from_raw(raw.end);
-        let (iface, followed) = match self.flows.get_mut(&id) {
+        let (iface, followed) = match self.flows.find_mut(&id) {
             // Ended already (the daemon removed it a moment before a
             // segment closed it): one record is enough.
             Some(t) if t.ended => return Vec::new(),
@@ -182,7 +168,7 @@ impl<L: FlowLookup> Reporter<L> {
         if !self.cfg.events.conn {
             return None;
         }
-        let (client, server) = endpoints_of(id, rec.initiator);
+        let (client, server) = id.endpoints(rec.initiator);
         let mut e = Event::new(self.ts(first_ns), EventKind::Conn, iface, Some(Endpoint::Socket(client)), server);
         e.picked_up = rec.origin == ORIGIN_MIDSTREAM;
         if how.end.is_none() {
@@ -221,27 +207,26 @@ impl<L: FlowLookup> Reporter<L> {
         Some(e)
     }
 
-    /// The daemon ends tracked flow `id` itself (`end`), with its record
+    /// The daemon ends tracked flow `r` itself (`end`), with its record
     /// `rec` read from the table at `now`: marked ended, so that nothing
     /// writes a second record.
-    pub(super) fn end_flow(&mut self, id: &FlowId, rec: &FlowRecord, end: EndReason, now: u64) -> Option<Event> {
-        self.end_with(id, rec, end, last_seen_ns(rec, now).min(now))
-    }
-
-    fn end_with(&mut self, id: &FlowId, rec: &FlowRecord, end: EndReason, last_ns: u64) -> Option<Event> {
-        let t = self.flows.get_mut(id)?;
+    pub(super) fn end_flow(&mut self, r: FlowRef, rec: &FlowRecord, end: EndReason, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
+        let t = self.flows.get_mut(r)?;
         if std::mem::replace(&mut t.ended, true) {
             return None;
         }
         let iface = t.iface.clone();
-        self.conn_record(id, iface, rec, Ending { end: Some(end), reset: None, last_ns })
+        let last_ns = last_seen_ns(rec, now).min(now);
+        self.conn_record(&id, iface, rec, Ending { end: Some(end), reset: None, last_ns })
     }
 
     /// An interim deadline: the record so far (`rec`, as read now) of a
     /// connection still open, and the next deadline.
-    pub(super) fn interim(&mut self, id: &FlowId, rec: Option<FlowRecord>, at: u64) -> Option<Event> {
+    pub(super) fn interim(&mut self, r: FlowRef, rec: Option<FlowRecord>, at: u64) -> Option<Event> {
         let every = self.cfg.conn_interval?;
-        let t = self.flows.get_mut(id)?;
+        let id = self.flows.id(r)?;
+        let t = self.flows.get_mut(r)?;
         // Re-armed below only for a connection still open.
         t.interim_armed = false;
         if t.ended {
@@ -250,8 +235,8 @@ impl<L: FlowLookup> Reporter<L> {
         let rec = rec.filter(|r| open(r.state))?;
         t.interim_armed = true;
         let iface = t.iface.clone();
-        self.arm(at.saturating_add(dur_ns(every)), *id, Deadline::Interim);
-        self.conn_record(id, iface, &rec, Ending { end: None, reset: None, last_ns: last_seen_ns(&rec, at).min(at) })
+        self.arm(at.saturating_add(dur_ns(every)), r, Deadline::Interim);
+        self.conn_record(&id, iface, &rec, Ending { end: None, reset: None, last_ns: last_seen_ns(&rec, at).min(at) })
     }
 
     /// The daemon stops at `now`: the final record of every connection
@@ -277,8 +262,8 @@ impl<L: FlowLookup> Reporter<L> {
             if !open(rec.state) {
                 continue;
             }
-            let ev = match self.flows.get(&id) {
-                Some(_) => self.end_flow(&id, &rec, end, now),
+            let ev = match self.flows.find(&id) {
+                Some(r) => self.end_flow(r, &rec, end, now),
                 None => {
                     let last_ns = last_seen_ns(&rec, now).min(now);
                     self.conn_record(&id, iface.clone(), &rec, Ending { end: Some(end), reset: None, last_ns })
@@ -286,23 +271,24 @@ impl<L: FlowLookup> Reporter<L> {
             };
             out.extend(ev);
         }
-        let gone: Vec<FlowId> = self.flows.iter().filter(|(id, t)| !t.ended && !seen.contains(*id)).map(|(id, _)| *id).collect();
-        for id in gone {
-            out.extend(self.end_vanished(&id, now));
+        let gone: Vec<FlowRef> = self.flows.iter().filter(|(_, id, t)| !t.ended && !seen.contains(*id)).map(|(r, ..)| r).collect();
+        for r in gone {
+            out.extend(self.end_vanished(r, now));
         }
         out
     }
 
     /// A tracked flow found gone from the tables without a record: its
     /// record from the last snapshot (`end: evicted`).
-    pub(super) fn end_vanished(&mut self, id: &FlowId, now: u64) -> Option<Event> {
-        let t = self.flows.get_mut(id)?;
+    pub(super) fn end_vanished(&mut self, r: FlowRef, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
+        let t = self.flows.get_mut(r)?;
         if std::mem::replace(&mut t.ended, true) {
             return None;
         }
         let (rec, last_ns) = vanished_record(t, now);
         let iface = t.iface.clone();
-        self.conn_record(id, iface, &rec, Ending { end: Some(EndReason::Evicted), reset: None, last_ns })
+        self.conn_record(&id, iface, &rec, Ending { end: Some(EndReason::Evicted), reset: None, last_ns })
     }
 
     /// Conn records written so far.

@@ -1,11 +1,11 @@
 //! Deadlines: what the kernel cannot report, because it happens when no
 //! segment comes (a handshake that never completes, TIME_WAIT running out,
-//! a CLOSE_WAIT that lingers). A heap keyed by time, flow and incarnation
-//! holds them; what each one means when it comes is `expiry`'s.
+//! a CLOSE_WAIT that lingers). A heap of (time, `FlowRef`, what) holds
+//! them; what each one means when it comes is `expiry`'s.
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
 
-use super::flow::FlowId;
+use super::followed::FlowRef;
 
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,40 +34,52 @@ impl Deadline {
     }
 }
 
-/// (when, flow, incarnation, what): a deadline of an older incarnation of
-/// a reused 4-tuple, or of a forgotten flow, is stale when it comes.
+/// One deadline: when, for which flow (a `FlowRef`: stale once that
+/// incarnation is forgotten or replaced), what. 24 bytes. Ordered by time,
+/// then by the order the flows were followed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: u64,
+    incarnation: u64,
+    slot: u32,
+    what: Deadline,
+}
+
+const _: () = assert!(std::mem::size_of::<Due>() == 24);
+
+/// The deadlines, earliest first; those of an older incarnation of a
+/// reused 4-tuple, or of a forgotten flow, are stale when they come.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    heap: BinaryHeap<Reverse<(u64, FlowId, u64, Deadline)>>,
+    heap: BinaryHeap<Reverse<Due>>,
 }
 
 impl Deadlines {
-    /// `what` for flow `id` in `incarnation`, at `at` (monotonic ns).
-    /// Stale deadlines (`live` says which are not) wait in the heap until
-    /// they come due; under a flood that is a timeout's worth of SYNs, so
-    /// they are swept once they far outnumber the `tracked` flows
-    /// (amortised O(1) per deadline).
-    pub(super) fn push(&mut self, at: u64, id: FlowId, incarnation: u64, what: Deadline, tracked: usize, live: impl Fn(&FlowId, u64) -> bool) {
-        self.heap.push(Reverse((at, id, incarnation, what)));
+    /// `what` for flow `r` at `at` (monotonic ns). Stale deadlines (`live`
+    /// says which are not) wait in the heap until they come due; under a
+    /// flood that is a timeout's worth of SYNs, so they are swept once they
+    /// far outnumber the `tracked` flows (amortised O(1) per deadline; a
+    /// look at a slot each, no hashing).
+    pub(super) fn push(&mut self, at: u64, r: FlowRef, what: Deadline, tracked: usize, live: impl Fn(FlowRef) -> bool) {
+        self.heap.push(Reverse(Due { at, incarnation: r.incarnation, slot: r.slot, what }));
         if self.heap.len() > 4 * tracked + 4096 {
-            self.heap.retain(|Reverse((_, id, inc, _))| live(id, *inc));
+            self.heap.retain(|Reverse(d)| live(FlowRef { incarnation: d.incarnation, slot: d.slot }));
         }
     }
 
     /// When the next one falls.
     pub(super) fn next(&self) -> Option<u64> {
-        self.heap.peek().map(|Reverse((t, _, _, _))| *t)
+        self.heap.peek().map(|Reverse(d)| d.at)
     }
 
-    /// The earliest deadline if it is due at `now`: (when, flow,
-    /// incarnation, what).
-    pub(super) fn pop_due(&mut self, now: u64) -> Option<(u64, FlowId, u64, Deadline)> {
+    /// The earliest deadline if it is due at `now`: (when, flow, what).
+    pub(super) fn pop_due(&mut self, now: u64) -> Option<(u64, FlowRef, Deadline)> {
         let Reverse(first) = *self.heap.peek()?;
-        if first.0 > now {
+        if first.at > now {
             return None;
         }
         self.heap.pop();
-        Some(first)
+        Some((first.at, FlowRef { incarnation: first.incarnation, slot: first.slot }, first.what))
     }
 
     /// Deadlines waiting, stale ones included.

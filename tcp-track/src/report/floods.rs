@@ -9,7 +9,7 @@ use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use foldhash::HashMap;
 
-use super::flow::FlowId;
+use super::followed::FlowRef;
 use crate::{
     events::{Event, Timestamp},
     vocab::EventKind,
@@ -34,9 +34,9 @@ struct Server {
 #[derive(Debug, Default)]
 pub(super) struct Floods {
     servers: HashMap<SocketAddr, Server>,
-    /// Half-open connections in the order they opened (flow, incarnation);
-    /// entries of flows no longer half-open are skipped, and compacted away.
-    order: VecDeque<(FlowId, u64)>,
+    /// Half-open connections in the order they opened; entries of flows no
+    /// longer half-open are skipped, and compacted away.
+    order: VecDeque<FlowRef>,
     /// Connections currently counted as half-open.
     live: usize,
 }
@@ -56,10 +56,10 @@ pub struct Flood {
 }
 
 impl Floods {
-    /// Flow `id`, in its `incarnation`, opened with a SYN: it counts as
-    /// half-open, after those that opened before it.
-    pub(super) fn opened(&mut self, id: FlowId, incarnation: u64) {
-        self.order.push_back((id, incarnation));
+    /// Flow `r` opened with a SYN: it counts as half-open, after those
+    /// that opened before it.
+    pub(super) fn opened(&mut self, r: FlowRef) {
+        self.order.push_back(r);
         self.live += 1;
     }
 
@@ -124,7 +124,7 @@ impl Floods {
 
     /// While more than `cap` are counted: the oldest entry of the opening
     /// order (possibly stale: the caller checks).
-    pub(super) fn oldest_over(&mut self, cap: usize) -> Option<(FlowId, u64)> {
+    pub(super) fn oldest_over(&mut self, cap: usize) -> Option<FlowRef> {
         if self.live > cap {
             self.order.pop_front()
         } else {
@@ -134,9 +134,9 @@ impl Floods {
 
     /// Sweep stale entries (`half_open` says which are not) out of the
     /// opening order once they far outnumber `cap`.
-    pub(super) fn compact(&mut self, cap: usize, half_open: impl Fn(&FlowId, u64) -> bool) {
+    pub(super) fn compact(&mut self, cap: usize, half_open: impl Fn(FlowRef) -> bool) {
         if self.order.len() > 2 * cap + 1024 {
-            self.order.retain(|(id, inc)| half_open(id, *inc));
+            self.order.retain(|&r| half_open(r));
         }
     }
 

@@ -9,8 +9,11 @@
 //!
 //! - `flow`: a flow's identity, and `FlowLookup`, the reporter's only view
 //!   of the kernel's tables (the aya adapter is in `tables`);
+//! - `followed`: the flows followed, in a slab found by 4-tuple, and
+//!   `FlowRef`, how the others name a flow for later (slot and incarnation:
+//!   a stale one is told without hashing);
 //! - `deadlines`: what happens when no segment comes, kept in a heap keyed
-//!   by flow;
+//!   by time;
 //! - `floods`: half-open connections per server, SYN floods, and the order
 //!   they opened in (the daemon remembers no more of them than the kernel);
 //! - `pressure`: TIME_WAIT pressure per (client address, server);
@@ -28,10 +31,6 @@
 //! drive it.
 
 use std::{net::SocketAddr, sync::Arc};
-
-// The flow map is on every event's path: foldhash (seeded per process)
-// rather than SipHash.
-use foldhash::HashMap;
 
 use tcp_track_common::{
     event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
@@ -52,6 +51,7 @@ mod deadlines;
 mod expiry;
 mod flow;
 mod floods;
+mod followed;
 mod pressure;
 mod rate;
 mod resync;
@@ -61,6 +61,7 @@ use audit::AuditQueue;
 use deadlines::{dur_ns, Deadline, Deadlines};
 pub use conn::{ConnCounts, Histogram, DURATION_BOUNDS, HANDSHAKE_BOUNDS};
 pub use flow::{FlowId, FlowLookup};
+use followed::{FlowRef, Followed};
 pub use floods::Flood;
 use floods::Floods;
 pub use pressure::PressureAlert;
@@ -69,16 +70,21 @@ use pressure::TimeWaitPressure;
 use rate::TokenBucket;
 
 /// What the daemon remembers of a flow between kernel events.
+///
+/// Kept small (with its slot's 4-tuple and incarnation, 128 bytes: one
+/// pair of cache lines), since every event reads it: the endpoints are
+/// derived from the 4-tuple (`Tracked::endpoints`), what few flows need is
+/// boxed.
 #[derive(Debug)]
 struct Tracked {
     iface: Arc<str>,
-    client: SocketAddr,
-    server: SocketAddr,
+    /// The client's direction as the first event of this incarnation said
+    /// (`initiator` may be corrected later; the endpoints printed stay).
+    orient: u8,
     /// The connection's state after its last event.
     state: ConnState,
-    /// Handshake retransmission times, SYN-ACKs and SYNs.
-    synack_times: Vec<Timestamp>,
-    syn_times: Vec<Timestamp>,
+    /// Handshake retransmission times, if the handshake was retransmitted.
+    retransmits: Option<Box<HandshakeTimes>>,
     /// Counted among its server's half-open connections.
     half_open_counted: bool,
     /// A `half_open` event was printed; a later event must close the story.
@@ -91,8 +97,6 @@ struct Tracked {
     closer: Closer,
     close_wait_armed: bool,
     peer_lost_reported: bool,
-    /// Which incarnation of the 4-tuple this is (unique per reporter).
-    incarnation: u64,
     /// Deadlines armed and not yet fired: a flow with none is checked by
     /// the audit instead.
     deadlines_pending: u32,
@@ -113,20 +117,30 @@ struct Tracked {
     interim_armed: bool,
 }
 
+const _: () = assert!(followed::slot_size::<Tracked>() <= 128);
+
+impl Tracked {
+    /// The flow's (client, server), its 4-tuple being `id`.
+    fn endpoints(&self, id: &FlowId) -> (SocketAddr, SocketAddr) {
+        id.endpoints(self.orient)
+    }
+}
+
+/// When a handshake's segments were retransmitted: SYN-ACKs and SYNs, 16
+/// of each at most.
+#[derive(Debug, Default)]
+struct HandshakeTimes {
+    synack: Vec<Timestamp>,
+    syn: Vec<Timestamp>,
+}
+
 pub struct Reporter<L: FlowLookup> {
     cfg: ReportConfig,
     lookup: L,
     clock: WallClock,
-    /// Kept at least twice as large as the flows followed, and each flow's
-    /// state boxed: flows come and go all the time, and a hashbrown table
-    /// more than half full whose deleted slots run out doubles instead of
-    /// rehashing in place, so a table left to grow by itself doubled once
-    /// more, late and at the full size of its values (`reserve_room`).
-    /// Its slots are a key and a pointer.
-    flows: HashMap<FlowId, Box<Tracked>>,
-    /// The capacity last reserved for `flows` (`reserve_room`).
-    room: usize,
-    incarnations: u64,
+    /// The flows followed: a slab, its slots reused, found by 4-tuple
+    /// once per event (`followed`).
+    flows: Followed<Tracked>,
     deadlines: Deadlines,
     floods: Floods,
     pressure: TimeWaitPressure,
@@ -184,12 +198,10 @@ pub struct ReportSnapshot {
 impl<L: FlowLookup> Reporter<L> {
     pub fn new(cfg: ReportConfig, lookup: L, clock: WallClock) -> Self {
         Reporter {
-            flows: HashMap::default(),
-            room: 0,
+            flows: Followed::default(),
             cfg,
             lookup,
             clock,
-            incarnations: 0,
             deadlines: Deadlines::default(),
             floods: Floods::default(),
             pressure: TimeWaitPressure::default(),
@@ -278,40 +290,42 @@ impl<L: FlowLookup> Reporter<L> {
         // A SYN on a closed 4-tuple's entry: a new incarnation, which will
         // have a record of its own.
         let reborn = old_state >= ConnState::TimeWait && new_state != ConnState::None && new_state < ConnState::TimeWait;
-        let known = if opening {
-            None
-        } else {
-            self.flows.get_mut(&id).map(|t| {
-                t.state = new_state;
-                if reborn {
-                    (t.ended, t.last_rec, t.first_ns, t.initiator) = (false, None, now, raw.initiator);
-                }
-                (t.server, t.flood_member, t.half_open_counted || t.half_open_reported)
-            })
-        };
-        if reborn && known.is_some() {
-            self.arm_interim(id, now);
+        let found = if opening { None } else { self.flows.find(&id) };
+        let known = found.and_then(|r| {
+            let t = self.flows.get_mut(r)?;
+            t.state = new_state;
+            if reborn {
+                (t.ended, t.last_rec, t.first_ns, t.initiator) = (false, None, now, raw.initiator);
+            }
+            Some((r, t.endpoints(&id).1, t.flood_member, t.half_open_counted || t.half_open_reported))
+        });
+        if let (true, Some((r, ..))) = (reborn, known) {
+            self.arm_interim(r, now);
         }
-        let (server, mut member, mut half_open) = match known {
+        // From here on the flow is named by its `FlowRef`: no more lookups
+        // by 4-tuple.
+        let (r, server, mut member, mut half_open) = match known {
             Some(k) => k,
             None => {
-                out.extend(self.start_tracking(&id, raw, &ev));
+                let (r, ended) = self.start_tracking(&id, raw, &ev);
+                out.extend(ended);
                 self.shed_gone(now, out);
-                (client_server(raw).1, false, false)
+                (r, client_server(raw).1, false, false)
             }
         };
         let verbose = self.cfg.events.all;
 
         // A connection opening: count it among its server's half-open ones.
         if opening && raw.origin == ORIGIN_SYN {
-            self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::HalfOpen);
-            member = self.count_half_open(id, server, &ev.iface, now, out);
+            self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::HalfOpen);
+            member = self.count_half_open(r, server, &ev.iface, now, out);
             half_open = true;
         }
         if kind == EventKind::HandshakeRetransmit {
-            if let Some(t) = self.flows.get_mut(&id) {
+            if let Some(t) = self.flows.get_mut(r) {
                 let from_server = ev.segment.is_some_and(|s| !s.from_client);
-                let list = if from_server { &mut t.synack_times } else { &mut t.syn_times };
+                let times = t.retransmits.get_or_insert_default();
+                let list = if from_server { &mut times.synack } else { &mut times.syn };
                 if list.len() < 16 {
                     list.push(ev.ts);
                 }
@@ -319,7 +333,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         // The handshake done, or the connection gone: no longer half-open.
         if new_state >= ConnState::Established && half_open {
-            out.extend(self.leave_half_open(&id, new_state, &ev, now));
+            out.extend(self.leave_half_open(r, new_state, &ev, now));
         }
 
         // The event itself goes here, ahead of what it causes below; it is
@@ -335,13 +349,13 @@ impl<L: FlowLookup> Reporter<L> {
                 if ResetClass::from_raw(raw.reset) == ResetClass::StatelessPeer {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
-                    let mut e = self.flow_event(&id, &ev, EventKind::HalfOpen);
+                    let mut e = self.flow_event(r, &ev, EventKind::HalfOpen);
                     e.set("kind", "peer_lost");
                     e.set("evidence", "stateless_peer_reset");
                     if let Some(s) = &ev.segment {
                         e.set("lost", s.from());
                     }
-                    if let Some(t) = self.flows.get_mut(&id) {
+                    if let Some(t) = self.flows.get_mut(r) {
                         t.peer_lost_reported = true;
                     }
                     out.push(e);
@@ -350,35 +364,31 @@ impl<L: FlowLookup> Reporter<L> {
             }
             EventKind::TimeWaitReuse => true,
             EventKind::Retransmit => {
-                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), id, Deadline::PeerLost);
+                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::PeerLost);
                 verbose
             }
             _ => verbose && !member,
         };
         if old_state != new_state {
-            self.on_transition(&id, raw, (old_state, new_state), &ev, out);
+            self.on_transition(r, raw, (old_state, new_state), &ev, out);
         }
         if print {
             out.insert(at, ev);
         }
-        self.rate_limit(&id, now, out);
+        self.rate_limit(r, now, out);
     }
 
-    /// Start remembering a flow; returns what ending an older incarnation's
-    /// accounting produced (a `syn_flood_ended`; the `conn` record of one
-    /// the table evicted without a word, which a new flow on its 4-tuple
-    /// shows before the audit could).
-    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> Vec<Event> {
-        let (client, server) = client_server(raw);
-        self.incarnations += 1;
+    /// Start remembering a flow; returns how it is named from now on, and
+    /// what ending an older incarnation's accounting produced (a
+    /// `syn_flood_ended`; the `conn` record of one the table evicted
+    /// without a word, which a new flow on its 4-tuple shows before the
+    /// audit could).
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> (FlowRef, Vec<Event>) {
         let t = Tracked {
-            incarnation: self.incarnations,
             iface: ev.iface.clone(),
-            client,
-            server,
+            orient: raw.initiator,
             state: ConnState::from_raw(raw.new_state),
-            synack_times: Vec::new(),
-            syn_times: Vec::new(),
+            retransmits: None,
             half_open_counted: false,
             half_open_reported: false,
             flood_member: false,
@@ -394,84 +404,65 @@ impl<L: FlowLookup> Reporter<L> {
             initiator: raw.initiator,
             interim_armed: false,
         };
-        let incarnation = t.incarnation;
-        self.reserve_room();
-        let old = self.flows.insert(*id, Box::new(t));
+        let (r, old) = self.flows.insert(*id, t);
         // Into the audit's round robin once tracked: its sweep keeps only
         // flows tracked in the same incarnation.
         let flows = &self.flows;
-        self.audit.push(*id, incarnation, flows.len(), |id, inc| current(flows, id, inc).is_some());
-        self.arm_interim(*id, raw.ts_ns);
+        self.audit.push(r, flows.len(), |r| flows.get(r).is_some());
+        self.arm_interim(r, raw.ts_ns);
         // A new incarnation of the 4-tuple: the old one's accounting ends.
-        let Some(old) = old else { return Vec::new() };
+        let Some(old) = old else { return (r, Vec::new()) };
         let mut out = Vec::new();
         if !old.ended {
             self.vanished += 1;
             let (rec, last_ns) = conn::vanished_record(&old, raw.ts_ns);
             out.extend(self.conn_record(id, old.iface.clone(), &rec, conn::Ending { end: Some(EndReason::Evicted), reset: None, last_ns }));
         }
-        out.extend(self.release(&old, raw.ts_ns));
-        out
-    }
-
-    /// Keep room for twice the flows followed: hashbrown cleans a table
-    /// whose deleted slots ran out by rehashing it in place when it is at
-    /// most half full, and doubles it otherwise, so a table kept at most
-    /// half full follows the flows followed (bounded by `max_tracked`)
-    /// whatever the churn: memory grows with the flows, not with the hours.
-    /// Asks only when the flows outgrow the last room asked for (a
-    /// doubling), so the calls are few.
-    fn reserve_room(&mut self) {
-        let len = self.flows.len() + 1;
-        if len > self.room / 2 {
-            self.room = 2 * len.max(512);
-            self.flows.reserve(self.room - self.flows.len());
-        }
+        out.extend(self.release(id, &old, raw.ts_ns));
+        (r, out)
     }
 
     /// Undo the counts a flow held: its place among its server's half-open
     /// connections (which may end a SYN flood: returned) and in TIME_WAIT
     /// pressure.
-    fn release(&mut self, t: &Tracked, at: u64) -> Option<Event> {
+    fn release(&mut self, id: &FlowId, t: &Tracked, at: u64) -> Option<Event> {
+        let (client, server) = t.endpoints(id);
         if t.tw_counted {
-            self.pressure.remove(t.client.ip(), t.server, self.cfg.time_wait_pressure);
+            self.pressure.remove(client.ip(), server, self.cfg.time_wait_pressure);
         }
         if t.half_open_counted {
-            return self.floods.closed(t.server, at, self.ts(at), self.cfg.syn_flood_threshold);
+            return self.floods.closed(server, at, self.ts(at), self.cfg.syn_flood_threshold);
         }
         None
     }
 
     /// Drop the daemon's memory of a flow.
-    fn forget(&mut self, id: &FlowId, at: u64) -> Vec<Event> {
-        self.flows.remove(id).and_then(|t| self.release(&t, at)).into_iter().collect()
+    fn forget(&mut self, r: FlowRef, at: u64) -> Vec<Event> {
+        let Some(id) = self.flows.id(r) else { return Vec::new() };
+        self.flows.remove(r).and_then(|t| self.release(&id, &t, at)).into_iter().collect()
     }
 
     /// With `--conn-interval` (and `conn` records printed), the first
-    /// interim record of flow `id`, opened at `at`, unless one is pending
+    /// interim record of flow `r`, opened at `at`, unless one is pending
     /// (a new incarnation on the same entry keeps the chain it finds).
-    fn arm_interim(&mut self, id: FlowId, at: u64) {
+    fn arm_interim(&mut self, r: FlowRef, at: u64) {
         let Some(every) = self.cfg.conn_interval.filter(|_| self.cfg.events.conn) else { return };
-        match self.flows.get_mut(&id) {
+        match self.flows.get_mut(r) {
             Some(t) if !t.interim_armed => t.interim_armed = true,
             _ => return,
         }
-        self.arm(at.saturating_add(dur_ns(every)), id, Deadline::Interim);
+        self.arm(at.saturating_add(dur_ns(every)), r, Deadline::Interim);
     }
 
-    /// `what` for flow `id` (its current incarnation) at `at`.
-    fn arm(&mut self, at: u64, id: FlowId, what: Deadline) {
-        let incarnation = match self.flows.get_mut(&id) {
-            Some(t) => {
-                if what.pending() {
-                    t.deadlines_pending += 1;
-                }
-                t.incarnation
-            }
-            None => 0,
-        };
+    /// `what` for flow `r` at `at`; nothing if `r` is stale (it would
+    /// never fire).
+    fn arm(&mut self, at: u64, r: FlowRef, what: Deadline) {
+        let Some(t) = self.flows.get_mut(r) else { return };
+        if what.pending() {
+            t.deadlines_pending += 1;
+        }
         let flows = &self.flows;
-        self.deadlines.push(at, id, incarnation, what, flows.len(), |id, inc| current(flows, id, inc).is_some());
+        self.deadlines.push(at, r, what, flows.len(), |r| flows.get(r).is_some());
     }
 
     /// When the next deadline falls (monotonic ns), if any.
@@ -488,20 +479,20 @@ impl<L: FlowLookup> Reporter<L> {
     /// half-open ones. Whether it is part of a flood comes back; what that
     /// printed (`syn_flood`, or the end of a flood whose oldest connections
     /// it made the daemon forget) goes to `out`.
-    fn count_half_open(&mut self, id: FlowId, server: SocketAddr, iface: &Arc<str>, now: u64, out: &mut Vec<Event>) -> bool {
+    fn count_half_open(&mut self, r: FlowRef, server: SocketAddr, iface: &Arc<str>, now: u64, out: &mut Vec<Event>) -> bool {
         let (flood_started, member) = self.floods.syn(server, iface, now, self.ts(now), self.cfg.syn_flood_threshold);
         if flood_started.is_some() {
             // Every half-open connection of this server is part of the flood now.
-            for t in self.flows.values_mut() {
-                if t.server == server && t.half_open_counted {
+            for (id, t) in self.flows.iter_mut() {
+                if t.half_open_counted && t.endpoints(id).1 == server {
                     t.flood_member = true;
                 }
             }
         }
-        if let Some(t) = self.flows.get_mut(&id) {
+        if let Some(t) = self.flows.get_mut(r) {
             t.half_open_counted = true;
             t.flood_member = member;
-            self.floods.opened(id, t.incarnation);
+            self.floods.opened(r);
         }
         out.extend(flood_started);
         self.shed_half_open(now, out);
@@ -513,14 +504,14 @@ impl<L: FlowLookup> Reporter<L> {
     /// forgetting them printed (a `syn_flood_ended`) goes to `out`.
     fn shed_half_open(&mut self, now: u64, out: &mut Vec<Event>) {
         let cap = self.cfg.max_half_open_tracked.max(1);
-        while let Some((id, inc)) = self.floods.oldest_over(cap) {
-            if current(&self.flows, &id, inc).is_some_and(|t| t.half_open_counted) {
+        while let Some(r) = self.floods.oldest_over(cap) {
+            if self.flows.get(r).is_some_and(|t| t.half_open_counted) {
                 self.vanished += 1;
-                out.extend(self.forget(&id, now));
+                out.extend(self.forget(r, now));
             }
         }
         let flows = &self.flows;
-        self.floods.compact(cap, |id, inc| current(flows, id, inc).is_some_and(|t| t.half_open_counted));
+        self.floods.compact(cap, |r| flows.get(r).is_some_and(|t| t.half_open_counted));
     }
 
     /// Past `max_tracked` flows followed, the reporter follows more than
@@ -534,33 +525,32 @@ impl<L: FlowLookup> Reporter<L> {
     fn shed_gone(&mut self, now: u64, out: &mut Vec<Event>) {
         let mut checks = SHED_CHECKS;
         while self.flows.len() > self.cfg.max_tracked.max(1) && checks > 0 {
-            let Some((id, inc)) = self.audit.next() else { return };
-            if current(&self.flows, &id, inc).is_none() {
-                continue;
-            }
+            let Some(r) = self.audit.next() else { return };
+            let Some(id) = self.flows.id(r) else { continue };
             checks -= 1;
             if self.lookup.lookup(&id).is_some() {
-                self.audit.requeue(id, inc);
+                self.audit.requeue(r);
                 continue;
             }
             self.vanished += 1;
-            out.extend(self.end_vanished(&id, now));
-            out.extend(self.forget(&id, now));
+            out.extend(self.end_vanished(r, now));
+            out.extend(self.forget(r, now));
         }
     }
 
     /// A half-open connection completed or closed.
-    fn leave_half_open(&mut self, id: &FlowId, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
+    fn leave_half_open(&mut self, r: FlowRef, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
         let (counted, reported, server) = {
-            let t = self.flows.get_mut(id)?;
-            let r = (t.half_open_counted, t.half_open_reported, t.server);
+            let t = self.flows.get_mut(r)?;
+            let r = (t.half_open_counted, t.half_open_reported, t.endpoints(&id).1);
             t.half_open_counted = false;
             t.half_open_reported = false;
             r
         };
         let mut out = None;
         if reported {
-            let mut e = self.flow_event(id, ev, EventKind::HalfOpenEnded);
+            let mut e = self.flow_event(r, ev, EventKind::HalfOpenEnded);
             e.set("outcome", if new_state == ConnState::Close { "reset" } else { "established" });
             out = Some(e);
         }
@@ -572,22 +562,26 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// A flow's client entered TIME_WAIT: count it towards TIME_WAIT
     /// pressure, which this one may make reportable.
-    fn count_time_wait(&mut self, id: &FlowId, ev: &Event, now: u64) -> Option<Event> {
-        let t = self.flows.get_mut(id)?;
+    fn count_time_wait(&mut self, r: FlowRef, ev: &Event, now: u64) -> Option<Event> {
+        let id = self.flows.id(r)?;
+        let t = self.flows.get_mut(r)?;
         if std::mem::replace(&mut t.tw_counted, true) {
             return None;
         }
-        let (ip, server) = (t.client.ip(), t.server);
+        let (client, server) = t.endpoints(&id);
+        let ip = client.ip();
         self.pressure.add(ip, server, self.cfg.time_wait_pressure, self.ts(now), ev.iface.clone())
     }
 
     /// A flow left TIME_WAIT (reuse, assassination): no longer pressure.
-    fn uncount_time_wait(&mut self, id: &FlowId) {
-        let Some(t) = self.flows.get_mut(id) else { return };
+    fn uncount_time_wait(&mut self, r: FlowRef) {
+        let Some(id) = self.flows.id(r) else { return };
+        let Some(t) = self.flows.get_mut(r) else { return };
         if !std::mem::take(&mut t.tw_counted) {
             return;
         }
-        let (ip, server) = (t.client.ip(), t.server);
+        let (client, server) = t.endpoints(&id);
+        let ip = client.ip();
         self.pressure.remove(ip, server, self.cfg.time_wait_pressure);
     }
 
@@ -605,92 +599,95 @@ impl<L: FlowLookup> Reporter<L> {
     pub fn audit(&mut self, now: u64, budget: usize) -> Vec<Event> {
         let mut out = Vec::new();
         for _ in 0..budget.min(self.audit.len()) {
-            let Some((id, inc)) = self.audit.next() else { break };
-            let Some(t) = current(&self.flows, &id, inc) else { continue };
+            let Some(r) = self.audit.next() else { break };
+            let (Some(t), Some(id)) = (self.flows.get(r), self.flows.id(r)) else { continue };
             let pending = t.deadlines_pending > 0;
             if let Some(rec) = self.lookup.lookup(&id) {
                 // Idle whatever else is pending: a connection established
                 // long before its handshake deadline (`--half-open-timeout`)
                 // came may fall idle first.
                 if conn::open(rec.state) && expiry::idle_for(&rec, now) >= dur_ns(self.cfg.idle_timeout) {
-                    out.extend(self.end_flow(&id, &rec, EndReason::IdleTimeout, now));
+                    out.extend(self.end_flow(r, &rec, EndReason::IdleTimeout, now));
                     self.lookup.remove(&id);
-                    out.extend(self.forget(&id, now));
+                    out.extend(self.forget(r, now));
                     continue;
                 }
                 if pending {
-                    self.audit.requeue(id, inc);
+                    self.audit.requeue(r);
                     continue;
                 }
-                if let Some(t) = self.flows.get_mut(&id) {
+                if let Some(t) = self.flows.get_mut(r) {
                     match &mut t.last_rec {
                         Some(last) => **last = rec,
                         None => t.last_rec = Some(Box::new(rec)),
                     }
                 }
-                self.audit.requeue(id, inc);
+                self.audit.requeue(r);
                 continue;
             }
             if pending {
                 // Its deadline reads the table when it comes.
-                self.audit.requeue(id, inc);
+                self.audit.requeue(r);
                 continue;
             }
             self.vanished += 1;
-            out.extend(self.end_vanished(&id, now));
-            out.extend(self.forget(&id, now));
+            out.extend(self.end_vanished(r, now));
+            out.extend(self.forget(r, now));
         }
         out
     }
 
     /// The per-flow rate limit, on what one kernel event of flow `id` made.
-    fn rate_limit(&mut self, id: &FlowId, now: u64, events: &mut Vec<Event>) {
+    fn rate_limit(&mut self, r: FlowRef, now: u64, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        let Some(t) = self.flows.get_mut(id) else { return };
+        let Some(t) = self.flows.get_mut(r) else { return };
         self.suppressed += t.bucket.limit(self.cfg.per_flow_rate, now, events);
     }
 
-    /// An event of the reporter's about the flow `like` is about, at the
-    /// same time.
-    fn flow_event(&self, id: &FlowId, like: &Event, kind: EventKind) -> Event {
-        let mut e = match self.flows.get(id) {
-            Some(t) => Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(t.client)), t.server),
+    /// An event of the reporter's about flow `r`, which `like` is about, at
+    /// the same time.
+    fn flow_event(&self, r: FlowRef, like: &Event, kind: EventKind) -> Event {
+        let mut e = match self.flows.get(r).zip(self.flows.id(r)) {
+            Some((t, id)) => {
+                let (client, server) = t.endpoints(&id);
+                Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(client)), server)
+            }
             None => Event::new(like.ts, kind, like.iface.clone(), like.client, like.server),
         };
         e.picked_up = like.picked_up;
         e
     }
 
-    fn on_transition(&mut self, id: &FlowId, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &Event, out: &mut Vec<Event>) {
+    fn on_transition(&mut self, r: FlowRef, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &Event, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
         match new {
             ConnState::TimeWait => {
                 // RFC 9293 §3.6: the active closer waits 2 MSL.
                 let closer = conn::closer_of(raw.detail & DETAIL_CLOSER_LO != 0, raw.detail & DETAIL_CLOSER_HI != 0, raw.initiator);
-                if let Some(t) = self.flows.get_mut(id) {
+                if let Some(t) = self.flows.get_mut(r) {
                     t.closer = closer;
                 }
-                let mut e = self.flow_event(id, ev, EventKind::TimeWait);
+                let mut e = self.flow_event(r, ev, EventKind::TimeWait);
                 e.set("closer", closer.as_str());
                 e.set("timeout_s", self.cfg.time_wait_timeout.as_secs_f64());
                 out.push(e);
-                self.arm(now.saturating_add(dur_ns(self.cfg.time_wait_timeout)), *id, Deadline::TimeWait);
+                self.arm(now.saturating_add(dur_ns(self.cfg.time_wait_timeout)), r, Deadline::TimeWait);
                 if closer != Closer::Server {
-                    out.extend(self.count_time_wait(id, ev, now));
+                    out.extend(self.count_time_wait(r, ev, now));
                 }
             }
             // Reset (RFC 9293 §3.10.7): nothing more to follow than
             // segments still in flight.
             ConnState::Close if old != ConnState::Close => {
-                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), *id, Deadline::Closed);
+                self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::Closed);
             }
             ConnState::FinWait | ConnState::CloseWait => {
-                let armed = self.flows.get(id).is_some_and(|t| t.close_wait_armed);
+                let armed = self.flows.get(r).is_some_and(|t| t.close_wait_armed);
                 if !armed {
-                    self.arm(now.saturating_add(dur_ns(self.cfg.close_wait_timeout)), *id, Deadline::CloseWait);
-                    if let Some(t) = self.flows.get_mut(id) {
+                    self.arm(now.saturating_add(dur_ns(self.cfg.close_wait_timeout)), r, Deadline::CloseWait);
+                    if let Some(t) = self.flows.get_mut(r) {
                         t.close_wait_armed = true;
                     }
                 }
@@ -699,7 +696,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         // Leaving TIME_WAIT (reuse, assassination): no longer pressure.
         if old == ConnState::TimeWait {
-            self.uncount_time_wait(id);
+            self.uncount_time_wait(r);
         }
     }
 }
@@ -707,12 +704,6 @@ impl<L: FlowLookup> Reporter<L> {
 /// Flows `shed_gone` checks at most per new flow: more than one, so that
 /// it catches up when the oldest it finds are still in the tables.
 const SHED_CHECKS: usize = 4;
-
-/// The tracked flow `id` if it is still incarnation `incarnation`: queue
-/// and heap entries of a flow since forgotten or reincarnated are stale.
-fn current<'a>(flows: &'a HashMap<FlowId, Box<Tracked>>, id: &FlowId, incarnation: u64) -> Option<&'a Tracked> {
-    flows.get(id).map(|t| &**t).filter(|t| t.incarnation == incarnation)
-}
 
 #[cfg(test)]
 pub(crate) mod tests;

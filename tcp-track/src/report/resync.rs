@@ -74,24 +74,25 @@ impl<L: FlowLookup> Reporter<L> {
         let state = ConnState::from_raw(rec.state);
         let mut out = Vec::new();
         let mut did = CatchUp::default();
-        match self.flows.get(&id).map(|t| (t.state, t.close_wait_armed)) {
+        let found = self.flows.find(&id);
+        match found.and_then(|r| self.flows.get(r).map(|t| (r, t.state, t.close_wait_armed))) {
             None => {
                 self.follow(raw, ev);
                 did.adopted = 1;
             }
-            Some((was, _)) if was == state => {}
-            Some((_, close_wait_armed)) => {
+            Some((_, was, _)) if was == state => {}
+            Some((r, _, close_wait_armed)) => {
                 if state >= ConnState::Established {
-                    out.extend(self.leave_half_open(&id, state, ev, now));
+                    out.extend(self.leave_half_open(r, state, ev, now));
                 }
-                if let Some(t) = self.flows.get_mut(&id) {
+                if let Some(t) = self.flows.get_mut(r) {
                     t.state = state;
                 }
                 // CLOSE_WAIT is reported once per connection, from the
                 // first FIN: armed already if that was seen.
                 let again = matches!(state, ConnState::FinWait | ConnState::CloseWait) && close_wait_armed;
                 if !again {
-                    self.arm_for_state(id, raw);
+                    self.arm_for_state(r, raw);
                 }
                 did.moved = 1;
             }
@@ -101,8 +102,9 @@ impl<L: FlowLookup> Reporter<L> {
             ConnState::Close => Some(EndReason::Reset),
             _ => None,
         };
-        if let Some(end) = end {
-            let record = self.end_flow(&id, rec, end, now);
+        // Followed now, whether it was before or not.
+        if let (Some(end), Some(r)) = (end, self.flows.find(&id)) {
+            let record = self.end_flow(r, rec, end, now);
             did.ended = u64::from(record.is_some());
             out.extend(record);
         }
@@ -121,7 +123,7 @@ impl<L: FlowLookup> Reporter<L> {
         let (client, server) = client_server(&adopted);
         let ev = Event::new(self.ts(adopted.ts_ns), EventKind::State, iface, Some(Endpoint::Socket(client)), server);
         self.adopt(&adopted, &ev);
-        if let Some(t) = self.flows.get_mut(&FlowId::of(raw)) {
+        if let Some(t) = self.flows.find_mut(&FlowId::of(raw)) {
             t.ended = true;
         }
     }
