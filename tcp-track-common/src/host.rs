@@ -21,9 +21,9 @@
 //! assert!(events.is_empty());
 //! ```
 
-use std::{collections::BTreeSet, hash::Hash, num::NonZeroUsize, vec::Vec};
+use std::{collections::BTreeSet, hash::Hash, vec::Vec};
 
-use lru::LruCache;
+use self::lru::LruMap;
 
 use crate::{
     counters,
@@ -47,7 +47,7 @@ pub enum Table {
 /// The two tables of one address family, in memory.
 #[derive(Clone, Debug)]
 pub struct HostStore<K: Hash + Eq, S> {
-    flows: LruCache<K, FlowRecord, foldhash::fast::RandomState>,
+    flows: LruMap<K, FlowRecord>,
     half_open: Vec<S>,
     seed: u32,
     set_mask: u32,
@@ -65,8 +65,7 @@ where
     /// sets with `seed`.
     pub fn new(max_flows: u32, max_half_open: u32, seed: u32) -> Self {
         let (sets, set_mask) = geometry(max_half_open);
-        let capacity = NonZeroUsize::new(max_flows as usize).unwrap_or(NonZeroUsize::MIN);
-        HostStore { flows: LruCache::with_hasher(capacity, Default::default()), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
+        HostStore { flows: LruMap::new(max_flows as usize), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
     }
 
     /// The flow's record and the table that holds it. A look, not a use:
@@ -341,5 +340,7 @@ impl HostTracker {
     }
 }
 
+pub mod index;
+mod lru;
 #[cfg(test)]
 mod tests;

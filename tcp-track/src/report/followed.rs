@@ -1,11 +1,8 @@
 //! The flows the reporter follows, in a slab: each one's state in a slot of
 //! a `Vec` (freed slots reused, so the slots never outnumber the most flows
 //! followed at once), found by its 4-tuple through a hash table of slot
-//! numbers and hashes (8 bytes a bucket: the 4-tuple is compared in the
-//! slot, which the event needs anyway, so a lookup touches one line of the
-//! table and the flow's own state, not a 44-byte bucket as well; the hash
-//! kept in the bucket moves it when the table grows without reading the
-//! slot).
+//! numbers and hashes (`tcp_track_common::host::index`: 8 bytes a bucket,
+//! not a 44-byte one with the 4-tuple in it).
 //!
 //! Everything that names a flow for later (a deadline, the audit's round
 //! robin, the half-open order) holds a `FlowRef`: its slot and its
@@ -21,6 +18,7 @@ use std::hash::BuildHasher;
 // rather than SipHash.
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
+use tcp_track_common::host::index::{fold, spread, Bucket};
 
 use super::flow::FlowId;
 
@@ -41,22 +39,6 @@ struct Entry<T> {
     id: FlowId,
     incarnation: u64,
     value: T,
-}
-
-/// An index bucket: a slot, and the 32 bits of its 4-tuple's hash the
-/// table is keyed by (`spread`).
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    slot: u32,
-    hash: u32,
-}
-
-/// The table's 64-bit hash from 32 bits: hashbrown takes the bucket's
-/// position from the low bits and its tag from the top 7, so both halves
-/// are the same 32 bits (a table of fewer than 2^25 buckets reads
-/// different bits for each).
-fn spread(hash: u32) -> u64 {
-    u64::from(hash) << 32 | u64::from(hash)
 }
 
 /// The bytes one slot of `Followed<T>` takes.
@@ -98,8 +80,7 @@ impl<T> Followed<T> {
 
     /// The 32 bits of `id`'s hash the index is keyed by.
     fn hash(&self, id: &FlowId) -> u32 {
-        let h = self.hasher.hash_one(id);
-        (h ^ h >> 32) as u32
+        fold(self.hasher.hash_one(id))
     }
 
     /// The slot holding `id`'s 4-tuple (whose `hash` is `hash`), if one does.
