@@ -10,7 +10,7 @@ use crate::{fast, packet::DirectPacket, track};
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let pkt = DirectPacket::xdp(&ctx);
     // An ACK or data of an established flow: accounted, passed.
-    if fast::segment(&pkt) != 0 {
+    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
         return xdp_action::XDP_PASS;
     }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
