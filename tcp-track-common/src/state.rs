@@ -195,6 +195,10 @@ impl Outcome {
 /// lying outside the window, and in SYN_SENT a segment proving that a
 /// SYN-ACK was sent on a path not seen establishes the flow
 /// (`INFO_SYNACK_INFERRED`). RSTs are judged the same either way.
+///
+/// The kernel programs step the common segment (an ACK or data of an
+/// ESTABLISHED flow) with `fast::step` instead, which must do what this
+/// does with it: its property test compares the two on random records.
 #[inline(always)]
 pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: bool) -> Outcome {
     let dir = dir & 1;
