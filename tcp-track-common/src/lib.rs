@@ -14,6 +14,8 @@
 //! - `flow`: flow keys and the flow record; `state`: the observer state
 //!   machine on that record, which judges resets (`state::reset_fate`);
 //! - `event`: the event record and which outcome is worth one; `counters`;
+//! - `fast`: the common segment (ACK or data of an ESTABLISHED flow) on
+//!   its record without the state machine, exactly as `state` would;
 //! - `halfopen`: the half-open table's sets; `guard`: which RSTs a policy drops;
 //! - `pinned`: the layout record kept with pinned maps (`STATE_INFO`);
 //! - `table`: the flow tables' logic over a `FlowStore`, reporting to a `Sink`;
@@ -31,6 +33,7 @@ pub mod advance;
 pub mod conn;
 pub mod counters;
 pub mod event;
+pub mod fast;
 pub mod flow;
 pub mod guard;
 pub mod halfopen;

@@ -195,6 +195,10 @@ impl Outcome {
 /// lying outside the window, and in SYN_SENT a segment proving that a
 /// SYN-ACK was sent on a path not seen establishes the flow
 /// (`INFO_SYNACK_INFERRED`). RSTs are judged the same either way.
+///
+/// The kernel programs step the common segment (an ACK or data of an
+/// ESTABLISHED flow) with `fast::step` instead, which must do what this
+/// does with it: its property test compares the two on random records.
 #[inline(always)]
 pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: bool) -> Outcome {
     let dir = dir & 1;
@@ -426,7 +430,7 @@ fn syn(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
 }
 
 #[inline(always)]
-fn retransmitted(p: &mut Peer, out: &mut Outcome) {
+pub(crate) fn retransmitted(p: &mut Peer, out: &mut Outcome) {
     p.retrans = p.retrans.saturating_add(1);
     out.retransmission = true;
     out.retrans = p.retrans;
@@ -647,12 +651,7 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     // Liberal: a side's window is unknown, or the segment was seen on a
     // liberal interface (`INFO_LIBERAL`, the same bit as `PEER_LIBERAL`).
     let liberal = (s_flags | r_flags | rec.info) & PEER_LIBERAL != 0 || r_flags & PEER_SEEN == 0;
-    let max_ack_window = if s_maxwin == 0 { MAX_ACK_WINDOW } else { s_maxwin };
-    let in_window = before_eq(seq, s_maxend)
-        && after_eq(end, s_end.wrapping_sub(r_maxwin))
-        && before_eq(ack, r_end)
-        && after_eq(ack, r_end.wrapping_sub(max_ack_window));
-    if !in_window && !liberal {
+    if !in_window(seq, end, ack, (s_end, s_maxend, s_maxwin), (r_end, r_maxwin)) && !liberal {
         return false;
     }
     // Update the sender. `end`, `maxack`, `maxend` and `maxwin` only move
@@ -697,12 +696,25 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     true
 }
 
+/// nf_conntrack's window check (`tcp_in_window`): a segment `seq..end`
+/// acknowledging `ack` from a sender whose `(end, maxend, maxwin)` are
+/// `sender`, to a receiver whose `(end, maxwin)` are `receiver`.
+#[inline(always)]
+pub(crate) fn in_window(seq: u32, end: u32, ack: u32, sender: (u32, u32, u32), receiver: (u32, u32)) -> bool {
+    let ((s_end, s_maxend, s_maxwin), (r_end, r_maxwin)) = (sender, receiver);
+    let max_ack_window = if s_maxwin == 0 { MAX_ACK_WINDOW } else { s_maxwin };
+    before_eq(seq, s_maxend)
+        && after_eq(end, s_end.wrapping_sub(r_maxwin))
+        && before_eq(ack, r_end)
+        && after_eq(ack, r_end.wrapping_sub(max_ack_window))
+}
+
 /// A window field scaled by a shift, which RFC 7323 §2.3 caps at 14. A
 /// record can only hold larger shifts if it was corrupted (a race, or a
 /// map written by something else); clamping keeps the shift from
 /// overflowing either way.
 #[inline(always)]
-fn scaled(window: u16, scale: u8) -> u32 {
+pub(crate) fn scaled(window: u16, scale: u8) -> u32 {
     (window as u32) << if scale > 14 { 14 } else { scale }
 }
 
@@ -819,12 +831,20 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
 
 #[inline(always)]
 fn note_last(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
-    rec.last_end = seg.seq.wrapping_add(seg.seq_len());
+    let plain_ack = seg.flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 && seg.has(tcp::ACK);
+    note_last_end(rec, seg.seq.wrapping_add(seg.seq_len()), dir, plain_ack);
+}
+
+/// `note_last` of a segment ending at `end`, a plain ACK (no SYN, FIN or
+/// RST) or not.
+#[inline(always)]
+pub(crate) fn note_last_end(rec: &mut FlowRecord, end: u32, dir: u8, plain_ack: bool) {
+    rec.last_end = end;
     let mut info = rec.info & !(INFO_LAST_DIR_HI | INFO_LAST_ACK);
     if dir & 1 == 1 {
         info |= INFO_LAST_DIR_HI;
     }
-    if seg.flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0 && seg.has(tcp::ACK) {
+    if plain_ack {
         info |= INFO_LAST_ACK;
     }
     // Only when it changes (a run of segments one way leaves it as it is):
@@ -960,7 +980,7 @@ pub const fn reset_fate(class: u8) -> ResetFate {
     }
 }
 
-mod tally;
+pub(crate) mod tally;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,9 @@
 //! tcp-track's kernel programs.
 //!
 //! Thin by design: each hook (`xdp`, `tc`) turns its context into a
-//! `Packet` (`packet`), and `track::observe` hands it to the shared logic
+//! `Packet` (`packet`); `fast` accounts the common frame (an ACK or data
+//! of an established flow) through the shared fast path, and for any
+//! other `track::observe` hands it to the shared logic
 //! (`tcp_track_common::track`: parser, flow tables' logic, state machine)
 //! with the kernel as its driver: the clock, the RST policy, the ring
 //! buffer and the per-CPU counters. `maps` holds the maps and the flow
@@ -14,6 +16,7 @@
 // Single packet loads at unaligned offsets (packet.rs).
 #![feature(asm_experimental_arch)]
 
+mod fast;
 mod maps;
 mod packet;
 mod reference;

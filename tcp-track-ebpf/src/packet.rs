@@ -49,9 +49,10 @@ impl DirectPacket {
 }
 
 impl DirectPacket {
-    /// The address of `len` bytes at `offset`, if they lie inside the packet.
+    /// The address of `len` bytes at `offset`, if they lie inside the packet:
+    /// one bounds check for a whole header, read with `be16_at`/`be32_at`.
     #[inline(always)]
-    fn at(&self, offset: usize, len: usize) -> Option<usize> {
+    pub fn at(&self, offset: usize, len: usize) -> Option<usize> {
         if offset > MAX_OFFSET {
             return None;
         }
@@ -79,22 +80,15 @@ impl Packet for DirectPacket {
     #[inline(always)]
     fn read_be16(&self, offset: usize) -> Option<u16> {
         let p = self.at(offset, 2)?;
-        let v: u64;
-        // SAFETY: [p, p + 2) lies inside the packet (`at`). One 2-byte load
-        // wherever the field sits: the verifier allows misaligned packet
-        // access on CPUs that do it efficiently (x86-64, arm64), which LLVM
-        // cannot know, so plain Rust would read the bytes one by one.
-        unsafe { asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
-        Some(u16::from_be(v as u16))
+        // SAFETY: [p, p + 2) lies inside the packet (`at`).
+        Some(unsafe { be16_at(p) })
     }
 
     #[inline(always)]
     fn read_be32(&self, offset: usize) -> Option<u32> {
         let p = self.at(offset, 4)?;
-        let v: u64;
-        // SAFETY: as in read_be16, for [p, p + 4).
-        unsafe { asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
-        Some(u32::from_be(v as u32))
+        // SAFETY: [p, p + 4) lies inside the packet (`at`).
+        Some(unsafe { be32_at(p) })
     }
 
     /// A bare TCP header (the usual RST) in one helper call; anything else
@@ -132,6 +126,33 @@ impl Packet for DirectPacket {
             );
         }
     }
+}
+
+/// The big-endian 16-bit field at packet address `p`, in one 2-byte load
+/// wherever it sits: the verifier allows misaligned packet access on CPUs
+/// that do it efficiently (x86-64, arm64), which LLVM cannot know, so plain
+/// Rust would read the bytes one by one.
+///
+/// # Safety
+/// `[p, p + 2)` lies inside the packet, as `DirectPacket::at` proved.
+#[inline(always)]
+pub unsafe fn be16_at(p: usize) -> u16 {
+    let v: u64;
+    // SAFETY: the caller's.
+    unsafe { asm!("{v} = *(u16 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
+    u16::from_be(v as u16)
+}
+
+/// The big-endian 32-bit field at packet address `p` (as `be16_at`).
+///
+/// # Safety
+/// `[p, p + 4)` lies inside the packet, as `DirectPacket::at` proved.
+#[inline(always)]
+pub unsafe fn be32_at(p: usize) -> u32 {
+    let v: u64;
+    // SAFETY: the caller's.
+    unsafe { asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p, options(readonly, nostack, preserves_flags)) };
+    u32::from_be(v as u32)
 }
 
 struct WalkCtx {

@@ -4,7 +4,7 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{event::HOOK_TC_EGRESS, track::Observed};
 
-use crate::{packet::DirectPacket, track};
+use crate::{fast, packet::DirectPacket, track};
 
 /// TC_ACT_UNSPEC: with TCX it means "next" (let later programs decide), with
 /// a classic direct-action filter "continue with the default": either way we
@@ -13,8 +13,13 @@ const TC_ACT_UNSPEC: i32 = -1;
 
 #[classifier]
 pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
+    let pkt = DirectPacket::tc(&ctx);
+    // An ACK or data of an established flow: accounted, on its way.
+    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
+        return TC_ACT_UNSPEC;
+    }
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match track::observe::<_, HOOK_TC_EGRESS>(&DirectPacket::tc(&ctx), ifindex) {
+    match track::observe::<_, HOOK_TC_EGRESS>(&pkt, ifindex) {
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
         Observed::Malformed(m) => debug!(&ctx, "egress: malformed frame ({})", m),
         Observed::Untracked => warn!(&ctx, "egress: flow map refused an entry"),

@@ -63,6 +63,26 @@ pub extern "C" fn tcp_track_liberal(ifindex: u32) -> u32 {
     unsafe { LIBERAL_IFACES.get(&ifindex) }.is_some() as u32
 }
 
+/// `Driver::now_cheap` in the kernel, for the full path and the fast one
+/// (`fast`): the precise clock at most once per tick and CPU.
+/// `bpf_jiffies64` is inlined by the JIT (a load), `bpf_ktime_get_ns` costs
+/// about 40 ns on a VM (kvm-clock). The value is at most one tick old (1 to
+/// 10 ms, by CONFIG_HZ), and never ahead of `now` on this CPU.
+#[inline(always)]
+pub fn now_cheap() -> u64 {
+    // SAFETY: no preconditions.
+    let tick = unsafe { bpf_jiffies64() };
+    let Some(clock) = CLOCK.get_ptr_mut(0) else { return unsafe { bpf_ktime_get_ns() } };
+    // SAFETY: per-CPU memory, used by this program run only.
+    let clock = unsafe { &mut *clock };
+    if clock.jiffies != tick || clock.ns == 0 {
+        // SAFETY: no preconditions.
+        clock.ns = unsafe { bpf_ktime_get_ns() };
+        clock.jiffies = tick;
+    }
+    clock.ns
+}
+
 /// The kernel as the shared logic's driver, for one hook. The hook is part
 /// of the type so that egress, which never drops, gets its own copy of the
 /// table logic without the drop rule (see `tcp_track_common::table`).
@@ -75,22 +95,9 @@ impl<const HOOK: u8> Driver for Kernel<HOOK> {
         unsafe { bpf_ktime_get_ns() }
     }
 
-    /// The precise clock at most once per tick and CPU: `bpf_jiffies64` is
-    /// inlined by the JIT (a load), `bpf_ktime_get_ns` costs about 40 ns on
-    /// a VM (kvm-clock). The value is at most one tick old (1 to 10 ms,
-    /// by CONFIG_HZ), and never ahead of `now` on this CPU.
     #[inline(always)]
     fn now_cheap(&mut self) -> u64 {
-        // SAFETY: no preconditions.
-        let tick = unsafe { bpf_jiffies64() };
-        let Some(clock) = CLOCK.get_ptr_mut(0) else { return self.now() };
-        // SAFETY: per-CPU memory, used by this program run only.
-        let clock = unsafe { &mut *clock };
-        if clock.jiffies != tick || clock.ns == 0 {
-            clock.ns = self.now();
-            clock.jiffies = tick;
-        }
-        clock.ns
+        now_cheap()
     }
 
     #[inline(always)]

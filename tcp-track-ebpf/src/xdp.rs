@@ -4,12 +4,17 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{event::HOOK_XDP, track::Observed};
 
-use crate::{packet::DirectPacket, track};
+use crate::{fast, packet::DirectPacket, track};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
+    let pkt = DirectPacket::xdp(&ctx);
+    // An ACK or data of an established flow: accounted, passed.
+    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
+        return xdp_action::XDP_PASS;
+    }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match track::observe::<_, HOOK_XDP>(&DirectPacket::xdp(&ctx), ifindex) {
+    match track::observe::<_, HOOK_XDP>(&pkt, ifindex) {
         // The only drop: a RST the configured policy judges forged.
         Observed::Dropped => return xdp_action::XDP_DROP,
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).

@@ -244,28 +244,86 @@ fn same_table(kernel: Option<Table>, host: Option<host::Table>) -> bool {
     )
 }
 
+/// Frame `i` through the kernel (TC egress if `via_tc`, else XDP) and the
+/// host's tracker: the same record in the same table, the same counters,
+/// events and connection records. The host's record (without the clock),
+/// and what the kernel reported.
+fn feed_both(k: &mut Loaded, host: &mut Host, i: usize, f: &[u8], via_tc: bool) -> (Option<FlowRecord>, Vec<FlowEvent>, Vec<ConnEnd>) {
+    let hook = if via_tc {
+        k.tc(f);
+        HOOK_TC_EGRESS
+    } else {
+        k.xdp(f);
+        HOOK_XDP
+    };
+    let seg = host.feed(f, hook);
+    let kernel = k.record(&seg).map(|r| r.without_clock());
+    let expected = host.record(&seg).map(|r| r.without_clock());
+    assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host tracker's");
+    assert!(same_table(k.table_of(&seg), host.find(&seg).map(|(t, _)| t)), "frame {i}: held in another table");
+    assert_eq!(k.counters(), *host.t.counters(), "frame {i}: counters differ");
+    let (kernel_events, kernel_conns) = k.ring();
+    assert_eq!(comparable(&kernel_events), comparable(&std::mem::take(&mut host.events)), "frame {i}: events differ");
+    assert_eq!(comparable_conns(&kernel_conns), comparable_conns(&host.t.take_conn_ends()), "frame {i}: connection records differ");
+    (expected, kernel_events, kernel_conns)
+}
+
+/// The established traffic the kernel's fast path takes (`fast.rs`), and
+/// the segments next to it that it must leave to the full path, both ways
+/// and through both hooks: after every frame the kernel must hold what
+/// the host's tracker (the full path only) holds.
+#[test]
+fn established_traffic_matches_the_host_tracker() {
+    require_root!();
+    let mut k = Loaded::new();
+    let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
+    let (c, s) = (u32::MAX - 50_000, 7000u32);
+    let (mut cn, mut sn) = (c.wrapping_add(1), s.wrapping_add(1));
+    let mut frames = vec![
+        (Side::Client, frame(Family::V4, Side::Client, SYN, c, 0, &[], Some(7))),
+        (Side::Server, frame(Family::V4, Side::Server, SYN | ACK, s, cn, &[], Some(7))),
+        (Side::Client, frame(Family::V4, Side::Client, ACK, cn, sn, &[], None)),
+    ];
+    for i in 0..40u32 {
+        let (a, b) = (1 + i * 97 % 1400, 1 + i * 31 % 900);
+        frames.push((Side::Client, frame(Family::V4, Side::Client, ACK | PSH, cn, sn, &vec![1; a as usize], None)));
+        cn = cn.wrapping_add(a);
+        frames.push((Side::Server, frame(Family::V4, Side::Server, ACK, sn, cn, &[], None)));
+        frames.push((Side::Server, frame(Family::V4, Side::Server, ACK | PSH, sn, cn, &vec![2; b as usize], None)));
+        sn = sn.wrapping_add(b);
+        frames.push((Side::Client, frame(Family::V4, Side::Client, ACK, cn, sn, &[], None)));
+        if i % 10 == 9 {
+            // The last data sent again, three times: the first of the run
+            // is an event (full path), the next ones are not (fast path).
+            for _ in 0..3 {
+                frames.push((Side::Server, frame(Family::V4, Side::Server, ACK | PSH, sn.wrapping_sub(b), cn, &vec![2; b as usize], None)));
+            }
+            // An ACK far outside the window: counted, changes nothing.
+            frames.push((Side::Client, frame(Family::V4, Side::Client, ACK, cn.wrapping_add(0x4000_0000), sn, &[], None)));
+            // Data with the URG flag: the full path.
+            let mut urgent = frame(Family::V4, Side::Client, ACK | PSH, cn, sn, &[3; 10], None);
+            urgent[14 + 20 + 13] |= 0x20;
+            frames.push((Side::Client, urgent));
+            cn = cn.wrapping_add(10);
+        }
+    }
+    for (i, (side, f)) in frames.iter().enumerate() {
+        // The client's segments through TC egress on every other round.
+        let via_tc = *side == Side::Client && (i / 4) % 2 == 1;
+        feed_both(&mut k, &mut host, i, f, via_tc);
+    }
+    let c = k.counters();
+    assert_eq!(c[counters::TCP_SEGMENTS as usize], frames.len() as u64);
+    assert_eq!(c[counters::OUT_OF_WINDOW as usize], 4);
+}
+
 fn run_conversation(fam: Family, client_via_tc: bool) {
     require_root!();
     let mut k = Loaded::new();
     let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
     let (mut states, mut events, mut conns) = (Vec::new(), 0, Vec::new());
     for (i, (side, f)) in conversation(fam).iter().enumerate() {
-        let hook = if client_via_tc && *side == Side::Client {
-            k.tc(f);
-            HOOK_TC_EGRESS
-        } else {
-            k.xdp(f);
-            HOOK_XDP
-        };
-        let seg = host.feed(f, hook);
-        let kernel = k.record(&seg).map(|r| r.without_clock());
-        let expected = host.record(&seg).map(|r| r.without_clock());
-        assert_eq!(kernel, expected, "frame {i}: the kernel's record differs from the host tracker's");
-        assert!(same_table(k.table_of(&seg), host.find(&seg).map(|(t, _)| t)), "frame {i}: held in another table");
-        assert_eq!(k.counters(), *host.t.counters(), "frame {i}: counters differ");
-        let (kernel_events, kernel_conns) = k.ring();
-        assert_eq!(comparable(&kernel_events), comparable(&std::mem::take(&mut host.events)), "frame {i}: events differ");
-        assert_eq!(comparable_conns(&kernel_conns), comparable_conns(&host.t.take_conn_ends()), "frame {i}: connection records differ");
+        let (expected, kernel_events, kernel_conns) = feed_both(&mut k, &mut host, i, f, client_via_tc && *side == Side::Client);
         events += kernel_events.len();
         conns.extend(kernel_conns.into_iter().map(|c| (i, c)));
         states.push(state::state_name(expected.unwrap().state));

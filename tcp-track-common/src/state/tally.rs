@@ -23,7 +23,7 @@ use crate::{
 /// Count a segment from `dir` that reached the state machine, whatever it
 /// made of it.
 #[inline(always)]
-pub(super) fn count_packet(rec: &mut FlowRecord, dir: u8) {
+pub(crate) fn count_packet(rec: &mut FlowRecord, dir: u8) {
     let n = pair_mut(&mut rec.packets, dir);
     *n = n.wrapping_add(1);
 }
@@ -89,11 +89,10 @@ fn shortcut(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, out: &Out
         // a side past INACTIVE, but for noting its first pure ACK; a FIN
         // nothing for a side that sent one before (CLOSED, and noted).
         let e = pair(&rec.side, s);
-        let (zs, noted) = (e & SIDE_ZEEK_STATE, e & SIDE_HAF_BEFORE_RST != 0);
         let unchanged = if seg.has(tcp::FIN) {
-            zs == ZEEK_CLOSED && noted
+            e & SIDE_ZEEK_STATE == ZEEK_CLOSED && e & SIDE_HAF_BEFORE_RST != 0
         } else {
-            zs != ZEEK_INACTIVE && (noted || seg.payload_len != 0 || zs == ZEEK_RESET)
+            ack_keeps_zeek_state(e, seg.payload_len)
         };
         if !unchanged {
             return false;
@@ -120,6 +119,16 @@ fn shortcut(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, out: &Out
         *n = n.saturating_add(1);
     }
     true
+}
+
+/// Whether an ACK or data segment (no SYN, FIN or RST) the state machine
+/// accepted leaves its sender's Zeek state as it is: a side past INACTIVE,
+/// whose first pure ACK was noted before (or that sends data, which notes
+/// nothing, or was reset). `e`: the sender's `FlowRecord::side` byte.
+#[inline(always)]
+pub(crate) fn ack_keeps_zeek_state(e: u8, payload_len: u32) -> bool {
+    let (zs, noted) = (e & SIDE_ZEEK_STATE, e & SIDE_HAF_BEFORE_RST != 0);
+    zs != ZEEK_INACTIVE && (noted || payload_len != 0 || zs == ZEEK_RESET)
 }
 
 /// Everything but the packet count, for a segment the state machine
@@ -200,7 +209,7 @@ fn tally(rec: &mut FlowRecord, seg: &Segment, now_ns: u64, facts: u32) {
 }
 
 #[inline(always)]
-fn note_wrap(rec: &mut FlowRecord, d: u8) {
+pub(crate) fn note_wrap(rec: &mut FlowRecord, d: u8) {
     let upper = seq_span(rec, d) >= 1 << 31;
     let side = pair_mut(&mut rec.side, d);
     if *side & SIDE_SPAN_UPPER != 0 && !upper {

@@ -489,6 +489,19 @@ impl Bench {
         }
         let est = self.median(XDP_PROGRAM, &frame(me, SERVER, "A", c + 1, s + 1, 100))?;
         out.push(("established data/ACK".to_string(), est - empty));
+        // The row above repeats one frame: after its first run it is data
+        // sent again, which moves nothing. New data and the ACK of it move
+        // the record's `end`, `maxack` and `maxend` forward (the
+        // compare-and-swap calls): distinct frames, one run each, paired
+        // with the empty program.
+        let (mut data, mut acks) = (Vec::new(), Vec::new());
+        for i in 0..20_000u32 {
+            let at = (c + 101).wrapping_add(i * 100);
+            data.push(self.paired(&frame(me, SERVER, "A", at, s + 1, 100))?);
+            acks.push(self.paired(&frame(SERVER, me, "A", s + 1, at.wrapping_add(100), 0))?);
+        }
+        out.push(("new data (single runs - paired empty)".to_string(), median(data)));
+        out.push(("ACK of new data (single runs - paired empty)".to_string(), median(acks)));
         let bad_rst = self.median(XDP_PROGRAM, &frame(SERVER, me, "R", s.wrapping_add(0x4000_0000), 0, 0))?;
         out.push(("invalid RST (checksum, judge, drop)".to_string(), bad_rst - empty));
         // SYN-ACK on a flow in SYN_RECV (repeats: the retransmission path).
@@ -512,17 +525,23 @@ impl Bench {
         out.push(("valid RST (exact; repeats on the closed flow)".to_string(), rst - empty));
         // New flows: distinct SYNs, one run each.
         let syns: Vec<Vec<u8>> = (0..20_000).map(|i| frame(client(4_000_000 + i), SERVER, "S", i, 0, 0)).collect();
-        // Each run paired with a run of the empty program just before it:
-        // the per-run overhead (about 80 ns, and drifting) cancels out.
-        let mut above = Vec::with_capacity(syns.len());
-        for f in &syns {
-            let base = self.run(EMPTY_PROGRAM, f, 1)?.as_nanos() as f64;
-            above.push(self.run(XDP_PROGRAM, f, 1)?.as_nanos() as f64 - base);
-        }
-        above.sort_by(|a, b| a.total_cmp(b));
-        out.push(("new SYN (checksum; single runs - paired empty)".to_string(), above[above.len() / 2]));
+        let syns = syns.iter().map(|f| self.paired(f)).collect::<Result<Vec<_>>>()?;
+        out.push(("new SYN (checksum; single runs - paired empty)".to_string(), median(syns)));
         Ok(out)
     }
+
+    /// One run of the tracker on `frame` minus a run of the empty program
+    /// just before it, in ns: the per-run overhead (about 80 ns, and
+    /// drifting) cancels out.
+    fn paired(&self, frame: &[u8]) -> Result<f64> {
+        let base = self.run(EMPTY_PROGRAM, frame, 1)?.as_nanos() as f64;
+        Ok(self.run(XDP_PROGRAM, frame, 1)?.as_nanos() as f64 - base)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 /// Time per packet of `repeat` runs of `program` on `frame`.
