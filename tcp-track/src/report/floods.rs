@@ -35,10 +35,10 @@ struct Server {
     iface: Arc<str>,
 }
 
-/// A server endpoint as the map's key, hashed as one or two words: every
-/// connection opened with a SYN is counted in and out of the map, and the
-/// derived `SocketAddr` hash feeds the hasher its discriminant, each octet
-/// array with its length, then the port. Equal keys hash the same.
+/// A server endpoint as the map's key, hashed as one word (IPv4) or two:
+/// every connection opened with a SYN is counted in and out of the map,
+/// and the derived `SocketAddr` hash feeds the hasher the variant, the
+/// address and the port apart. Equal keys hash the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ServerKey(SocketAddr);
 
