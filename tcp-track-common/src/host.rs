@@ -3,8 +3,9 @@
 //! for tests that need no root.
 //!
 //! The tables behave as the kernel's do: the established table is an LRU
-//! hash of bounded capacity (a full table evicts its least recently used
-//! flow to make room; the kernel's does so silently, this one counts them,
+//! hash of bounded capacity (a full table evicts a flow not used lately to
+//! make room, by second chance, as the kernel's approximates LRU order:
+//! `host::lru`; the kernel's evicts silently, this one counts them,
 //! [`HostStore::lru_evicted`]); the half-open table is the same array of
 //! `halfopen` sets, with the same geometry, seed and set mask.
 //!
@@ -69,7 +70,7 @@ where
     }
 
     /// The flow's record and the table that holds it. A look, not a use:
-    /// the LRU order stays (as for the daemon's reads of the kernel's maps).
+    /// the flow is not marked used (as for the daemon's reads of the kernel's maps).
     pub fn get(&self, key: &K) -> Option<(Table, FlowRecord)> {
         if let Some(rec) = self.flows.peek(key) {
             return Some((Table::Established, *rec));

@@ -95,7 +95,7 @@ pub trait FlowStore {
     fn established(&mut self, key: &Self::Key) -> Option<&mut FlowRecord>;
     /// Store `rec` as `key`'s established record; false when the table
     /// refused (a record exists and `mode` is `New`, or no memory). A full
-    /// LRU table makes room by evicting its least recently used entry.
+    /// LRU table makes room by evicting an entry not used lately.
     fn insert(&mut self, key: &Self::Key, rec: &FlowRecord, mode: Insert) -> bool;
     /// Store the record in way `way` of half-open set `index` as `key`'s
     /// established record (replacing any); false when the table refused.

@@ -383,8 +383,8 @@ pub fn drain_filtered<R: Records, W: Write, L: FlowLookup>(
                 let events = reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex));
                 events.iter().filter(|ev| printed(ev)).try_for_each(|ev| writer.write(out, ev))
             }
-            None => match decoder.event(&raw) {
-                Ok(ev) => reporter.on_event(&raw, ev).filter(printed).try_for_each(|ev| writer.write(out, &ev)),
+            None => match reporter.on_event(&raw, decoder) {
+                Ok(events) => events.filter(printed).try_for_each(|ev| writer.write(out, &ev)),
                 Err(e) => {
                     warn!("skipping a ring-buffer record: {e}");
                     Ok(())

@@ -478,7 +478,18 @@ impl Decoder {
     }
 
     pub fn event(&self, raw: &FlowEvent) -> Result<Event, DecodeError> {
-        let event = EventKind::try_from(raw.kind).map_err(|e| DecodeError::UnknownKind(e.0))?;
+        Ok(self.event_of(raw, Self::kind(raw)?))
+    }
+
+    /// What `raw` is about, or why it cannot be decoded: the one check
+    /// `event` makes, for a reader that decodes the rest only when it needs
+    /// it (the reporter: `Reporter::on_event`).
+    pub fn kind(raw: &FlowEvent) -> Result<EventKind, DecodeError> {
+        EventKind::try_from(raw.kind).map_err(|e| DecodeError::UnknownKind(e.0))
+    }
+
+    /// `raw` decoded, its kind `event` (from `kind`).
+    pub fn event_of(&self, raw: &FlowEvent, event: EventKind) -> Event {
         let (client, server) = client_server(raw);
         let client_is_lo = raw.initiator & 1 == 0;
         let (client_state, server_state) = if client_is_lo { (raw.lo_state, raw.hi_state) } else { (raw.hi_state, raw.lo_state) };
@@ -500,7 +511,7 @@ impl Decoder {
             retransmits: matches!(event, EventKind::HandshakeRetransmit | EventKind::Retransmit).then_some(raw.retrans),
             synack_inferred: raw.detail & DETAIL_SYNACK_INFERRED != 0,
         };
-        Ok(Event {
+        Event {
             ts: self.timestamp(raw.ts_ns),
             event,
             iface: self.ifname(raw.ifindex),
@@ -509,7 +520,7 @@ impl Decoder {
             picked_up: raw.origin == ORIGIN_MIDSTREAM,
             segment: Some(segment),
             extra: Vec::new(),
-        })
+        }
     }
 }
 

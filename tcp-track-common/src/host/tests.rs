@@ -301,7 +301,7 @@ fn reads_do_not_count_as_use_and_removal_forgets_either_table() {
     r.xdp(&frame(spoofed(2), SERVER, "A", 1, 1));
     assert!(r.get(&a).is_some(), "a look (as the daemon's), not a use");
     r.xdp(&frame(spoofed(3), SERVER, "A", 1, 1));
-    assert_eq!(r.get(&a), None, "a was still the least recently used");
+    assert_eq!(r.get(&a), None, "a was still unused, and the first the hand reached");
 
     let syn = frame(CLIENT, SERVER, "S", 1000, 0);
     r.xdp(&syn);

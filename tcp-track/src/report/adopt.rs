@@ -82,7 +82,7 @@ impl<L: FlowLookup> Reporter<L> {
             return;
         }
         // A new flow: no older incarnation whose accounting could end.
-        let (r, _) = self.start_tracking(&id, raw, ev);
+        let (r, _) = self.start_tracking(&id, raw, ev.iface.clone());
         self.arm_for_state(r, raw);
     }
 

@@ -5,7 +5,12 @@
 //! so that the daemon can forget the oldest past the kernel's own capacity
 //! and keep its memory bounded under a flood.
 
-use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{hash_map::Entry, VecDeque},
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use foldhash::HashMap;
 
@@ -30,10 +35,29 @@ struct Server {
     iface: Arc<str>,
 }
 
+/// A server endpoint as the map's key, hashed as one word (IPv4) or two:
+/// every connection opened with a SYN is counted in and out of the map,
+/// and the derived `SocketAddr` hash feeds the hasher the variant, the
+/// address and the port apart. Equal keys hash the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ServerKey(SocketAddr);
+
+impl Hash for ServerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.0 {
+            SocketAddr::V4(a) => state.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port())),
+            SocketAddr::V6(a) => {
+                state.write_u128(a.ip().to_bits());
+                state.write_u16(a.port());
+            }
+        }
+    }
+}
+
 /// The half-open accounting.
 #[derive(Debug, Default)]
 pub(super) struct Floods {
-    servers: HashMap<SocketAddr, Server>,
+    servers: HashMap<ServerKey, Server>,
     /// Half-open connections in the order they opened; entries of flows no
     /// longer half-open are skipped, and compacted away.
     order: VecDeque<FlowRef>,
@@ -67,7 +91,7 @@ impl Floods {
     /// `iface`: `syn_flood` when this one starts a flood, and whether the
     /// server is flooded.
     pub(super) fn syn(&mut self, server: SocketAddr, iface: &Arc<str>, now: u64, ts: Timestamp, threshold: u32) -> (Option<Event>, bool) {
-        let s = self.servers.entry(server).or_default();
+        let s = self.servers.entry(ServerKey(server)).or_default();
         s.half_open += 1;
         s.recent_syns.push_back(now);
         while s.recent_syns.front().is_some_and(|&t| now.saturating_sub(t) > NS) {
@@ -96,12 +120,14 @@ impl Floods {
     /// `syn_flood_ended` when that ends a flood.
     pub(super) fn closed(&mut self, server: SocketAddr, now: u64, ts: Timestamp, threshold: u32) -> Option<Event> {
         self.live = self.live.saturating_sub(1);
-        let s = self.servers.get_mut(&server)?;
+        // One look at the map, whether the server stays or goes.
+        let Entry::Occupied(mut entry) = self.servers.entry(ServerKey(server)) else { return None };
+        let s = entry.get_mut();
         s.half_open = s.half_open.saturating_sub(1);
         if s.half_open == 0 && s.flooded_since.is_none() {
             // Nothing left to remember of this server (spoofed SYNs to many
             // ports must not grow this map without bound).
-            self.servers.remove(&server);
+            entry.remove();
             return None;
         }
         let since = s.flooded_since?;
@@ -153,7 +179,7 @@ impl Floods {
             .iter()
             .filter_map(|(server, s)| {
                 Some(Flood {
-                    server: *server,
+                    server: server.0,
                     iface: s.iface.clone(),
                     since_ns: s.flooded_since?,
                     syns: s.flood_syns,

@@ -34,13 +34,13 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tcp_track_common::{
     event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
-    flow::{FlowRecord, ORIGIN_SYN},
+    flow::{FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN},
 };
 
 use crate::{
     clock::WallClock,
     config::ReportConfig,
-    events::{client_server, Endpoint, Event, Timestamp},
+    events::{client_server, DecodeError, Decoder, Endpoint, Event, Timestamp},
     vocab::{Closer, ConnState, EndReason, EventKind, ResetClass},
 };
 
@@ -264,24 +264,27 @@ impl<L: FlowLookup> Reporter<L> {
         }
     }
 
-    /// One kernel event, already decoded into `ev`; returns what to print,
-    /// drained from a buffer the reporter keeps for the next event. A
-    /// connection's end (`EVENT_CONN_END`) carries a flow record and goes
-    /// to `on_conn_end` instead: here it is ignored.
-    pub fn on_event(&mut self, raw: &FlowEvent, ev: Event) -> std::vec::Drain<'_, Event> {
+    /// One kernel event, `raw`, decoded by `decoder` if it is printed or
+    /// something printed is built from it (most are not: decoding every
+    /// one cost 6% of `tcp-track read`); returns what to print, drained
+    /// from a buffer the reporter keeps for the next event, or why `raw`
+    /// cannot be decoded. A connection's end (`EVENT_CONN_END`) carries a
+    /// flow record and goes to `on_conn_end` instead: here it is ignored.
+    pub fn on_event(&mut self, raw: &FlowEvent, decoder: &Decoder) -> Result<std::vec::Drain<'_, Event>, DecodeError> {
+        let kind = Decoder::kind(raw)?;
         let mut out = std::mem::take(&mut self.pending);
         out.clear();
-        if ev.event != EventKind::Conn {
-            self.handle(raw, ev, &mut out);
+        if kind != EventKind::Conn {
+            self.handle(raw, Decoding::new(raw, kind, decoder), &mut out);
         }
         self.pending = out;
-        self.pending.drain(..)
+        Ok(self.pending.drain(..))
     }
 
-    fn handle(&mut self, raw: &FlowEvent, ev: Event, out: &mut Vec<Event>) {
+    fn handle(&mut self, raw: &FlowEvent, mut ev: Decoding<'_>, out: &mut Vec<Event>) {
         let id = FlowId::of(raw);
         let now = raw.ts_ns;
-        let kind = ev.event;
+        let kind = ev.kind;
         let (old_state, new_state) = (ConnState::from_raw(raw.old_state), ConnState::from_raw(raw.new_state));
         let opening = matches!(kind, EventKind::FlowNew | EventKind::TimeWaitReuse);
         // One look at the flow for the common case, an event on a flow
@@ -307,7 +310,7 @@ impl<L: FlowLookup> Reporter<L> {
         let (r, server, mut member, mut half_open) = match known {
             Some(k) => k,
             None => {
-                let (r, ended) = self.start_tracking(&id, raw, &ev);
+                let (r, ended) = self.start_tracking(&id, raw, ev.iface());
                 out.extend(ended);
                 self.shed_gone(now, out);
                 (r, client_server(raw).1, false, false)
@@ -318,10 +321,11 @@ impl<L: FlowLookup> Reporter<L> {
         // A connection opening: count it among its server's half-open ones.
         if opening && raw.origin == ORIGIN_SYN {
             self.arm(now.saturating_add(dur_ns(self.cfg.half_open_timeout)), r, Deadline::HalfOpen);
-            member = self.count_half_open(r, server, &ev.iface, now, out);
+            member = self.count_half_open(r, server, &ev.iface(), now, out);
             half_open = true;
         }
         if kind == EventKind::HandshakeRetransmit {
+            let ev = ev.get();
             if let Some(t) = self.flows.get_mut(r) {
                 let from_server = ev.segment.is_some_and(|s| !s.from_client);
                 let times = t.retransmits.get_or_insert_default();
@@ -333,7 +337,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         // The handshake done, or the connection gone: no longer half-open.
         if new_state >= ConnState::Established && half_open {
-            out.extend(self.leave_half_open(r, new_state, &ev, now));
+            out.extend(self.leave_half_open(r, new_state, &mut ev, now));
         }
 
         // The event itself goes here, ahead of what it causes below; it is
@@ -341,7 +345,7 @@ impl<L: FlowLookup> Reporter<L> {
         let at = out.len();
         let print = match kind {
             EventKind::Reset => {
-                if let Some(r) = ev.segment.as_ref().and_then(|s| s.reset) {
+                if let Some(r) = ev.get().segment.as_ref().and_then(|s| s.reset) {
                     if let Some(n) = self.resets.get_mut(r.judgement.raw() as usize) {
                         n[usize::from(r.dropped)] += 1;
                     }
@@ -349,10 +353,10 @@ impl<L: FlowLookup> Reporter<L> {
                 if ResetClass::from_raw(raw.reset) == ResetClass::StatelessPeer {
                     // RFC 9293 §3.10.7.1: only a TCP without the connection
                     // answers this way; the receiver was half-open.
-                    let mut e = self.flow_event(r, &ev, EventKind::HalfOpen);
+                    let mut e = self.flow_event(r, &mut ev, EventKind::HalfOpen);
                     e.set("kind", "peer_lost");
                     e.set("evidence", "stateless_peer_reset");
-                    if let Some(s) = &ev.segment {
+                    if let Some(s) = &ev.get().segment {
                         e.set("lost", s.from());
                     }
                     if let Some(t) = self.flows.get_mut(r) {
@@ -370,10 +374,10 @@ impl<L: FlowLookup> Reporter<L> {
             _ => verbose && !member,
         };
         if old_state != new_state {
-            self.on_transition(r, raw, (old_state, new_state), &ev, out);
+            self.on_transition(r, raw, (old_state, new_state), &mut ev, out);
         }
         if print {
-            out.insert(at, ev);
+            out.insert(at, ev.into_event());
         }
         self.rate_limit(r, now, out);
     }
@@ -383,9 +387,9 @@ impl<L: FlowLookup> Reporter<L> {
     /// `syn_flood_ended`; the `conn` record of one the table evicted
     /// without a word, which a new flow on its 4-tuple shows before the
     /// audit could).
-    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, ev: &Event) -> (FlowRef, Vec<Event>) {
+    fn start_tracking(&mut self, id: &FlowId, raw: &FlowEvent, iface: Arc<str>) -> (FlowRef, Vec<Event>) {
         let t = Tracked {
-            iface: ev.iface.clone(),
+            iface,
             orient: raw.initiator,
             state: ConnState::from_raw(raw.new_state),
             retransmits: None,
@@ -539,7 +543,7 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// A half-open connection completed or closed.
-    fn leave_half_open(&mut self, r: FlowRef, new_state: ConnState, ev: &Event, now: u64) -> Option<Event> {
+    fn leave_half_open(&mut self, r: FlowRef, new_state: ConnState, ev: &mut Decoding<'_>, now: u64) -> Option<Event> {
         let id = self.flows.id(r)?;
         let (counted, reported, server) = {
             let t = self.flows.get_mut(r)?;
@@ -562,7 +566,7 @@ impl<L: FlowLookup> Reporter<L> {
 
     /// A flow's client entered TIME_WAIT: count it towards TIME_WAIT
     /// pressure, which this one may make reportable.
-    fn count_time_wait(&mut self, r: FlowRef, ev: &Event, now: u64) -> Option<Event> {
+    fn count_time_wait(&mut self, r: FlowRef, ev: &Decoding<'_>, now: u64) -> Option<Event> {
         let id = self.flows.id(r)?;
         let t = self.flows.get_mut(r)?;
         if std::mem::replace(&mut t.tw_counted, true) {
@@ -570,7 +574,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         let (client, server) = t.endpoints(&id);
         let ip = client.ip();
-        self.pressure.add(ip, server, self.cfg.time_wait_pressure, self.ts(now), ev.iface.clone())
+        self.pressure.add(ip, server, self.cfg.time_wait_pressure, self.ts(now), ev.iface())
     }
 
     /// A flow left TIME_WAIT (reuse, assassination): no longer pressure.
@@ -647,20 +651,24 @@ impl<L: FlowLookup> Reporter<L> {
     }
 
     /// An event of the reporter's about flow `r`, which `like` is about, at
-    /// the same time.
-    fn flow_event(&self, r: FlowRef, like: &Event, kind: EventKind) -> Event {
+    /// the same time. What it takes of `like` needs no decoding, unless
+    /// `r` is stale.
+    fn flow_event(&self, r: FlowRef, like: &mut Decoding<'_>, kind: EventKind) -> Event {
         let mut e = match self.flows.get(r).zip(self.flows.id(r)) {
             Some((t, id)) => {
                 let (client, server) = t.endpoints(&id);
-                Event::new(like.ts, kind, t.iface.clone(), Some(Endpoint::Socket(client)), server)
+                Event::new(like.ts(), kind, t.iface.clone(), Some(Endpoint::Socket(client)), server)
             }
-            None => Event::new(like.ts, kind, like.iface.clone(), like.client, like.server),
+            None => {
+                let like = like.get();
+                Event::new(like.ts, kind, like.iface.clone(), like.client, like.server)
+            }
         };
-        e.picked_up = like.picked_up;
+        e.picked_up = like.picked_up();
         e
     }
 
-    fn on_transition(&mut self, r: FlowRef, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &Event, out: &mut Vec<Event>) {
+    fn on_transition(&mut self, r: FlowRef, raw: &FlowEvent, (old, new): (ConnState, ConnState), ev: &mut Decoding<'_>, out: &mut Vec<Event>) {
         let now = raw.ts_ns;
         match new {
             ConnState::TimeWait => {
@@ -697,6 +705,71 @@ impl<L: FlowLookup> Reporter<L> {
         // Leaving TIME_WAIT (reuse, assassination): no longer pressure.
         if old == ConnState::TimeWait {
             self.uncount_time_wait(r);
+        }
+    }
+}
+
+/// The kernel event being handled, decoded when something needs more of
+/// it than its raw record says: for most events nothing does (they are not
+/// printed, and what the reporter makes of them needs the record's states
+/// and the flow's endpoints only).
+pub(crate) struct Decoding<'a> {
+    raw: &'a FlowEvent,
+    kind: EventKind,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Raw(&'a Decoder),
+    Decoded(Event),
+}
+
+impl<'a> Decoding<'a> {
+    fn new(raw: &'a FlowEvent, kind: EventKind, decoder: &'a Decoder) -> Self {
+        Decoding { raw, kind, source: Source::Raw(decoder) }
+    }
+
+    /// `raw` already decoded as `ev` (catching up, adopting).
+    pub(crate) fn decoded(raw: &'a FlowEvent, ev: Event) -> Self {
+        Decoding { raw, kind: ev.event, source: Source::Decoded(ev) }
+    }
+
+    fn get(&mut self) -> &Event {
+        if let Source::Raw(decoder) = self.source {
+            self.source = Source::Decoded(decoder.event_of(self.raw, self.kind));
+        }
+        match &self.source {
+            Source::Decoded(ev) => ev,
+            Source::Raw(_) => unreachable!("decoded above"),
+        }
+    }
+
+    fn into_event(self) -> Event {
+        match self.source {
+            Source::Decoded(ev) => ev,
+            Source::Raw(decoder) => decoder.event_of(self.raw, self.kind),
+        }
+    }
+
+    /// The decoding's `ts`, `iface` and `picked_up`, without the rest.
+    fn ts(&self) -> Timestamp {
+        match &self.source {
+            Source::Raw(decoder) => decoder.timestamp(self.raw.ts_ns),
+            Source::Decoded(ev) => ev.ts,
+        }
+    }
+
+    fn iface(&self) -> Arc<str> {
+        match &self.source {
+            Source::Raw(decoder) => decoder.ifname(self.raw.ifindex),
+            Source::Decoded(ev) => ev.iface.clone(),
+        }
+    }
+
+    fn picked_up(&self) -> bool {
+        match &self.source {
+            Source::Raw(_) => self.raw.origin == ORIGIN_MIDSTREAM,
+            Source::Decoded(ev) => ev.picked_up,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tcp_track_common::{event::FlowEvent, flow::FlowRecord};
 
-use super::{adopted_event, flow::FlowLookup, FlowId, Reporter};
+use super::{adopted_event, flow::FlowLookup, Decoding, FlowId, Reporter};
 use crate::{
     events::{client_server, Endpoint, Event},
     vocab::{ConnState, EndReason, EventKind},
@@ -83,7 +83,7 @@ impl<L: FlowLookup> Reporter<L> {
             Some((_, was, _)) if was == state => {}
             Some((r, _, close_wait_armed)) => {
                 if state >= ConnState::Established {
-                    out.extend(self.leave_half_open(r, state, ev, now));
+                    out.extend(self.leave_half_open(r, state, &mut Decoding::decoded(raw, ev.clone()), now));
                 }
                 if let Some(t) = self.flows.get_mut(r) {
                     t.state = state;

@@ -96,8 +96,7 @@ impl Rig {
     }
 
     fn feed(&mut self, raw: FlowEvent) -> Vec<Event> {
-        let ev = self.dec.event(&raw).unwrap();
-        let evs: Vec<Event> = self.r.on_event(&raw, ev).collect();
+        let evs: Vec<Event> = self.r.on_event(&raw, &self.dec).unwrap().collect();
         self.check(evs)
     }
 
