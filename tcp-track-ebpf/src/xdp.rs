@@ -9,9 +9,14 @@ use crate::{fast, packet::DirectPacket, track};
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let pkt = DirectPacket::xdp(&ctx);
-    // An ACK or data of an established flow: accounted, passed.
-    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
-        return xdp_action::XDP_PASS;
+    if fast::may_be(&pkt, true) {
+        match fast::ingress(&pkt, ctx.ctx) {
+            // An ACK or data of an established flow: accounted, passed.
+            fast::PASSED => return xdp_action::XDP_PASS,
+            // A RST the policy drops: judged, counted, reported, dropped.
+            fast::DROPPED => return xdp_action::XDP_DROP,
+            _ => {}
+        }
     }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match track::observe::<_, HOOK_XDP>(&pkt, ifindex) {
