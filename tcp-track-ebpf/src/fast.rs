@@ -39,23 +39,24 @@ use crate::{
 const HEADERS: usize = ETH_HLEN + 20 + 20;
 const TCP: usize = ETH_HLEN + 20;
 
-/// `ingress`: the common frame, accounted: pass it.
-pub const PASSED: u32 = 1;
-/// `ingress`: a RST the policy drops, accounted: drop it.
-pub const DROPPED: u32 = 2;
+/// `kind`: the frame may be the common one (`segment`).
+pub const COMMON: u32 = 1;
+/// `kind`: the frame may be a bare RST (`reset`; XDP only).
+pub const RESET: u32 = 2;
 
-/// Whether the frame may be one of the fast paths': IPv4 without options
-/// (IHL 5) right after an Ethernet header, with TCP flags ACK or ACK|PSH
-/// (`segment`) or RST or RST|ACK (`reset`; XDP only). Inline in the hook,
-/// without branches but the bounds check, so that every other frame (a SYN
-/// or FIN above all, which take the full path) pays a few instructions for
-/// the fast paths and no call.
+/// What the frame may be: IPv4 without options (IHL 5) right after an
+/// Ethernet header, with TCP flags ACK or ACK|PSH (`COMMON`) or RST or
+/// RST|ACK (`RESET`); 0 for anything else. Inline in the hook, without
+/// branches but the bounds check, so that every other frame (a SYN or FIN
+/// above all, which take the full path) pays a few instructions for the
+/// fast paths and no call.
 #[inline(always)]
-pub fn may_be(pkt: &DirectPacket, resets: bool) -> bool {
-    let Some(eth) = pkt.at(0, HEADERS) else { return false };
+pub fn kind(pkt: &DirectPacket) -> u32 {
+    let Some(eth) = pkt.at(0, HEADERS) else { return 0 };
     // SAFETY (each read): inside the headers `at` proved.
     let (ethertype, vihl, flags) = unsafe { (be16_at(eth + 12), *((eth + ETH_HLEN) as *const u8), *((eth + TCP + 13) as *const u8)) };
-    (ethertype == ETH_P_IPV4) & (vihl == 0x45) & (common_flags(flags) | (resets & reset_flags(flags)))
+    let ipv4 = (ethertype == ETH_P_IPV4) & (vihl == 0x45);
+    ((ipv4 & common_flags(flags)) as u32) | (((ipv4 & reset_flags(flags)) as u32) << 1)
 }
 
 /// Where the headers of a frame the fast paths may take are, and what of
@@ -71,7 +72,7 @@ struct Headers {
 }
 
 /// The checks of `parse_ipv4` and `parse_tcp` for this shape of frame,
-/// with one bounds check for all three headers (IHL 5: `may_be`): IPv4
+/// with one bounds check for all three headers (IHL 5: `kind`): IPv4
 /// (here without options), a length within the frame (0, BIG TCP's, is
 /// left to the full path), not a fragment (the first one's flag is left
 /// to it too), TCP, a data offset within the segment. `None`: the full
@@ -119,7 +120,7 @@ fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
     }
 }
 
-/// The common frame of an established flow (`may_be`), at TC egress,
+/// The common frame of an established flow (`kind` said `COMMON`),
 /// accounted: 1. Anything else: 0, nothing changed, and the caller runs
 /// the full path.
 ///
@@ -129,35 +130,8 @@ fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
 /// program took the verifier past its million instructions).
 #[inline(never)]
 pub fn segment(pkt: &DirectPacket) -> u32 {
-    let Some(h) = headers(pkt) else { return 0 };
-    if !common_flags(h.flags) {
-        return 0;
-    }
-    common(&h)
-}
-
-/// The frame at XDP (`may_be` with resets), on `ctx`'s interface: the
-/// common frame accounted (`PASSED`), a bare RST the policy drops
-/// accounted (`DROPPED`), or 0, nothing changed, and the caller runs the
-/// full path. One subprogram for both, as `segment` (each fast path a call
-/// of its own made three ways into the full path, and the XDP program's
-/// walk went past the verifier's million instructions).
-#[inline(never)]
-pub fn ingress(pkt: &DirectPacket, ctx: *const xdp_md) -> u32 {
-    let Some(h) = headers(pkt) else { return 0 };
-    if common_flags(h.flags) {
-        return common(&h);
-    }
-    // SAFETY: the hook's context, valid for this program run.
-    reset(&h, unsafe { (*ctx).ingress_ifindex })
-}
-
-/// `segment`'s and `ingress`'s common frame: its established record
-/// stepped by the shared fast path (`PASSED`), or 0.
-#[inline(always)]
-fn common(h: &Headers) -> u32 {
-    let &Headers { ip, tcp, total, doff, flags } = h;
-    if !all_strict() {
+    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
+    if !common_flags(flags) || !all_strict() {
         return 0;
     }
     // SAFETY (each read): inside the headers `headers` proved.
@@ -173,19 +147,25 @@ fn common(h: &Headers) -> u32 {
         return 0;
     }
     count(counters::TCP_SEGMENTS);
-    PASSED
+    1
 }
 
-/// A bare RST seen by XDP on `ifindex`, of a flow in the established
-/// table, that the RST policy drops (`tcp_track_common::fast::reset`):
-/// counted, reported and judged as the full path would, and `DROPPED`: the
-/// caller drops it. Anything else (a RST with options or payload, a bad
-/// checksum, a liberal interface anywhere, a flow not in the established
-/// table, a RST the policy lets through, the observe policy): 0, nothing
-/// changed, and the caller runs the full path.
-#[inline(always)]
-fn reset(h: &Headers, ifindex: u32) -> u32 {
-    let &Headers { ip, tcp, total, doff, flags } = h;
+/// A bare RST (`kind` said `RESET`) seen by XDP on `ctx`'s interface, of
+/// a flow in the established table, that the RST policy drops
+/// (`tcp_track_common::fast::reset`): judged, counted and reported as the
+/// full path would, and 1: the caller drops it. Anything else (a RST with
+/// options or payload, a bad checksum, a liberal interface anywhere, a
+/// flow not in the established table, a RST the policy lets through, the
+/// observe policy): 0, nothing changed, and the caller runs the full path.
+///
+/// A subprogram of its own, beside `segment` rather than in it: the
+/// common frame's code and its single runs stay as they were (with both in
+/// one subprogram, a single run of new data or of its ACK cost 10-20 ns
+/// more; BENCHMARKS.md). The full path after the two is still walked by the
+/// verifier within its limit.
+#[inline(never)]
+pub fn reset(pkt: &DirectPacket, ctx: *const xdp_md) -> u32 {
+    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
     // No payload and no options: the 20 bytes the checksum below covers
     // are the whole segment.
     if total != 40 || doff != 20 || !reset_flags(flags) {
@@ -218,10 +198,12 @@ fn reset(h: &Headers, ifindex: u32) -> u32 {
         Some(mut entry) => {
             // SAFETY: no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
+            // SAFETY: the hook's context, valid for this program run.
+            let ifindex = unsafe { (*ctx).ingress_ifindex };
             entry.write(fast::reset_event(&seg, &key, dir, rec, &out, now, ifindex));
             submit(entry);
         }
         None => count(counters::EVENTS_LOST),
     }
-    DROPPED
+    1
 }
