@@ -1013,6 +1013,13 @@ impl XorShift {
 /// The record `Bench::fill` stored for an established flow.
 fn established_record(seg: &tcp_track_common::parse::Segment) -> FlowRecord {
     let mut rec = established(1000, 5000);
-    rec.initiator = direction(seg);
+    // `established` puts the client's side first; a record's sides are
+    // `lo`, then `hi`: the client (whose segment `seg` is) may be `hi`.
+    // (Every client of the benchmark is: until 2026-12-01 the sides were
+    // left swapped, and the FIN and exact-RST rows measured segments the
+    // record made out of window.)
+    let dir = direction(seg);
+    rec.peer.swap(0, (dir & 1) as usize);
+    rec.initiator = dir;
     rec
 }
