@@ -124,6 +124,35 @@ pub struct FlowEvent {
 }
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
 
+/// What an event carries of its segment itself (`FlowEvent::of`).
+pub trait Wire {
+    fn seq(&self) -> u32;
+    fn ack(&self) -> u32;
+    /// TCP flags byte.
+    fn flags(&self) -> u8;
+    /// 4 or 6.
+    fn family(&self) -> u8;
+}
+
+impl Wire for Segment {
+    #[inline(always)]
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    #[inline(always)]
+    fn ack(&self) -> u32 {
+        self.ack
+    }
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        self.flags
+    }
+    #[inline(always)]
+    fn family(&self) -> u8 {
+        self.family
+    }
+}
+
 /// The ring record of an `EVENT_CONN_END`: the event (about the segment
 /// that ended the connection, or for an eviction about none: `seq`, `ack`
 /// and `tcp_flags` are 0) and the flow record as it was then. A reader
@@ -156,7 +185,29 @@ impl FlowEvent {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // one record built from everything the hook knows
     pub fn new(kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, now_ns: u64, ifindex: u32, hook: u8) -> Self {
-        let (lo_addr, lo_port, hi_addr, hi_port) = endpoints(seg, dir);
+        FlowEvent::of(kind, seg, endpoints(seg, dir), dir, rec, out, now_ns, ifindex, hook)
+    }
+
+    /// `new` from what an event carries of the segment (`wire`: a
+    /// `Segment`, or the fast path's `fast::Lean`, which parses none) and
+    /// its flow's endpoints as `flow::endpoints` orders them (`lo`, then
+    /// `hi`). The segment's fields are read where the record is built, as
+    /// `new` always did: in BPF, values loaded before the branches below
+    /// and carried through them multiplied the states the verifier walks
+    /// (the XDP program went past its million instructions).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // as `new`
+    pub fn of<W: Wire>(
+        kind: u16,
+        wire: &W,
+        (lo_addr, lo_port, hi_addr, hi_port): (&[u8; 16], u16, &[u8; 16], u16),
+        dir: u8,
+        rec: &FlowRecord,
+        out: &Outcome,
+        now_ns: u64,
+        ifindex: u32,
+        hook: u8,
+    ) -> Self {
         let mut detail = 0;
         if out.drop_justified {
             detail |= DETAIL_DROP_JUSTIFIED;
@@ -185,17 +236,17 @@ impl FlowEvent {
         FlowEvent {
             ts_ns: now_ns,
             ifindex,
-            seq: seg.seq,
-            ack: seg.ack,
+            seq: wire.seq(),
+            ack: wire.ack(),
             lo_port,
             hi_port,
             lo_addr: *lo_addr,
             hi_addr: *hi_addr,
             kind,
-            family: seg.family,
+            family: wire.family(),
             dir: dir & 1,
             hook,
-            tcp_flags: seg.flags,
+            tcp_flags: wire.flags(),
             initiator: rec.initiator,
             origin: rec.origin,
             old_state: out.old_state,

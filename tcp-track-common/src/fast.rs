@@ -28,6 +28,16 @@
 //! Zeek state this segment changes (its first pure ACK); a record whose
 //! first segment was not stamped (`first_ns`); the first retransmission.
 //!
+//! The invalid RST has a fast path of its own ([`reset`]): a bare RST
+//! (RST or RST|ACK, a 20-byte header, no payload) of a flow in the
+//! established table, at XDP, on a strict interface, whose checksum holds
+//! ([`reset_checksum_ok`]) and which the RST policy drops, is judged
+//! (`state::classify_reset`, RFC 5961 §3.2, RFC 9293 §3.10.7.4, RFC 1337),
+//! counted and reported exactly as `table`'s drop rule does, with none of
+//! the full path's parse, scratch slot or subprograms. A RST the policy
+//! lets through changes the flow, and takes the full path, which judges
+//! it again. A property test holds it to the full path too.
+//!
 //! In the kernel another CPU may step the same record between the check and
 //! the update, as it may during the full path's (see `flow::FlowRecord`):
 //! the fields that judge a RST still only move forward. One difference: a
@@ -38,13 +48,17 @@
 
 use crate::{
     advance,
-    flow::{coarse_time, pair, pair_mut, FlowRecord, PEER_LIBERAL, PEER_MAXACK_SET, PEER_SEEN},
+    event::{FlowEvent, Wire, EVENT_RST, HOOK_XDP},
+    flow::{coarse_time, note_dropped_rst, pair, pair_mut, FlowKeyV4, FlowRecord, PEER_LIBERAL, PEER_MAXACK_SET, PEER_SEEN},
+    guard::{drops, RST_POLICY_OBSERVE},
+    parse::{checksum::fold, FAMILY_IPV4, IPPROTO_TCP},
     seq::{self, after, before_eq},
     state::{
-        in_window, note_last_end, retransmitted, scaled,
+        classify_reset, in_window, note_last_end, retransmitted, scaled,
         tally::{ack_keeps_zeek_state, count_packet, note_wrap},
-        Outcome, STATE_ESTABLISHED,
+        Outcome, ResetFields, STATE_ESTABLISHED,
     },
+    table::FlowKey,
     tcp,
 };
 
@@ -67,6 +81,41 @@ impl Lean {
     #[inline(always)]
     pub fn of(seg: &crate::parse::Segment) -> Lean {
         Lean { seq: seg.seq, ack: seg.ack, payload_len: seg.payload_len, window: seg.window, flags: seg.flags }
+    }
+}
+
+/// The fast paths take IPv4 only.
+impl Wire for Lean {
+    #[inline(always)]
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    #[inline(always)]
+    fn ack(&self) -> u32 {
+        self.ack
+    }
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        self.flags
+    }
+    #[inline(always)]
+    fn family(&self) -> u8 {
+        FAMILY_IPV4
+    }
+}
+
+impl ResetFields for Lean {
+    #[inline(always)]
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    #[inline(always)]
+    fn ack(&self) -> u32 {
+        self.ack
+    }
+    #[inline(always)]
+    fn has_ack(&self) -> bool {
+        self.flags & tcp::ACK != 0
     }
 }
 
@@ -145,6 +194,65 @@ fn apply(rec: &mut FlowRecord, seg: &Lean, s: u8, now_ns: u64) {
         let n = pair_mut(&mut rec.retransmits, s);
         *n = n.saturating_add(1);
     }
+}
+
+/// Flags of a RST the fast path may judge: RST alone or RST|ACK (both
+/// valid: `tcp::flags_valid`, so nothing else is counted for them). Any
+/// other combination with RST takes the full path.
+#[inline(always)]
+pub const fn reset_flags(flags: u8) -> bool {
+    flags & !tcp::ACK == tcp::RST
+}
+
+/// Whether a payload-less IPv4 TCP segment with a 20-byte header, from
+/// `saddr` to `daddr` (as read, big-endian), whose header is `header`
+/// (five big-endian 32-bit words), proves its checksum: what
+/// `parse::checksum::tcp_checksum` answers with `CSUM_OK` for it (the
+/// ones'-complement sum over the pseudo-header and the header, or the
+/// folded pseudo-header sum alone in the checksum field of a
+/// CHECKSUM_PARTIAL segment from a local stack). False where it answers
+/// `CSUM_BAD`: the full path counts that.
+#[inline(always)]
+pub fn reset_checksum_ok(saddr: u32, daddr: u32, header: &[u32; 5]) -> bool {
+    let halves = |w: u32| (w >> 16) as u64 + (w & 0xffff) as u64;
+    let pseudo = halves(saddr) + halves(daddr) + IPPROTO_TCP as u64 + 20;
+    let sum = pseudo + halves(header[0]) + halves(header[1]) + halves(header[2]) + halves(header[3]) + halves(header[4]);
+    // The checksum field: bytes 16-17 of the header.
+    fold(sum) == 0xffff || (header[4] >> 16) as u16 == fold(pseudo)
+}
+
+/// Judge a bare RST (`reset_flags`, no payload) sent in direction `dir` on
+/// the established record `rec`, seen at XDP on a strict interface with a
+/// checksum that holds, under RST policy `policy` (`guard::RST_POLICY_*`):
+/// when the policy drops it, what `table`'s drop rule does to the record
+/// (`note_dropped_rst`), and its outcome (`Outcome::dropped_reset`, the
+/// event's: [`reset_event`]); the caller counts `TCP_SEGMENTS` and
+/// `RST_DROPPED` and drops the frame. Otherwise `None`, the record
+/// untouched, and the full path takes the RST (and applies it).
+#[inline(always)]
+pub fn reset(rec: &mut FlowRecord, seg: &Lean, dir: u8, policy: u8) -> Option<Outcome> {
+    if !reset_flags(seg.flags) || seg.payload_len != 0 || policy == RST_POLICY_OBSERVE {
+        return None;
+    }
+    // Judged before anything changes: a dropped RST changes nothing but
+    // its count (RFC 5961 §3.2: the receiver ignores it or challenges it).
+    let class = classify_reset(rec, seg, dir);
+    if !drops(policy, class) {
+        return None;
+    }
+    note_dropped_rst(rec);
+    Some(Outcome::dropped_reset(rec.state, class))
+}
+
+/// The event of a RST [`reset`] dropped, as `table::report` writes it:
+/// `EVENT_RST` (a dropped reset's outcome is always worth that one, and
+/// ends no connection), seen by XDP on `ifindex` at `now_ns` (the precise
+/// clock, as every event), on the IPv4 flow `key`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the event's pieces, as `FlowEvent::new`'s
+pub fn reset_event(seg: &Lean, key: &FlowKeyV4, dir: u8, rec: &FlowRecord, out: &Outcome, now_ns: u64, ifindex: u32) -> FlowEvent {
+    let (_, lo, lo_port, hi, hi_port) = key.endpoints();
+    FlowEvent::of(EVENT_RST, seg, (&lo, lo_port, &hi, hi_port), dir, rec, out, now_ns, ifindex, HOOK_XDP)
 }
 
 #[cfg(test)]

@@ -758,10 +758,37 @@ fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 
     rec.state
 }
 
+/// What judging a RST reads of it: a `Segment` on the full path, the fast
+/// path's `fast::Lean` on its own (`fast::reset`).
+pub trait ResetFields {
+    fn seq(&self) -> u32;
+    fn ack(&self) -> u32;
+    /// Whether the ACK flag is set.
+    fn has_ack(&self) -> bool;
+}
+
+impl ResetFields for Segment {
+    // Each read from the segment where it is used: in BPF a value carried
+    // in a register through the judgement's branches would multiply the
+    // states the verifier walks.
+    #[inline(always)]
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    #[inline(always)]
+    fn ack(&self) -> u32 {
+        self.ack
+    }
+    #[inline(always)]
+    fn has_ack(&self) -> bool {
+        self.has(tcp::ACK)
+    }
+}
+
 /// How the receiver of a RST from `dir` judges it. Pure: does not change
 /// the record, so a caller can decide to drop before applying it.
 #[inline(always)]
-pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
+pub fn classify_reset<S: ResetFields>(rec: &FlowRecord, seg: &S, dir: u8) -> u8 {
     let (s, r) = (dir & 1, (dir ^ 1) & 1);
     let (sender, receiver) = (rec.peer(s), rec.peer(r));
     match rec.state {
@@ -770,8 +797,8 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
         // acknowledges the SYN (Linux answers a SYN to a closed port with
         // RST|ACK, seq 0, ack ISN+1).
         STATE_SYN_SENT | STATE_SYN_SENT2 if receiver.flags & PEER_SYN != 0 && receiver.flags & PEER_MAXACK_SET == 0 => {
-            let acks_syn = seg.has(tcp::ACK) && seg.ack == receiver.end;
-            return if acks_syn || (seg.seq == 0 && !seg.has(tcp::ACK)) { RESET_REFUSED } else { RESET_OUT_OF_WINDOW };
+            let acks_syn = seg.has_ack() && seg.ack() == receiver.end;
+            return if acks_syn || (seg.seq() == 0 && !seg.has_ack()) { RESET_REFUSED } else { RESET_OUT_OF_WINDOW };
         }
         // RFC 9293 §3.10.7.3 SYN-SENT: "If SEG.ACK =< ISS or SEG.ACK >
         // SND.NXT, send a reset <SEQ=SEG.ACK><CTL=RST>": the client answers
@@ -780,8 +807,8 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
         STATE_SYN_SENT
             if s == rec.initiator & 1
                 && receiver.flags & (PEER_SYN | PEER_MAXACK_SET) == PEER_MAXACK_SET
-                && !seg.has(tcp::ACK)
-                && seg.seq == receiver.maxack =>
+                && !seg.has_ack()
+                && seg.seq() == receiver.maxack =>
         {
             return RESET_UNACCEPTABLE_ACK;
         }
@@ -796,7 +823,7 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
     // What the receiver expects next: at least what it acknowledged, at most
     // everything the sender sent (when no ACK for it has been seen yet).
     let rcv_nxt = receiver.maxack;
-    if seg.seq == rcv_nxt && !seg.has(tcp::ACK) && rec.state != STATE_SYN_RECV {
+    if seg.seq() == rcv_nxt && !seg.has_ack() && rec.state != STATE_SYN_RECV {
         // The reply of a TCP with no such connection to a segment carrying
         // ACK: RST, seq = that ACK, no ACK flag (RFC 9293 §3.10.7.1). From
         // a side that sent its FIN, it is the answer to data after its close
@@ -805,24 +832,24 @@ pub fn classify_reset(rec: &FlowRecord, seg: &Segment, dir: u8) -> u8 {
         // or no socket at all later): it closed on purpose and lost nothing.
         return if sender.flags & PEER_FIN != 0 { RESET_DATA_AFTER_CLOSE } else { RESET_STATELESS_PEER };
     }
-    if seg.seq == rcv_nxt || seg.seq == sender.end {
+    if seg.seq() == rcv_nxt || seg.seq() == sender.end {
         return RESET_EXACT;
     }
     // Behind what the receiver already acknowledged: nf_conntrack's
     // "invalid rst" (before(seq, td_maxack)), checked before the train rule
     // so that an old retransmission cannot make a stale RST look exact.
-    if before(seg.seq, rcv_nxt) {
+    if before(seg.seq(), rcv_nxt) {
         return RESET_OUT_OF_WINDOW;
     }
     // nf_conntrack's RST train: RST right after the sender's own segment,
     // with the sequence number at that segment's end.
     let last_dir = if rec.info & INFO_LAST_DIR_HI != 0 { 1 } else { 0 };
-    if rec.info & INFO_LAST_ACK != 0 && last_dir == s && seg.seq == rec.last_end {
+    if rec.info & INFO_LAST_ACK != 0 && last_dir == s && seg.seq() == rec.last_end {
         return RESET_EXACT;
     }
     // The receive window's right edge is the furthest the receiver allowed
     // the sender to go.
-    if between(seg.seq, rcv_nxt, sender.maxend) {
+    if between(seg.seq(), rcv_nxt, sender.maxend) {
         RESET_IN_WINDOW
     } else {
         RESET_OUT_OF_WINDOW

@@ -312,7 +312,7 @@ pub fn account<S: FlowStore, D: Driver>(store: &mut S, scratch: &mut Scratch, cx
 /// A segment of a flow we have a record of: the drop rule, then the state
 /// machine.
 #[inline(always)]
-fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut Cx<D>) -> Verdict {
+pub(crate) fn on_record<D: Driver>(rec: &mut FlowRecord, seg: &Segment, dir: u8, cx: &mut Cx<D>) -> Verdict {
     if seg.has(tcp::RST) && !cx.seen.liberal {
         let policy = cx.driver.rst_policy(cx.seen.ifindex);
         // A RST must have proved its checksum before it is called forged.

@@ -1,12 +1,16 @@
-//! The fast path's kernel half: the common frame (Ethernet without VLAN
+//! The fast paths' kernel half. The common frame (Ethernet without VLAN
 //! tags, IPv4 without options and not fragmented, TCP flags ACK or
 //! ACK|PSH) parsed with one bounds check for all three headers, its
-//! established record looked up, and the
-//! shared fast path (`tcp_track_common::fast`) applied to it; anything
-//! else, or a segment the shared fast path refuses, goes on to the full
-//! path (`track::observe`), which parses the frame again and changes
-//! nothing that this one did not. No scratch slot, no segment summary, no
-//! subprogram but this one (and `advance`'s when a field moves).
+//! established record looked up, and the shared fast path
+//! (`tcp_track_common::fast::step`) applied to it (`segment`); a bare RST
+//! of the same shape, at XDP, its checksum proven, its established record
+//! looked up and judged by the shared logic
+//! (`tcp_track_common::fast::reset`), and dropped with its count and event
+//! if the RST policy drops it (`reset`). Anything else, or a segment the
+//! shared logic refuses, goes on to the full path (`track::observe`),
+//! which parses the frame again and changes nothing that this one did
+//! not. No scratch slot, no segment summary, no subprogram but these two
+//! (and `advance`'s when a field moves).
 //!
 //! Where the full path would accept the frame the same way, the values
 //! taken here are the ones its parser takes (`parse::parse_into`): the
@@ -14,17 +18,20 @@
 //! fails one is left to it, to be counted as it counts it. IPv6, VLAN
 //! tags and IPv4 options take the full path.
 
+use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns};
 use tcp_track_common::{
     counters,
-    fast::{self, common_flags, Lean},
+    event::FlowEvent,
+    fast::{self, common_flags, reset_flags, Lean},
     flow::{FlowKeyV4, DIR_HI_TO_LO, DIR_LO_TO_HI},
+    guard::RST_POLICY_OBSERVE,
     parse::{Packet, ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP},
 };
 
 use crate::{
-    maps::{count, FLOWS_V4, LIBERAL_ANY},
+    maps::{count, EVENTS, FLOWS_V4, LIBERAL_ANY, RST_POLICY},
     packet::{be16_at, be32_at, DirectPacket},
-    track::now_cheap,
+    track::{now_cheap, submit},
 };
 
 /// Ethernet, a 20-byte IPv4 header and the fixed TCP header: the one
@@ -32,40 +39,53 @@ use crate::{
 const HEADERS: usize = ETH_HLEN + 20 + 20;
 const TCP: usize = ETH_HLEN + 20;
 
-/// Whether the frame may be the common one: IPv4 without options (IHL 5)
-/// right after an Ethernet header, TCP flags ACK or ACK|PSH. Inline in the
-/// hook, without branches but the bounds check, so that every other frame
-/// (a SYN, FIN or RST above all, which take the full path) pays a few
-/// instructions for the fast path and no call.
+/// `kind`: the frame may be the common one (`segment`).
+pub const COMMON: u32 = 1;
+/// `kind`: the frame may be a bare RST (`reset`; XDP only).
+pub const RESET: u32 = 2;
+
+/// What the frame may be: IPv4 without options (IHL 5) right after an
+/// Ethernet header, with TCP flags ACK or ACK|PSH (`COMMON`) or RST or
+/// RST|ACK (`RESET`); 0 for anything else. Inline in the hook, without
+/// branches but the bounds check, so that every other frame (a SYN or FIN
+/// above all, which take the full path) pays a few instructions for the
+/// fast paths and no call.
 #[inline(always)]
-pub fn may_be_common(pkt: &DirectPacket) -> bool {
-    let Some(eth) = pkt.at(0, HEADERS) else { return false };
+pub fn kind(pkt: &DirectPacket) -> u32 {
+    let Some(eth) = pkt.at(0, HEADERS) else { return 0 };
     // SAFETY (each read): inside the headers `at` proved.
     let (ethertype, vihl, flags) = unsafe { (be16_at(eth + 12), *((eth + ETH_HLEN) as *const u8), *((eth + TCP + 13) as *const u8)) };
-    (ethertype == ETH_P_IPV4) & (vihl == 0x45) & common_flags(flags)
+    let ipv4 = (ethertype == ETH_P_IPV4) & (vihl == 0x45);
+    ((ipv4 & common_flags(flags)) as u32) | (((ipv4 & reset_flags(flags)) as u32) << 1)
 }
 
-/// The common frame of an established flow (`may_be_common`), accounted:
-/// 1. Anything else: 0, nothing changed, and the caller runs the full path.
-///
-/// A subprogram of its own (static, so the verifier sees its result as
-/// the constant of each exit): the full path after it is walked once for
-/// all the ways this one gives up, not once per way (inlined, the XDP
-/// program took the verifier past its million instructions).
-#[inline(never)]
-pub fn segment(pkt: &DirectPacket) -> u32 {
-    // All three headers: one check (IHL 5: `may_be_common`).
-    let Some(eth) = pkt.at(0, HEADERS) else { return 0 };
+/// Where the headers of a frame the fast paths may take are, and what of
+/// them decides which.
+struct Headers {
+    ip: usize,
+    tcp: usize,
+    /// The IPv4 total length.
+    total: usize,
+    /// The TCP header's length.
+    doff: usize,
+    flags: u8,
+}
+
+/// The checks of `parse_ipv4` and `parse_tcp` for this shape of frame,
+/// with one bounds check for all three headers (IHL 5: `kind`): IPv4
+/// (here without options), a length within the frame (0, BIG TCP's, is
+/// left to the full path), not a fragment (the first one's flag is left
+/// to it too), TCP, a data offset within the segment. `None`: the full
+/// path parses it, and counts it as it counts it.
+#[inline(always)]
+fn headers(pkt: &DirectPacket) -> Option<Headers> {
+    let eth = pkt.at(0, HEADERS)?;
     let (ip, tcp) = (eth + ETH_HLEN, eth + TCP);
     // SAFETY (each read of this function): inside the headers `at` proved.
     let (ethertype, vihl, total, frag, proto) =
         unsafe { (be16_at(eth + 12), *(ip as *const u8), be16_at(ip + 2) as usize, be16_at(ip + 6), *((ip + 9) as *const u8)) };
     let off_flags = unsafe { be16_at(tcp + 12) };
     let (doff, flags) = (((off_flags >> 12) as usize) * 4, off_flags as u8);
-    // As `parse_ipv4` and `parse_tcp`: IPv4 (here without options), a
-    // length within the frame (0, BIG TCP's, is left to it), not a
-    // fragment (the first one's flag is left to it too), TCP, a data
-    // offset within the segment.
     if ethertype != ETH_P_IPV4
         || vihl != 0x45
         || total < 40
@@ -74,25 +94,50 @@ pub fn segment(pkt: &DirectPacket) -> u32 {
         || proto != IPPROTO_TCP
         || doff < 20
         || doff > total - 20
-        || !common_flags(flags)
     {
-        return 0;
+        return None;
     }
-    // A liberal interface anywhere: the full path asks which (it is rare).
-    match LIBERAL_ANY.get(0) {
-        Some(&0) => {}
-        _ => return 0,
-    }
-    let (saddr, daddr) = unsafe { (be32_at(ip + 12), be32_at(ip + 16)) };
-    let (ports, seq, ack, window) = unsafe { (be32_at(tcp), be32_at(tcp + 4), be32_at(tcp + 8), be16_at(tcp + 14)) };
-    let (sport, dport) = ((ports >> 16) as u16, ports as u16);
-    // The canonical key (`flow::direction`, `flow::key_v4`): the endpoint
-    // whose address bytes, then port, sort first is `lo`.
-    let (key, dir) = if saddr < daddr || (saddr == daddr && sport <= dport) {
+    Some(Headers { ip, tcp, total, doff, flags })
+}
+
+/// Whether no interface is liberal (`LIBERAL_ANY`): a liberal interface
+/// anywhere sends the frame to the full path, which asks which (it is
+/// rare), without a second map lookup here.
+#[inline(always)]
+fn all_strict() -> bool {
+    matches!(LIBERAL_ANY.get(0), Some(&0))
+}
+
+/// The canonical key (`flow::direction`, `flow::key_v4`) of a segment from
+/// `saddr`:`sport` to `daddr`:`dport` (as read, big-endian): the endpoint
+/// whose address bytes, then port, sort first is `lo`. And its direction.
+#[inline(always)]
+fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
+    if saddr < daddr || (saddr == daddr && sport <= dport) {
         (FlowKeyV4 { lo_addr: saddr.to_be_bytes(), hi_addr: daddr.to_be_bytes(), lo_port: sport, hi_port: dport }, DIR_LO_TO_HI)
     } else {
         (FlowKeyV4 { lo_addr: daddr.to_be_bytes(), hi_addr: saddr.to_be_bytes(), lo_port: dport, hi_port: sport }, DIR_HI_TO_LO)
-    };
+    }
+}
+
+/// The common frame of an established flow (`kind` said `COMMON`),
+/// accounted: 1. Anything else: 0, nothing changed, and the caller runs
+/// the full path.
+///
+/// A subprogram of its own (static, so the verifier sees its result as
+/// the constant of each exit): the full path after it is walked once for
+/// all the ways this one gives up, not once per way (inlined, the XDP
+/// program took the verifier past its million instructions).
+#[inline(never)]
+pub fn segment(pkt: &DirectPacket) -> u32 {
+    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
+    if !common_flags(flags) || !all_strict() {
+        return 0;
+    }
+    // SAFETY (each read): inside the headers `headers` proved.
+    let (saddr, daddr) = unsafe { (be32_at(ip + 12), be32_at(ip + 16)) };
+    let (ports, seq, ack, window) = unsafe { (be32_at(tcp), be32_at(tcp + 4), be32_at(tcp + 8), be16_at(tcp + 14)) };
+    let (key, dir) = key_of(saddr, daddr, (ports >> 16) as u16, ports as u16);
     let Some(rec) = FLOWS_V4.get_ptr_mut(&key) else { return 0 };
     // SAFETY: a map value, valid for this program run (RCU); other CPUs
     // may step it meanwhile (see `FlowRecord`).
@@ -102,5 +147,63 @@ pub fn segment(pkt: &DirectPacket) -> u32 {
         return 0;
     }
     count(counters::TCP_SEGMENTS);
+    1
+}
+
+/// A bare RST (`kind` said `RESET`) seen by XDP on `ctx`'s interface, of
+/// a flow in the established table, that the RST policy drops
+/// (`tcp_track_common::fast::reset`): judged, counted and reported as the
+/// full path would, and 1: the caller drops it. Anything else (a RST with
+/// options or payload, a bad checksum, a liberal interface anywhere, a
+/// flow not in the established table, a RST the policy lets through, the
+/// observe policy): 0, nothing changed, and the caller runs the full path.
+///
+/// A subprogram of its own, beside `segment` rather than in it: the
+/// common frame's code and its single runs stay as they were (with both in
+/// one subprogram, a single run of new data or of its ACK cost 10-20 ns
+/// more; BENCHMARKS.md). The full path after the two is still walked by the
+/// verifier within its limit.
+#[inline(never)]
+pub fn reset(pkt: &DirectPacket, ctx: *const xdp_md) -> u32 {
+    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
+    // No payload and no options: the 20 bytes the checksum below covers
+    // are the whole segment.
+    if total != 40 || doff != 20 || !reset_flags(flags) {
+        return 0;
+    }
+    let policy = RST_POLICY.load();
+    if policy == RST_POLICY_OBSERVE || !all_strict() {
+        return 0;
+    }
+    // SAFETY (each read): inside the headers `headers` proved.
+    let (saddr, daddr) = unsafe { (be32_at(ip + 12), be32_at(ip + 16)) };
+    let header = unsafe { [be32_at(tcp), be32_at(tcp + 4), be32_at(tcp + 8), be32_at(tcp + 12), be32_at(tcp + 16)] };
+    // XDP sees the frame before the stack checked anything: a RST is
+    // called forged only once its checksum holds (a bad one is the full
+    // path's to count).
+    if !fast::reset_checksum_ok(saddr, daddr, &header) {
+        return 0;
+    }
+    let (key, dir) = key_of(saddr, daddr, (header[0] >> 16) as u16, header[0] as u16);
+    let Some(rec) = FLOWS_V4.get_ptr_mut(&key) else { return 0 };
+    // SAFETY: as in `segment`.
+    let rec = unsafe { &mut *rec };
+    let seg = Lean { seq: header[1], ack: header[2], payload_len: 0, window: header[3] as u16, flags };
+    let Some(out) = fast::reset(rec, &seg, dir, policy) else { return 0 };
+    count(counters::TCP_SEGMENTS);
+    count(counters::RST_DROPPED);
+    // Reserved and filled in place, as `Kernel::event` does. The precise
+    // clock, as for every event, read once there is room for one.
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            // SAFETY: no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            // SAFETY: the hook's context, valid for this program run.
+            let ifindex = unsafe { (*ctx).ingress_ifindex };
+            entry.write(fast::reset_event(&seg, &key, dir, rec, &out, now, ifindex));
+            submit(entry);
+        }
+        None => count(counters::EVENTS_LOST),
+    }
     1
 }

@@ -2,8 +2,9 @@
 //!
 //! Thin by design: each hook (`xdp`, `tc`) turns its context into a
 //! `Packet` (`packet`); `fast` accounts the common frame (an ACK or data
-//! of an established flow) through the shared fast path, and for any
-//! other `track::observe` hands it to the shared logic
+//! of an established flow) through the shared fast path, and at XDP drops
+//! the bare RST the policy judges forged through the shared RST fast path;
+//! for any other `track::observe` hands it to the shared logic
 //! (`tcp_track_common::track`: parser, flow tables' logic, state machine)
 //! with the kernel as its driver: the clock, the RST policy, the ring
 //! buffer and the per-CPU counters. `maps` holds the maps and the flow

@@ -15,7 +15,7 @@ const TC_ACT_UNSPEC: i32 = -1;
 pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     let pkt = DirectPacket::tc(&ctx);
     // An ACK or data of an established flow: accounted, on its way.
-    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
+    if fast::kind(&pkt) == fast::COMMON && fast::segment(&pkt) != 0 {
         return TC_ACT_UNSPEC;
     }
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };

@@ -170,7 +170,7 @@ impl<const HOOK: u8> Driver for Kernel<HOOK> {
 
 /// Submit a reserved record, waking the daemon only past `WAKE_AT`.
 #[inline(always)]
-fn submit<T>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
+pub fn submit<T>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKE_AT { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     entry.submit(flags as u64);
 }

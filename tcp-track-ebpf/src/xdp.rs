@@ -9,9 +9,12 @@ use crate::{fast, packet::DirectPacket, track};
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let pkt = DirectPacket::xdp(&ctx);
-    // An ACK or data of an established flow: accounted, passed.
-    if fast::may_be_common(&pkt) && fast::segment(&pkt) != 0 {
-        return xdp_action::XDP_PASS;
+    match fast::kind(&pkt) {
+        // An ACK or data of an established flow: accounted, passed.
+        fast::COMMON if fast::segment(&pkt) != 0 => return xdp_action::XDP_PASS,
+        // A RST the policy drops: judged, counted, reported, dropped.
+        fast::RESET if fast::reset(&pkt, ctx.ctx) != 0 => return xdp_action::XDP_DROP,
+        _ => {}
     }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match track::observe::<_, HOOK_XDP>(&pkt, ifindex) {

@@ -27,6 +27,7 @@ use tcp_track_common::{
     parse::{parse, Segment, Skip},
     state,
     tcp::{ACK, FIN, PSH, RST, SYN},
+    track::Observed,
 };
 
 const XDP_PASS: u32 = 2;
@@ -315,6 +316,91 @@ fn established_traffic_matches_the_host_tracker() {
     let c = k.counters();
     assert_eq!(c[counters::TCP_SEGMENTS as usize], frames.len() as u64);
     assert_eq!(c[counters::OUT_OF_WINDOW as usize], 4);
+}
+
+/// A frame's TCP checksum field made what a local stack leaves in a
+/// CHECKSUM_PARTIAL segment (IPv4, no IP options): the folded
+/// pseudo-header sum alone.
+fn partial_checksum(mut f: Vec<u8>) -> Vec<u8> {
+    let word = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]) as u64;
+    let tcp_len = u16::from_be_bytes([f[16], f[17]]) as u64 - 20;
+    let pseudo = word(&f[26..]) + word(&f[28..]) + word(&f[30..]) + word(&f[32..]) + 6 + tcp_len;
+    let folded = tcp_track_common::parse::checksum::fold(pseudo);
+    f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&folded.to_be_bytes());
+    f
+}
+
+/// RSTs next to an established flow under each RST policy, through XDP,
+/// where a bare RST the policy drops takes the kernel's RST fast path
+/// (`fast::reset`) and every other one the full path: the kernel's verdict
+/// must be the host tracker's (which has only the full path), and the
+/// record, counters and events the same after every frame.
+#[test]
+fn resets_match_the_host_tracker_under_every_policy() {
+    require_root!();
+    const XDP_DROP: u32 = 1;
+    for policy in [RstPolicy::DropInvalid, RstPolicy::DropOutOfWindow, RstPolicy::Observe] {
+        let mut k = Loaded { tracker: Tracker::load_sized(BpfLog::Off, policy, MAX_FLOWS, MAX_HALF_OPEN).expect("loading the kernel programs") };
+        let mut host = k.host(MAX_FLOWS, MAX_HALF_OPEN);
+        host.t.set_rst_policy(policy.kernel_value());
+        // The client's sequence numbers wrap during the conversation.
+        let (c, s) = (u32::MAX - 50, 7000u32);
+        let (cn, sn) = (c.wrapping_add(101), s.wrapping_add(1));
+        let far = 0x4000_0000u32;
+        let corrupt = |mut f: Vec<u8>| {
+            f[14 + 20 + 4] ^= 0x01;
+            f
+        };
+        let padded = |mut f: Vec<u8>| {
+            f.resize(60, 0);
+            f
+        };
+        let to_client = |flags: u8, seq: u32| frame(Family::V4, Side::Server, flags, seq, cn, &[], None);
+        let frames: Vec<(&str, Vec<u8>)> = vec![
+            ("SYN", frame(Family::V4, Side::Client, SYN, c, 0, &[], Some(7))),
+            ("SYN-ACK", frame(Family::V4, Side::Server, SYN | ACK, s, c.wrapping_add(1), &[], Some(7))),
+            ("ACK", frame(Family::V4, Side::Client, ACK, c.wrapping_add(1), sn, &[], None)),
+            ("data", frame(Family::V4, Side::Client, ACK | PSH, c.wrapping_add(1), sn, &[1; 100], None)),
+            ("its ACK", frame(Family::V4, Side::Server, ACK, sn, cn, &[], None)),
+            ("RST out of window", to_client(RST, sn.wrapping_add(far))),
+            ("RST|ACK out of window", to_client(RST | ACK, sn.wrapping_add(far))),
+            ("RST behind the acknowledgment", to_client(RST, sn.wrapping_sub(10))),
+            ("RST in window, inexact", to_client(RST, sn.wrapping_add(1000))),
+            ("RST|ACK in window, inexact", to_client(RST | ACK, sn.wrapping_add(1000))),
+            ("RST out of window, Ethernet padding", padded(to_client(RST, sn.wrapping_add(far)))),
+            ("RST out of window, bad checksum", corrupt(to_client(RST, sn.wrapping_add(far)))),
+            ("RST out of window, partial checksum", partial_checksum(to_client(RST, sn.wrapping_add(far)))),
+            ("RST in window, partial checksum", partial_checksum(to_client(RST, sn.wrapping_add(1000)))),
+            ("RST out of window, with payload", frame(Family::V4, Side::Server, RST, sn.wrapping_add(far), cn, &[9; 8], None)),
+            ("RST|PSH out of window", to_client(RST | PSH, sn.wrapping_add(far))),
+            ("RST from the client, out of window", frame(Family::V4, Side::Client, RST, cn.wrapping_add(far), 0, &[], None)),
+            ("RST of a flow never seen", frame(Family::V6, Side::Server, RST, 1, 0, &[], None)),
+            ("RST exact", to_client(RST, sn)),
+            ("RST out of window, after the close", to_client(RST, sn.wrapping_add(far))),
+        ];
+        let mut dropped = 0;
+        for (i, (name, f)) in frames.iter().enumerate() {
+            let xdp: &Xdp = k.tracker.ebpf.program("tcp_track_xdp").unwrap().try_into().unwrap();
+            let verdict = xdp.test_run(TestRunOptions { data_in: Some(f), ..Default::default() }).expect("BPF_PROG_TEST_RUN xdp").return_value;
+            host.now += 1 << 21;
+            let observed = host.t.segment(f.as_slice(), 1, HOOK_XDP, host.now, &mut host.events);
+            assert_eq!(verdict == XDP_DROP, observed == Observed::Dropped, "{policy:?}, frame {i} ({name}): verdict {verdict}, host {observed:?}");
+            dropped += (verdict == XDP_DROP) as u32;
+            let seg = parse(f.as_slice()).expect("test frames are well formed");
+            let kernel = k.record(&seg).map(|r| r.without_clock());
+            assert_eq!(kernel, host.record(&seg).map(|r| r.without_clock()), "{policy:?}, frame {i} ({name}): records differ");
+            assert_eq!(k.counters(), *host.t.counters(), "{policy:?}, frame {i} ({name}): counters differ");
+            let (kernel_events, kernel_conns) = k.ring();
+            assert_eq!(comparable(&kernel_events), comparable(&std::mem::take(&mut host.events)), "{policy:?}, frame {i} ({name}): events differ");
+            assert_eq!(comparable_conns(&kernel_conns), comparable_conns(&host.t.take_conn_ends()), "{policy:?}, frame {i} ({name}): connection records differ");
+        }
+        let expected = match policy {
+            RstPolicy::DropInvalid => 11,
+            RstPolicy::DropOutOfWindow => 8,
+            _ => 0,
+        };
+        assert_eq!(dropped, expected, "{policy:?}: RSTs dropped");
+    }
 }
 
 fn run_conversation(fam: Family, client_via_tc: bool) {

@@ -273,3 +273,226 @@ fn random_cases_take_the_fast_path_often() {
     let taken = TAKEN.with(|n| n.get());
     assert!(taken >= 200, "the fast path took only {taken} of 5,000 random segments");
 }
+
+// The invalid RST's fast path (`fast::reset`) against the full path's drop
+// rule (`table::on_record`, as `table::account` runs it on a record it
+// found at XDP, the checksum proven, on a strict interface).
+
+/// A driver with a RST policy that keeps whole events.
+struct Judge {
+    policy: u8,
+    counts: Vec<u32>,
+    events: Vec<crate::event::FlowEvent>,
+}
+
+impl Driver for Judge {
+    fn now(&mut self) -> u64 {
+        NOW
+    }
+    fn rst_policy(&mut self, _ifindex: u32) -> u8 {
+        self.policy
+    }
+    fn liberal(&mut self, _ifindex: u32) -> bool {
+        false
+    }
+    fn count(&mut self, counter: u32) {
+        self.counts.push(counter);
+    }
+    fn event(&mut self, kind: u16, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        self.events.push(crate::event::FlowEvent::new(kind, seg, dir, rec, out, seen.now, seen.ifindex, seen.hook));
+    }
+    fn conn_end(&mut self, seg: &Segment, dir: u8, rec: &FlowRecord, out: &Outcome, seen: &Seen) {
+        self.event(crate::event::EVENT_CONN_END, seg, dir, rec, out, seen);
+    }
+    fn conn_evicted<K: FlowKey>(&mut self, _key: &K, _rec: &FlowRecord, _seen: &Seen) {
+        self.counts.push(u32::MAX);
+    }
+}
+
+const IFINDEX: u32 = 7;
+
+thread_local! {
+    /// RSTs `fast::reset` dropped in this thread's tests.
+    static DROPPED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The RST `seg` from `from` (address, port) to `to` through `fast::reset`
+/// on a copy of `rec` and through the full path's drop rule on another:
+/// dropped by one exactly when by the other, with the same record,
+/// counters and event; untouched when not dropped. Whether it was dropped.
+fn check_reset(rec: &FlowRecord, seg: &Lean, from: ([u8; 4], u16), to: ([u8; 4], u16), policy: u8) -> Result<bool, TestCaseError> {
+    let mut full_seg = Segment { family: FAMILY_IPV4, flags: seg.flags, seq: seg.seq, ack: seg.ack, window: seg.window, payload_len: seg.payload_len, ..Segment::default() };
+    full_seg.saddr[..4].copy_from_slice(&from.0);
+    full_seg.daddr[..4].copy_from_slice(&to.0);
+    (full_seg.sport, full_seg.dport) = (from.1, to.1);
+    let dir = crate::flow::direction(&full_seg);
+    let key = crate::flow::key_v4(&full_seg, dir);
+    let mut full = *rec;
+    let seen = Seen { now: NOW, ifindex: IFINDEX, hook: HOOK_XDP, csum: crate::parse::checksum::CSUM_OK, cheap: false, liberal: false };
+    let mut cx = Cx { driver: Judge { policy, counts: Vec::new(), events: Vec::new() }, seen };
+    let verdict = crate::table::on_record(&mut full, &full_seg, dir, &mut cx);
+    let mut fast = *rec;
+    match reset(&mut fast, seg, dir, policy) {
+        Some(out) => {
+            DROPPED.with(|n| n.set(n.get() + 1));
+            prop_assert_eq!(verdict, crate::table::Verdict::Drop, "the fast path dropped what the full path lets through: {:?} dir {} on {:?}", seg, dir, rec);
+            prop_assert_eq!(fast, full, "record differs");
+            prop_assert_eq!(&cx.driver.counts, &vec![crate::counters::RST_DROPPED], "counters differ");
+            let event = reset_event(seg, &key, dir, &fast, &out, NOW, IFINDEX);
+            prop_assert_eq!(&cx.driver.events, &vec![event], "events differ");
+            Ok(true)
+        }
+        None => {
+            prop_assert_eq!(&fast, rec, "not dropped, yet the record changed");
+            if reset_flags(seg.flags) && seg.payload_len == 0 {
+                prop_assert_ne!(verdict, crate::table::Verdict::Drop, "the full path drops what the fast path left to it: {:?} dir {} on {:?}", seg, dir, rec);
+            }
+            Ok(false)
+        }
+    }
+}
+
+const CLIENT: ([u8; 4], u16) = ([198, 18, 0, 1], 40000);
+const SERVER: ([u8; 4], u16) = ([198, 18, 0, 2], 80);
+
+#[test]
+fn invalid_resets_are_dropped_as_the_full_path_drops_them() {
+    use crate::guard::{RST_POLICY_INVALID, RST_POLICY_OUT_OF_WINDOW};
+    // CLIENT sorts first: it is `lo`, and sends in DIR_LO_TO_HI.
+    let rec = established(DIR_LO_TO_HI);
+    let to_client = |seq: u32, flags: u8, policy: u8| check_reset(&rec, &lean(flags, seq, 1001, 0), SERVER, CLIENT, policy).unwrap();
+    for flags in [RST, RST | ACK] {
+        assert!(to_client(5001u32.wrapping_add(0x4000_0000), flags, RST_POLICY_OUT_OF_WINDOW), "out of window");
+        assert!(to_client(5001u32.wrapping_add(0x4000_0000), flags, RST_POLICY_INVALID), "out of window");
+        assert!(!to_client(5001u32.wrapping_add(0x4000_0000), flags, RST_POLICY_OBSERVE), "observe");
+        assert!(to_client(5001 + 100, flags, RST_POLICY_INVALID), "in window, inexact");
+        assert!(!to_client(5001 + 100, flags, RST_POLICY_OUT_OF_WINDOW), "in window, inexact");
+        assert!(!to_client(5001, flags, RST_POLICY_INVALID), "exact");
+    }
+    assert!(!to_client(5001u32.wrapping_add(0x4000_0000), RST | PSH, RST_POLICY_INVALID), "RST|PSH: the full path");
+    assert!(!check_reset(&rec, &lean(RST, 9, 0, 3), SERVER, CLIENT, RST_POLICY_INVALID).unwrap(), "payload: the full path");
+    // RFC 1337: towards the closer in TIME-WAIT.
+    let mut tw = rec;
+    tw.state = sm::STATE_TIME_WAIT;
+    tw.info |= crate::flow::INFO_CLOSER_LO;
+    assert!(check_reset(&tw, &lean(RST, 5001 + 100, 0, 0), SERVER, CLIENT, RST_POLICY_INVALID).unwrap(), "TIME-WAIT");
+}
+
+/// A RST from `dir`'s side of `rec`, its sequence number where the
+/// judgement turns: the receiver's acknowledgment, the sender's end and
+/// window edge, the last segment's end, zero, and near and far of those.
+fn arb_reset(rec: &FlowRecord, dir: u8) -> impl Strategy<Value = Lean> {
+    let (s, r) = (*rec.peer(dir), *rec.peer(dir ^ 1));
+    let flags = prop_oneof![4 => Just(RST), 4 => Just(RST | ACK), 1 => any::<u8>()];
+    let seq = prop_oneof![
+        2 => Just(r.maxack),
+        2 => Just(s.end),
+        1 => Just(s.maxend),
+        1 => Just(rec.last_end),
+        1 => Just(0u32),
+        4 => (0..140_000u32).prop_map(move |d| r.maxack.wrapping_add(d).wrapping_sub(70_000)),
+        2 => any::<u32>(),
+    ];
+    let ack = prop_oneof![2 => Just(r.end), 1 => Just(0u32), 1 => any::<u32>()];
+    let len = prop_oneof![8 => Just(0u32), 1 => 1..100u32];
+    (flags, seq, ack, len).prop_map(|(flags, seq, ack, payload_len)| Lean { seq, ack, payload_len, window: 0, flags })
+}
+
+/// A record in any state, with the closer bits, `last_end` and flags a
+/// real one may have.
+fn arb_any_record() -> impl Strategy<Value = FlowRecord> {
+    (arb_record(), 0..10u8, any::<u8>(), any::<bool>()).prop_map(|(mut rec, state, info, keep)| {
+        if !keep {
+            rec.state = state;
+            rec.info = info;
+        }
+        rec
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random records, RSTs and policies: dropped by the fast path exactly
+    /// when by the full path, with the same record, counters and event.
+    #[test]
+    fn dropped_means_the_full_paths_drop(
+        (rec, from_client, seg) in (arb_any_record(), any::<bool>()).prop_flat_map(|(rec, c)| {
+            // CLIENT is `lo`: from the client is DIR_LO_TO_HI.
+            let dir = if c { DIR_LO_TO_HI } else { DIR_HI_TO_LO };
+            (Just(rec), Just(c), arb_reset(&rec, dir))
+        }),
+        policy in 0..4u8,
+    ) {
+        let (from, to) = if from_client { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        check_reset(&rec, &seg, from, to, policy)?;
+    }
+}
+
+/// The random cases above must exercise drops, not only refusals.
+#[test]
+fn random_resets_are_often_dropped() {
+    DROPPED.with(|n| n.set(0));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 5_000, failure_persistence: None, ..ProptestConfig::default() });
+    let strategy = (arb_any_record(), any::<bool>(), 1..3u8).prop_flat_map(|(rec, c, policy)| {
+        let dir = if c { DIR_LO_TO_HI } else { DIR_HI_TO_LO };
+        (Just(rec), Just(c), arb_reset(&rec, dir), Just(policy))
+    });
+    runner
+        .run(&strategy, |(rec, c, seg, policy)| {
+            let (from, to) = if c { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+            check_reset(&rec, &seg, from, to, policy).map(|_| ())
+        })
+        .unwrap();
+    let dropped = DROPPED.with(|n| n.get());
+    assert!(dropped >= 500, "the fast path dropped only {dropped} of 5,000 random RSTs");
+}
+
+/// An Ethernet/IPv4/TCP frame of a bare 20-byte TCP header (`header`, five
+/// big-endian words; its data offset forced to 5) from `saddr` to `daddr`.
+fn bare_frame(saddr: u32, daddr: u32, header: &[u32; 5]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14..26].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f[26..30].copy_from_slice(&saddr.to_be_bytes());
+    f[30..34].copy_from_slice(&daddr.to_be_bytes());
+    for (i, w) in header.iter().enumerate() {
+        f[34 + 4 * i..38 + 4 * i].copy_from_slice(&w.to_be_bytes());
+    }
+    f[34 + 12] = 0x50;
+    f
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `reset_checksum_ok` says OK exactly where `tcp_checksum` does, for
+    /// random headers whose checksum field is right, a local stack's
+    /// partial sum, or anything.
+    #[test]
+    fn reset_checksum_is_tcp_checksum(saddr in any::<u32>(), daddr in any::<u32>(), mut header in any::<[u32; 5]>(), field in 0..3u8, flip in any::<u16>()) {
+        use crate::parse::checksum::{tcp_checksum, CSUM_OK};
+        header[3] = (header[3] & 0x00ff_ffff) | 0x5000_0000;
+        let f = bare_frame(saddr, daddr, &header);
+        let seg = crate::parse::parse(f.as_slice()).unwrap();
+        let halves = |w: u32| (w >> 16) as u64 + (w & 0xffff) as u64;
+        let pseudo = halves(saddr) + halves(daddr) + 6 + 20;
+        header[4] &= 0x0000_ffff;
+        let sum = pseudo + header.iter().map(|&w| halves(w)).sum::<u64>();
+        let value = match field {
+            0 => !crate::parse::checksum::fold(sum),
+            1 => crate::parse::checksum::fold(pseudo),
+            _ => flip,
+        };
+        header[4] |= (value as u32) << 16;
+        let f = bare_frame(saddr, daddr, &header);
+        let seg2 = crate::parse::parse(f.as_slice()).unwrap();
+        prop_assert_eq!(seg.payload_len, 0);
+        prop_assert_eq!(seg2.l4_len, 20);
+        let ok = tcp_checksum(f.as_slice(), &seg2) == CSUM_OK;
+        prop_assert_eq!(reset_checksum_ok(saddr, daddr, &header), ok, "field {:04x} mode {}", value, field);
+        if field < 2 {
+            prop_assert!(ok);
+        }
+    }
+}
