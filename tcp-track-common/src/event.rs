@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::flow::{endpoints, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_REUSED, INFO_SYNACK_INFERRED};
-use crate::parse::Segment;
+use crate::parse::{Segment, SegmentFields};
 use crate::state::{endpoint_state, Outcome, RESET_NONE, STATE_CLOSE, STATE_TIME_WAIT};
 
 /// `FlowEvent::kind`.
@@ -124,35 +124,6 @@ pub struct FlowEvent {
 }
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
 
-/// What an event carries of its segment itself (`FlowEvent::of`).
-pub trait Wire {
-    fn seq(&self) -> u32;
-    fn ack(&self) -> u32;
-    /// TCP flags byte.
-    fn flags(&self) -> u8;
-    /// 4 or 6.
-    fn family(&self) -> u8;
-}
-
-impl Wire for Segment {
-    #[inline(always)]
-    fn seq(&self) -> u32 {
-        self.seq
-    }
-    #[inline(always)]
-    fn ack(&self) -> u32 {
-        self.ack
-    }
-    #[inline(always)]
-    fn flags(&self) -> u8 {
-        self.flags
-    }
-    #[inline(always)]
-    fn family(&self) -> u8 {
-        self.family
-    }
-}
-
 /// The ring record of an `EVENT_CONN_END`: the event (about the segment
 /// that ended the connection, or for an eviction about none: `seq`, `ack`
 /// and `tcp_flags` are 0) and the flow record as it was then. A reader
@@ -197,7 +168,7 @@ impl FlowEvent {
     /// (the XDP program went past its million instructions).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // as `new`
-    pub fn of<W: Wire>(
+    pub fn of<W: SegmentFields>(
         kind: u16,
         wire: &W,
         (lo_addr, lo_port, hi_addr, hi_port): (&[u8; 16], u16, &[u8; 16], u16),

@@ -48,15 +48,15 @@
 
 use crate::{
     advance,
-    event::{FlowEvent, Wire, EVENT_RST, HOOK_XDP},
+    event::{FlowEvent, EVENT_RST, HOOK_XDP},
     flow::{coarse_time, note_dropped_rst, pair, pair_mut, FlowKeyV4, FlowRecord, PEER_LIBERAL, PEER_MAXACK_SET, PEER_SEEN},
     guard::{drops, RST_POLICY_OBSERVE},
-    parse::{checksum::fold, FAMILY_IPV4, IPPROTO_TCP},
+    parse::{checksum::fold, SegmentFields, FAMILY_IPV4, IPPROTO_TCP},
     seq::{self, after, before_eq},
     state::{
         classify_reset, in_window, note_last_end, retransmitted, scaled,
         tally::{ack_keeps_zeek_state, count_packet, note_wrap},
-        Outcome, ResetFields, STATE_ESTABLISHED,
+        Outcome, STATE_ESTABLISHED,
     },
     table::FlowKey,
     tcp,
@@ -85,7 +85,7 @@ impl Lean {
 }
 
 /// The fast paths take IPv4 only.
-impl Wire for Lean {
+impl SegmentFields for Lean {
     #[inline(always)]
     fn seq(&self) -> u32 {
         self.seq
@@ -101,21 +101,6 @@ impl Wire for Lean {
     #[inline(always)]
     fn family(&self) -> u8 {
         FAMILY_IPV4
-    }
-}
-
-impl ResetFields for Lean {
-    #[inline(always)]
-    fn seq(&self) -> u32 {
-        self.seq
-    }
-    #[inline(always)]
-    fn ack(&self) -> u32 {
-        self.ack
-    }
-    #[inline(always)]
-    fn has_ack(&self) -> bool {
-        self.flags & tcp::ACK != 0
     }
 }
 

@@ -195,6 +195,43 @@ impl Segment {
     }
 }
 
+/// What judging a RST (`state::classify_reset`) and writing an event
+/// (`event::FlowEvent::of`) read of a segment: a `Segment` on the full
+/// path, the fast paths' `fast::Lean` on theirs. Each read where it is
+/// used: in BPF a value carried in a register through the judgement's
+/// branches multiplies the states the verifier walks.
+pub trait SegmentFields {
+    fn seq(&self) -> u32;
+    fn ack(&self) -> u32;
+    /// TCP flags byte.
+    fn flags(&self) -> u8;
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    fn family(&self) -> u8;
+    #[inline(always)]
+    fn has_ack(&self) -> bool {
+        self.flags() & tcp::ACK != 0
+    }
+}
+
+impl SegmentFields for Segment {
+    #[inline(always)]
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    #[inline(always)]
+    fn ack(&self) -> u32 {
+        self.ack
+    }
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        self.flags
+    }
+    #[inline(always)]
+    fn family(&self) -> u8 {
+        self.family
+    }
+}
+
 /// Why a frame was not handed to the tracker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {

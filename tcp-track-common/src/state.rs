@@ -22,7 +22,7 @@ use crate::{
         INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
         PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
     },
-    parse::{Segment, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
+    parse::{Segment, SegmentFields, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
     seq::{after, after_eq, before, before_eq, between},
     tcp,
 };
@@ -758,37 +758,10 @@ fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 
     rec.state
 }
 
-/// What judging a RST reads of it: a `Segment` on the full path, the fast
-/// path's `fast::Lean` on its own (`fast::reset`).
-pub trait ResetFields {
-    fn seq(&self) -> u32;
-    fn ack(&self) -> u32;
-    /// Whether the ACK flag is set.
-    fn has_ack(&self) -> bool;
-}
-
-impl ResetFields for Segment {
-    // Each read from the segment where it is used: in BPF a value carried
-    // in a register through the judgement's branches would multiply the
-    // states the verifier walks.
-    #[inline(always)]
-    fn seq(&self) -> u32 {
-        self.seq
-    }
-    #[inline(always)]
-    fn ack(&self) -> u32 {
-        self.ack
-    }
-    #[inline(always)]
-    fn has_ack(&self) -> bool {
-        self.has(tcp::ACK)
-    }
-}
-
 /// How the receiver of a RST from `dir` judges it. Pure: does not change
 /// the record, so a caller can decide to drop before applying it.
 #[inline(always)]
-pub fn classify_reset<S: ResetFields>(rec: &FlowRecord, seg: &S, dir: u8) -> u8 {
+pub fn classify_reset<S: SegmentFields>(rec: &FlowRecord, seg: &S, dir: u8) -> u8 {
     let (s, r) = (dir & 1, (dir ^ 1) & 1);
     let (sender, receiver) = (rec.peer(s), rec.peer(r));
     match rec.state {
