@@ -76,10 +76,10 @@ fuzz_target!(|data: &[u8]| {
         now = now.max(raw.ts_ns);
         let out: Vec<_> = match split_record(bytes) {
             Ok((raw, Some(rec))) => reporter.on_conn_end(&raw, &rec, decoder.ifname(raw.ifindex)),
-            Ok((raw, None)) => {
-                let Ok(ev) = decoder.event(&raw) else { continue };
-                reporter.on_event(&raw, ev).collect()
-            }
+            Ok((raw, None)) => match reporter.on_event(&raw, &decoder) {
+                Ok(events) => events.collect(),
+                Err(_) => continue,
+            },
             Err(_) => continue,
         };
         let later = [reporter.audit(now, 4), reporter.on_time(now)].concat();
