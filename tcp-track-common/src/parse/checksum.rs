@@ -57,7 +57,7 @@ pub fn control_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
     let len = seg.l4_len as usize;
     // Under 20 bytes is no TCP header (the parser never yields one): left
     // unverified, so that the checksum field is always among the words read.
-    if seg.payload_len != 0 || len > MAX_VERIFIED || len < 20 || !len.is_multiple_of(4) {
+    if seg.payload_len != 0 || !(20..=MAX_VERIFIED).contains(&len) || !len.is_multiple_of(4) {
         return CSUM_UNVERIFIED;
     }
     let pseudo = pseudo_header_words(seg, len as u32);
@@ -180,6 +180,7 @@ mod tests {
     /// A frame with a TCP header of `opts` option bytes (a multiple of 4),
     /// `flags` (`tcp::*`), `payload` bytes, its checksum field then set by
     /// `mode`: 0 correct, 1 a local stack's partial sum, else `value`.
+    #[allow(clippy::too_many_arguments)] // the property's inputs, one each
     fn segment(v6: bool, src: [u8; 16], dst: [u8; 16], flags: u8, opts: &[u8], payload: &[u8], mode: u8, value: u16) -> Option<Vec<u8>> {
         let b = PacketBuilder::ethernet2([2; 6], [4; 6]);
         let b = if v6 { b.ipv6(src, dst, 64) } else { b.ipv4([src[0], src[1], src[2], src[3]], [dst[0], dst[1], dst[2], dst[3]], 64) };
