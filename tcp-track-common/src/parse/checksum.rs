@@ -18,6 +18,8 @@ const MAX_VERIFIED: usize = MAX_SUM16_LEN;
 /// Verify the TCP checksum of a payload-less segment (RFC 9293 §3.1: ones'
 /// complement sum over the pseudo-header and the segment). Bounded loop,
 /// verifier friendly; `CSUM_UNVERIFIED` when the segment is too long.
+/// The statement of the rule: the tracker computes it as
+/// [`control_checksum`], which is tested against this.
 #[inline(always)]
 pub fn tcp_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
     let len = seg.l4_len as usize;
