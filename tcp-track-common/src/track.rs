@@ -8,7 +8,7 @@ use crate::{
     event::judged_as_ingress,
     flow::{FlowKeyV4, FlowKeyV6},
     parse::{
-        checksum::{tcp_checksum, CSUM_BAD},
+        checksum::{control_checksum, CSUM_BAD},
         parse_into, Packet, Segment, Skip, FAMILY_IPV4,
     },
     table::{account, Cx, Driver, FlowStore, Scratch, Seen, Verdict},
@@ -123,8 +123,12 @@ pub const fn verified(flags: u8) -> bool {
     flags & (tcp::SYN | tcp::FIN | tcp::RST) != 0
 }
 
-/// The checksum check as a BPF subprogram (its loop in its own frame).
+/// The checksum check as a BPF subprogram: its temporaries in its own
+/// frame (inlined, they took the XDP program's call chain past the 512
+/// bytes of stack BPF allows), its branches walked by the verifier once per
+/// call site state rather than through the rest of `observe`.
+/// `control_checksum` inside it: word loads and adds, no helper call.
 #[inline(never)]
 fn segment_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
-    tcp_checksum(pkt, seg)
+    control_checksum(pkt, seg)
 }
