@@ -47,8 +47,8 @@ pub trait Packet {
     /// Sum of the big-endian 16-bit words of the `len` bytes at `offset`
     /// (`len` a multiple of 4, at most [`MAX_SUM16_LEN`]), not yet folded;
     /// `None` when the frame is shorter. For the checksum
-    /// ([`checksum::tcp_checksum`]). The BPF packet sums a bare 20-byte TCP
-    /// header with one `bpf_csum_diff` call.
+    /// ([`checksum::tcp_checksum`], the rule the programs' own
+    /// `checksum::control_checksum` is tested against).
     #[inline(always)]
     fn sum16(&self, offset: usize, len: usize) -> Option<u64> {
         sum16_words(self, offset, len)
@@ -71,8 +71,7 @@ pub trait Packet {
 /// Longest span `Packet::sum16` adds up: a TCP header with options.
 pub const MAX_SUM16_LEN: usize = 60;
 
-/// `Packet::sum16` as a bounded loop of 4-byte loads: the default, and the
-/// BPF packet's fallback for anything but a bare TCP header.
+/// `Packet::sum16` as a bounded loop of 4-byte loads.
 #[inline(always)]
 pub fn sum16_words<P: Packet + ?Sized>(pkt: &P, offset: usize, len: usize) -> Option<u64> {
     let mut sum = 0u64;

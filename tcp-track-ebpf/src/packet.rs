@@ -3,10 +3,10 @@
 use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
-    helpers::generated::{bpf_csum_diff, bpf_loop},
+    helpers::generated::bpf_loop,
     programs::{TcContext, XdpContext},
 };
-use tcp_track_common::parse::{checksum::fold, sum16_words, OptionWalk, Packet, MAX_TCP_OPTIONS};
+use tcp_track_common::parse::{OptionWalk, Packet, MAX_TCP_OPTIONS};
 
 /// Largest offset we ever read at: VLAN tags + IPv6 + extension headers +
 /// TCP header. Clamping to it gives the verifier a bounded offset.
@@ -89,26 +89,6 @@ impl Packet for DirectPacket {
         let p = self.at(offset, 4)?;
         // SAFETY: [p, p + 4) lies inside the packet (`at`).
         Some(unsafe { be32_at(p) })
-    }
-
-    /// A bare TCP header (the usual RST) in one helper call; anything else
-    /// with the loop.
-    #[inline(always)]
-    fn sum16(&self, offset: usize, len: usize) -> Option<u64> {
-        if len != 20 {
-            return sum16_words(self, offset, len);
-        }
-        let p = self.at(offset, 20)?;
-        // SAFETY: [p, p + 20) lies inside the packet (`at`); the helper only
-        // reads it.
-        let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, 20, 0) };
-        if sum < 0 {
-            return None;
-        }
-        // The helper adds 16-bit words as the CPU loads them (little-endian
-        // here). A ones'-complement sum commutes with swapping the bytes of
-        // every word (RFC 1071 §2(B)): fold, then swap to big-endian.
-        Some(fold(sum as u64).swap_bytes() as u64)
     }
 
     /// The option walk under `bpf_loop` (Linux 5.17+): the verifier checks
