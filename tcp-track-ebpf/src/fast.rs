@@ -29,7 +29,7 @@ use tcp_track_common::{
 };
 
 use crate::{
-    maps::{count, EVENTS, FLOWS_V4, LIBERAL_ANY, RST_POLICY},
+    maps::{all_strict, count, EVENTS, FLOWS_V4, RST_POLICY},
     packet::{be16_at, be32_at, DirectPacket},
     track::{now_cheap, submit},
 };
@@ -98,14 +98,6 @@ fn headers(pkt: &DirectPacket) -> Option<Headers> {
         return None;
     }
     Some(Headers { ip, tcp, total, doff, flags })
-}
-
-/// Whether no interface is liberal (`LIBERAL_ANY`): a liberal interface
-/// anywhere sends the frame to the full path, which asks which (it is
-/// rare), without a second map lookup here.
-#[inline(always)]
-fn all_strict() -> bool {
-    matches!(LIBERAL_ANY.get(0), Some(&0))
 }
 
 /// The canonical key (`flow::direction`, `flow::key_v4`) of a segment from

@@ -91,6 +91,13 @@ pub static LIBERAL_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 #[map]
 pub static LIBERAL_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Whether no interface is liberal (`LIBERAL_ANY`): then no segment needs
+/// the per-interface lookup.
+#[inline(always)]
+pub fn all_strict() -> bool {
+    matches!(LIBERAL_ANY.get(0), Some(&0))
+}
+
 /// What the daemon pins with the maps (`tcp_track_common::pinned`): the
 /// layout and the half-open hash, for the next daemon. Never read here.
 #[map]

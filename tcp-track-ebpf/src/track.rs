@@ -24,7 +24,7 @@ use tcp_track_common::{
     track::{self, Observed},
 };
 
-use crate::maps::{count, CLOCK, EVENTS, LIBERAL_ANY, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
+use crate::maps::{all_strict, count, CLOCK, EVENTS, LIBERAL_ANY, LIBERAL_IFACES, RST_POLICY, SCRATCH, V4, V6};
 
 /// Unread bytes in the event ring past which a submit wakes the daemon
 /// (an eighth of the 1 MiB ring: about 1,800 events).
@@ -112,7 +112,7 @@ impl<const HOOK: u8> Driver for Kernel<HOOK> {
     fn liberal(&mut self, ifindex: u32) -> bool {
         // No interface liberal (the usual case, `LIBERAL_ANY`): no call of
         // the global function, which costs about 8 ns.
-        if matches!(LIBERAL_ANY.get(0), Some(&0)) {
+        if all_strict() {
             return false;
         }
         tcp_track_liberal(ifindex) & 1 != 0
