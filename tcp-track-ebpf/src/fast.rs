@@ -7,10 +7,12 @@
 //! looked up and judged by the shared logic
 //! (`tcp_track_common::fast::reset`), and dropped with its count and event
 //! if the RST policy drops it (`reset`). Anything else, or a segment the
-//! shared logic refuses, goes on to the full path (`track::observe`),
-//! which parses the frame again and changes nothing that this one did
-//! not. No scratch slot, no segment summary, no subprogram but these two
-//! (and `advance`'s when a field moves).
+//! shared logic refuses, goes on to the full path (`track::observe`, in
+//! the program the hook tail-calls), which parses the frame again and
+//! changes nothing that this one did not. No scratch slot, no segment
+//! summary, and both inline in the hook: no subprogram call (but
+//! `advance`'s when a field moves), each of which costs about 9 ns on a
+//! CPU whose returns go through a return thunk (BENCHMARKS.md).
 //!
 //! Where the full path would accept the frame the same way, the values
 //! taken here are the ones its parser takes (`parse::parse_into`): the
@@ -116,11 +118,12 @@ fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
 /// accounted: 1. Anything else: 0, nothing changed, and the caller runs
 /// the full path.
 ///
-/// A subprogram of its own (static, so the verifier sees its result as
-/// the constant of each exit): the full path after it is walked once for
-/// all the ways this one gives up, not once per way (inlined, the XDP
-/// program took the verifier past its million instructions).
-#[inline(never)]
+/// Inline in the hook. It used to be a subprogram, because the full path
+/// was inlined after it: inlined too, it took the XDP program past the
+/// verifier's million instructions and its 512-byte stack. The full path
+/// is now another program, reached by a tail call (`maps::FULL_XDP`), so
+/// neither its verifier walk nor its stack grows with this one.
+#[inline(always)]
 pub fn segment(pkt: &DirectPacket) -> u32 {
     let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
     if !common_flags(flags) || !all_strict() {
@@ -150,12 +153,9 @@ pub fn segment(pkt: &DirectPacket) -> u32 {
 /// flow not in the established table, a RST the policy lets through, the
 /// observe policy): 0, nothing changed, and the caller runs the full path.
 ///
-/// A subprogram of its own, beside `segment` rather than in it: the
-/// common frame's code and its single runs stay as they were (with both in
-/// one subprogram, a single run of new data or of its ACK cost 10-20 ns
-/// more; BENCHMARKS.md). The full path after the two is still walked by the
-/// verifier within its limit.
-#[inline(never)]
+/// Inline in the hook, as `segment` is: a subprogram call would cost the
+/// RST about 9 ns more than the common frame.
+#[inline(always)]
 pub fn reset(pkt: &DirectPacket, ctx: *const xdp_md) -> u32 {
     let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
     // No payload and no options: the 20 bytes the checksum below covers

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     Global,
 };
 use tcp_track_common::{
@@ -51,6 +51,21 @@ pub static HALF_OPEN_SEED: Global<u32> = Global::new(0);
 /// Events for the daemon (`tcp_track_common::event::FlowEvent` records).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// The full path of each hook (`tcp_track_xdp_full`, `tcp_track_tc_full`),
+/// slot 0, set by the daemon when it loads them: each hook tail-calls it
+/// for every frame its fast paths leave. A tail call, not a subprogram
+/// call: the fast path then runs inline in the hook (no subprogram return,
+/// which costs about 9 ns on a CPU with return-thunk mitigations), and the
+/// full path keeps the whole 512-byte stack for its own calls. Pinned with
+/// the tables: a prog array is emptied when the last file or pin referring
+/// to it goes, and kept hooks must find their full path while no daemon
+/// runs.
+#[map]
+pub static FULL_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[map]
+pub static FULL_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `tcp_track_common::counters`.
 #[map]

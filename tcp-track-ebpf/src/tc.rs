@@ -1,10 +1,11 @@
-//! Egress hook (TCX / clsact egress).
+//! Egress hook (TCX / clsact egress): the fast path inline, then a tail
+//! call into the full path (`tcp_track_tc_full`, through `maps::FULL_TC`).
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{event::HOOK_TC_EGRESS, track::Observed};
 
-use crate::{fast, packet::DirectPacket, track};
+use crate::{fast, maps::FULL_TC, packet::DirectPacket, track};
 
 /// TC_ACT_UNSPEC: with TCX it means "next" (let later programs decide), with
 /// a classic direct-action filter "continue with the default": either way we
@@ -18,6 +19,16 @@ pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     if fast::kind(&pkt) == fast::COMMON && fast::segment(&pkt) != 0 {
         return TC_ACT_UNSPEC;
     }
+    // SAFETY: as at XDP (`tcp_track_xdp`). On success this does not return.
+    unsafe { FULL_TC.tail_call(&ctx, 0) };
+    // Only if the slot is empty: the packet goes on untracked.
+    TC_ACT_UNSPEC
+}
+
+/// The full path of egress (as `tcp_track_xdp_full`). Never attached.
+#[classifier]
+pub fn tcp_track_tc_full(ctx: TcContext) -> i32 {
+    let pkt = DirectPacket::tc(&ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match track::observe::<_, HOOK_TC_EGRESS>(&pkt, ifindex) {
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).

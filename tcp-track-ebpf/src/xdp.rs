@@ -1,10 +1,11 @@
-//! Ingress hook.
+//! Ingress hook: the fast paths inline, then a tail call into the full
+//! path (`tcp_track_xdp_full`, through `maps::FULL_XDP`).
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{event::HOOK_XDP, track::Observed};
 
-use crate::{fast, packet::DirectPacket, track};
+use crate::{fast, maps::FULL_XDP, packet::DirectPacket, track};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
@@ -16,6 +17,20 @@ pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
         fast::RESET if fast::reset(&pkt, ctx.ctx) != 0 => return xdp_action::XDP_DROP,
         _ => {}
     }
+    // SAFETY: the hook's own context, and a slot the daemon fills with a
+    // program of this type. On success this does not return.
+    unsafe { FULL_XDP.tail_call(&ctx, 0) };
+    // Only if the slot is empty (a daemon that never filled it): the frame
+    // goes on untracked, as any frame the tracker cannot account.
+    xdp_action::XDP_PASS
+}
+
+/// The full path of ingress: every frame `tcp_track_xdp`'s fast paths
+/// leave, parsed again and accounted by the shared logic. Reached only by
+/// the tail call; never attached.
+#[xdp]
+pub fn tcp_track_xdp_full(ctx: XdpContext) -> u32 {
+    let pkt = DirectPacket::xdp(&ctx);
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match track::observe::<_, HOOK_XDP>(&pkt, ifindex) {
         // The only drop: a RST the configured policy judges forged.

@@ -18,6 +18,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
         ProgramError, SchedClassifier, Xdp, XdpMode,
     },
+    maps::{MapError, ProgramArray},
     Ebpf, EbpfError, EbpfLoader,
 };
 use log::{debug, info, warn};
@@ -25,7 +26,7 @@ use thiserror::Error;
 
 use crate::{
     config::{BpfLog, Capacity, RstPolicy, XdpModeChoice},
-    pins::{Hook, StateDir, PINNED_MAPS},
+    pins::{Hook, StateDir, FULL_TC, FULL_XDP, PINNED_MAPS},
     preflight::Interface,
     tables::HalfOpenLayout,
 };
@@ -51,6 +52,11 @@ pub const XDP_PROGRAM: &str = "tcp_track_xdp";
 /// An XDP program that only returns XDP_PASS: the benchmark's baseline.
 pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
+/// The full paths, which the hooks reach by a tail call through the prog
+/// arrays `pins::FULL_XDP` and `pins::FULL_TC` (slot 0). Loaded, never
+/// attached.
+pub const XDP_FULL_PROGRAM: &str = "tcp_track_xdp_full";
+pub const TC_FULL_PROGRAM: &str = "tcp_track_tc_full";
 /// The benchmark's reference: parse, one lookup and update in an LRU hash
 /// (`REFERENCE_MAP`, one entry unless the benchmark sizes it). Never attached.
 pub const REFERENCE_PROGRAM: &str = "tcp_track_reference";
@@ -62,6 +68,10 @@ pub enum LoadError {
     Object(#[source] EbpfError),
     #[error("the kernel rejected program {program}: {source} (run with RUST_LOG=debug to see the verifier log)")]
     Program { program: &'static str, source: ProgramError },
+    #[error("handing the hooks their full path {program} failed: {source}")]
+    FullPath { program: &'static str, source: MapError },
+    #[error("handing the hooks their full path {program} failed: duplicating its descriptor: {source} (raise the open-files limit)")]
+    FullPathFd { program: &'static str, source: io::Error },
     #[error("starting the kernel-side log reader failed: {0}")]
     Logger(#[source] aya_log::Error),
 }
@@ -204,6 +214,14 @@ impl Tracker {
         } else {
             Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(LoadError::Logger)?)
         };
+        // The full paths first: a hook that runs (a pinned link adopted,
+        // or a test run) must find its slot filled.
+        let xdp_full: &mut Xdp = program(&mut ebpf, XDP_FULL_PROGRAM)?;
+        xdp_full.load().map_err(|e| rejected(XDP_FULL_PROGRAM, e))?;
+        fill_full_path(&mut ebpf, FULL_XDP, XDP_FULL_PROGRAM)?;
+        let tc_full: &mut SchedClassifier = program(&mut ebpf, TC_FULL_PROGRAM)?;
+        tc_full.load().map_err(|e| rejected(TC_FULL_PROGRAM, e))?;
+        fill_full_path(&mut ebpf, FULL_TC, TC_FULL_PROGRAM)?;
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
         xdp.load().map_err(|e| rejected(XDP_PROGRAM, e))?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
@@ -411,6 +429,25 @@ where
         .program_mut(name)
         .ok_or(LoadError::Program { program: name, source: ProgramError::NotLoaded })?;
     prog.try_into().map_err(|source| LoadError::Program { program: name, source })
+}
+
+/// Put the loaded full path `program` in slot 0 of the prog array `map`,
+/// where its hook's tail call finds it. A pinned array of the previous
+/// daemon gets this daemon's program: its kept hooks run this full path
+/// from now on too (the tables' layout matched, or they were replaced).
+fn fill_full_path(ebpf: &mut Ebpf, map: &'static str, program: &'static str) -> Result<(), LoadError> {
+    let fd = ebpf
+        .program(program)
+        .ok_or(LoadError::Program { program, source: ProgramError::NotLoaded })?
+        .fd()
+        .map_err(|source| LoadError::Program { program, source })?
+        // A second descriptor of the program: the map is borrowed from
+        // the same object below.
+        .try_clone()
+        .map_err(|source| LoadError::FullPathFd { program, source })?;
+    let full = ebpf.map_mut(map).ok_or(LoadError::FullPath { program, source: MapError::InvalidName { name: map.to_string() } })?;
+    let mut array = ProgramArray::try_from(full).map_err(|source| LoadError::FullPath { program, source })?;
+    array.set(0, &fd, 0).map_err(|source| LoadError::FullPath { program, source })
 }
 
 fn rejected(program: &'static str, e: ProgramError) -> LoadError {

@@ -7,8 +7,9 @@
 //! namespace other than the first one (two namespaces may both have a
 //! `veth0`). It holds the maps the kernel programs keep their state in
 //! (`PINNED_MAPS`: the four flow tables, the counters, the event ring
-//! buffer, and `STATE_INFO`, the layout record of
-//! `tcp_track_common::pinned`) and, when the daemon keeps its state
+//! buffer, `STATE_INFO`, the layout record of
+//! `tcp_track_common::pinned`, and the hooks' prog arrays `FULL_XDP` and
+//! `FULL_TC`) and, when the daemon keeps its state
 //! (`--keep-state`), its links (`xdp@IF`, `tc@IF`), which keep the programs
 //! attached while no daemon runs.
 //!
@@ -35,7 +36,15 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The maps pinned in an instance's directory, by their names in the
 /// object. The others (per-CPU scratch, the liberal interfaces, aya-log's
 /// buffer) belong to one load and are made afresh.
-pub const PINNED_MAPS: [&str; 7] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6", "COUNTERS", "EVENTS", STATE_INFO];
+pub const PINNED_MAPS: [&str; 9] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6", "COUNTERS", "EVENTS", STATE_INFO, FULL_XDP, FULL_TC];
+
+/// The prog arrays through which each hook tail-calls its full path
+/// (`loader::XDP_FULL_PROGRAM`, `loader::TC_FULL_PROGRAM`, slot 0). Pinned
+/// because the kernel empties a prog array when no file or pin refers to it
+/// any more: the hooks a stopped daemon kept attached would lose their full
+/// path (every SYN, FIN and RST, all of IPv6) with the daemon's files.
+pub const FULL_XDP: &str = "FULL_XDP";
+pub const FULL_TC: &str = "FULL_TC";
 
 /// The map holding the layout record.
 pub const STATE_INFO: &str = "STATE_INFO";

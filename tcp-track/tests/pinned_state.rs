@@ -129,7 +129,8 @@ fn is(v: &Value, event: &str, client: SocketAddr, server: SocketAddr) -> bool {
 
 /// Established connections, TIME_WAITs and a half-open handshake survive a
 /// restart of a `--keep-state` daemon: same links throughout, same listing,
-/// deadlines kept, the RST guard on.
+/// deadlines kept, the RST guard on; and a connection opened while no
+/// daemon runs is tracked from its handshake.
 #[test]
 fn a_kept_state_survives_a_restart() {
     require_root!();
@@ -165,18 +166,29 @@ fn a_kept_state_survives_a_restart() {
     let between = tcp_track(&["flows", "--state-dir", &state, "--format", "json"]);
     assert!(String::from_utf8_lossy(&between.stderr).contains("kept by a stopped daemon"));
     assert_eq!(listing(&bpf), before, "the same connections while no daemon runs");
+    // A connection opened while no daemon runs is tracked from its SYN:
+    // the kept hooks reach their full path through the pinned prog arrays
+    // (an array that no file or pin refers to is emptied).
+    let (mut late_c, mut late_s) = connect(&net, &l);
+    late_c.write_all(b"late").unwrap();
+    late_s.read_exact(&mut [0u8; 4]).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let during = listing(&bpf);
+    assert!(before.is_subset(&during), "{during:?} / {before:?}");
+    assert_eq!(during.iter().filter(|(.., s)| s == "\"ESTABLISHED\"").count(), 4, "the connection opened meanwhile: {during:?}");
+    let before = during;
 
     let mut second = Daemon::start(&net.a, &args);
     let lines = second.stderr_lines();
     assert!(lines.iter().any(|l| l.contains("kept from the previous daemon") && l.contains(&format!("(links {ids})"))), "the same links ({ids}): {lines:?}");
-    assert!(lines.iter().any(|l| l.contains("adopted the pinned state: 6 flows")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("adopted the pinned state: 7 flows")), "{lines:?}");
     // The same connections after the restart, but for those whose deadline
     // came while the new daemon started (a slow start on a busy machine):
     // their events are checked below.
     let after = listing(&bpf);
     assert!(after.is_subset(&before), "{after:?} / {before:?}");
     let established = |l: &BTreeSet<(String, String, String)>| l.iter().filter(|(.., s)| s == "\"ESTABLISHED\"").count();
-    assert_eq!(established(&after), 3, "{after:?}");
+    assert_eq!(established(&after), 4, "{after:?}");
 
     // The deadlines of the flows of before fall due in the new daemon, in
     // whatever order.
