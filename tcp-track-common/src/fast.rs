@@ -51,7 +51,10 @@ use crate::{
     event::{FlowEvent, EVENT_RST, HOOK_XDP},
     flow::{coarse_time, note_dropped_rst, pair, pair_mut, FlowKeyV4, FlowRecord, PEER_LIBERAL, PEER_MAXACK_SET, PEER_SEEN},
     guard::{drops, RST_POLICY_OBSERVE},
-    parse::{checksum::fold, SegmentFields, FAMILY_IPV4, IPPROTO_TCP},
+    parse::{
+        checksum::{halves, holds},
+        SegmentFields, FAMILY_IPV4, IPPROTO_TCP,
+    },
     seq::{self, after, before_eq},
     state::{
         classify_reset, in_window, note_last_end, retransmitted, scaled,
@@ -199,11 +202,10 @@ pub const fn reset_flags(flags: u8) -> bool {
 /// `CSUM_BAD`: the full path counts that.
 #[inline(always)]
 pub fn reset_checksum_ok(saddr: u32, daddr: u32, header: &[u32; 5]) -> bool {
-    let halves = |w: u32| (w >> 16) as u64 + (w & 0xffff) as u64;
     let pseudo = halves(saddr) + halves(daddr) + IPPROTO_TCP as u64 + 20;
-    let sum = pseudo + halves(header[0]) + halves(header[1]) + halves(header[2]) + halves(header[3]) + halves(header[4]);
+    let sum = halves(header[0]) + halves(header[1]) + halves(header[2]) + halves(header[3]) + halves(header[4]);
     // The checksum field: bytes 16-17 of the header.
-    fold(sum) == 0xffff || (header[4] >> 16) as u16 == fold(pseudo)
+    holds(pseudo, sum, (header[4] >> 16) as u16)
 }
 
 /// Judge a bare RST (`reset_flags`, no payload) sent in direction `dir` on

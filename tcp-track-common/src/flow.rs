@@ -29,6 +29,14 @@ pub const ORIGIN_SYN_ACK: u8 = 1;
 /// initiator is a guess (the endpoint with the higher port is the client).
 pub const ORIGIN_MIDSTREAM: u8 = 2;
 
+/// Whether a flow of origin `origin` (`ORIGIN_*`, as a record or an event
+/// carries it) was picked up mid-stream: its client is a guess, and its
+/// windows were learnt from the segments seen.
+#[inline(always)]
+pub const fn picked_up(origin: u8) -> bool {
+    origin == ORIGIN_MIDSTREAM
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct FlowKeyV4 {

@@ -19,7 +19,7 @@ use crate::{
     advance,
     flow::{
         closer_bit, coarse_time, FlowRecord, Peer, INFO_CLOSER_HI, INFO_CLOSER_LO, INFO_LAST_ACK, INFO_LAST_DIR_HI,
-        INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
+        INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, picked_up, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
         PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
     },
     parse::{Segment, SegmentFields, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
@@ -626,7 +626,7 @@ fn track_window(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome)
     if first_from_sender {
         // First segment from this side after a pickup or a missed SYN:
         // learn where it is (nf_conntrack: "first packet from this direction").
-        let midstream = rec.origin == ORIGIN_MIDSTREAM;
+        let midstream = picked_up(rec.origin);
         let p = rec.peer_mut(s);
         let liberal = p.flags & PEER_LIBERAL != 0 || midstream;
         p.scale = if midstream { PICKUP_SCALE } else { p.scale };

@@ -13,7 +13,7 @@ use tcp_track_common::{
     event::{
         ConnEnd, FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, DETAIL_SYNACK_INFERRED, EVENT_CONN_END,
     },
-    flow::{FlowRecord, ORIGIN_MIDSTREAM},
+    flow::{picked_up, FlowRecord},
     parse::FAMILY_IPV4,
     tcp,
 };
@@ -517,7 +517,7 @@ impl Decoder {
             iface: self.ifname(raw.ifindex),
             client: Some(Endpoint::Socket(client)),
             server,
-            picked_up: raw.origin == ORIGIN_MIDSTREAM,
+            picked_up: picked_up(raw.origin),
             segment: Some(segment),
             extra: Vec::new(),
         }
@@ -598,7 +598,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
     use tcp_track_common::{
         event::{EVENT_FIN, EVENT_FLOW_NEW, EVENT_RST, HOOK_CAPTURE, HOOK_TC_EGRESS, HOOK_XDP},
-        flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_SYN},
+        flow::{DIR_HI_TO_LO, DIR_LO_TO_HI, ORIGIN_MIDSTREAM, ORIGIN_SYN},
         parse::FAMILY_IPV6,
         state::{
             EP_CLOSED, EP_SYN_SENT, EP_TIME_WAIT, RESET_IN_WINDOW, RESET_TIME_WAIT, RESET_UNJUDGED, STATE_CLOSE,

@@ -22,7 +22,7 @@ use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use bytemuck::Pod;
 use tcp_track_common::{
     conn::{self, ConnSummary},
-    flow::{FlowKeyV4, FlowKeyV6, FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK},
+    flow::{picked_up, FlowKeyV4, FlowKeyV6, FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK},
     halfopen::{Set, SetV4, SetV6, WAYS},
     parse::{FAMILY_IPV4, FAMILY_IPV6},
     state::endpoint_state,
@@ -454,7 +454,7 @@ fn json<'a>(f: &Flow, iface: &'a str) -> JsonFlow<'a> {
         iface,
         client: f.client,
         server: f.server,
-        picked_up: f.origin == ORIGIN_MIDSTREAM,
+        picked_up: picked_up(f.origin),
         origin: f.origin_name(),
         table: f.table_name(),
         state: f.state.as_str(),

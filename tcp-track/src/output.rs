@@ -360,7 +360,7 @@ pub(crate) mod tests {
             FlowEvent, DETAIL_DROPPED, DETAIL_DROP_JUSTIFIED, DETAIL_ISN_ADVANCED, EVENT_DATA_RETRANS, EVENT_HANDSHAKE_RETRANS,
             EVENT_REUSE, EVENT_RST, HOOK_CAPTURE, HOOK_TC_EGRESS, HOOK_XDP,
         },
-        flow::{ORIGIN_MIDSTREAM, ORIGIN_SYN},
+        flow::{picked_up, ORIGIN_MIDSTREAM, ORIGIN_SYN},
         parse::{FAMILY_IPV4, FAMILY_IPV6},
         state::RESET_UNJUDGED,
     };
@@ -523,7 +523,7 @@ pub(crate) mod tests {
         f.insert("iface".into(), ifnames.get(&raw.ifindex).cloned().unwrap_or_else(|| format!("if{}", raw.ifindex)).into());
         f.insert("client".into(), client.to_string().into());
         f.insert("server".into(), server.to_string().into());
-        if raw.origin == ORIGIN_MIDSTREAM {
+        if picked_up(raw.origin) {
             f.insert("picked_up".into(), true.into());
         }
         f.insert("from".into(), from.into());

@@ -82,17 +82,27 @@ pub fn control_checksum<P: Packet + ?Sized>(pkt: &P, seg: &Segment) -> u8 {
         sum += halves(w);
         i += 1;
     }
-    // As in `tcp_checksum`: a correct sum, or a local stack's partial one.
-    if fold(pseudo + sum) == 0xffff || field == fold(pseudo) {
+    if holds(pseudo, sum, field) {
         CSUM_OK
     } else {
         CSUM_BAD
     }
 }
 
+/// `tcp_checksum`'s rule for a segment whose pseudo-header sums to `pseudo`
+/// and whose bytes (its checksum field `field` included) sum to `sum`
+/// (unfolded sums of 16-bit words): a correct checksum, or a local stack's
+/// CHECKSUM_PARTIAL one (the folded pseudo-header sum alone in the field).
+/// For the checksums computed as words are read: `control_checksum`, and
+/// the RST fast path's (`fast::reset_checksum_ok`).
+#[inline(always)]
+pub fn holds(pseudo: u64, sum: u64, field: u16) -> bool {
+    fold(pseudo + sum) == 0xffff || field == fold(pseudo)
+}
+
 /// A 32-bit word as the sum of its two big-endian 16-bit halves.
 #[inline(always)]
-fn halves(w: u32) -> u64 {
+pub fn halves(w: u32) -> u64 {
     (w >> 16) as u64 + (w & 0xffff) as u64
 }
 

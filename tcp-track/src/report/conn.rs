@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tcp_track_common::{
     conn::{conn_state_name, last_seen_ns, ConnSummary},
     event::FlowEvent,
-    flow::{FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO, ORIGIN_MIDSTREAM},
+    flow::{picked_up, FlowRecord, INFO_CLOSER_HI, INFO_CLOSER_LO},
     state::{STATE_NONE, STATE_TIME_WAIT},
 };
 
@@ -170,7 +170,7 @@ impl<L: FlowLookup> Reporter<L> {
         }
         let (client, server) = id.endpoints(rec.initiator);
         let mut e = Event::new(self.ts(first_ns), EventKind::Conn, iface, Some(Endpoint::Socket(client)), server);
-        e.picked_up = rec.origin == ORIGIN_MIDSTREAM;
+        e.picked_up = picked_up(rec.origin);
         if how.end.is_none() {
             e.set("interim", true);
         }

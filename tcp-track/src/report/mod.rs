@@ -34,7 +34,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tcp_track_common::{
     event::{FlowEvent, DETAIL_CLOSER_HI, DETAIL_CLOSER_LO},
-    flow::{FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN},
+    flow::{picked_up, FlowRecord, ORIGIN_SYN},
 };
 
 use crate::{
@@ -768,7 +768,7 @@ impl<'a> Decoding<'a> {
 
     fn picked_up(&self) -> bool {
         match &self.source {
-            Source::Raw(_) => self.raw.origin == ORIGIN_MIDSTREAM,
+            Source::Raw(_) => picked_up(self.raw.origin),
             Source::Decoded(ev) => ev.picked_up,
         }
     }
