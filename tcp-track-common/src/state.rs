@@ -220,9 +220,11 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: 
         syn_sent_evidence(rec, seg, dir);
     }
     let sender_was_seen = rec.peer(dir).flags & PEER_SEEN != 0;
-    // Each branch is its own function, not inlined: in BPF they become
-    // subprograms with their own stack frames, of which only one is live at
-    // a time; inlined together they overflow the 512-byte stack. Each
+    // Each branch is its own function. `segment`, the biggest, stays a BPF
+    // subprogram with its own stack frame: inlined with the others it
+    // overflows the 512-byte stack. `start`, `syn` and `reset` are inlined
+    // (a SYN, SYN-ACK or RST pays no subprogram call, about 9 ns each on a
+    // CPU whose returns go through a return thunk; BENCHMARKS.md). Each
     // returns the new state (a BPF subprogram must leave a scalar in R0),
     // and that value is used below: a discarded result lets LLVM drop the
     // return value altogether, and R0 then holds whatever was there.
@@ -258,7 +260,7 @@ pub fn step(rec: &mut FlowRecord, seg: &Segment, dir: u8, now_ns: u64, liberal: 
 }
 
 /// First segment of a flow we have no record of.
-#[inline(never)]
+#[inline(always)]
 fn start(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
     if seg.has(tcp::RST) {
         // A reset for a connection we never saw: nothing to track or judge.
@@ -346,7 +348,7 @@ fn learn_synack(rec: &mut FlowRecord, seg: &Segment, dir: u8) {
 }
 
 /// A SYN (with or without ACK) on a flow we know.
-#[inline(never)]
+#[inline(always)]
 fn syn(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
     let d = dir & 1;
     let from_client = dir == rec.initiator;
@@ -719,7 +721,7 @@ pub(crate) fn scaled(window: u16, scale: u8) -> u32 {
 }
 
 /// Judge a RST from `dir` as its receiver would, then apply it.
-#[inline(never)]
+#[inline(always)]
 fn reset(rec: &mut FlowRecord, seg: &Segment, dir: u8, out: &mut Outcome) -> u8 {
     let class = classify_reset(rec, seg, dir);
     out.reset = class;
