@@ -485,7 +485,12 @@ fn parse_tcp<P: Packet + ?Sized>(pkt: &P, l4: usize, l4_len: usize, seg: &mut Se
 #[inline(always)]
 fn parse_syn_options<P: Packet + ?Sized>(pkt: &P, off: usize, len: usize, seg: &mut Segment) {
     let mut walk = OptionWalk::new(off, len);
-    pkt.walk_options(&mut walk);
+    // The layout of nearly every SYN and SYN-ACK read at fixed offsets; any
+    // other walked option by option (in BPF a `bpf_loop` callback call each,
+    // about 9 ns apiece on a CPU whose returns go through a return thunk).
+    if !walk.linux_layout(pkt) {
+        pkt.walk_options(&mut walk);
+    }
     seg.opt_flags = walk.opt_flags;
     seg.mss = walk.mss;
     seg.wscale = walk.wscale;
@@ -520,6 +525,39 @@ impl OptionWalk {
     pub fn new(off: usize, len: usize) -> Self {
         let len = if len > MAX_TCP_OPTIONS { MAX_TCP_OPTIONS } else { len };
         OptionWalk { off, len, wscale: NO_WSCALE, ..Default::default() }
+    }
+
+    /// The option area Linux writes on a SYN or SYN-ACK with SACK,
+    /// timestamps and window scaling on, its defaults (`tcp_options_write`:
+    /// MSS; SACK-permitted and timestamps as one word; NOP; window scale;
+    /// 20 bytes), read at fixed offsets with five loads: true, and the walk
+    /// is where [`OptionWalk::step`] would have left it over the same bytes
+    /// (a property test holds it to that). False, and the walk untouched,
+    /// for any other area: it is walked option by option.
+    #[inline(always)]
+    pub fn linux_layout<P: Packet + ?Sized>(&mut self, pkt: &P) -> bool {
+        if self.len != 20 || self.cursor != 0 {
+            return false;
+        }
+        let at = self.off;
+        let (Some(mss), Some(sack_ts), Some(ts_val), Some(ts_ecr), Some(nop_ws)) =
+            (pkt.read_be32(at), pkt.read_be32(at + 4), pkt.read_be32(at + 8), pkt.read_be32(at + 12), pkt.read_be32(at + 16))
+        else {
+            return false;
+        };
+        // 02 04 m m | 04 02 08 0a | tsval | tsecr | 01 03 03 s
+        if mss >> 16 != 0x0204 || sack_ts != 0x0402_080a || nop_ws >> 8 != 0x01_0303 {
+            return false;
+        }
+        let shift = nop_ws as u8;
+        self.mss = mss as u16;
+        // RFC 7323 §2.3, as in `step`.
+        self.wscale = if shift > 14 { 14 } else { shift };
+        self.ts_val = ts_val;
+        self.ts_ecr = ts_ecr;
+        self.opt_flags |= OPT_MSS | OPT_SACK_PERM | OPT_TIMESTAMP | OPT_WSCALE;
+        self.cursor = 20;
+        true
     }
 
     /// Read one option. Returns false when the walk is over (end of list,

@@ -462,6 +462,46 @@ fn parser_vectors() -> Vec<(&'static str, Vec<u8>)> {
     let syn6 = frame(Family::V6, Side::Client, SYN, 1, 0, &[], Some(7));
     let mut v = vec![("ipv4 syn", syn4.clone()), ("ipv6 syn", syn6.clone())];
 
+    // Linux's SYN options (read at fixed offsets), and the same area with
+    // SACK-permitted replaced by two NOPs (walked option by option).
+    let linux = [
+        TcpOptionElement::MaximumSegmentSize(1400),
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+        TcpOptionElement::Timestamp(7, 0),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(9),
+    ];
+    let nops = [
+        TcpOptionElement::MaximumSegmentSize(1400),
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(7, 0),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(9),
+    ];
+    for (name, options, port) in [("ipv4 syn, Linux's options", &linux[..], 20), ("ipv4 syn, other options", &nops[..], 21)] {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(CLIENT4, SERVER4, 64)
+            .tcp(CPORT + port, SPORT, 1, 1000)
+            .syn()
+            .options(options)
+            .unwrap()
+            .write(&mut f, &[])
+            .unwrap();
+        v.push((name, f));
+    }
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(CLIENT6, SERVER6, 64)
+        .tcp(CPORT + 22, SPORT, 1, 1000)
+        .syn()
+        .options(&linux)
+        .unwrap()
+        .write(&mut f, &[])
+        .unwrap();
+    v.push(("ipv6 syn, Linux's options", f));
+
     // 802.1Q and QinQ.
     let mut vlan = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])

@@ -330,3 +330,69 @@ proptest! {
         }
     }
 }
+
+/// The option area Linux writes on a SYN with its defaults.
+fn linux_area(mss: u16, ts_val: u32, ts_ecr: u32, shift: u8) -> Vec<u8> {
+    let mut a = vec![2, 4];
+    a.extend_from_slice(&mss.to_be_bytes());
+    a.extend_from_slice(&[4, 2, 8, 10]);
+    a.extend_from_slice(&ts_val.to_be_bytes());
+    a.extend_from_slice(&ts_ecr.to_be_bytes());
+    a.extend_from_slice(&[1, 3, 3, shift]);
+    a
+}
+
+/// The walk option by option, as `Packet::walk_options` runs it.
+fn walked(area: &[u8], off: usize) -> OptionWalk {
+    let mut w = OptionWalk::new(off, area.len() - off);
+    area.walk_options(&mut w);
+    w
+}
+
+#[test]
+fn linux_layout_reads_what_the_walk_reads() {
+    let area = linux_area(1460, 111, 0, 7);
+    let mut w = OptionWalk::new(0, area.len());
+    assert!(w.linux_layout(area.as_slice()));
+    assert_eq!(w, walked(&area, 0));
+    assert_eq!((w.mss, w.wscale, w.ts_val, w.opt_flags), (1460, 7, 111, OPT_MSS | OPT_SACK_PERM | OPT_TIMESTAMP | OPT_WSCALE));
+    // The parser takes it for a real SYN built by someone else.
+    let seg = parse(v4_syn_with_options().as_slice()).unwrap();
+    assert_eq!((seg.mss, seg.wscale, seg.ts_val), (1460, 7, 111));
+}
+
+proptest! {
+    /// Whenever the fixed-offset read takes an area (Linux's layout, any
+    /// values; or any 20 bytes, or Linux's with one byte changed, which it
+    /// mostly refuses), it leaves the walk as the walk option by option
+    /// does; it always takes Linux's layout; and it never takes an area
+    /// of another length.
+    #[test]
+    fn linux_layout_is_the_walk(
+        mss in any::<u16>(), ts_val in any::<u32>(), ts_ecr in any::<u32>(), shift in any::<u8>(),
+        junk in proptest::collection::vec(any::<u8>(), 20), at in 0usize..20, byte in any::<u8>(),
+        pad in 0usize..4, len in 0usize..41,
+    ) {
+        let canonical = linux_area(mss, ts_val, ts_ecr, shift);
+        let mut changed = canonical.clone();
+        changed[at] = byte;
+        for area in [canonical.clone(), changed, junk] {
+            let mut framed = vec![0u8; pad];
+            framed.extend_from_slice(&area);
+            let mut w = OptionWalk::new(pad, 20);
+            if w.linux_layout(framed.as_slice()) {
+                prop_assert_eq!(w, walked(&framed, pad));
+            } else {
+                prop_assert_eq!(w, OptionWalk::new(pad, 20), "untouched when refused");
+            }
+        }
+        let mut w = OptionWalk::new(0, 20);
+        prop_assert!(w.linux_layout(canonical.as_slice()));
+        if len != 20 {
+            let mut longer = canonical.clone();
+            longer.resize(40, 1);
+            let mut w = OptionWalk::new(0, len);
+            prop_assert!(!w.linux_layout(longer.as_slice()));
+        }
+    }
+}
