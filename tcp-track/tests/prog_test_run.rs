@@ -18,6 +18,7 @@ use tcp_track::{
     config::{BpfLog, RstPolicy},
     loader::Tracker,
     tables::{FlowTables, Table},
+    test_support::frames::linux_syn_options,
 };
 use tcp_track_common::{
     counters,
@@ -464,21 +465,9 @@ fn parser_vectors() -> Vec<(&'static str, Vec<u8>)> {
 
     // Linux's SYN options (read at fixed offsets), and the same area with
     // SACK-permitted replaced by two NOPs (walked option by option).
-    let linux = [
-        TcpOptionElement::MaximumSegmentSize(1400),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::Timestamp(7, 0),
-        TcpOptionElement::Noop,
-        TcpOptionElement::WindowScale(9),
-    ];
-    let nops = [
-        TcpOptionElement::MaximumSegmentSize(1400),
-        TcpOptionElement::Noop,
-        TcpOptionElement::Noop,
-        TcpOptionElement::Timestamp(7, 0),
-        TcpOptionElement::Noop,
-        TcpOptionElement::WindowScale(9),
-    ];
+    let linux = linux_syn_options(1400, 7, 9);
+    let mut nops = linux.to_vec();
+    nops.splice(1..2, [TcpOptionElement::Noop, TcpOptionElement::Noop]);
     for (name, options, port) in [("ipv4 syn, Linux's options", &linux[..], 20), ("ipv4 syn, other options", &nops[..], 21)] {
         let mut f = Vec::new();
         PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])

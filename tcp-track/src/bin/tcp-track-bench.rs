@@ -47,7 +47,7 @@ use tcp_track::{
     report::Reporter,
     tables::{KernelFlows, Table},
     loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, XDP_PROGRAM},
-    test_support::frames::{tcp_segment, Tcp},
+    test_support::frames::{linux_syn_options, tcp_segment, Tcp},
     stats::table_memory,
 };
 use tcp_track_common::{
@@ -370,14 +370,8 @@ fn frame(from: ([u8; 4], u16), to: ([u8; 4], u16), flags: &str, seq: u32, ack: u
 /// A SYN from `from` to `to` with the options of Linux's defaults, in its
 /// order (MSS, SACK-permitted, timestamps, NOP, window scale 7).
 fn linux_syn(from: ([u8; 4], u16), to: ([u8; 4], u16), seq: u32) -> Vec<u8> {
-    use etherparse::{PacketBuilder, TcpOptionElement};
-    let options = [
-        TcpOptionElement::MaximumSegmentSize(1460),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::Timestamp(0x1234_5678, 0),
-        TcpOptionElement::Noop,
-        TcpOptionElement::WindowScale(7),
-    ];
+    use etherparse::PacketBuilder;
+    let options = linux_syn_options(1460, 0x1234_5678, 7);
     let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 2]).ipv4(from.0, to.0, 64).tcp(from.1, to.1, seq, 64240).syn();
     let mut out = Vec::new();
     builder.options(&options).expect("20 bytes of options fit").write(&mut out, &[]).expect("a SYN without payload");

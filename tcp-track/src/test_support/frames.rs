@@ -134,6 +134,14 @@ pub struct Tcp<'a> {
     pub payload: usize,
 }
 
+/// The options of a SYN as Linux sends them with its defaults, in its
+/// order: MSS, SACK-permitted, timestamps (`ts_val`, no echo), NOP,
+/// window scale (20 bytes; `parse::OptionWalk::linux_layout` reads them).
+pub fn linux_syn_options(mss: u16, ts_val: u32, wscale: u8) -> [etherparse::TcpOptionElement; 5] {
+    use etherparse::TcpOptionElement::*;
+    [MaximumSegmentSize(mss), SelectiveAcknowledgementPermitted, Timestamp(ts_val, 0), Noop, WindowScale(wscale)]
+}
+
 /// An IPv4 TCP segment with correct checksums, with window, window scale
 /// and payload as given. Fails for a payload too large for one IPv4 packet.
 pub fn tcp_segment(src: SocketAddrV4, dst: SocketAddrV4, dst_mac: [u8; 6], tcp: Tcp) -> io::Result<Vec<u8>> {
