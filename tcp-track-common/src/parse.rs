@@ -124,6 +124,17 @@ pub const FAMILY_IPV6: u8 = 6;
 /// `Segment::wscale` when the SYN carried no window-scale option.
 pub const NO_WSCALE: u8 = 0xff;
 
+/// A window-scale shift as TCP uses it: RFC 7323 §2.3 treats a shift
+/// above 14 as 14.
+#[inline(always)]
+pub const fn clamp_wscale(shift: u8) -> u8 {
+    if shift > 14 {
+        14
+    } else {
+        shift
+    }
+}
+
 /// Bits of `Segment::opt_flags`.
 pub const OPT_MSS: u8 = 0x01;
 pub const OPT_WSCALE: u8 = 0x02;
@@ -551,8 +562,7 @@ impl OptionWalk {
         }
         let shift = nop_ws as u8;
         self.mss = mss as u16;
-        // RFC 7323 §2.3, as in `step`.
-        self.wscale = if shift > 14 { 14 } else { shift };
+        self.wscale = clamp_wscale(shift);
         self.ts_val = ts_val;
         self.ts_ecr = ts_ecr;
         self.opt_flags |= OPT_MSS | OPT_SACK_PERM | OPT_TIMESTAMP | OPT_WSCALE;
@@ -600,8 +610,7 @@ impl OptionWalk {
             }
             (3, 3) => {
                 if let Some(shift) = pkt.read_u8(at + 2) {
-                    // RFC 7323 §2.3: a shift above 14 is treated as 14.
-                    self.wscale = if shift > 14 { 14 } else { shift };
+                    self.wscale = clamp_wscale(shift);
                     self.opt_flags |= OPT_WSCALE;
                 }
             }

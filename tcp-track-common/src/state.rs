@@ -22,7 +22,7 @@ use crate::{
         INFO_LIBERAL, INFO_REUSED, INFO_SIMULTANEOUS_OPEN, INFO_SYNACK_INFERRED, picked_up, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK, PEER_FIN, PEER_LIBERAL, PEER_MAXACK_SET, PEER_RST,
         PEER_SACK_PERM, PEER_SEEN, PEER_SYN, PEER_WSCALE,
     },
-    parse::{Segment, SegmentFields, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
+    parse::{clamp_wscale, Segment, SegmentFields, NO_WSCALE, OPT_SACK_PERM, OPT_WSCALE},
     seq::{after, after_eq, before, before_eq, between},
     tcp,
 };
@@ -717,7 +717,7 @@ pub(crate) fn in_window(seq: u32, end: u32, ack: u32, sender: (u32, u32, u32), r
 /// overflowing either way.
 #[inline(always)]
 pub(crate) fn scaled(window: u16, scale: u8) -> u32 {
-    (window as u32) << if scale > 14 { 14 } else { scale }
+    (window as u32) << clamp_wscale(scale)
 }
 
 /// Judge a RST from `dir` as its receiver would, then apply it.
