@@ -28,7 +28,12 @@
 //! record of a connection open at its stop) is a close the tracker missed,
 //! shown in its own column and counted as a failure. A record `end:
 //! evicted` (a half-open set full: 4 ways) accounts for its connection
-//! too, as long as the kernel or the audit counted as many evictions.
+//! too, as long as the kernel or the audit counted as many evictions; the
+//! connection may then get a second record, when a retransmitted segment
+//! of it (a SYN, 1 s later) is tracked anew, as the tracker is built to do
+//! after it lost a flow: a record from the same client that begins within
+//! `RETRACK_WINDOW` of the evicted one is that second record (`retracked`),
+//! not another connection.
 //!
 //! The soak judges the tracker, not the machine: a connection of the
 //! driver's that misbehaved (a timeout under load, an unexpected error) is
@@ -104,6 +109,12 @@ const TIME_WAIT_TIMEOUT_S: u64 = 10;
 /// When the driver closes a half-open socket: after the SYN's first
 /// retransmission (1 s, Linux's initial RTO) and before its second (3 s).
 const HALF_OPEN_HOLD: Duration = Duration::from_millis(2500);
+/// How long after an evicted record's first segment a record from the
+/// same client is the same connection tracked anew: longer than any of the
+/// driver's connections lasts (`HALF_OPEN_HOLD`, 5 s timeouts), far
+/// shorter than the time before a client port comes back (800 s for a
+/// half-open one, tens of seconds for a port the kernel picks).
+const RETRACK_WINDOW_S: f64 = 12.0;
 
 /// The kinds of connection, by the server port they go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -395,13 +406,15 @@ impl Failures {
 /// one `conn` record, which ends as its kind calls for (`matched`), says
 /// the tables had no room for it (`evicted`), or ends otherwise on a
 /// connection the driver saw fail (`excused`); anything else is the
-/// tracker's miss.
+/// tracker's miss. A connection whose record said `evicted` may have a
+/// second record (`retracked`), which accounts for nothing more.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Row {
     opened: u64,
     matched: u64,
     evicted: u64,
     excused: u64,
+    retracked: u64,
     /// `end: stopped`: open at the daemon's stop although the driver had
     /// ended every connection (a close the tracker missed).
     open_at_stop: u64,
@@ -447,6 +460,9 @@ fn account(opened: &BTreeMap<Kind, u64>, records: &Records, failures: &Failures,
         row.evicted += ends.get("evicted").copied().unwrap_or(0);
         row.other += records.odd_overflow.get(kind).copied().unwrap_or(0);
     }
+    for (kind, n) in &records.retracked {
+        rows.entry(*kind).or_default().retracked += n;
+    }
     let mut odd = Vec::new();
     for r in &records.odd {
         let row = rows.entry(r.kind).or_default();
@@ -468,7 +484,7 @@ fn account(opened: &BTreeMap<Kind, u64>, records: &Records, failures: &Failures,
             }
         }
     }
-    let evicted = rows.values().map(|r| r.evicted).sum();
+    let evicted = records.evicted;
     Accounting { rows, evicted, evictions_counted, unknown: records.unknown, too_many_failures: failures.overflow > 0, odd }
 }
 
@@ -480,18 +496,19 @@ impl Accounting {
     fn print(&self) {
         println!("accounting (conn records by server port kind and end; every connection was over before the daemon stopped, so none may be open at its stop; a record of a connection the driver saw fail may end otherwise: excused):");
         println!(
-            "  {:<10} {:>9} {:>18} {:>9} {:>8} {:>8} {:>12} {:>7}",
-            "kind", "opened", "expected end", "matched", "evicted", "excused", "open at stop", "other"
+            "  {:<10} {:>9} {:>18} {:>9} {:>8} {:>8} {:>9} {:>12} {:>7}",
+            "kind", "opened", "expected end", "matched", "evicted", "excused", "retracked", "open at stop", "other"
         );
         for (kind, r) in &self.rows {
             println!(
-                "  {:<10} {:>9} {:>18} {:>9} {:>8} {:>8} {:>12} {:>7} {}",
+                "  {:<10} {:>9} {:>18} {:>9} {:>8} {:>8} {:>9} {:>12} {:>7} {}",
                 kind.name(),
                 r.opened,
                 kind.expected_end(),
                 r.matched,
                 r.evicted,
                 r.excused,
+                r.retracked,
                 r.open_at_stop,
                 r.other,
                 if r.ok() { "ok" } else { "MISMATCH" }
@@ -552,6 +569,13 @@ struct Records {
     /// (as unexplained).
     odd: Vec<OddRecord>,
     odd_overflow: BTreeMap<Kind, u64>,
+    /// Records that ended `evicted`, second records included.
+    evicted: u64,
+    /// The first segment's time (seconds since the epoch) of each client's
+    /// last evicted record, until a second record of it comes.
+    evicted_at: HashMap<(Kind, SocketAddr), f64>,
+    /// Second records of evicted connections (`RETRACK_WINDOW_S`).
+    retracked: BTreeMap<Kind, u64>,
 }
 
 /// A record that ended unlike its kind.
@@ -581,9 +605,30 @@ impl Records {
             Some(reason) if end == "reset" => format!("reset/{reason}"),
             _ => end.to_string(),
         };
+        let client = addr("client");
+        let began = v["ts"].as_str().and_then(|ts| humantime::parse_rfc3339_weak(ts).ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
+        let evicted = end == "evicted";
+        if evicted {
+            self.evicted += 1;
+        }
+        if let (Some(c), Some(began)) = (client, began) {
+            // A second record of an evicted connection: its own end must
+            // still be its kind's (or another eviction).
+            let second = self.evicted_at.get(&(kind, c)).is_some_and(|&at| began >= at && began - at <= RETRACK_WINDOW_S);
+            if second {
+                self.evicted_at.remove(&(kind, c));
+            }
+            if evicted {
+                self.evicted_at.insert((kind, c), began);
+            }
+            if second && (evicted || end == kind.expected_end()) {
+                *self.retracked.entry(kind).or_default() += 1;
+                return;
+            }
+        }
         if end != kind.expected_end() && end != "evicted" {
             if self.odd.len() < MAX_ODD {
-                self.odd.push(OddRecord { kind, client: addr("client"), end: end.clone(), line: line.to_string() });
+                self.odd.push(OddRecord { kind, client, end: end.clone(), line: line.to_string() });
             } else {
                 *self.odd_overflow.entry(kind).or_default() += 1;
             }
@@ -1077,6 +1122,44 @@ mod tests {
         let r = records(&[record("198.18.0.3:20000", 8092, "evicted", None), record("198.18.0.3:20001", 8092, "half_open_timeout", None)]);
         assert!(account(&opened(0, 0, 0, 2), &r, &Failures::default(), 1).ok());
         assert!(!account(&opened(0, 0, 0, 2), &r, &Failures::default(), 0).ok());
+    }
+
+    /// A record with its first segment's time (`ts`).
+    fn record_at(client: &str, server_port: u16, end: &str, ts: &str) -> String {
+        record(client, server_port, end, None).replace(r#""event":"conn","#, &format!(r#""event":"conn","ts":"{ts}","#))
+    }
+
+    #[test]
+    fn an_evicted_connection_tracked_anew_is_one_connection() {
+        // The half-open set was full: the first SYN's flow evicted, the
+        // retransmitted SYN (1 s later) tracked anew until given up.
+        let first = record_at("198.18.0.3:20000", 8092, "evicted", "2026-12-01T10:00:00.000000Z");
+        let second = record_at("198.18.0.3:20000", 8092, "half_open_timeout", "2026-12-01T10:00:01.000000Z");
+        let other = record_at("198.18.0.3:20001", 8092, "half_open_timeout", "2026-12-01T10:00:01.000000Z");
+        let a = account(&opened(0, 0, 0, 2), &records(&[first.clone(), second.clone(), other.clone()]), &Failures::default(), 1);
+        assert!(a.ok(), "{a:?}");
+        assert_eq!(a.rows[&Kind::HalfOpen], Row { opened: 2, matched: 1, evicted: 1, retracked: 1, ..Row::default() });
+        // Evicted twice: one connection, two evictions to be counted.
+        let again = record_at("198.18.0.3:20000", 8092, "evicted", "2026-12-01T10:00:01.000000Z");
+        let third = record_at("198.18.0.3:20000", 8092, "half_open_timeout", "2026-12-01T10:00:03.000000Z");
+        let r = records(&[first.clone(), again, third, other.clone()]);
+        assert!(account(&opened(0, 0, 0, 2), &r, &Failures::default(), 2).ok());
+        assert!(!account(&opened(0, 0, 0, 2), &r, &Failures::default(), 1).ok(), "an eviction nobody counted");
+        // Without the eviction, two records of one client are two connections.
+        let r = records(&[second.clone(), record_at("198.18.0.3:20000", 8092, "half_open_timeout", "2026-12-01T10:00:02.000000Z"), other.clone()]);
+        assert!(!account(&opened(0, 0, 0, 2), &r, &Failures::default(), 0).ok());
+        // A record from the same client long after is another connection
+        // (the port came back): the evicted one accounts for its own.
+        let later = record_at("198.18.0.3:20000", 8092, "half_open_timeout", "2026-12-01T10:13:20.000000Z");
+        let a = account(&opened(0, 0, 0, 3), &records(&[first.clone(), later, other.clone()]), &Failures::default(), 1);
+        assert!(a.ok(), "{a:?}");
+        assert_eq!(a.rows[&Kind::HalfOpen].retracked, 0);
+        // A second record with a wrong end is still the tracker's miss,
+        // and so is a third one.
+        let wrong = record_at("198.18.0.3:20000", 8092, "stopped", "2026-12-01T10:00:01.000000Z");
+        assert!(!account(&opened(0, 0, 0, 2), &records(&[first.clone(), wrong, other.clone()]), &Failures::default(), 1).ok());
+        let r = records(&[first, second.clone(), second, other]);
+        assert!(!account(&opened(0, 0, 0, 2), &r, &Failures::default(), 1).ok());
     }
 
     #[test]
