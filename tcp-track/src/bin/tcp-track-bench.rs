@@ -38,7 +38,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -47,7 +47,7 @@ use tcp_track::{
     events::Decoder,
     report::Reporter,
     tables::{KernelFlows, Table},
-    loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, XDP_PROGRAM},
+    loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, REFERENCE_SETS_MAP, REFERENCE_SETS_PROGRAM, REFERENCE_SET_MASK, XDP_PROGRAM},
     test_support::frames::{linux_syn_options, tcp_segment, Tcp},
     stats::table_memory,
 };
@@ -56,6 +56,7 @@ use tcp_track_common::{
     flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     halfopen::set_of,
     parse::parse,
+    refsets,
     state::STATE_ESTABLISHED,
 };
 
@@ -149,7 +150,7 @@ fn listing() -> Result<()> {
         let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
         let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
         dir.write_info(&info)?;
-        let mut b = Bench { tracker, reference: None };
+        let mut b = Bench { tracker, reference: None, reference_sets: None };
         b.fill(0, FLOWS)?;
         println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
         for (what, count) in [("list, JSON", false), ("--count", true)] {
@@ -314,15 +315,26 @@ fn packets() -> Result<()> {
     let sizes = [1_000u32, 65_536, 1_000_000];
     // Per row: the cost above empty and its ratio to the reference's, per size.
     let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let (mut empty_row, mut reference_row) = (Vec::new(), Vec::new());
+    let (mut empty_row, mut reference_row, mut sets_row, mut sets_ratio_row) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, &n) in sizes.iter().enumerate() {
         let mut bench = Bench::new(n)?;
         let empty = bench.median(EMPTY_PROGRAM, &frame(client(0), SERVER, "A", 1, 1, 0))?;
         // The reference on a flow it holds, measured between the empty
         // program and the tracker, in the same way.
-        let reference = bench.median_reference(&frame(client(1), SERVER, "A", 1001, 5001, 100))? - empty;
+        let held = frame(client(1), SERVER, "A", 1001, 5001, 100);
+        let reference = bench.median_reference(REFERENCE_PROGRAM, &held)? - empty;
+        // The same work over a set-associative table of our own.
+        let sets = bench.median_reference(REFERENCE_SETS_PROGRAM, &held)? - empty;
+        // It measured the work it claims: the flow's record, in the set
+        // the host put it in, counted every run.
+        let touched = bench.sets_reference_packets(&held)?;
+        if touched < REPEAT {
+            bail!("the sets reference counted {touched} runs on the flow it holds, not the {REPEAT} or more it ran");
+        }
         empty_row.push(format!("{empty:.1} ns"));
         reference_row.push(format!("{reference:.1} ns"));
+        sets_row.push(format!("{sets:.1} ns"));
+        sets_ratio_row.push(format!("{:.2}x", sets / reference));
         for (j, (name, cost)) in bench.packet_costs(empty)?.into_iter().enumerate() {
             if i == 0 {
                 rows.push((name, Vec::new()));
@@ -336,11 +348,13 @@ fn packets() -> Result<()> {
     }
     line("(empty XDP program itself)", &empty_row);
     line("(reference: parse + LRU lookup/update)", &reference_row);
+    line("(the same over 8-way sets, 2 choices)", &sets_row);
     println!();
     println!("{:<44} {:>10} {:>10} {:>10}", "the same as a ratio to the reference", "1K flows", "64K flows", "1M flows");
     for (name, cells) in &rows {
         line(name, &cells.iter().map(|(_, ratio)| format!("{ratio:.2}x")).collect::<Vec<_>>());
     }
+    line("(reference over 8-way sets, 2 choices)", &sets_ratio_row);
     Ok(())
 }
 
@@ -405,6 +419,8 @@ struct Bench {
     /// map sized and filled like the tracker's established table (none
     /// where only the tracker's tables are measured).
     reference: Option<Ebpf>,
+    /// The sets reference's array and set mask (taken out of `reference`).
+    reference_sets: Option<(Array<MapData, refsets::SetV4>, u32)>,
 }
 
 /// Half-open table capacity in every benchmark.
@@ -423,10 +439,20 @@ impl Bench {
         let mut tracker = Tracker::load_sized(BpfLog::Off, policy, max_flows, MAX_HALF_OPEN)?;
         let empty: &mut Xdp = tracker.ebpf.program_mut(EMPTY_PROGRAM).and_then(|p| p.try_into().ok()).context("the empty program")?;
         empty.load()?;
-        let mut reference = EbpfLoader::new().map_max_entries(REFERENCE_MAP, max_flows).load(EBPF_OBJECT)?;
-        let program: &mut Xdp = reference.program_mut(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?;
-        program.load()?;
-        let mut b = Bench { tracker, reference: Some(reference) };
+        // The sets reference holds as many flows as the LRU one: `max_flows`
+        // ways (a power of two), in sets of `refsets::WAYS`.
+        let set_mask = max_flows / refsets::WAYS as u32 - 1;
+        let mut reference = EbpfLoader::new()
+            .map_max_entries(REFERENCE_MAP, max_flows)
+            .map_max_entries(REFERENCE_SETS_MAP, set_mask + 1)
+            .override_global(REFERENCE_SET_MASK, &set_mask, true)
+            .load(EBPF_OBJECT)?;
+        for name in [REFERENCE_PROGRAM, REFERENCE_SETS_PROGRAM] {
+            let program: &mut Xdp = reference.program_mut(name).and_then(|p| p.try_into().ok()).with_context(|| format!("the reference program {name}"))?;
+            program.load()?;
+        }
+        let sets = Array::try_from(reference.take_map(REFERENCE_SETS_MAP).context("the sets reference's map")?)?;
+        let mut b = Bench { tracker, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
         b.fill(0, live)?;
         Ok(b)
     }
@@ -442,10 +468,25 @@ impl Bench {
         Ok((bench, frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0)))
     }
 
-    /// Median per-packet time in ns of the reference program, as `median`.
-    fn median_reference(&self, frame: &[u8]) -> Result<f64> {
-        let program = self.reference.as_ref().and_then(|r| r.program(REFERENCE_PROGRAM)).and_then(|p| p.try_into().ok());
-        median_of(program.context("the reference program")?, frame)
+    /// Median per-packet time in ns of reference program `name`, as `median`.
+    fn median_reference(&self, name: &str, frame: &[u8]) -> Result<f64> {
+        let program = self.reference.as_ref().and_then(|r| r.program(name)).and_then(|p| p.try_into().ok());
+        median_of(program.with_context(|| format!("the reference program {name}"))?, frame)
+    }
+
+    /// The sets reference's count of segments on the flow of `frame`
+    /// (`packets[0]` of its record), read from the set the host put it in.
+    fn sets_reference_packets(&mut self, frame: &[u8]) -> Result<u32> {
+        let (set_map, mask) = self.reference_sets.as_ref().context("no sets reference")?;
+        let seg = parse(frame).expect("well formed");
+        let key = key_v4(&seg, direction(&seg));
+        for choice in 0..2 {
+            let mut set = set_map.get(&refsets::set_of(&key, choice, *mask), 0)?;
+            if let Some(rec) = refsets::find_mut(&mut set, &key) {
+                return Ok(rec.packets[0]);
+            }
+        }
+        bail!("the sets reference lost the flow it holds")
     }
 
     /// Insert established flows `from..to` (client endpoints `client(i)`).
@@ -455,13 +496,32 @@ impl Bench {
             Some(r) => Some(HashMap::try_from(r.map_mut(REFERENCE_MAP).context("the reference map")?)?),
             None => None,
         };
+        // The sets reference's sets, read, filled here and written back
+        // once each (a set written per flow would be eight writes of 872
+        // bytes).
+        let mut sets: BTreeMap<u32, refsets::SetV4> = BTreeMap::new();
         for i in from..to {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
             let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
             map.insert(key, record, 0)?;
-            if let Some(reference) = reference.as_mut() {
+            if let (Some(reference), Some((set_map, mask))) = (reference.as_mut(), self.reference_sets.as_ref()) {
                 reference.insert(key, record, 0)?;
+                let (a, b) = (refsets::set_of(&key, 0, *mask), refsets::set_of(&key, 1, *mask));
+                for s in [a, b] {
+                    if let std::collections::btree_map::Entry::Vacant(v) = sets.entry(s) {
+                        v.insert(set_map.get(&s, 0)?);
+                    }
+                }
+                let target = if refsets::prefers_second(&sets[&a], &sets[&b]) { b } else { a };
+                if !refsets::push(sets.get_mut(&target).expect("read above"), &key, &record) {
+                    bail!("both sets of flow {i} are full: the sets reference holds fewer flows than the LRU one");
+                }
+            }
+        }
+        if let Some((set_map, _)) = self.reference_sets.as_mut() {
+            for (index, set) in sets {
+                set_map.set(index, set, 0)?;
             }
         }
         Ok(())
