@@ -39,6 +39,7 @@ pub mod guard;
 pub mod halfopen;
 pub mod parse;
 pub mod pinned;
+pub mod refsets;
 pub mod seq;
 pub mod state;
 pub mod table;

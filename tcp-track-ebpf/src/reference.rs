@@ -8,13 +8,35 @@
 //! (`FlowKeyV4`: lower endpoint first), does one lookup in an LRU hash of
 //! the same value size as the tracker's flow table, and updates the record
 //! it finds in place (or inserts one on a miss): a floor, not a tracker.
+//!
+//! `tcp_track_reference_sets` does the same with a set-associative table
+//! of our own instead of the LRU hash (`tcp_track_common::refsets`: two
+//! candidate sets of eight ways in an array), so that the benchmark shows
+//! what such a table would cost per segment next to the LRU hash.
 
-use aya_ebpf::{bindings::xdp_action, macros::{map, xdp}, maps::LruHashMap, programs::XdpContext};
-use tcp_track_common::flow::{FlowKeyV4, FlowRecord};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, LruHashMap},
+    programs::XdpContext,
+    Global,
+};
+use tcp_track_common::{
+    flow::{FlowKeyV4, FlowRecord},
+    refsets::{self, SetV4},
+};
 
 /// Sized by the benchmark like the tracker's `FLOWS_V4`.
 #[map]
 pub static REFERENCE_FLOWS: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_entries(1, 0);
+
+/// Sized by the benchmark: as many ways as `REFERENCE_FLOWS` has entries.
+#[map]
+pub static REFERENCE_SETS: Array<SetV4> = Array::with_max_entries(1, 0);
+
+/// Number of `REFERENCE_SETS` minus one (a power of two), set by the benchmark.
+#[unsafe(no_mangle)]
+pub static REFERENCE_SET_MASK: Global<u32> = Global::new(0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -27,8 +49,63 @@ pub fn tcp_track_reference(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+#[xdp]
+pub fn tcp_track_reference_sets(ctx: XdpContext) -> u32 {
+    let _ = reference_sets(&ctx);
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn reference(ctx: &XdpContext) -> Option<()> {
+    let (key, seq) = key_of(ctx)?;
+    match REFERENCE_FLOWS.get_ptr_mut(&key) {
+        Some(rec) => {
+            // SAFETY: a map value, valid for this program run (RCU).
+            touch(unsafe { &mut *rec }, seq);
+        }
+        None => {
+            let _ = REFERENCE_FLOWS.insert(&key, &FlowRecord::default(), 0);
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn reference_sets(ctx: &XdpContext) -> Option<()> {
+    let (key, seq) = key_of(ctx)?;
+    let mask = REFERENCE_SET_MASK.load();
+    let (a, b) = (refsets::set_of(&key, 0, mask), refsets::set_of(&key, 1, mask));
+    // SAFETY (both sets): map values, valid for this program run (RCU);
+    // one reference to each at a time.
+    let first = unsafe { &mut *REFERENCE_SETS.get_ptr_mut(a)? };
+    if let Some(rec) = refsets::find_mut(first, &key) {
+        touch(rec, seq);
+        return Some(());
+    }
+    if a == b {
+        refsets::push(first, &key, &FlowRecord::default());
+        return Some(());
+    }
+    let second = unsafe { &mut *REFERENCE_SETS.get_ptr_mut(b)? };
+    if let Some(rec) = refsets::find_mut(second, &key) {
+        touch(rec, seq);
+        return Some(());
+    }
+    let set = if refsets::prefers_second(first, second) { second } else { first };
+    refsets::push(set, &key, &FlowRecord::default());
+    Some(())
+}
+
+/// What both references do to the record they find.
+#[inline(always)]
+fn touch(rec: &mut FlowRecord, seq: u32) {
+    rec.packets[0] = rec.packets[0].wrapping_add(1);
+    rec.last_end = seq;
+}
+
+/// The segment's canonical key and sequence number, for an IPv4 TCP frame.
+#[inline(always)]
+fn key_of(ctx: &XdpContext) -> Option<(FlowKeyV4, u32)> {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETH_HLEN + 20 > end {
         return None;
@@ -56,16 +133,5 @@ fn reference(ctx: &XdpContext) -> Option<()> {
     } else {
         FlowKeyV4 { lo_addr: daddr, hi_addr: saddr, lo_port: dport, hi_port: sport }
     };
-    match REFERENCE_FLOWS.get_ptr_mut(&key) {
-        Some(rec) => {
-            // SAFETY: a map value, valid for this program run (RCU).
-            let rec = unsafe { &mut *rec };
-            rec.packets[0] = rec.packets[0].wrapping_add(1);
-            rec.last_end = seq;
-        }
-        None => {
-            let _ = REFERENCE_FLOWS.insert(&key, &FlowRecord::default(), 0);
-        }
-    }
-    Some(())
+    Some((key, seq))
 }

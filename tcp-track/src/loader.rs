@@ -61,6 +61,12 @@ pub const TC_FULL_PROGRAM: &str = "tcp_track_tc_full";
 /// (`REFERENCE_MAP`, one entry unless the benchmark sizes it). Never attached.
 pub const REFERENCE_PROGRAM: &str = "tcp_track_reference";
 pub const REFERENCE_MAP: &str = "REFERENCE_FLOWS";
+/// The benchmark's second reference: the same with a set-associative table
+/// of its own (`tcp_track_common::refsets`; `REFERENCE_SETS`, masked by
+/// the global `REFERENCE_SET_MASK`). Never attached.
+pub const REFERENCE_SETS_PROGRAM: &str = "tcp_track_reference_sets";
+pub const REFERENCE_SETS_MAP: &str = "REFERENCE_SETS";
+pub const REFERENCE_SET_MASK: &str = "REFERENCE_SET_MASK";
 
 #[derive(Debug, Error)]
 pub enum LoadError {

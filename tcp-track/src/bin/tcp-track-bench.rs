@@ -15,7 +15,8 @@
 //!   (open, scan, filter, write), JSON and `--count`;
 //! - live flows lost when a flow table is filled with random keys: the
 //!   kernel's LRU hash, and set-associative designs simulated with the
-//!   half-open table's hash (what a replacement must beat);
+//!   half-open table's hash, placed in the first free or the less loaded
+//!   of two sets, with and without a stash (what a replacement must beat);
 //! - `tcp-track read`: packets per second on one core for a generated
 //!   capture of many short connections, and the reader's peak memory for
 //!   captures of 10 MB to 1 GB streamed through a pipe.
@@ -37,7 +38,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -46,7 +47,7 @@ use tcp_track::{
     events::Decoder,
     report::Reporter,
     tables::{KernelFlows, Table},
-    loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, XDP_PROGRAM},
+    loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, REFERENCE_SETS_MAP, REFERENCE_SETS_PROGRAM, REFERENCE_SET_MASK, XDP_PROGRAM},
     test_support::frames::{linux_syn_options, tcp_segment, Tcp},
     stats::table_memory,
 };
@@ -55,6 +56,7 @@ use tcp_track_common::{
     flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     halfopen::set_of,
     parse::parse,
+    refsets,
     state::STATE_ESTABLISHED,
 };
 
@@ -148,7 +150,7 @@ fn listing() -> Result<()> {
         let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
         let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
         dir.write_info(&info)?;
-        let mut b = Bench { tracker, reference: None };
+        let mut b = Bench { tracker, reference: None, reference_sets: None };
         b.fill(0, FLOWS)?;
         println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
         for (what, count) in [("list, JSON", false), ("--count", true)] {
@@ -313,15 +315,26 @@ fn packets() -> Result<()> {
     let sizes = [1_000u32, 65_536, 1_000_000];
     // Per row: the cost above empty and its ratio to the reference's, per size.
     let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let (mut empty_row, mut reference_row) = (Vec::new(), Vec::new());
+    let (mut empty_row, mut reference_row, mut sets_row, mut sets_ratio_row) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, &n) in sizes.iter().enumerate() {
         let mut bench = Bench::new(n)?;
         let empty = bench.median(EMPTY_PROGRAM, &frame(client(0), SERVER, "A", 1, 1, 0))?;
         // The reference on a flow it holds, measured between the empty
         // program and the tracker, in the same way.
-        let reference = bench.median_reference(&frame(client(1), SERVER, "A", 1001, 5001, 100))? - empty;
+        let held = frame(client(1), SERVER, "A", 1001, 5001, 100);
+        let reference = bench.median_reference(REFERENCE_PROGRAM, &held)? - empty;
+        // The same work over a set-associative table of our own.
+        let sets = bench.median_reference(REFERENCE_SETS_PROGRAM, &held)? - empty;
+        // It measured the work it claims: the flow's record, in the set
+        // the host put it in, counted every run.
+        let touched = bench.sets_reference_packets(&held)?;
+        if touched < REPEAT {
+            bail!("the sets reference counted {touched} runs on the flow it holds, not the {REPEAT} or more it ran");
+        }
         empty_row.push(format!("{empty:.1} ns"));
         reference_row.push(format!("{reference:.1} ns"));
+        sets_row.push(format!("{sets:.1} ns"));
+        sets_ratio_row.push(format!("{:.2}x", sets / reference));
         for (j, (name, cost)) in bench.packet_costs(empty)?.into_iter().enumerate() {
             if i == 0 {
                 rows.push((name, Vec::new()));
@@ -335,11 +348,13 @@ fn packets() -> Result<()> {
     }
     line("(empty XDP program itself)", &empty_row);
     line("(reference: parse + LRU lookup/update)", &reference_row);
+    line("(the same over 8-way sets, 2 choices)", &sets_row);
     println!();
     println!("{:<44} {:>10} {:>10} {:>10}", "the same as a ratio to the reference", "1K flows", "64K flows", "1M flows");
     for (name, cells) in &rows {
         line(name, &cells.iter().map(|(_, ratio)| format!("{ratio:.2}x")).collect::<Vec<_>>());
     }
+    line("(reference over 8-way sets, 2 choices)", &sets_ratio_row);
     Ok(())
 }
 
@@ -404,6 +419,8 @@ struct Bench {
     /// map sized and filled like the tracker's established table (none
     /// where only the tracker's tables are measured).
     reference: Option<Ebpf>,
+    /// The sets reference's array and set mask (taken out of `reference`).
+    reference_sets: Option<(Array<MapData, refsets::SetV4>, u32)>,
 }
 
 /// Half-open table capacity in every benchmark.
@@ -422,10 +439,20 @@ impl Bench {
         let mut tracker = Tracker::load_sized(BpfLog::Off, policy, max_flows, MAX_HALF_OPEN)?;
         let empty: &mut Xdp = tracker.ebpf.program_mut(EMPTY_PROGRAM).and_then(|p| p.try_into().ok()).context("the empty program")?;
         empty.load()?;
-        let mut reference = EbpfLoader::new().map_max_entries(REFERENCE_MAP, max_flows).load(EBPF_OBJECT)?;
-        let program: &mut Xdp = reference.program_mut(REFERENCE_PROGRAM).and_then(|p| p.try_into().ok()).context("the reference program")?;
-        program.load()?;
-        let mut b = Bench { tracker, reference: Some(reference) };
+        // The sets reference holds as many flows as the LRU one: `max_flows`
+        // ways (a power of two), in sets of `refsets::WAYS`.
+        let set_mask = max_flows / refsets::WAYS as u32 - 1;
+        let mut reference = EbpfLoader::new()
+            .map_max_entries(REFERENCE_MAP, max_flows)
+            .map_max_entries(REFERENCE_SETS_MAP, set_mask + 1)
+            .override_global(REFERENCE_SET_MASK, &set_mask, true)
+            .load(EBPF_OBJECT)?;
+        for name in [REFERENCE_PROGRAM, REFERENCE_SETS_PROGRAM] {
+            let program: &mut Xdp = reference.program_mut(name).and_then(|p| p.try_into().ok()).with_context(|| format!("the reference program {name}"))?;
+            program.load()?;
+        }
+        let sets = Array::try_from(reference.take_map(REFERENCE_SETS_MAP).context("the sets reference's map")?)?;
+        let mut b = Bench { tracker, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
         b.fill(0, live)?;
         Ok(b)
     }
@@ -441,10 +468,25 @@ impl Bench {
         Ok((bench, frame(SERVER, me, "R", 5001u32.wrapping_add(0x4000_0000), 0, 0)))
     }
 
-    /// Median per-packet time in ns of the reference program, as `median`.
-    fn median_reference(&self, frame: &[u8]) -> Result<f64> {
-        let program = self.reference.as_ref().and_then(|r| r.program(REFERENCE_PROGRAM)).and_then(|p| p.try_into().ok());
-        median_of(program.context("the reference program")?, frame)
+    /// Median per-packet time in ns of reference program `name`, as `median`.
+    fn median_reference(&self, name: &str, frame: &[u8]) -> Result<f64> {
+        let program = self.reference.as_ref().and_then(|r| r.program(name)).and_then(|p| p.try_into().ok());
+        median_of(program.with_context(|| format!("the reference program {name}"))?, frame)
+    }
+
+    /// The sets reference's count of segments on the flow of `frame`
+    /// (`packets[0]` of its record), read from the set the host put it in.
+    fn sets_reference_packets(&mut self, frame: &[u8]) -> Result<u32> {
+        let (set_map, mask) = self.reference_sets.as_ref().context("no sets reference")?;
+        let seg = parse(frame).expect("well formed");
+        let key = key_v4(&seg, direction(&seg));
+        for choice in 0..2 {
+            let mut set = set_map.get(&refsets::set_of(&key, choice, *mask), 0)?;
+            if let Some(rec) = refsets::find_mut(&mut set, &key) {
+                return Ok(rec.packets[0]);
+            }
+        }
+        bail!("the sets reference lost the flow it holds")
     }
 
     /// Insert established flows `from..to` (client endpoints `client(i)`).
@@ -454,13 +496,32 @@ impl Bench {
             Some(r) => Some(HashMap::try_from(r.map_mut(REFERENCE_MAP).context("the reference map")?)?),
             None => None,
         };
+        // The sets reference's sets, read, filled here and written back
+        // once each (a set written per flow would be eight writes of 872
+        // bytes).
+        let mut sets: BTreeMap<u32, refsets::SetV4> = BTreeMap::new();
         for i in from..to {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
             let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
             map.insert(key, record, 0)?;
-            if let Some(reference) = reference.as_mut() {
+            if let (Some(reference), Some((set_map, mask))) = (reference.as_mut(), self.reference_sets.as_ref()) {
                 reference.insert(key, record, 0)?;
+                let (a, b) = (refsets::set_of(&key, 0, *mask), refsets::set_of(&key, 1, *mask));
+                for s in [a, b] {
+                    if let std::collections::btree_map::Entry::Vacant(v) = sets.entry(s) {
+                        v.insert(set_map.get(&s, 0)?);
+                    }
+                }
+                let target = if refsets::prefers_second(&sets[&a], &sets[&b]) { b } else { a };
+                if !refsets::push(sets.get_mut(&target).expect("read above"), &key, &record) {
+                    bail!("both sets of flow {i} are full: the sets reference holds fewer flows than the LRU one");
+                }
+            }
+        }
+        if let Some((set_map, _)) = self.reference_sets.as_mut() {
+            for (index, set) in sets {
+                set_map.set(index, set, 0)?;
             }
         }
         Ok(())
@@ -642,9 +703,9 @@ fn random_keys(n: usize, seed: u64) -> Vec<FlowKeyV4> {
 fn table_loss() -> Result<()> {
     let capacity: u32 = 65_536;
     println!("live flows lost when a table of {capacity} is filled with random keys (lost / inserted)");
-    println!("{:<44} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
+    println!("{:<52} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
     let mut tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
-    let row = |name: &str, cells: &[String]| println!("{:<44} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
+    let row = |name: &str, cells: &[String]| println!("{:<52} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
     for cpus in [1usize, 2] {
         let mut lru = Vec::new();
         for (i, fill) in FILLS.iter().enumerate() {
@@ -680,41 +741,113 @@ fn table_loss() -> Result<()> {
         }
         row(&format!("LRU hash (kernel, {cpus} CPU{} inserting)", if cpus == 1 { "" } else { "s" }), &lru);
     }
-    for (ways, choices) in [(4usize, 1usize), (8, 1), (4, 2), (8, 2)] {
+    let designs = [
+        SetDesign { ways: 4, choices: 1, place: Place::FirstFree, stash: 0 },
+        SetDesign { ways: 8, choices: 1, place: Place::FirstFree, stash: 0 },
+        SetDesign { ways: 4, choices: 2, place: Place::FirstFree, stash: 0 },
+        SetDesign { ways: 8, choices: 2, place: Place::FirstFree, stash: 0 },
+        SetDesign { ways: 8, choices: 2, place: Place::LessLoaded, stash: 0 },
+        SetDesign { ways: 16, choices: 2, place: Place::LessLoaded, stash: 0 },
+        SetDesign { ways: 8, choices: 2, place: Place::LessLoaded, stash: STASH_SHARE },
+    ];
+    for design in designs {
         let cells: Vec<String> = FILLS
             .iter()
             .enumerate()
             .map(|(i, fill)| {
                 let keys = random_keys((capacity as f64 * fill) as usize, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
-                percent(set_associative_losses(&keys, capacity as usize, ways, choices), keys.len())
+                percent(design.losses(&keys, capacity as usize), keys.len())
             })
             .collect();
-        row(&format!("{ways}-way sets, {choices}-choice (simulated)"), &cells);
+        row(&format!("{design} (simulated)"), &cells);
     }
+    // What the last design would cost in kernel memory: slots of key and
+    // record in a BPF array (no per-entry header), plus the stash's entries
+    // at the LRU hash's own cost per entry, read from the maps.
+    let record = std::mem::size_of::<FlowRecord>() as f64;
+    let stash = 1.0 / STASH_SHARE as f64;
+    let lru_entry = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
+    let (lru_v4, lru_v6) = (lru_entry("FLOWS_V4"), lru_entry("FLOWS_V6"));
+    println!(
+        "  8-way, 2-choice, less loaded, stash 1/{STASH_SHARE}: kernel memory per flow of capacity, IPv4 {:.1} B (slot {} B + stash {:.1}), IPv6 {:.1} B (slot {} B + stash {:.1}): within 128 / 152",
+        12.0 + record + stash * lru_v4,
+        12 + std::mem::size_of::<FlowRecord>(),
+        stash * lru_v4,
+        36.0 + record + stash * lru_v6,
+        36 + std::mem::size_of::<FlowRecord>(),
+        stash * lru_v6,
+    );
     Ok(())
+}
+
+/// The stash of the design that meets issue 15's memory and loss targets
+/// together: one entry for every `STASH_SHARE` slots of the sets.
+const STASH_SHARE: usize = 16;
+
+/// Where a new flow goes among its candidate sets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The first candidate with a free way (the half-open table's rule,
+    /// with one candidate).
+    FirstFree,
+    /// The candidate with the fewest flows ("the power of two choices"):
+    /// the same lookup, two sets probed, far fewer full sets.
+    LessLoaded,
+}
+
+/// A set-associative flow table: `ways` per set, `choices` candidate sets
+/// per key (one seed each), and a stash of `capacity / stash` entries (0:
+/// none) that takes a flow whose candidates are all full and loses one
+/// only when it is full itself.
+#[derive(Clone, Copy)]
+struct SetDesign {
+    ways: usize,
+    choices: usize,
+    place: Place,
+    stash: usize,
+}
+
+impl std::fmt::Display for SetDesign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-way sets, {}-choice", self.ways, self.choices)?;
+        if self.place == Place::LessLoaded {
+            write!(f, ", less loaded")?;
+        }
+        if self.stash > 0 {
+            write!(f, ", stash 1/{}", self.stash)?;
+        }
+        Ok(())
+    }
+}
+
+impl SetDesign {
+    /// Live flows lost while `keys` are inserted in order into a table of
+    /// `capacity` slots (every key still live: a flow that finds no slot
+    /// and no room in the stash is one lost, whichever the eviction picks).
+    fn losses(&self, keys: &[FlowKeyV4], capacity: usize) -> usize {
+        let sets = (capacity / self.ways).next_power_of_two();
+        let mask = (sets - 1) as u32;
+        let mut fill = vec![0usize; sets];
+        let stash_room = capacity.checked_div(self.stash).unwrap_or(0);
+        let mut overflow = 0usize;
+        for k in keys {
+            let candidates = (0..self.choices as u32).map(|c| set_of(k, 0x5eed_0000 + c, mask) as usize);
+            let mut open = candidates.filter(|&s| fill[s] < self.ways);
+            let chosen = match self.place {
+                Place::FirstFree => open.next(),
+                Place::LessLoaded => open.min_by_key(|&s| fill[s]),
+            };
+            match chosen {
+                Some(s) => fill[s] += 1,
+                None => overflow += 1,
+            }
+        }
+        overflow.saturating_sub(stash_room)
+    }
 }
 
 fn percent(part: usize, whole: usize) -> String {
     format!("{:.2}%", 100.0 * part as f64 / whole.max(1) as f64)
-}
-
-/// Entries evicted from a set-associative table of `capacity` entries in
-/// sets of `ways` while `keys` are inserted in order, each into the first
-/// of its `choices` candidate sets (one seed each) with a free way, else
-/// evicting the oldest entry of the first candidate.
-fn set_associative_losses(keys: &[FlowKeyV4], capacity: usize, ways: usize, choices: usize) -> usize {
-    let sets = (capacity / ways).next_power_of_two();
-    let mask = (sets - 1) as u32;
-    let mut fill = vec![0usize; sets];
-    let mut lost = 0;
-    for k in keys {
-        let candidates: Vec<usize> = (0..choices as u32).map(|c| set_of(k, 0x5eed_0000 + c, mask) as usize).collect();
-        match candidates.iter().find(|&&s| fill[s] < ways) {
-            Some(&s) => fill[s] += 1,
-            None => lost += 1,
-        }
-    }
-    lost
 }
 
 /// Invalid RSTs on one flow each emit an event: this thread runs them
@@ -1043,4 +1176,42 @@ fn established_record(seg: &tcp_track_common::parse::Segment) -> FlowRecord {
     rec.peer.swap(0, (dir & 1) as usize);
     rec.initiator = dir;
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPACITY: usize = 65_536;
+
+    fn design(ways: usize, place: Place, stash: usize) -> SetDesign {
+        SetDesign { ways, choices: 2, place, stash }
+    }
+
+    #[test]
+    fn the_less_loaded_set_loses_fewer_flows_than_the_first_free_one() {
+        for (i, fill) in FILLS.iter().enumerate() {
+            let keys = random_keys((CAPACITY as f64 * fill) as usize, 7 ^ i as u64);
+            let first = design(8, Place::FirstFree, 0).losses(&keys, CAPACITY);
+            let less = design(8, Place::LessLoaded, 0).losses(&keys, CAPACITY);
+            assert!(less <= first, "at {fill}: {less} > {first}");
+        }
+        // At 90%, where the first free set already loses thousands.
+        let keys = random_keys(CAPACITY * 9 / 10, 7);
+        assert!(design(8, Place::FirstFree, 0).losses(&keys, CAPACITY) > 1000);
+        assert!(design(8, Place::LessLoaded, 0).losses(&keys, CAPACITY) < 1000);
+    }
+
+    #[test]
+    fn a_stash_loses_only_what_overflows_it() {
+        let keys = random_keys(CAPACITY, 7);
+        let without = design(8, Place::LessLoaded, 0).losses(&keys, CAPACITY);
+        assert!(without > 0, "a full table of sets overflows");
+        // The design the memory line prices: nothing lost at 100%.
+        assert_eq!(design(8, Place::LessLoaded, STASH_SHARE).losses(&keys, CAPACITY), 0);
+        // A stash too small for the overflow loses the rest, no more.
+        let first = design(4, Place::FirstFree, 0).losses(&keys, CAPACITY);
+        assert!(first > CAPACITY / STASH_SHARE);
+        assert_eq!(design(4, Place::FirstFree, STASH_SHARE).losses(&keys, CAPACITY), first - CAPACITY / STASH_SHARE);
+    }
 }
