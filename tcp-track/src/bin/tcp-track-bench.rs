@@ -441,7 +441,7 @@ impl Bench {
         empty.load()?;
         // The sets reference holds as many flows as the LRU one: `max_flows`
         // ways (a power of two), in sets of `refsets::WAYS`.
-        let set_mask = max_flows / refsets::WAYS as u32 - 1;
+        let set_mask = (max_flows / refsets::WAYS as u32).max(1) - 1;
         let mut reference = EbpfLoader::new()
             .map_max_entries(REFERENCE_MAP, max_flows)
             .map_max_entries(REFERENCE_SETS_MAP, set_mask + 1)
@@ -476,7 +476,7 @@ impl Bench {
 
     /// The sets reference's count of segments on the flow of `frame`
     /// (`packets[0]` of its record), read from the set the host put it in.
-    fn sets_reference_packets(&mut self, frame: &[u8]) -> Result<u32> {
+    fn sets_reference_packets(&self, frame: &[u8]) -> Result<u32> {
         let (set_map, mask) = self.reference_sets.as_ref().context("no sets reference")?;
         let seg = parse(frame).expect("well formed");
         let key = key_v4(&seg, direction(&seg));
@@ -703,9 +703,9 @@ fn random_keys(n: usize, seed: u64) -> Vec<FlowKeyV4> {
 fn table_loss() -> Result<()> {
     let capacity: u32 = 65_536;
     println!("live flows lost when a table of {capacity} is filled with random keys (lost / inserted)");
-    println!("{:<52} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
+    println!("{:<58} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
     let mut tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
-    let row = |name: &str, cells: &[String]| println!("{:<52} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
+    let row = |name: &str, cells: &[String]| println!("{:<58} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
     for cpus in [1usize, 2] {
         let mut lru = Vec::new();
         for (i, fill) in FILLS.iter().enumerate() {
@@ -768,12 +768,12 @@ fn table_loss() -> Result<()> {
     let stash = 1.0 / STASH_SHARE as f64;
     let lru_entry = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
     let (lru_v4, lru_v6) = (lru_entry("FLOWS_V4"), lru_entry("FLOWS_V6"));
+    let (v4, v6) = (12.0 + record + stash * lru_v4, 36.0 + record + stash * lru_v6);
+    let verdict = if v4 <= 128.0 && v6 <= 152.0 { "within" } else { "over" };
     println!(
-        "  8-way, 2-choice, less loaded, stash 1/{STASH_SHARE}: kernel memory per flow of capacity, IPv4 {:.1} B (slot {} B + stash {:.1}), IPv6 {:.1} B (slot {} B + stash {:.1}): within 128 / 152",
-        12.0 + record + stash * lru_v4,
+        "  8-way, 2-choice, less loaded, stash 1/{STASH_SHARE}: kernel memory per flow of capacity, IPv4 {v4:.1} B (slot {} B + stash {:.1}), IPv6 {v6:.1} B (slot {} B + stash {:.1}): {verdict} issue 15's 128 / 152",
         12 + std::mem::size_of::<FlowRecord>(),
         stash * lru_v4,
-        36.0 + record + stash * lru_v6,
         36 + std::mem::size_of::<FlowRecord>(),
         stash * lru_v6,
     );
