@@ -24,7 +24,7 @@ use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns};
 use tcp_track_common::{
     counters,
     event::FlowEvent,
-    fast::{self, common_flags, reset_flags, Lean},
+    fast::{self, Lean},
     flow::{FlowKeyV4, DIR_HI_TO_LO, DIR_LO_TO_HI},
     guard::RST_POLICY_OBSERVE,
     parse::{Packet, ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP},
@@ -41,46 +41,29 @@ use crate::{
 const HEADERS: usize = ETH_HLEN + 20 + 20;
 const TCP: usize = ETH_HLEN + 20;
 
-/// `kind`: the frame may be the common one (`segment`).
-pub const COMMON: u32 = 1;
-/// `kind`: the frame may be a bare RST (`reset`; XDP only).
-pub const RESET: u32 = 2;
-
-/// What the frame may be: IPv4 without options (IHL 5) right after an
-/// Ethernet header, with TCP flags ACK or ACK|PSH (`COMMON`) or RST or
-/// RST|ACK (`RESET`); 0 for anything else. Inline in the hook, without
-/// branches but the bounds check, so that every other frame (a SYN or FIN
-/// above all, which take the full path) pays a few instructions for the
-/// fast paths and no call.
-#[inline(always)]
-pub fn kind(pkt: &DirectPacket) -> u32 {
-    let Some(eth) = pkt.at(0, HEADERS) else { return 0 };
-    // SAFETY (each read): inside the headers `at` proved.
-    let (ethertype, vihl, flags) = unsafe { (be16_at(eth + 12), *((eth + ETH_HLEN) as *const u8), *((eth + TCP + 13) as *const u8)) };
-    let ipv4 = (ethertype == ETH_P_IPV4) & (vihl == 0x45);
-    ((ipv4 & common_flags(flags)) as u32) | (((ipv4 & reset_flags(flags)) as u32) << 1)
-}
-
 /// Where the headers of a frame the fast paths may take are, and what of
-/// them decides which.
-struct Headers {
+/// them decides which (`common_flags`: `segment`; `reset_flags`: `reset`).
+pub struct Headers {
     ip: usize,
     tcp: usize,
     /// The IPv4 total length.
     total: usize,
     /// The TCP header's length.
     doff: usize,
-    flags: u8,
+    pub flags: u8,
 }
 
 /// The checks of `parse_ipv4` and `parse_tcp` for this shape of frame,
-/// with one bounds check for all three headers (IHL 5: `kind`): IPv4
-/// (here without options), a length within the frame (0, BIG TCP's, is
-/// left to the full path), not a fragment (the first one's flag is left
-/// to it too), TCP, a data offset within the segment. `None`: the full
-/// path parses it, and counts it as it counts it.
+/// with one bounds check for all three headers: IPv4 without options (IHL
+/// 5) right after an Ethernet header, a length within the frame (0, BIG
+/// TCP's, is left to the full path), not a fragment (the first one's flag
+/// is left to it too), TCP, a data offset within the segment. `None`: the
+/// full path parses it, and counts it as it counts it. Made once per frame
+/// by the hook, inline: the fast path it picks by the flags takes the
+/// headers as found here, and every other frame (a SYN or FIN above all)
+/// pays these few instructions and no call.
 #[inline(always)]
-fn headers(pkt: &DirectPacket) -> Option<Headers> {
+pub fn headers(pkt: &DirectPacket) -> Option<Headers> {
     let eth = pkt.at(0, HEADERS)?;
     let (ip, tcp) = (eth + ETH_HLEN, eth + TCP);
     // SAFETY (each read of this function): inside the headers `at` proved.
@@ -114,9 +97,9 @@ fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
     }
 }
 
-/// The common frame of an established flow (`kind` said `COMMON`),
-/// accounted: 1. Anything else: 0, nothing changed, and the caller runs
-/// the full path.
+/// The common frame (`headers`, with flags ACK or ACK|PSH) of an
+/// established flow, accounted: 1. Anything else: 0, nothing changed, and
+/// the caller runs the full path.
 ///
 /// Inline in the hook. It used to be a subprogram, because the full path
 /// was inlined after it: inlined too, it took the XDP program past the
@@ -124,9 +107,9 @@ fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16) -> (FlowKeyV4, u8) {
 /// is now another program, reached by a tail call (`maps::FULL_XDP`), so
 /// neither its verifier walk nor its stack grows with this one.
 #[inline(always)]
-pub fn segment(pkt: &DirectPacket) -> u32 {
-    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
-    if !common_flags(flags) || !all_strict() {
+pub fn segment(h: &Headers) -> u32 {
+    let &Headers { ip, tcp, total, doff, flags } = h;
+    if !all_strict() {
         return 0;
     }
     // SAFETY (each read): inside the headers `headers` proved.
@@ -145,7 +128,7 @@ pub fn segment(pkt: &DirectPacket) -> u32 {
     1
 }
 
-/// A bare RST (`kind` said `RESET`) seen by XDP on `ctx`'s interface, of
+/// A bare RST (`headers`, with flags RST or RST|ACK) seen by XDP on `ctx`'s interface, of
 /// a flow in the established table, that the RST policy drops
 /// (`tcp_track_common::fast::reset`): judged, counted and reported as the
 /// full path would, and 1: the caller drops it. Anything else (a RST with
@@ -156,11 +139,11 @@ pub fn segment(pkt: &DirectPacket) -> u32 {
 /// Inline in the hook, as `segment` is: a subprogram call would cost the
 /// RST about 9 ns more than the common frame.
 #[inline(always)]
-pub fn reset(pkt: &DirectPacket, ctx: *const xdp_md) -> u32 {
-    let Some(Headers { ip, tcp, total, doff, flags }) = headers(pkt) else { return 0 };
+pub fn reset(h: &Headers, ctx: *const xdp_md) -> u32 {
+    let &Headers { ip, tcp, total, doff, flags } = h;
     // No payload and no options: the 20 bytes the checksum below covers
     // are the whole segment.
-    if total != 40 || doff != 20 || !reset_flags(flags) {
+    if total != 40 || doff != 20 {
         return 0;
     }
     let policy = RST_POLICY.load();

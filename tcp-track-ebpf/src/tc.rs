@@ -3,7 +3,7 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use aya_log_ebpf::{debug, warn};
-use tcp_track_common::{event::HOOK_TC_EGRESS, track::Observed};
+use tcp_track_common::{event::HOOK_TC_EGRESS, fast::common_flags, track::Observed};
 
 use crate::{fast, maps::FULL_TC, packet::DirectPacket, track};
 
@@ -16,8 +16,10 @@ const TC_ACT_UNSPEC: i32 = -1;
 pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     let pkt = DirectPacket::tc(&ctx);
     // An ACK or data of an established flow: accounted, on its way.
-    if fast::kind(&pkt) == fast::COMMON && fast::segment(&pkt) != 0 {
-        return TC_ACT_UNSPEC;
+    if let Some(h) = fast::headers(&pkt) {
+        if common_flags(h.flags) && fast::segment(&h) != 0 {
+            return TC_ACT_UNSPEC;
+        }
     }
     // SAFETY: as at XDP (`tcp_track_xdp`). On success this does not return.
     unsafe { FULL_TC.tail_call(&ctx, 0) };

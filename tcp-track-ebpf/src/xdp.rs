@@ -3,19 +3,26 @@
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::{debug, warn};
-use tcp_track_common::{event::HOOK_XDP, track::Observed};
+use tcp_track_common::{
+    event::HOOK_XDP,
+    fast::{common_flags, reset_flags},
+    track::Observed,
+};
 
 use crate::{fast, maps::FULL_XDP, packet::DirectPacket, track};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let pkt = DirectPacket::xdp(&ctx);
-    match fast::kind(&pkt) {
+    if let Some(h) = fast::headers(&pkt) {
         // An ACK or data of an established flow: accounted, passed.
-        fast::COMMON if fast::segment(&pkt) != 0 => return xdp_action::XDP_PASS,
+        if common_flags(h.flags) && fast::segment(&h) != 0 {
+            return xdp_action::XDP_PASS;
+        }
         // A RST the policy drops: judged, counted, reported, dropped.
-        fast::RESET if fast::reset(&pkt, ctx.ctx) != 0 => return xdp_action::XDP_DROP,
-        _ => {}
+        if reset_flags(h.flags) && fast::reset(&h, ctx.ctx) != 0 {
+            return xdp_action::XDP_DROP;
+        }
     }
     // SAFETY: the hook's own context, and a slot the daemon fills with a
     // program of this type. On success this does not return.
