@@ -5,12 +5,15 @@
 //! the benchmark fills its sets on the host with the same code.
 //!
 //! The design is the one `tcp-track-bench loss` finds lossless to 100%
-//! with a stash: `WAYS` ways per set, two candidate sets per key (the
-//! half-open table's keyed hash, two seeds), a new flow placed in the less
-//! loaded one. A set keeps its keys together (the lookup reads 96 bytes of
-//! keys, not the records), and fills its ways in order: `used` ways are
-//! taken. The stash (an LRU hash for what both sets cannot hold) is not
-//! here: a lookup of a flow in a set never reads it.
+//! with a stash of 1/12 and cheapest on a miss: `WAYS` ways per set, two
+//! candidate sets per key (the half-open table's keyed hash, two seeds), a
+//! new flow placed in its first set while that has room, else in its
+//! second, the first counting it (`spilled`): a lookup reads the second
+//! set only when the first has spilled, which stays rare until sets fill.
+//! A set keeps its keys together (the lookup reads 96 bytes of keys, not
+//! the records), and fills its ways in order: `used` ways are taken. The
+//! stash (an LRU hash for what both sets cannot hold) is not here: a
+//! lookup of a flow in a set never reads it.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -31,7 +34,9 @@ pub struct SetV4 {
     pub keys: [FlowKeyV4; WAYS],
     /// Ways taken, from way 0.
     pub used: u32,
-    pub _pad: u32,
+    /// Flows whose first set this is, placed elsewhere because it was
+    /// full: while 0, a key not found here is in neither set.
+    pub spilled: u32,
     pub records: [FlowRecord; WAYS],
 }
 const _: () = assert!(core::mem::size_of::<SetV4>() == 872);
@@ -71,17 +76,31 @@ fn way_mut(set: &mut SetV4, w: u32) -> Option<(&mut FlowKeyV4, &mut FlowRecord)>
     way!(0 1 2 3 4 5 6 7)
 }
 
-/// Whether a new flow goes to its second candidate set rather than its
-/// first: the less loaded takes it.
+/// Whether a key not found in its first set `first` may still be in its
+/// second.
 #[inline(always)]
-pub fn prefers_second(first: &SetV4, second: &SetV4) -> bool {
-    second.used < first.used
+pub fn reads_second(first: &SetV4) -> bool {
+    first.spilled != 0
 }
 
-/// Put a new flow in the next free way of `set`; false when it is full
-/// (the design's stash would take it).
+/// Put a new flow in its first set if that has room, else in its second
+/// (`None` when both candidates are the same set), the first counting the
+/// spill; false when neither has room (the design's stash would take it).
 #[inline(always)]
-pub fn push(set: &mut SetV4, key: &FlowKeyV4, rec: &FlowRecord) -> bool {
+pub fn place(first: &mut SetV4, second: Option<&mut SetV4>, key: &FlowKeyV4, rec: &FlowRecord) -> bool {
+    if push(first, key, rec) {
+        return true;
+    }
+    first.spilled = first.spilled.saturating_add(1);
+    match second {
+        Some(second) => push(second, key, rec),
+        None => false,
+    }
+}
+
+/// Put a new flow in the next free way of `set`; false when it is full.
+#[inline(always)]
+fn push(set: &mut SetV4, key: &FlowKeyV4, rec: &FlowRecord) -> bool {
     let Some((k, r)) = way_mut(set, set.used) else { return false };
     *k = *key;
     *r = *rec;
@@ -101,20 +120,28 @@ mod tests {
     fn a_placed_flow_is_found_in_its_set_and_only_there() {
         let (mut a, mut b) = (SetV4::default(), SetV4::default());
         let rec = FlowRecord { state: 3, ..FlowRecord::default() };
-        for i in 0..16 {
-            let set = if prefers_second(&a, &b) { &mut b } else { &mut a };
-            assert!(push(set, &key(i), &rec), "way {i} of 16");
+        for i in 0..8 {
+            assert!(place(&mut a, Some(&mut b), &key(i), &rec), "way {i} of the first set");
         }
-        assert!(!push(&mut a, &key(16), &rec) && !push(&mut b, &key(16), &rec), "both sets full");
-        assert_eq!((a.used, b.used), (8, 8), "the less loaded set takes each flow");
+        assert!(!reads_second(&a), "nothing spilled while the first set had room");
+        for i in 8..16 {
+            assert!(place(&mut a, Some(&mut b), &key(i), &rec), "way {} of the second set", i - 8);
+        }
+        assert!(!place(&mut a, Some(&mut b), &key(16), &rec), "both sets full");
+        assert_eq!((a.used, b.used, a.spilled, b.spilled), (8, 8, 9, 0));
+        assert!(reads_second(&a));
         for i in 0..16 {
             let found = find_mut(&mut a, &key(i)).is_some() as u8 + find_mut(&mut b, &key(i)).is_some() as u8;
             assert_eq!(found, 1, "flow {i} is in exactly one set");
         }
         assert!(find_mut(&mut a, &key(16)).is_none() && find_mut(&mut b, &key(16)).is_none());
+        // Both candidates one set: no second place to go.
+        let mut c = SetV4 { used: 8, ..SetV4::default() };
+        assert!(!place(&mut c, None, &key(17), &rec));
+        assert_eq!(c.spilled, 1);
         // A way past `used` is not a flow, whatever its bytes.
-        let mut c = SetV4::default();
-        assert!(find_mut(&mut c, &FlowKeyV4::default()).is_none());
+        let mut d = SetV4::default();
+        assert!(find_mut(&mut d, &FlowKeyV4::default()).is_none());
     }
 
     #[test]

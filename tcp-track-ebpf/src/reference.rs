@@ -11,8 +11,9 @@
 //!
 //! `tcp_track_reference_sets` does the same with a set-associative table
 //! of our own instead of the LRU hash (`tcp_track_common::refsets`: two
-//! candidate sets of eight ways in an array), so that the benchmark shows
-//! what such a table would cost per segment next to the LRU hash.
+//! candidate sets of eight ways in an array, the second read only when the
+//! first has spilled into it), so that the benchmark shows what such a
+//! table would cost per segment next to the LRU hash.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -82,17 +83,16 @@ fn reference_sets(ctx: &XdpContext) -> Option<()> {
         touch(rec, seq);
         return Some(());
     }
-    if a == b {
-        refsets::push(first, &key, &FlowRecord::default());
-        return Some(());
+    // The second set only if the first ever sent a flow there.
+    if a != b && refsets::reads_second(first) {
+        let second = unsafe { &mut *REFERENCE_SETS.get_ptr_mut(b)? };
+        if let Some(rec) = refsets::find_mut(second, &key) {
+            touch(rec, seq);
+            return Some(());
+        }
     }
-    let second = unsafe { &mut *REFERENCE_SETS.get_ptr_mut(b)? };
-    if let Some(rec) = refsets::find_mut(second, &key) {
-        touch(rec, seq);
-        return Some(());
-    }
-    let set = if refsets::prefers_second(first, second) { second } else { first };
-    refsets::push(set, &key, &FlowRecord::default());
+    let second = if a == b { None } else { Some(unsafe { &mut *REFERENCE_SETS.get_ptr_mut(b)? }) };
+    refsets::place(first, second, &key, &FlowRecord::default());
     Some(())
 }
 

@@ -58,12 +58,12 @@ fn segment(port: u16, seq: u32) -> (Vec<u8>, FlowKeyV4) {
     (f, key)
 }
 
-/// The record of `key` in whichever of its two sets holds it.
-fn in_sets(ebpf: &Ebpf, key: &FlowKeyV4) -> Option<FlowRecord> {
+/// The record of `key` in whichever of its two sets holds it, and which.
+fn in_sets(ebpf: &Ebpf, key: &FlowKeyV4) -> Option<(FlowRecord, usize)> {
     let sets: Array<&MapData, SetV4> = Array::try_from(ebpf.map(REFERENCE_SETS_MAP).unwrap()).unwrap();
     (0..2).find_map(|choice| {
         let mut set = sets.get(&refsets::set_of(key, choice, SETS - 1), 0).unwrap();
-        refsets::find_mut(&mut set, key).copied()
+        refsets::find_mut(&mut set, key).copied().map(|rec| (rec, choice))
     })
 }
 
@@ -71,24 +71,58 @@ fn in_sets(ebpf: &Ebpf, key: &FlowKeyV4) -> Option<FlowRecord> {
 fn both_references_find_and_count_the_flow_they_hold() {
     require_root!();
     let ebpf = load();
-    // 200 flows, three segments each, the last one's sequence number kept.
-    for round in 0..3u32 {
-        for i in 0..200u16 {
-            let (f, _) = segment(40_000 + i, 1000 + round);
-            run(&ebpf, REFERENCE_PROGRAM, &f);
-            run(&ebpf, REFERENCE_SETS_PROGRAM, &f);
-        }
-    }
+    // 200 flows in 64 sets of 8: few first sets fill. Three segments
+    // each, the last one's sequence number kept.
+    run_flows(&ebpf, 200);
     let lru: HashMap<&MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(ebpf.map(REFERENCE_MAP).unwrap()).unwrap();
     for i in 0..200u16 {
         let (_, key) = &segment(40_000 + i, 0);
         let rec = lru.get(key, 0).expect("the LRU reference holds every flow");
         assert_eq!((rec.packets[0], rec.last_end), (2, 1002), "inserted, then found and counted twice");
-        let rec = in_sets(&ebpf, key).expect("the sets reference holds every flow");
+        let (rec, _) = in_sets(&ebpf, key).expect("the sets reference holds every flow");
         assert_eq!((rec.packets[0], rec.last_end), (2, 1002), "inserted, then found and counted twice");
     }
-    // Each flow once, in a set of its own two (200 flows in 64 sets of 8).
+    // Each flow once, in a set of its own two.
     let sets: Array<&MapData, SetV4> = Array::try_from(ebpf.map(REFERENCE_SETS_MAP).unwrap()).unwrap();
     let used: u32 = (0..SETS).map(|i| sets.get(&i, 0).unwrap().used).sum();
     assert_eq!(used, 200);
+}
+
+/// Past a full first set, flows go to their second, and lookups find them
+/// there: the first set counts them.
+#[test]
+fn the_sets_reference_finds_a_flow_its_first_set_spilled() {
+    require_root!();
+    let ebpf = load();
+    // 440 flows in 512 ways: many first sets fill.
+    run_flows(&ebpf, 440);
+    let sets: Array<&MapData, SetV4> = Array::try_from(ebpf.map(REFERENCE_SETS_MAP).unwrap()).unwrap();
+    let mut in_second = 0;
+    for i in 0..440u16 {
+        let (_, key) = &segment(40_000 + i, 0);
+        let [first, second] = [0, 1].map(|c| sets.get(&refsets::set_of(key, c, SETS - 1), 0).unwrap());
+        match in_sets(&ebpf, key) {
+            Some((rec, choice)) => {
+                assert_eq!((rec.packets[0], rec.last_end), (2, 1002), "flow {i}: inserted, then found and counted twice");
+                if choice == 1 {
+                    in_second += 1;
+                    assert!(first.used == 8 && first.spilled > 0, "flow {i} in its second set: its first full and counting it");
+                }
+            }
+            // What neither set can hold is the stash's.
+            None => assert!(first.used == 8 && second.used == 8, "flow {i} not held while a set had room"),
+        }
+    }
+    assert!(in_second > 10, "only {in_second} flows in their second set: the test does not reach the spill");
+}
+
+/// Three segments of each of `n` flows through both references.
+fn run_flows(ebpf: &Ebpf, n: u16) {
+    for round in 0..3u32 {
+        for i in 0..n {
+            let (f, _) = segment(40_000 + i, 1000 + round);
+            run(ebpf, REFERENCE_PROGRAM, &f);
+            run(ebpf, REFERENCE_SETS_PROGRAM, &f);
+        }
+    }
 }
