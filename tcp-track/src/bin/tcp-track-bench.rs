@@ -5,7 +5,9 @@
 //!   1,000,000, median of 5 runs, pinned to one CPU), minus an empty XDP
 //!   program measured the same way, at 1K, 64K and 1M live flows; and each
 //!   as a ratio to a reference program measured the same way (parse, one
-//!   lookup and update in an LRU hash of the same size and value);
+//!   lookup and update in an LRU hash of the same size and value); beside
+//!   it the same work over sets of our own (`refsets`), and both on flows
+//!   they do not hold yet (single runs: a miss and an insert);
 //! - kernel memory per tracked flow, from the maps' own accounting;
 //! - events per second from the ring buffer to JSON lines, and events lost;
 //! - a SYN flood against established flows;
@@ -317,6 +319,7 @@ fn packets() -> Result<()> {
     // Per row: the cost above empty and its ratio to the reference's, per size.
     let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let (mut empty_row, mut reference_row, mut sets_row, mut sets_ratio_row) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reference_new_row, mut sets_new_row) = (Vec::new(), Vec::new());
     for (i, &n) in sizes.iter().enumerate() {
         let mut bench = Bench::new(n)?;
         let empty = bench.median(EMPTY_PROGRAM, &frame(client(0), SERVER, "A", 1, 1, 0))?;
@@ -332,9 +335,18 @@ fn packets() -> Result<()> {
         if touched < REPEAT {
             bail!("the sets reference counted {touched} runs on the flow it holds, not the {REPEAT} or more it ran");
         }
+        // Both on flows they do not hold: the established-table miss a new
+        // SYN pays, and the insert a promotion pays. Few enough that the
+        // tables stay under three quarters full (no LRU eviction, few full
+        // sets).
+        let fresh: Vec<Vec<u8>> = (0..NEW_FLOWS).map(|i| frame(client(5_000_000 + i), SERVER, "A", 1, 1, 0)).collect();
+        let reference_new = bench.median_reference_new(REFERENCE_PROGRAM, &fresh)?;
+        let sets_new = bench.median_reference_new(REFERENCE_SETS_PROGRAM, &fresh)?;
         empty_row.push(format!("{empty:.1} ns"));
         reference_row.push(format!("{reference:.1} ns"));
         sets_row.push(format!("{sets:.1} ns"));
+        reference_new_row.push(format!("{reference_new:.1} ns"));
+        sets_new_row.push(format!("{sets_new:.1} ns"));
         sets_ratio_row.push(format!("{:.2}x", sets / reference));
         for (j, (name, cost)) in bench.packet_costs(empty)?.into_iter().enumerate() {
             if i == 0 {
@@ -350,6 +362,8 @@ fn packets() -> Result<()> {
     line("(empty XDP program itself)", &empty_row);
     line("(reference: parse + LRU lookup/update)", &reference_row);
     line("(the same over 8-way sets, 2nd if spilled)", &sets_row);
+    line("(reference, new flows: single runs - empty)", &reference_new_row);
+    line("(the same over the sets)", &sets_new_row);
     println!();
     println!("{:<44} {:>10} {:>10} {:>10}", "the same as a ratio to the reference", "1K flows", "64K flows", "1M flows");
     for (name, cells) in &rows {
@@ -424,6 +438,9 @@ struct Bench {
     reference_sets: Option<(Array<MapData, refsets::SetV4>, u32)>,
 }
 
+/// Flows the references meet for the first time, per table size (one run each).
+const NEW_FLOWS: u32 = 500;
+
 /// Half-open table capacity in every benchmark.
 const MAX_HALF_OPEN: u32 = 16_384;
 
@@ -471,8 +488,25 @@ impl Bench {
 
     /// Median per-packet time in ns of reference program `name`, as `median`.
     fn median_reference(&self, name: &str, frame: &[u8]) -> Result<f64> {
-        let program = self.reference.as_ref().and_then(|r| r.program(name)).and_then(|p| p.try_into().ok());
-        median_of(program.with_context(|| format!("the reference program {name}"))?, frame)
+        median_of(self.reference_program(name)?, frame)
+    }
+
+    /// Median over one run of reference program `name` on each of
+    /// `frames`, each minus a run of the empty program just before it (as
+    /// `paired`): the reference on flows it does not hold yet, a miss and
+    /// an insert each.
+    fn median_reference_new(&self, name: &str, frames: &[Vec<u8>]) -> Result<f64> {
+        let program = self.reference_program(name)?;
+        let mut v = Vec::with_capacity(frames.len());
+        for f in frames {
+            let base = self.run(EMPTY_PROGRAM, f, 1)?.as_nanos() as f64;
+            v.push(test_run(program, f, 1)?.as_nanos() as f64 - base);
+        }
+        Ok(median(v))
+    }
+
+    fn reference_program(&self, name: &str) -> Result<&Xdp> {
+        self.reference.as_ref().and_then(|r| r.program(name)).and_then(|p| p.try_into().ok()).with_context(|| format!("the reference program {name}"))
     }
 
     /// The sets reference's count of segments on the flow of `frame`
