@@ -831,12 +831,13 @@ fn table_loss() -> Result<()> {
     Ok(())
 }
 
-/// The stash of the design that meets issue 15's memory and loss targets
-/// together: one entry for every `STASH_SHARE` slots of the sets.
+/// The stash that makes the less loaded placement lossless to 100%: one
+/// entry for every `STASH_SHARE` slots of the sets.
 const STASH_SHARE: usize = 16;
 
 /// The stash that makes the first set with room lossless to 100% too (it
-/// overflows more than the less loaded set: 7.74% against 4.14%).
+/// overflows more than the less loaded set: 7.74% against 4.14%): the
+/// design to build (`refsets`), whose misses mostly stop at one set.
 const FIRST_FREE_STASH_SHARE: usize = 12;
 
 /// Where a new flow goes among its candidate sets.
