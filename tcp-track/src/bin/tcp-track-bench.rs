@@ -56,7 +56,7 @@ use tcp_track::{
 };
 use tcp_track_common::{
     counters,
-    flow::{direction, key_v4, FlowKeyV4, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
+    flow::{direction, key_v4, FlowKeyV4, FlowKeyV6, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     halfopen::set_of,
     parse::parse,
     refsets,
@@ -497,12 +497,7 @@ impl Bench {
     /// an insert each.
     fn median_reference_new(&self, name: &str, frames: &[Vec<u8>]) -> Result<f64> {
         let program = self.reference_program(name)?;
-        let mut v = Vec::with_capacity(frames.len());
-        for f in frames {
-            let base = self.run(EMPTY_PROGRAM, f, 1)?.as_nanos() as f64;
-            v.push(test_run(program, f, 1)?.as_nanos() as f64 - base);
-        }
-        Ok(median(v))
+        Ok(median(frames.iter().map(|f| self.paired_on(program, f)).collect::<Result<Vec<_>>>()?))
     }
 
     fn reference_program(&self, name: &str) -> Result<&Xdp> {
@@ -668,8 +663,13 @@ impl Bench {
     /// just before it, in ns: the per-run overhead (about 80 ns, and
     /// drifting) cancels out.
     fn paired(&self, frame: &[u8]) -> Result<f64> {
+        self.paired_on(self.program(XDP_PROGRAM), frame)
+    }
+
+    /// `paired` for any loaded program.
+    fn paired_on(&self, program: &Xdp, frame: &[u8]) -> Result<f64> {
         let base = self.run(EMPTY_PROGRAM, frame, 1)?.as_nanos() as f64;
-        Ok(self.run(XDP_PROGRAM, frame, 1)?.as_nanos() as f64 - base)
+        Ok(test_run(program, frame, 1)?.as_nanos() as f64 - base)
     }
 }
 
@@ -813,19 +813,16 @@ fn table_loss() -> Result<()> {
     // What the lossless designs would cost in kernel memory: slots of key
     // and record in a BPF array (no per-entry header), plus the stash's
     // entries at the LRU hash's own cost per entry, read from the maps.
-    let record = std::mem::size_of::<FlowRecord>() as f64;
+    let record = std::mem::size_of::<FlowRecord>();
+    let (slot_v4, slot_v6) = (std::mem::size_of::<FlowKeyV4>() + record, std::mem::size_of::<FlowKeyV6>() + record);
     let lru_entry = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
     let (lru_v4, lru_v6) = (lru_entry("FLOWS_V4"), lru_entry("FLOWS_V6"));
     for design in designs.iter().filter(|d| d.stash > 0) {
-        let stash = 1.0 / design.stash as f64;
-        let (v4, v6) = (12.0 + record + stash * lru_v4, 36.0 + record + stash * lru_v6);
+        let (stash_v4, stash_v6) = (lru_v4 / design.stash as f64, lru_v6 / design.stash as f64);
+        let (v4, v6) = (slot_v4 as f64 + stash_v4, slot_v6 as f64 + stash_v6);
         let verdict = if v4 <= 128.0 && v6 <= 152.0 { "within" } else { "over" };
         println!(
-            "  {design}: kernel memory per flow of capacity, IPv4 {v4:.1} B (slot {} B + stash {:.1}), IPv6 {v6:.1} B (slot {} B + stash {:.1}): {verdict} issue 15's 128 / 152",
-            12 + std::mem::size_of::<FlowRecord>(),
-            stash * lru_v4,
-            36 + std::mem::size_of::<FlowRecord>(),
-            stash * lru_v6,
+            "  {design}: kernel memory per flow of capacity, IPv4 {v4:.1} B (slot {slot_v4} B + stash {stash_v4:.1}), IPv6 {v6:.1} B (slot {slot_v6} B + stash {stash_v6:.1}): {verdict} issue 15's 128 / 152"
         );
     }
     Ok(())

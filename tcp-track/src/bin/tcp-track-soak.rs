@@ -606,12 +606,15 @@ impl Records {
             _ => end.to_string(),
         };
         let client = addr("client");
-        let began = v["ts"].as_str().and_then(|ts| humantime::parse_rfc3339_weak(ts).ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
         let evicted = end == "evicted";
         if evicted {
             self.evicted += 1;
         }
-        if let (Some(c), Some(began)) = (client, began) {
+        // The first segment's time, read only where an eviction makes it
+        // matter (a million records go through here).
+        let began = || v["ts"].as_str().and_then(|ts| humantime::parse_rfc3339_weak(ts).ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
+        let involved = client.filter(|c| evicted || self.evicted_at.contains_key(&(kind, *c)));
+        if let Some((c, began)) = involved.and_then(|c| began().map(|b| (c, b))) {
             // A second record of an evicted connection: its own end must
             // still be its kind's (or another eviction).
             let second = self.evicted_at.get(&(kind, c)).is_some_and(|&at| began >= at && began - at <= RETRACK_WINDOW_S);
