@@ -15,12 +15,12 @@ use aya_ebpf::{
 };
 use tcp_track_common::{
     counters,
-    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_XDP},
+    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_TC_EGRESS, HOOK_XDP},
     flow::FlowRecord,
     guard::RST_POLICY_OBSERVE,
-    parse::{Packet, Segment},
+    parse::{Packet, Segment, FAMILY_IPV4},
     state::Outcome,
-    table::{Driver, FlowKey, Seen},
+    table::{account, Cx, Driver, FlowKey, Scratch, Seen, Verdict},
     track::{self, Observed},
 };
 
@@ -31,10 +31,14 @@ use crate::maps::{all_strict, count, CLOCK, EVENTS, LIBERAL_ANY, LIBERAL_IFACES,
 const WAKE_AT: u64 = 128 * 1024;
 
 /// Parse one frame seen by `HOOK` (`event::HOOK_*`) and account it to its
-/// flow. Never fails: a frame that is not TCP, or that we cannot account,
-/// is counted and left alone.
+/// flow in the tables of `FAMILY`. Never fails: a frame that is not TCP,
+/// or that we cannot account, is counted and left alone.
+///
+/// One full path per hook and family, each a program of its own: the
+/// verifier allows a program a million instructions walked, and both
+/// families' table logic and state machine in one program came to more.
 #[inline(always)]
-pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
+pub fn observe<P: Packet, const HOOK: u8, const FAMILY: u8>(pkt: &P, ifindex: u32) -> Observed {
     // A one-slot per-CPU array always has its slot; if not, track nothing.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Observed::Untracked;
@@ -42,8 +46,63 @@ pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
     // SAFETY: per-CPU memory, used by this program run only (BPF programs
     // do not nest on a CPU for these hooks).
     let scratch = unsafe { &mut *scratch };
-    track::observe(pkt, scratch, &mut V4, &mut V6, Kernel::<HOOK>, ifindex, HOOK)
+    let cx = match track::prepare(pkt, scratch, Kernel::<HOOK>, ifindex, HOOK) {
+        Ok(cx) => cx,
+        Err(observed) => return observed,
+    };
+    // The hook chose this family's program (`parse::frame_family`), and
+    // the parse agrees; were it not so, the frame goes untracked rather
+    // than into the other family's logic, which is another program's.
+    if scratch.seg.family != FAMILY {
+        return Observed::Untracked;
+    }
+    let verdict = match (HOOK == HOOK_XDP, FAMILY == FAMILY_IPV4) {
+        (true, true) => tcp_track_account_v4_xdp(scratch, &cx.seen),
+        (true, false) => tcp_track_account_v6_xdp(scratch, &cx.seen),
+        (false, true) => tcp_track_account_v4_tc(scratch, &cx.seen),
+        (false, false) => tcp_track_account_v6_tc(scratch, &cx.seen),
+    };
+    match verdict {
+        ACCOUNTED => Observed::Tracked,
+        DROP => Observed::Dropped,
+        _ => Observed::Untracked,
+    }
 }
+
+/// `Verdict`s as the account functions return them.
+const ACCOUNTED: u32 = Verdict::Accounted as u32;
+const DROP: u32 = Verdict::Drop as u32;
+
+/// `table::account` of one family's tables at one hook, for the segment in
+/// `scratch` seen as `seen` says: a `Verdict` as a number.
+///
+/// *Global* functions (exported by name: see `xtask/src/bpf_toolchain.rs`):
+/// the verifier checks each once, with nothing known of `seen`, rather
+/// than once for every state the hook reaches the call in (a RST's proven
+/// checksum, a liberal interface or not, ...): the state machine and both
+/// tables' logic are most of each full path's verification, which the
+/// established table's sets took past the million instructions inlined.
+/// A global function's pointers may be NULL as far as the verifier knows,
+/// hence the checks.
+macro_rules! account_fn {
+    ($name:ident, $store:ident, $hook:expr) => {
+        #[unsafe(no_mangle)]
+        #[inline(never)]
+        pub extern "C" fn $name(scratch: *mut Scratch, seen: *const Seen) -> u32 {
+            if scratch.is_null() || seen.is_null() {
+                return Verdict::Untracked as u32;
+            }
+            // SAFETY: not NULL; the caller passes its per-CPU scratch slot
+            // and a reference.
+            let mut cx = Cx { driver: Kernel::<{ $hook }>, seen: unsafe { *seen } };
+            account(&mut $store, unsafe { &mut *scratch }, &mut cx) as u32
+        }
+    };
+}
+account_fn!(tcp_track_account_v4_xdp, V4, HOOK_XDP);
+account_fn!(tcp_track_account_v6_xdp, V6, HOOK_XDP);
+account_fn!(tcp_track_account_v4_tc, V4, HOOK_TC_EGRESS);
+account_fn!(tcp_track_account_v6_tc, V6, HOOK_TC_EGRESS);
 
 /// Whether `ifindex` is a liberal interface (`LIBERAL_IFACES`): 1 or 0.
 ///

@@ -45,6 +45,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod established;
 pub mod events;
 pub mod filter;
 pub mod flows;

@@ -151,7 +151,7 @@ fn listing() -> Result<()> {
         let capacity = Capacity::new(FLOWS.next_power_of_two(), MAX_HALF_OPEN);
         let pinning = Pinning { dir: dir.clone(), seed: None, keep: false };
         let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
-        let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
+        let info = tcp_track::pins::owner_info(tracker.layout.seed, tracker.layout.set_mask, capacity.max_flows(), false);
         dir.write_info(&info)?;
         let mut b = Bench { tracker, reference: None, reference_sets: None };
         b.fill(0, FLOWS)?;
@@ -939,7 +939,7 @@ fn percent(part: usize, whole: usize) -> String {
 /// goes through the same token-bucket update.
 fn events_per_second() -> Result<()> {
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.half_open;
+    let layout = bench.tracker.layout;
     let ebpf = &mut bench.tracker.ebpf;
     let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
@@ -1013,7 +1013,7 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
         stats::Counters,
     };
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.half_open;
+    let layout = bench.tracker.layout;
     let ebpf = &mut bench.tracker.ebpf;
     let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
@@ -1115,7 +1115,7 @@ fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
     let mut bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
-    let layout = bench.tracker.half_open;
+    let layout = bench.tracker.layout;
     let tables = KernelFlows::take(&mut bench.tracker.ebpf, layout)?;
     let mut ring: RingBuf<MapData> = RingBuf::try_from(bench.tracker.ebpf.take_map("EVENTS").unwrap())?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(bench.tracker.ebpf.take_map("COUNTERS").unwrap())?;
