@@ -284,7 +284,7 @@ pub enum Placed {
 /// else tell the caller to stash it. See the module's notes on writers
 /// placing one key at once.
 #[inline(always)]
-pub fn place<S: EstSet>(first: &mut S, mut second: Option<&mut S>, key: &S::Key, rec: &FlowRecord) -> Placed {
+pub fn place<S: EstSet>(first: &mut S, second: Option<&mut S>, key: &S::Key, rec: &FlowRecord) -> Placed {
     if let Some(way) = claim(first) {
         fill(first, way, key, rec);
         if duplicate(first, second.as_deref(), key, 0, way) {
@@ -294,7 +294,7 @@ pub fn place<S: EstSet>(first: &mut S, mut second: Option<&mut S>, key: &S::Key,
         return Placed::Set(0, way);
     }
     advance::add(first.counts().2, 1);
-    if let Some(second) = second.as_deref_mut() {
+    if let Some(second) = second {
         if let Some(way) = claim(second) {
             fill(second, way, key, rec);
             if duplicate(first, Some(second), key, 1, way) {

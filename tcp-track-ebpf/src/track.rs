@@ -15,12 +15,12 @@ use aya_ebpf::{
 };
 use tcp_track_common::{
     counters,
-    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_TC_EGRESS, HOOK_XDP},
+    event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_XDP},
     flow::FlowRecord,
     guard::RST_POLICY_OBSERVE,
     parse::{Packet, Segment, FAMILY_IPV4},
     state::Outcome,
-    table::{account, Cx, Driver, FlowKey, Scratch, Seen, Verdict},
+    table::{account, Driver, FlowKey, Seen},
     track::{self, Observed},
 };
 
@@ -46,7 +46,7 @@ pub fn observe<P: Packet, const HOOK: u8, const FAMILY: u8>(pkt: &P, ifindex: u3
     // SAFETY: per-CPU memory, used by this program run only (BPF programs
     // do not nest on a CPU for these hooks).
     let scratch = unsafe { &mut *scratch };
-    let cx = match track::prepare(pkt, scratch, Kernel::<HOOK>, ifindex, HOOK) {
+    let mut cx = match track::prepare(pkt, scratch, Kernel::<HOOK>, ifindex, HOOK) {
         Ok(cx) => cx,
         Err(observed) => return observed,
     };
@@ -56,53 +56,9 @@ pub fn observe<P: Packet, const HOOK: u8, const FAMILY: u8>(pkt: &P, ifindex: u3
     if scratch.seg.family != FAMILY {
         return Observed::Untracked;
     }
-    let verdict = match (HOOK == HOOK_XDP, FAMILY == FAMILY_IPV4) {
-        (true, true) => tcp_track_account_v4_xdp(scratch, &cx.seen),
-        (true, false) => tcp_track_account_v6_xdp(scratch, &cx.seen),
-        (false, true) => tcp_track_account_v4_tc(scratch, &cx.seen),
-        (false, false) => tcp_track_account_v6_tc(scratch, &cx.seen),
-    };
-    match verdict {
-        ACCOUNTED => Observed::Tracked,
-        DROP => Observed::Dropped,
-        _ => Observed::Untracked,
-    }
+    let verdict = if FAMILY == FAMILY_IPV4 { account(&mut V4, scratch, &mut cx) } else { account(&mut V6, scratch, &mut cx) };
+    verdict.into()
 }
-
-/// `Verdict`s as the account functions return them.
-const ACCOUNTED: u32 = Verdict::Accounted as u32;
-const DROP: u32 = Verdict::Drop as u32;
-
-/// `table::account` of one family's tables at one hook, for the segment in
-/// `scratch` seen as `seen` says: a `Verdict` as a number.
-///
-/// *Global* functions (exported by name: see `xtask/src/bpf_toolchain.rs`):
-/// the verifier checks each once, with nothing known of `seen`, rather
-/// than once for every state the hook reaches the call in (a RST's proven
-/// checksum, a liberal interface or not, ...): the state machine and both
-/// tables' logic are most of each full path's verification, which the
-/// established table's sets took past the million instructions inlined.
-/// A global function's pointers may be NULL as far as the verifier knows,
-/// hence the checks.
-macro_rules! account_fn {
-    ($name:ident, $store:ident, $hook:expr) => {
-        #[unsafe(no_mangle)]
-        #[inline(never)]
-        pub extern "C" fn $name(scratch: *mut Scratch, seen: *const Seen) -> u32 {
-            if scratch.is_null() || seen.is_null() {
-                return Verdict::Untracked as u32;
-            }
-            // SAFETY: not NULL; the caller passes its per-CPU scratch slot
-            // and a reference.
-            let mut cx = Cx { driver: Kernel::<{ $hook }>, seen: unsafe { *seen } };
-            account(&mut $store, unsafe { &mut *scratch }, &mut cx) as u32
-        }
-    };
-}
-account_fn!(tcp_track_account_v4_xdp, V4, HOOK_XDP);
-account_fn!(tcp_track_account_v6_xdp, V6, HOOK_XDP);
-account_fn!(tcp_track_account_v4_tc, V4, HOOK_TC_EGRESS);
-account_fn!(tcp_track_account_v6_tc, V6, HOOK_TC_EGRESS);
 
 /// Whether `ifindex` is a liberal interface (`LIBERAL_IFACES`): 1 or 0.
 ///

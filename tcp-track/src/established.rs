@@ -158,6 +158,30 @@ where
         }
     }
 
+    /// Where a lookup of `key` finds it (`Where::Stash` only if the stash
+    /// holds it).
+    pub fn place_of(&self, key: &S::Key) -> Where {
+        let (a, b) = self.candidates(key);
+        let (first, second) = (self.mapping.set(a), (a != b).then(|| self.mapping.set(b)));
+        match estab::locate(&first, || second.as_ref(), key) {
+            Where::Stash if self.stash.get(key, 0).is_err() => Where::Absent,
+            found => found,
+        }
+    }
+
+    /// The sets' counts summed: flows placed in their second set, and sent
+    /// to the stash (`estab::EstSet::spilled`, `stashed`).
+    pub fn spill_counts(&self) -> (u64, u64) {
+        (0..self.mapping.sets).map(|i| self.mapping.set(i)).fold((0, 0), |(sp, st), s| (sp + s.spilled() as u64, st + s.stashed() as u64))
+    }
+
+    /// Whether a lookup of `key`, if absent, reads more than its first set
+    /// (its second, or the stash): what a new flow's miss costs.
+    pub fn miss_reads_past_first(&self, key: &S::Key) -> bool {
+        let first = self.mapping.set(self.candidates(key).0);
+        estab::reads_second(&first) || estab::reads_stash(&first)
+    }
+
     /// Every flow, sets then stash: `each(key, record)`.
     pub fn each(&self, mut each: impl FnMut(&S::Key, &FlowRecord)) {
         for index in 0..self.mapping.sets {

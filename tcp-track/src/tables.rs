@@ -127,8 +127,8 @@ fn data_ref(map: &Map) -> Result<&MapData, MapError> {
 impl FlowTables<MapData> {
     /// Take the tables out of a loaded object (for good).
     pub fn take(ebpf: &mut aya::Ebpf, layout: TableLayout) -> Result<Self, MapError> {
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
-        let [e4, e6, s4, s6, h4, h6] = NAMES.map(|n| take(n));
+        let take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let [e4, e6, s4, s6, h4, h6] = NAMES.map(take);
         FlowTables::of([data(e4?)?, data(e6?)?], (HashMap::try_from(s4?)?, HashMap::try_from(s6?)?), (Array::try_from(h4?)?, Array::try_from(h6?)?), layout)
     }
 

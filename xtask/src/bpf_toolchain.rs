@@ -186,7 +186,7 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
     // `tcp_track_advance` (tcp-track-common, advance.rs),
     // `tcp_track_claim_way` (tcp-track-common, estab.rs),
     // `tcp_track_find_v4`/`_v6`, `tcp_track_place_v4`/`_v6` (tcp-track-ebpf,
-    // maps.rs), `tcp_track_account_*` (tcp-track-ebpf, track.rs) and
+    // maps.rs) and
     // `tcp_track_liberal` (tcp-track-ebpf, track.rs) stay global functions,
     // which the verifier checks once rather than once per caller path.
     let mut flags = vec![
@@ -200,10 +200,6 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
         "-Clink-arg=--export=tcp_track_find_v4",
         "-Clink-arg=--export=tcp_track_find_v6",
         "-Clink-arg=--export=tcp_track_place_v4",
-        "-Clink-arg=--export=tcp_track_account_v4_xdp",
-        "-Clink-arg=--export=tcp_track_account_v6_xdp",
-        "-Clink-arg=--export=tcp_track_account_v4_tc",
-        "-Clink-arg=--export=tcp_track_account_v6_tc",
         "-Clink-arg=--export=tcp_track_place_v6",
         "-Ctarget-cpu=v3",
     ];
