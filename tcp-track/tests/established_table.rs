@@ -174,8 +174,8 @@ fn two_cpus_placing_one_flow_leave_it_once() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (rounds, stop) = (AtomicU16::new(0), AtomicBool::new(false));
     std::thread::scope(|s| {
-        for t in 0..2 {
-            let (tracker, barrier, rounds, stop, cpu, answer) = (&tracker, &barrier, &rounds, &stop, cpus[t], &answer);
+        for (t, &cpu) in cpus.iter().take(2).enumerate() {
+            let (tracker, barrier, rounds, stop, answer) = (&tracker, &barrier, &rounds, &stop, &answer);
             s.spawn(move || {
                 let mut set = CpuSet::new();
                 set.set(cpu).unwrap();
