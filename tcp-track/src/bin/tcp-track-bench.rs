@@ -155,8 +155,8 @@ fn listing() -> Result<()> {
         let mut tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
         let info = tcp_track::pins::owner_info(tracker.layout.seed, tracker.layout.set_mask, capacity.max_flows(), false);
         dir.write_info(&info)?;
-        let established = take_established(&mut tracker)?;
-        let mut b = Bench { tracker, established, reference: None, reference_sets: None };
+        let tables = Some(KernelFlows::take(&mut tracker.ebpf, tracker.layout)?);
+        let mut b = Bench { tracker, tables, reference: None, reference_sets: None };
         b.fill(0, FLOWS)?;
         println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
         for (what, count) in [("list, JSON", false), ("--count", true)] {
@@ -433,9 +433,10 @@ fn established(c_isn: u32, s_isn: u32) -> FlowRecord {
 
 struct Bench {
     tracker: Tracker,
-    /// The tracker's IPv4 established table (taken out of `tracker`'s
-    /// object), which `fill` fills as the kernel would.
-    established: Established<MapData, EstSetV4>,
+    /// The tracker's flow tables (taken out of `tracker`'s object), whose
+    /// IPv4 established table `fill` fills as the kernel would; taken in
+    /// turn by the sections that hand them to a reporter.
+    tables: Option<KernelFlows>,
     /// A second instance of the object for the reference program, its LRU
     /// map sized and filled like the tracker's established table (none
     /// where only the tracker's tables are measured).
@@ -476,8 +477,8 @@ impl Bench {
             program.load()?;
         }
         let sets = Array::try_from(reference.take_map(REFERENCE_SETS_MAP).context("the sets reference's map")?)?;
-        let established = take_established(&mut tracker)?;
-        let mut b = Bench { tracker, established, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
+        let tables = Some(KernelFlows::take(&mut tracker.ebpf, tracker.layout)?);
+        let mut b = Bench { tracker, tables, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
         b.fill(0, live)?;
         Ok(b)
     }
@@ -540,7 +541,7 @@ impl Bench {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
             let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
-            if !self.established.insert(&key, &record) {
+            if !self.tables.as_mut().context("the tables were handed on")?.established_table_v4().insert(&key, &record) {
                 bail!("the established table refused flow {i}");
             }
             if let (Some(reference), Some((set_map, mask))) = (reference.as_mut(), self.reference_sets.as_ref()) {
@@ -990,9 +991,8 @@ fn percent(part: usize, whole: usize) -> String {
 /// goes through the same token-bucket update.
 fn events_per_second() -> Result<()> {
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.layout;
+    let flows = bench.tables.take().context("the tables")?;
     let ebpf = &mut bench.tracker.ebpf;
-    let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
     let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take("COUNTERS")?)?;
@@ -1064,9 +1064,8 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
         stats::Counters,
     };
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.layout;
+    let flows = bench.tables.take().context("the tables")?;
     let ebpf = &mut bench.tracker.ebpf;
-    let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
     let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
     let counters = Counters::new(PerCpuArray::try_from(take("COUNTERS")?)?);
@@ -1166,8 +1165,7 @@ fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
     let mut bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
-    let layout = bench.tracker.layout;
-    let tables = KernelFlows::take(&mut bench.tracker.ebpf, layout)?;
+    let tables = bench.tables.take().context("the tables")?;
     let mut ring: RingBuf<MapData> = RingBuf::try_from(bench.tracker.ebpf.take_map("EVENTS").unwrap())?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(bench.tracker.ebpf.take_map("COUNTERS").unwrap())?;
     let done = Arc::new(AtomicBool::new(false));
