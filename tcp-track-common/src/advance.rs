@@ -48,7 +48,7 @@ const TRIES: u32 = 4;
 /// only atomically or with plain aligned loads and stores of the whole word.
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
-unsafe fn cas(field: *mut u32, expected: u32, new: u32) -> u32 {
+pub(crate) unsafe fn cas(field: *mut u32, expected: u32, new: u32) -> u32 {
     let mut r0 = expected as u64;
     // BPF_STX | BPF_ATOMIC | BPF_W, imm BPF_CMPXCHG: compares w0 with the
     // word at `field`, stores `new` if equal, loads the old word into w0
@@ -68,7 +68,7 @@ unsafe fn cas(field: *mut u32, expected: u32, new: u32) -> u32 {
 
 #[cfg(not(target_arch = "bpf"))]
 #[inline(always)]
-unsafe fn cas(field: *mut u32, expected: u32, new: u32) -> u32 {
+pub(crate) unsafe fn cas(field: *mut u32, expected: u32, new: u32) -> u32 {
     use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
     // SAFETY: the caller's.
     let cell = unsafe { AtomicU32::from_ptr(field) };
@@ -87,6 +87,10 @@ const SET_THEN_SEQ: u32 = 1;
 const MAX: u32 = 2;
 /// The field plus `to`, wrapping.
 const ADD: u32 = 3;
+/// The field with the bits of `to` set.
+const OR: u32 = 4;
+/// The field with the bits of `to` cleared.
+const AND_NOT: u32 = 5;
 
 /// Replace `*field` by what `mode` makes of it and `to`, with a
 /// compare-and-swap from the value that was judged; 1 if this call wrote,
@@ -124,6 +128,10 @@ extern "C" fn tcp_track_advance(field: *mut u32, to: u32, mode: u32) -> u32 {
             to
         } else if mode == ADD {
             current.wrapping_add(to)
+        } else if mode == OR {
+            current | to
+        } else if mode == AND_NOT {
+            current & !to
         } else {
             if !after(to, current) {
                 return 0;
@@ -175,6 +183,19 @@ pub fn add(field: &mut u32, delta: u32) -> bool {
     tcp_track_advance(field, delta, ADD) != 0
 }
 
+/// Set the bits of `bits` in `*field`, whatever other CPUs do to its
+/// other bits meanwhile; true unless given up.
+#[inline(always)]
+pub fn set_bits(field: &mut u32, bits: u32) -> bool {
+    tcp_track_advance(field, bits, OR) != 0
+}
+
+/// Clear the bits of `bits` in `*field`, as `set_bits` sets them.
+#[inline(always)]
+pub fn clear_bits(field: &mut u32, bits: u32) -> bool {
+    tcp_track_advance(field, bits, AND_NOT) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +227,15 @@ mod tests {
         assert_eq!(f, 0x8000_0000);
         add(&mut f, 0x8000_0001);
         assert_eq!(f, 1);
+    }
+
+    #[test]
+    fn bits_are_set_and_cleared_alone() {
+        let mut f = 0b1001;
+        assert!(set_bits(&mut f, 0b0110));
+        assert_eq!(f, 0b1111);
+        assert!(clear_bits(&mut f, 0b0011));
+        assert_eq!(f, 0b1100);
     }
 
     /// Two threads advancing one field with interleaved values: every value

@@ -155,7 +155,8 @@ pub const PEER_LIBERAL: u8 = 0x80;
 ///
 /// Written by the shared state machine (`state::step`) from both hooks, in
 /// place in the map value, with no lock (BPF spin locks are not available
-/// in LRU hash maps): two CPUs can step one flow at the same instant. On a
+/// in LRU hash maps, the stash, nor in memory-mapped arrays, the sets): two
+/// CPUs can step one flow at the same instant. On a
 /// host this is ordinary: TC egress sends a socket's data from the
 /// application's CPU while its pure ACKs leave from the softirq of the CPU
 /// that received the data; bonding, RSS and ECMP can split one direction's

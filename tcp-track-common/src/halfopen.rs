@@ -17,7 +17,7 @@
 //! that a remote sender cannot aim its SYNs at the set of one victim flow.
 //! The daemon computes the same hash to read an entry (`set_of`).
 //!
-//! Slots are written without a lock, as the LRU tables are: two CPUs writing
+//! Slots are written without a lock, as established records are: two CPUs writing
 //! one slot at the same instant can leave a mixed entry, which the state
 //! machine tolerates like any odd input and the next handshake segment
 //! repairs or the eviction order replaces.

@@ -2,9 +2,11 @@
 //! `state`), run over flow tables in memory, for captures read offline and
 //! for tests that need no root.
 //!
-//! The tables behave as the kernel's do: the established table is an LRU
-//! hash of bounded capacity (a full table evicts a flow not used lately to
-//! make room, by second chance, as the kernel's approximates LRU order:
+//! The tables are the kernel's, in memory: the established table is the
+//! same `estab` sets with the same geometry and seed, placed and looked up
+//! by the same functions, and a stash that is an LRU map of the same
+//! capacity (a full stash evicts a flow not used lately to make room, by
+//! second chance, as the kernel's LRU hash approximates LRU order:
 //! `host::lru`; the kernel's evicts silently, this one counts them,
 //! [`HostStore::lru_evicted`]); the half-open table is the same array of
 //! `halfopen` sets, with the same geometry, seed and set mask.
@@ -28,6 +30,7 @@ use self::lru::LruMap;
 
 use crate::{
     counters,
+    estab::{self, EstSet, EstSetV4, EstSetV6, Placed, Where},
     event::{judged_as_ingress, ConnEnd, FlowEvent, EVENT_CONN_END},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
@@ -45,35 +48,93 @@ pub enum Table {
     HalfOpen,
 }
 
-/// The two tables of one address family, in memory.
+/// The two tables of one address family, in memory: `K` its key, `S` a
+/// half-open set, `E` an established set.
 #[derive(Clone, Debug)]
-pub struct HostStore<K: Hash + Eq, S> {
-    flows: LruMap<K, FlowRecord>,
+pub struct HostStore<K: Hash + Eq, S, E> {
+    sets: Vec<E>,
+    established_mask: u32,
+    stash: LruMap<K, FlowRecord>,
     half_open: Vec<S>,
     seed: u32,
     set_mask: u32,
     lru_evicted: u64,
 }
 
-impl<K, S> HostStore<K, S>
+/// The IPv4 and IPv6 tables.
+pub type HostStoreV4 = HostStore<FlowKeyV4, SetV4, EstSetV4>;
+pub type HostStoreV6 = HostStore<FlowKeyV6, SetV6, EstSetV6>;
+
+/// Sets `a` and `b` (`None` when they are one set) of `sets`, both mutable.
+fn pair<E>(sets: &mut [E], a: u32, b: u32) -> (&mut E, Option<&mut E>) {
+    let (a, b) = (a as usize, b as usize);
+    if a == b {
+        (&mut sets[a], None)
+    } else if a < b {
+        let (low, high) = sets.split_at_mut(b);
+        (&mut low[a], Some(&mut high[0]))
+    } else {
+        let (low, high) = sets.split_at_mut(a);
+        (&mut high[0], Some(&mut low[b]))
+    }
+}
+
+impl<K, S, E> HostStore<K, S, E>
 where
     K: FlowKey + Hash + Eq,
     S: Set<Key = K> + Default + Clone,
+    E: EstSet<Key = K> + Default + Clone,
 {
-    /// Room for `max_flows` established flows and `max_half_open` half-open
-    /// ones (rounded up to whole sets, a power of two of them, as the
-    /// daemon sizes the kernel's table: `halfopen::geometry`), hashed into
-    /// sets with `seed`.
+    /// Room for `max_flows` established flows (sets and stash sized as the
+    /// daemon sizes the kernel's: `estab::geometry`,
+    /// `estab::stash_capacity`) and `max_half_open` half-open ones
+    /// (rounded up to whole sets, a power of two of them, as the daemon
+    /// sizes the kernel's table: `halfopen::geometry`), hashed into sets
+    /// with `seed`.
     pub fn new(max_flows: u32, max_half_open: u32, seed: u32) -> Self {
         let (sets, set_mask) = geometry(max_half_open);
-        HostStore { flows: LruMap::new(max_flows as usize), half_open: vec![S::default(); sets as usize], seed, set_mask, lru_evicted: 0 }
+        let (established_sets, established_mask) = estab::geometry(max_flows);
+        HostStore {
+            sets: vec![E::default(); established_sets as usize],
+            established_mask,
+            stash: LruMap::new(estab::stash_capacity(max_flows) as usize),
+            half_open: vec![S::default(); sets as usize],
+            seed,
+            set_mask,
+            lru_evicted: 0,
+        }
+    }
+
+    /// Where the established table holds `key` (`Where::Stash` only if the
+    /// stash has it), and its candidate sets.
+    fn place_of(&self, key: &K) -> (Where, u32, u32) {
+        let (a, b) = estab::candidates(key, self.seed, self.established_mask);
+        let found = estab::locate(&self.sets[a as usize], || (a != b).then(|| &self.sets[b as usize]), key);
+        match found {
+            Where::Stash if !self.stash.contains(key) => (Where::Absent, a, b),
+            found => (found, a, b),
+        }
+    }
+
+    /// The established record at `place`; a stash entry so reached counts
+    /// as used.
+    fn record_at(&mut self, key: &K, (place, a, b): (Where, u32, u32)) -> Option<&mut FlowRecord> {
+        match place {
+            Where::Set(0, way) => Some(self.sets[a as usize].record_mut(way)),
+            Where::Set(_, way) => Some(self.sets[b as usize].record_mut(way)),
+            Where::Stash => self.stash.get_mut(key),
+            Where::Absent => None,
+        }
     }
 
     /// The flow's record and the table that holds it. A look, not a use:
     /// the flow is not marked used (as for the daemon's reads of the kernel's maps).
     pub fn get(&self, key: &K) -> Option<(Table, FlowRecord)> {
-        if let Some(rec) = self.flows.peek(key) {
-            return Some((Table::Established, *rec));
+        match self.place_of(key) {
+            (Where::Set(0, way), a, _) => return Some((Table::Established, *self.sets[a as usize].record(way))),
+            (Where::Set(_, way), _, b) => return Some((Table::Established, *self.sets[b as usize].record(way))),
+            (Where::Stash, _, _) => return self.stash.peek(key).map(|r| (Table::Established, *r)),
+            (Where::Absent, _, _) => {}
         }
         let set = self.half_open.get(set_of(key, self.seed, self.set_mask) as usize)?;
         find(set, key).map(|way| (Table::HalfOpen, *set.record(way)))
@@ -81,7 +142,7 @@ where
 
     /// Forget the flow in whichever table holds it; false if neither did.
     pub fn forget(&mut self, key: &K) -> bool {
-        if self.flows.pop(key).is_some() {
+        if self.remove(key) {
             return true;
         }
         let index = set_of(key, self.seed, self.set_mask);
@@ -97,9 +158,9 @@ where
         }
     }
 
-    /// Established flows held.
+    /// Established flows held (sets and stash).
     pub fn established_len(&self) -> usize {
-        self.flows.len()
+        self.sets.iter().map(|s| s.live().count_ones() as usize).sum::<usize>() + self.stash.len()
     }
 
     /// Half-open flows held, and how many the table can hold.
@@ -108,8 +169,8 @@ where
         (used, self.half_open.len() * crate::halfopen::WAYS as usize)
     }
 
-    /// Established flows evicted to make room for another (the kernel's LRU
-    /// hash evicts without telling).
+    /// Established flows the full stash evicted to make room for another
+    /// (the kernel's LRU hash evicts without telling).
     pub fn lru_evicted(&self) -> u64 {
         self.lru_evicted
     }
@@ -117,38 +178,59 @@ where
     /// Every flow held, in either table, with its record (a walk of both:
     /// for the end of a capture, not per packet).
     pub fn flows(&self) -> impl Iterator<Item = (K, FlowRecord)> + '_ {
-        let established = self.flows.iter().map(|(k, r)| (*k, *r));
+        let sets = self.sets.iter().flat_map(|set| {
+            let live = set.live();
+            (0..estab::WAYS).filter(move |&w| live & (1 << w) != 0).map(move |w| (*set.key(w), *set.record(w)))
+        });
+        let stash = self.stash.iter().map(|(k, r)| (*k, *r));
         let half_open = self.half_open.iter().flat_map(|set| {
             (0..crate::halfopen::WAYS).filter(|&w| set.born()[w as usize] != 0).map(move |w| (*set.key(w), *set.record(w)))
         });
-        established.chain(half_open)
+        sets.chain(stash).chain(half_open)
     }
 }
 
-impl<K, S> FlowStore for HostStore<K, S>
+impl<K, S, E> FlowStore for HostStore<K, S, E>
 where
     K: FlowKey + Hash + Eq,
     S: Set<Key = K> + Default + Clone,
+    E: EstSet<Key = K> + Default + Clone,
 {
     type Key = K;
     type Set = S;
 
     fn established(&mut self, key: &K) -> Option<&mut FlowRecord> {
-        self.flows.get_mut(key)
+        let place = self.place_of(key);
+        self.record_at(key, place)
     }
 
     fn insert(&mut self, key: &K, rec: &FlowRecord, mode: Insert) -> bool {
-        if mode == Insert::New && self.flows.contains(key) {
-            return false;
+        let place = self.place_of(key);
+        if place.0 != Where::Absent {
+            if mode == Insert::New {
+                return false;
+            }
+            if let Some(old) = self.record_at(key, place) {
+                *old = *rec;
+            }
+            return true;
         }
-        // `push` hands back what made room: another key's entry when the
-        // table was full, or this key's own old record.
-        if let Some((old, _)) = self.flows.push(*key, *rec) {
-            if old != *key {
-                self.lru_evicted += 1;
+        let (first, second) = pair(&mut self.sets, place.1, place.2);
+        match estab::place(first, second, key, rec) {
+            Placed::Set(..) => true,
+            // One thread: no other writer placed it meanwhile.
+            Placed::Duplicate => false,
+            Placed::Stash => {
+                // `push` hands back what made room: another key's entry
+                // when the stash was full.
+                if let Some((old, _)) = self.stash.push(*key, *rec) {
+                    if old != *key {
+                        self.lru_evicted += 1;
+                    }
+                }
+                true
             }
         }
-        true
     }
 
     fn promote(&mut self, key: &K, index: u32, way: u32) -> bool {
@@ -162,7 +244,20 @@ where
     }
 
     fn remove(&mut self, key: &K) -> bool {
-        self.flows.pop(key).is_some()
+        let (place, a, b) = self.place_of(key);
+        let (first, second) = pair(&mut self.sets, a, b);
+        match place {
+            Where::Set(which, way) => {
+                estab::remove(first, second, which, way);
+                true
+            }
+            Where::Stash => {
+                self.stash.pop(key);
+                estab::removed_from_stash(first);
+                true
+            }
+            Where::Absent => false,
+        }
     }
 
     fn half_open_layout(&self) -> (u32, u32) {
@@ -238,8 +333,8 @@ impl HostDriver<'_> {
 /// driven by frames and a clock the caller passes in.
 #[derive(Clone, Debug)]
 pub struct HostTracker {
-    v4: HostStore<FlowKeyV4, SetV4>,
-    v6: HostStore<FlowKeyV6, SetV6>,
+    v4: HostStoreV4,
+    v6: HostStoreV6,
     counters: [u64; counters::COUNT as usize],
     rst_policy: u8,
     liberal: BTreeSet<u32>,
@@ -326,11 +421,11 @@ impl HostTracker {
     }
 
     /// The IPv4 tables (sizes, LRU evictions).
-    pub fn v4(&self) -> &HostStore<FlowKeyV4, SetV4> {
+    pub fn v4(&self) -> &HostStoreV4 {
         &self.v4
     }
 
-    pub fn v6(&self) -> &HostStore<FlowKeyV6, SetV6> {
+    pub fn v6(&self) -> &HostStoreV6 {
         &self.v6
     }
 

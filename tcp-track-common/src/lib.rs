@@ -16,7 +16,8 @@
 //! - `event`: the event record and which outcome is worth one; `counters`;
 //! - `fast`: the common segment (ACK or data of an ESTABLISHED flow) on
 //!   its record without the state machine, exactly as `state` would;
-//! - `halfopen`: the half-open table's sets; `guard`: which RSTs a policy drops;
+//! - `halfopen`: the half-open table's sets; `estab`: the established
+//!   table's sets (ways claimed by compare-and-swap); `guard`: which RSTs a policy drops;
 //! - `pinned`: the layout record kept with pinned maps (`STATE_INFO`);
 //! - `table`: the flow tables' logic over a `FlowStore`, reporting to a `Sink`;
 //! - `track`: one frame through parse, checksum, policy and `table`;
@@ -31,6 +32,7 @@
 
 pub mod advance;
 pub mod conn;
+pub mod estab;
 pub mod counters;
 pub mod event;
 pub mod fast;

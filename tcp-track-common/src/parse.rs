@@ -302,6 +302,18 @@ fn truncated() -> Skip {
     Skip::Malformed(Malformed::Truncated)
 }
 
+/// The address family (`FAMILY_*`) a frame's parse will find, from its
+/// Ethernet header alone: IPv6 if the ethertype past any VLAN tags says so,
+/// else IPv4 (also for what is neither: its parse says what it is). The
+/// kernel hooks pick each family's full path by it.
+#[inline(always)]
+pub fn frame_family<P: Packet + ?Sized>(pkt: &P) -> u8 {
+    match parse_ethernet(pkt) {
+        Ok((ETH_P_IPV6, _)) => FAMILY_IPV6,
+        _ => FAMILY_IPV4,
+    }
+}
+
 /// Ethernet, skipping up to two VLAN tags (802.1Q, 802.1ad QinQ).
 /// Returns the inner ethertype and the offset of the L3 header.
 #[inline(always)]

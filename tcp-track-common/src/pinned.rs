@@ -14,6 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::{
     counters,
+    estab::{EstSetV4, EstSetV6},
     event::FlowEvent,
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{SetV4, SetV6},
@@ -25,7 +26,8 @@ pub const MAGIC: u32 = 0x5470_6374;
 /// Raised whenever the meaning of a pinned map's bytes changes without its
 /// size changing (a field reinterpreted, a counter moved, a new event kind
 /// the old programs cannot emit is fine). The sizes are checked as well.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: the established tables became sets and a stash (`estab`).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `StateInfo::keep`: the owner stops without unpinning (`--keep-state`).
 pub const KEEP_NO: u32 = 0;
@@ -44,8 +46,11 @@ pub struct Layout {
     pub set_v6_size: u32,
     pub event_size: u32,
     pub counters: u32,
+    /// The established tables' sets (`estab::EstSetV4`, `EstSetV6`).
+    pub est_set_v4_size: u32,
+    pub est_set_v6_size: u32,
 }
-const _: () = assert!(core::mem::size_of::<Layout>() == 36);
+const _: () = assert!(core::mem::size_of::<Layout>() == 44);
 
 impl Layout {
     /// This build's layout.
@@ -60,6 +65,8 @@ impl Layout {
             set_v6_size: core::mem::size_of::<SetV6>() as u32,
             event_size: core::mem::size_of::<FlowEvent>() as u32,
             counters: counters::COUNT,
+            est_set_v4_size: core::mem::size_of::<EstSetV4>() as u32,
+            est_set_v6_size: core::mem::size_of::<EstSetV6>() as u32,
         }
     }
 }
@@ -69,12 +76,14 @@ impl Layout {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct StateInfo {
     pub layout: Layout,
-    /// The half-open tables' hash key and set mask (`halfopen::set_of`):
-    /// the next daemon must load its programs with the same ones, or it
-    /// would look for every half-open flow in the wrong set.
+    /// The flow tables' hash key (`halfopen::set_of`, `estab::candidates`)
+    /// and the half-open set mask: the next daemon must load its programs
+    /// with the same ones, or it would look for every flow in the wrong
+    /// set.
     pub half_open_seed: u32,
     pub half_open_set_mask: u32,
-    /// The established tables' `max_entries`.
+    /// The established tables' capacity as asked for (`--max-flows`),
+    /// which sizes their sets and stash.
     pub max_flows: u32,
     /// `KEEP_*` of the daemon that owns (or last owned) the state.
     pub keep: u32,
@@ -84,4 +93,4 @@ pub struct StateInfo {
     /// lost after that, no daemon was there to read.
     pub events_lost_at_exit: u64,
 }
-const _: () = assert!(core::mem::size_of::<StateInfo>() == 64);
+const _: () = assert!(core::mem::size_of::<StateInfo>() == 72);

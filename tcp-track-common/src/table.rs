@@ -6,9 +6,10 @@
 //!
 //! A connection starts in the half-open table (`halfopen`: sets of four
 //! flows picked by a keyed hash, the oldest-born evicted first) and moves
-//! to the established table (an LRU hash in the kernel) when its handshake
-//! completes, so a SYN flood can only churn the half-open table. A flow
-//! picked up mid-stream goes straight to the established table.
+//! to the established table (`estab`: sets of eight ways, two candidate
+//! sets per flow, and a stash) when its handshake completes, so a SYN
+//! flood can only churn the half-open table. A flow picked up mid-stream
+//! goes straight to the established table.
 //!
 //! Two traits say what the logic needs: a [`FlowStore`] (the two tables of
 //! one address family) and a [`Driver`] (clock, RST policy, counters,
@@ -91,11 +92,12 @@ pub trait FlowStore {
     type Set: Set<Key = Self::Key>;
 
     /// The established record of `key`, to update in place. Counts as a
-    /// use of the entry (an LRU table keeps it longer).
+    /// use of the entry (the stash, an LRU table, keeps it longer).
     fn established(&mut self, key: &Self::Key) -> Option<&mut FlowRecord>;
     /// Store `rec` as `key`'s established record; false when the table
-    /// refused (a record exists and `mode` is `New`, or no memory). A full
-    /// LRU table makes room by evicting an entry not used lately.
+    /// refused (a record exists and `mode` is `New`, or no memory). A flow
+    /// whose sets are full goes to the stash, which, full, makes room by
+    /// evicting an entry not used lately.
     fn insert(&mut self, key: &Self::Key, rec: &FlowRecord, mode: Insert) -> bool;
     /// Store the record in way `way` of half-open set `index` as `key`'s
     /// established record (replacing any); false when the table refused.

@@ -36,30 +36,47 @@ pub enum Observed {
 /// not TCP, or that cannot be accounted, is counted and left alone. The
 /// segment is parsed into `scratch`, which the caller may read afterwards.
 #[inline(always)]
-pub fn observe<P, S4, S6, D>(pkt: &P, scratch: &mut Scratch, v4: &mut S4, v6: &mut S6, mut driver: D, ifindex: u32, hook: u8) -> Observed
+pub fn observe<P, S4, S6, D>(pkt: &P, scratch: &mut Scratch, v4: &mut S4, v6: &mut S6, driver: D, ifindex: u32, hook: u8) -> Observed
 where
     P: Packet + ?Sized,
     S4: FlowStore<Key = FlowKeyV4>,
     S6: FlowStore<Key = FlowKeyV6>,
     D: Driver,
 {
+    let mut cx = match prepare(pkt, scratch, driver, ifindex, hook) {
+        Ok(cx) => cx,
+        Err(observed) => return observed,
+    };
+    let verdict = if scratch.seg.family == FAMILY_IPV4 { account(v4, scratch, &mut cx) } else { account(v6, scratch, &mut cx) };
+    verdict.into()
+}
+
+/// `observe` up to the flow tables: parse the frame into `scratch.seg`,
+/// count it, prove the checksum of what XDP may judge; then what `account`
+/// needs (`Err`: the frame's fate is decided already). The kernel programs
+/// call `account` themselves, through global functions (see
+/// `tcp-track-ebpf`'s `track.rs`).
+#[inline(always)]
+pub fn prepare<P, D>(pkt: &P, scratch: &mut Scratch, mut driver: D, ifindex: u32, hook: u8) -> Result<Cx<D>, Observed>
+where
+    P: Packet + ?Sized,
+    D: Driver,
+{
     match parse_frame(pkt, &mut scratch.seg) {
         PARSED => {}
         NOT_TCP => {
             driver.count(counters::NOT_TCP);
-            return Observed::NotTcp;
+            return Err(Observed::NotTcp);
         }
         malformed => {
             driver.count(counters::MALFORMED);
-            return Observed::Malformed(malformed - MALFORMED_BASE);
+            return Err(Observed::Malformed(malformed - MALFORMED_BASE));
         }
     }
     driver.count(counters::TCP_SEGMENTS);
     if !tcp::flags_valid(scratch.seg.flags) {
         driver.count(counters::INVALID_FLAGS);
     }
-    // The clock is read once the flow is found (`table::account`): which
-    // clock depends on it.
     let mut seen = Seen::new(0, ifindex, hook);
     if judged_as_ingress(hook) && verified(scratch.seg.flags) {
         // XDP runs before the stack has checked anything: a control segment
@@ -71,7 +88,7 @@ where
         if csum == CSUM_BAD {
             let counter = if scratch.seg.has(tcp::RST) { counters::RST_BAD_CHECKSUM } else { counters::BAD_CHECKSUM };
             driver.count(counter);
-            return Observed::BadChecksum;
+            return Err(Observed::BadChecksum);
         }
         // Only a RST's drop rule asks how its checksum was proven (a RST too
         // long to verify is never dropped). Kept from other segments'
@@ -82,13 +99,16 @@ where
         }
     }
     seen.liberal = driver.liberal(ifindex);
-    let family = scratch.seg.family;
-    let mut cx = Cx { driver, seen };
-    let verdict = if family == FAMILY_IPV4 { account(v4, scratch, &mut cx) } else { account(v6, scratch, &mut cx) };
-    match verdict {
-        Verdict::Accounted => Observed::Tracked,
-        Verdict::Drop => Observed::Dropped,
-        Verdict::Untracked => Observed::Untracked,
+    Ok(Cx { driver, seen })
+}
+
+impl From<Verdict> for Observed {
+    fn from(verdict: Verdict) -> Observed {
+        match verdict {
+            Verdict::Accounted => Observed::Tracked,
+            Verdict::Drop => Observed::Dropped,
+            Verdict::Untracked => Observed::Untracked,
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use tcp_track_common::{
 };
 
 use crate::{
-    maps::{all_strict, count, EVENTS, FLOWS_V4, RST_POLICY},
+    maps::{all_strict, count, established_v4, EVENTS, RST_POLICY},
     packet::{be16_at, be32_at, DirectPacket},
     track::{now_cheap, submit},
 };
@@ -116,7 +116,7 @@ pub fn segment(h: &Headers) -> u32 {
     let (saddr, daddr) = unsafe { (be32_at(ip + 12), be32_at(ip + 16)) };
     let (ports, seq, ack, window) = unsafe { (be32_at(tcp), be32_at(tcp + 4), be32_at(tcp + 8), be16_at(tcp + 14)) };
     let (key, dir) = key_of(saddr, daddr, (ports >> 16) as u16, ports as u16);
-    let Some(rec) = FLOWS_V4.get_ptr_mut(&key) else { return 0 };
+    let Some(rec) = established_v4(&key) else { return 0 };
     // SAFETY: a map value, valid for this program run (RCU); other CPUs
     // may step it meanwhile (see `FlowRecord`).
     let rec = unsafe { &mut *rec };
@@ -160,7 +160,7 @@ pub fn reset(h: &Headers, ctx: *const xdp_md) -> u32 {
         return 0;
     }
     let (key, dir) = key_of(saddr, daddr, (header[0] >> 16) as u16, header[0] as u16);
-    let Some(rec) = FLOWS_V4.get_ptr_mut(&key) else { return 0 };
+    let Some(rec) = established_v4(&key) else { return 0 };
     // SAFETY: as in `segment`.
     let rec = unsafe { &mut *rec };
     let seg = Lean { seq: header[1], ack: header[2], payload_len: 0, window: header[3] as u16, flags };

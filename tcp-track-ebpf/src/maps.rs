@@ -3,28 +3,49 @@
 //! (`tcp_track_common::table::FlowStore` on the flow maps).
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     Global,
 };
 use tcp_track_common::{
     counters,
+    estab::{self, EstSet, EstSetV4, EstSetV6, Placed, Where},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{Set, SetV4, SetV6},
+    parse::{frame_family, Packet, FAMILY_IPV6},
     pinned::StateInfo,
     table::{FlowStore, Insert, Scratch},
 };
 
-/// Capacity of each flow map. The daemon may override it at load time.
-pub const MAX_FLOWS: u32 = 65536;
+/// Sets of each established table (`estab::geometry`: a power of two of
+/// eight ways each, 65,536 flows). The daemon sizes them at load time, with
+/// the set mask and the stash.
+pub const ESTABLISHED_SETS: u32 = 8192;
+
+/// Established connections (`tcp_track_common::estab`): two candidate sets
+/// per key, ways claimed by compare-and-swap. Memory-mappable, so that the
+/// daemon reads and frees ways in place, word by word, as the programs do:
+/// a `bpf()` update writes a whole element, which would undo what CPUs
+/// wrote meanwhile into the set's other ways.
+#[map]
+pub static ESTABLISHED_V4: Array<EstSetV4> = Array::with_max_entries(ESTABLISHED_SETS, BPF_F_MMAPABLE);
 
 #[map]
-pub static FLOWS_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static ESTABLISHED_V6: Array<EstSetV6> = Array::with_max_entries(ESTABLISHED_SETS, BPF_F_MMAPABLE);
+
+/// Number of established sets minus one, set by the daemon with the tables' size.
+#[unsafe(no_mangle)]
+pub static ESTABLISHED_SET_MASK: Global<u32> = Global::new(ESTABLISHED_SETS - 1);
+
+/// What neither of a flow's sets could hold (`estab::STASH_DIVISOR` of
+/// the capacity): an LRU hash, whose evictions are the table's only losses.
+#[map]
+pub static STASH_V4: LruHashMap<FlowKeyV4, FlowRecord> = LruHashMap::with_max_entries(ESTABLISHED_SETS * estab::WAYS / estab::STASH_DIVISOR, 0);
 
 #[map]
-pub static FLOWS_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static STASH_V6: LruHashMap<FlowKeyV6, FlowRecord> = LruHashMap::with_max_entries(ESTABLISHED_SETS * estab::WAYS / estab::STASH_DIVISOR, 0);
 
 /// Sets of each half-open table (`halfopen::geometry`: a power of two; four
 /// flows each). The daemon may override it at load time, with the set mask.
@@ -44,7 +65,8 @@ pub static HALF_OPEN_V6: Array<SetV6> = Array::with_max_entries(HALF_OPEN_SETS, 
 #[unsafe(no_mangle)]
 pub static HALF_OPEN_SET_MASK: Global<u32> = Global::new(HALF_OPEN_SETS - 1);
 
-/// Key of the half-open tables' hash, random per daemon start.
+/// Key of the flow tables' hashes (half-open and established), random
+/// per daemon start.
 #[unsafe(no_mangle)]
 pub static HALF_OPEN_SEED: Global<u32> = Global::new(0);
 
@@ -52,9 +74,10 @@ pub static HALF_OPEN_SEED: Global<u32> = Global::new(0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// The full path of each hook (`tcp_track_xdp_full`, `tcp_track_tc_full`),
-/// slot 0, set by the daemon when it loads them: each hook tail-calls it
-/// for every frame its fast paths leave. A tail call, not a subprogram
+/// The full paths of each hook, one per address family (`FULL_V4`:
+/// `tcp_track_xdp_full`, `tcp_track_tc_full`; `FULL_V6`: their `_v6`
+/// twins), set by the daemon when it loads them: each hook tail-calls the
+/// frame's for every frame its fast paths leave. A tail call, not a subprogram
 /// call: the fast path then runs inline in the hook (no subprogram return,
 /// which costs about 9 ns on a CPU with return-thunk mitigations), and the
 /// full path keeps the whole 512-byte stack for its own calls. Pinned with
@@ -62,10 +85,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// to it goes, and kept hooks must find their full path while no daemon
 /// runs.
 #[map]
-pub static FULL_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static FULL_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map]
-pub static FULL_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static FULL_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// The full paths' slots: IPv4 (and anything that is not IPv6), IPv6.
+pub const FULL_V4: u32 = 0;
+pub const FULL_V6: u32 = 1;
+
+/// The slot of a frame's full path (`parse::frame_family`).
+#[inline(always)]
+pub fn full_slot<P: Packet>(pkt: &P) -> u32 {
+    if frame_family(pkt) == FAMILY_IPV6 {
+        FULL_V6
+    } else {
+        FULL_V4
+    }
+}
 
 /// Per-CPU counters, indexed by `tcp_track_common::counters`.
 #[map]
@@ -132,41 +169,171 @@ pub fn count(index: u32) {
 pub struct V4;
 pub struct V6;
 
+/// The established record of `key` in one family's sets and stash
+/// (`estab::locate`); the fast paths' lookup too.
+macro_rules! established {
+    ($name:ident, $key:ty, $sets:ident, $stash:ident) => {
+        #[inline(always)]
+        pub fn $name(key: &$key) -> Option<*mut FlowRecord> {
+            let (a, b) = estab::candidates(key, HALF_OPEN_SEED.load(), ESTABLISHED_SET_MASK.load());
+            let first = $sets.get_ptr_mut(a)?;
+            // SAFETY (every set): an array value, valid as long as the map;
+            // other CPUs write its ways as `estab` says.
+            let found = estab::locate(unsafe { &*first }, || if a == b { None } else { $sets.get(b) }, key);
+            match found {
+                Where::Set(0, way) => Some(unsafe { (*first).record_mut(way) } as *mut FlowRecord),
+                Where::Set(_, way) => $sets.get_ptr_mut(b).map(|s| unsafe { (*s).record_mut(way) } as *mut FlowRecord),
+                Where::Stash => $stash.get_ptr_mut(key),
+                Where::Absent => None,
+            }
+        }
+    };
+}
+established!(established_v4, FlowKeyV4, ESTABLISHED_V4, STASH_V4);
+established!(established_v6, FlowKeyV6, ESTABLISHED_V6, STASH_V6);
+
+/// What `tcp_track_find_v4`/`_v6` answer: no flow, the stash, or a way
+/// of a set (`FOUND_SET`: `(set index + 1) << 3 | way`; sets are at most
+/// 2^28, so this fits).
+const FOUND_NONE: u32 = 0;
+const FOUND_STASH: u32 = 1;
+const FOUND_SET: u32 = 8;
+
+/// Where `key`'s established flow is, as a number (`FOUND_*`), for the
+/// full path. A global function, for the verifier again: inline, the
+/// lookup gives the rest of `account` a record pointer at one of sixteen
+/// constant offsets (eight ways of two sets) and the verifier walks the
+/// state machine once for each, past its million instructions. From a
+/// global function's number, the record's address is one variable offset
+/// into one set, and one walk covers every way. (The fast paths, which
+/// step a record without the state machine, look up inline: `established_v4`.)
+macro_rules! find_fn {
+    ($name:ident, $key:ty, $sets:ident) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub extern "C" fn $name(key: *const $key) -> u32 {
+            if key.is_null() {
+                return FOUND_NONE;
+            }
+            // SAFETY: not NULL; the callers pass a reference.
+            let key = unsafe { &*key };
+            let (a, b) = estab::candidates(key, HALF_OPEN_SEED.load(), ESTABLISHED_SET_MASK.load());
+            let Some(first) = $sets.get(a) else { return FOUND_NONE };
+            match estab::locate(first, || if a == b { None } else { $sets.get(b) }, key) {
+                Where::Set(0, way) => ((a + 1) << 3) | way,
+                Where::Set(_, way) => ((b + 1) << 3) | way,
+                Where::Stash => FOUND_STASH,
+                Where::Absent => FOUND_NONE,
+            }
+        }
+    };
+}
+find_fn!(tcp_track_find_v4, FlowKeyV4, ESTABLISHED_V4);
+find_fn!(tcp_track_find_v6, FlowKeyV6, ESTABLISHED_V6);
+
+/// Place a new established flow (`estab::place`), the stash taking it
+/// when both its sets are full; with `replace` non-zero, a record another
+/// CPU placed for the key meanwhile is overwritten with `rec`, else left
+/// alone. 1 if `rec` is now the key's record, 0 if not.
+///
+/// A *global* function per family (exported by name, as `advance`'s is):
+/// the verifier checks its claim, copy and duplicate scan once, on their
+/// own, instead of on every path of `account` that starts or promotes a
+/// flow (inlined there, they took the full path past the verifier's
+/// million instructions). A global function's pointers may be NULL as far
+/// as the verifier knows, hence the checks.
+macro_rules! place_fn {
+    ($name:ident, $key:ty, $lookup:ident, $sets:ident, $stash:ident) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub extern "C" fn $name(key: *const $key, rec: *const FlowRecord, replace: u32) -> u32 {
+            if key.is_null() || rec.is_null() {
+                return 0;
+            }
+            // SAFETY: not NULL; the callers pass references.
+            let (key, rec) = unsafe { (&*key, &*rec) };
+            let (a, b) = estab::candidates(key, HALF_OPEN_SEED.load(), ESTABLISHED_SET_MASK.load());
+            let Some(first) = $sets.get_ptr_mut(a) else { return 0 };
+            // SAFETY: array values, valid as long as the map; other CPUs
+            // write their ways as `estab` says.
+            let first = unsafe { &mut *first };
+            let second = if a == b { None } else { $sets.get_ptr_mut(b).map(|s| unsafe { &mut *s }) };
+            match estab::place(first, second, key, rec) {
+                Placed::Set(..) => 1,
+                Placed::Stash => {
+                    if $stash.insert(key, rec, BPF_NOEXIST as u64).is_ok() {
+                        return 1;
+                    }
+                    estab::unstash(first);
+                    0
+                }
+                Placed::Duplicate => match $lookup(key) {
+                    Some(theirs) if replace != 0 => {
+                        // SAFETY: as above.
+                        unsafe { (*theirs).copy_from(rec) };
+                        1
+                    }
+                    _ => 0,
+                },
+            }
+        }
+    };
+}
+place_fn!(tcp_track_place_v4, FlowKeyV4, established_v4, ESTABLISHED_V4, STASH_V4);
+place_fn!(tcp_track_place_v6, FlowKeyV6, established_v6, ESTABLISHED_V6, STASH_V6);
+
 macro_rules! flow_store {
-    ($store:ty, $key:ty, $set:ty, $flows:ident, $half:ident) => {
+    ($store:ty, $key:ty, $set:ty, $find:ident, $place:ident, $sets:ident, $stash:ident, $half:ident) => {
         impl FlowStore for $store {
             type Key = $key;
             type Set = $set;
 
             #[inline(always)]
             fn established(&mut self, key: &$key) -> Option<&mut FlowRecord> {
-                // SAFETY: the pointer is into a map value that stays valid
-                // for the rest of this program run (RCU). Other CPUs may step
-                // the same record meanwhile: see FlowRecord for what that may
-                // and may not do (the fields judging a RST only move forward).
-                $flows.get_ptr_mut(key).map(|rec| unsafe { &mut *rec })
+                let found = $find(key);
+                // SAFETY (both): the pointer is into a map value that stays
+                // valid for the rest of this program run. Other CPUs may
+                // step the same record meanwhile: see FlowRecord for what
+                // that may and may not do (the fields judging a RST only
+                // move forward).
+                if found < FOUND_SET {
+                    return if found == FOUND_STASH { $stash.get_ptr_mut(key).map(|rec| unsafe { &mut *rec }) } else { None };
+                }
+                let set = $sets.get_ptr_mut((found >> 3) - 1)?;
+                Some(unsafe { &mut (*set).records[(found & 7) as usize] })
             }
 
             #[inline(always)]
             fn insert(&mut self, key: &$key, rec: &FlowRecord, mode: Insert) -> bool {
-                let flags = match mode {
-                    Insert::New => BPF_NOEXIST,
-                    Insert::Any => BPF_ANY,
-                };
-                $flows.insert(key, rec, flags as u64).is_ok()
+                $place(key, rec, (mode == Insert::Any) as u32) != 0
             }
 
             #[inline(always)]
             fn promote(&mut self, key: &$key, index: u32, way: u32) -> bool {
                 match $half.get(index) {
-                    Some(set) => $flows.insert(key, set.record(way), BPF_ANY as u64).is_ok(),
+                    Some(set) => $place(key, set.record(way), 1) != 0,
                     None => false,
                 }
             }
 
             #[inline(always)]
             fn remove(&mut self, key: &$key) -> bool {
-                $flows.remove(key).is_ok()
+                let (a, b) = estab::candidates(key, HALF_OPEN_SEED.load(), ESTABLISHED_SET_MASK.load());
+                let Some(first) = $sets.get_ptr_mut(a) else { return false };
+                // SAFETY: as in the lookup.
+                let first = unsafe { &mut *first };
+                let second = if a == b { None } else { $sets.get_ptr_mut(b).map(|s| unsafe { &mut *s }) };
+                match estab::locate(first, || second.as_deref(), key) {
+                    Where::Set(which, way) => {
+                        estab::remove(first, second, which, way);
+                        true
+                    }
+                    Where::Stash if $stash.remove(key).is_ok() => {
+                        estab::removed_from_stash(first);
+                        true
+                    }
+                    Where::Stash | Where::Absent => false,
+                }
             }
 
             #[inline(always)]
@@ -183,5 +350,5 @@ macro_rules! flow_store {
         }
     };
 }
-flow_store!(V4, FlowKeyV4, SetV4, FLOWS_V4, HALF_OPEN_V4);
-flow_store!(V6, FlowKeyV6, SetV6, FLOWS_V6, HALF_OPEN_V6);
+flow_store!(V4, FlowKeyV4, SetV4, tcp_track_find_v4, tcp_track_place_v4, ESTABLISHED_V4, STASH_V4, HALF_OPEN_V4);
+flow_store!(V6, FlowKeyV6, SetV6, tcp_track_find_v6, tcp_track_place_v6, ESTABLISHED_V6, STASH_V6, HALF_OPEN_V6);

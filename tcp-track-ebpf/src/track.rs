@@ -18,9 +18,9 @@ use tcp_track_common::{
     event::{ConnEnd, FlowEvent, EVENT_CONN_END, HOOK_XDP},
     flow::FlowRecord,
     guard::RST_POLICY_OBSERVE,
-    parse::{Packet, Segment},
+    parse::{Packet, Segment, FAMILY_IPV4},
     state::Outcome,
-    table::{Driver, FlowKey, Seen},
+    table::{account, Driver, FlowKey, Seen},
     track::{self, Observed},
 };
 
@@ -31,10 +31,14 @@ use crate::maps::{all_strict, count, CLOCK, EVENTS, LIBERAL_ANY, LIBERAL_IFACES,
 const WAKE_AT: u64 = 128 * 1024;
 
 /// Parse one frame seen by `HOOK` (`event::HOOK_*`) and account it to its
-/// flow. Never fails: a frame that is not TCP, or that we cannot account,
-/// is counted and left alone.
+/// flow in the tables of `FAMILY`. Never fails: a frame that is not TCP,
+/// or that we cannot account, is counted and left alone.
+///
+/// One full path per hook and family, each a program of its own: the
+/// verifier allows a program a million instructions walked, and both
+/// families' table logic and state machine in one program came to more.
 #[inline(always)]
-pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
+pub fn observe<P: Packet, const HOOK: u8, const FAMILY: u8>(pkt: &P, ifindex: u32) -> Observed {
     // A one-slot per-CPU array always has its slot; if not, track nothing.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Observed::Untracked;
@@ -42,7 +46,18 @@ pub fn observe<P: Packet, const HOOK: u8>(pkt: &P, ifindex: u32) -> Observed {
     // SAFETY: per-CPU memory, used by this program run only (BPF programs
     // do not nest on a CPU for these hooks).
     let scratch = unsafe { &mut *scratch };
-    track::observe(pkt, scratch, &mut V4, &mut V6, Kernel::<HOOK>, ifindex, HOOK)
+    let mut cx = match track::prepare(pkt, scratch, Kernel::<HOOK>, ifindex, HOOK) {
+        Ok(cx) => cx,
+        Err(observed) => return observed,
+    };
+    // The hook chose this family's program (`parse::frame_family`), and
+    // the parse agrees; were it not so, the frame goes untracked rather
+    // than into the other family's logic, which is another program's.
+    if scratch.seg.family != FAMILY {
+        return Observed::Untracked;
+    }
+    let verdict = if FAMILY == FAMILY_IPV4 { account(&mut V4, scratch, &mut cx) } else { account(&mut V6, scratch, &mut cx) };
+    verdict.into()
 }
 
 /// Whether `ifindex` is a liberal interface (`LIBERAL_IFACES`): 1 or 0.

@@ -6,46 +6,69 @@ use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{
     event::HOOK_XDP,
     fast::{common_flags, reset_flags},
+    parse::{FAMILY_IPV4, FAMILY_IPV6},
     track::Observed,
 };
 
-use crate::{fast, maps::FULL_XDP, packet::DirectPacket, track};
+use crate::{
+    fast,
+    maps::{full_slot, FULL_V4, FULL_XDP},
+    packet::DirectPacket,
+    track,
+};
 
 #[xdp]
 pub fn tcp_track_xdp(ctx: XdpContext) -> u32 {
     let pkt = DirectPacket::xdp(&ctx);
-    if let Some(h) = fast::headers(&pkt) {
-        // An ACK or data of an established flow: accounted, passed.
-        if common_flags(h.flags) && fast::segment(&h) != 0 {
-            return xdp_action::XDP_PASS;
+    let slot = match fast::headers(&pkt) {
+        Some(h) => {
+            // An ACK or data of an established flow: accounted, passed.
+            if common_flags(h.flags) && fast::segment(&h) != 0 {
+                return xdp_action::XDP_PASS;
+            }
+            // A RST the policy drops: judged, counted, reported, dropped.
+            if reset_flags(h.flags) && fast::reset(&h, ctx.ctx) != 0 {
+                return xdp_action::XDP_DROP;
+            }
+            FULL_V4
         }
-        // A RST the policy drops: judged, counted, reported, dropped.
-        if reset_flags(h.flags) && fast::reset(&h, ctx.ctx) != 0 {
-            return xdp_action::XDP_DROP;
-        }
-    }
+        None => full_slot(&pkt),
+    };
     // SAFETY: the hook's own context, and a slot the daemon fills with a
     // program of this type. On success this does not return.
-    unsafe { FULL_XDP.tail_call(&ctx, 0) };
+    unsafe { FULL_XDP.tail_call(&ctx, slot) };
     // Only if the slot is empty (a daemon that never filled it): the frame
     // goes on untracked, as any frame the tracker cannot account.
     xdp_action::XDP_PASS
 }
 
-/// The full path of ingress: every frame `tcp_track_xdp`'s fast paths
+/// The full path of ingress for IPv4 (and for whatever is neither IPv4
+/// nor IPv6, which it counts): every frame `tcp_track_xdp`'s fast paths
 /// leave, parsed again and accounted by the shared logic. Reached only by
 /// the tail call; never attached.
 #[xdp]
 pub fn tcp_track_xdp_full(ctx: XdpContext) -> u32 {
-    let pkt = DirectPacket::xdp(&ctx);
+    full::<FAMILY_IPV4>(&ctx)
+}
+
+/// The full path of ingress for IPv6 (as `tcp_track_xdp_full`).
+#[xdp]
+pub fn tcp_track_xdp_full_v6(ctx: XdpContext) -> u32 {
+    full::<FAMILY_IPV6>(&ctx)
+}
+
+#[inline(always)]
+fn full<const FAMILY: u8>(ctx: &XdpContext) -> u32 {
+    let pkt = DirectPacket::xdp(ctx);
+    // SAFETY: the hook's context, valid for this program run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match track::observe::<_, HOOK_XDP>(&pkt, ifindex) {
+    match track::observe::<_, HOOK_XDP, FAMILY>(&pkt, ifindex) {
         // The only drop: a RST the configured policy judges forged.
         Observed::Dropped => return xdp_action::XDP_DROP,
         // Logged only when the daemon runs with --bpf-log (aya-log's level is 0 otherwise).
-        Observed::Malformed(m) => debug!(&ctx, "ingress: malformed frame ({})", m),
-        Observed::Untracked => warn!(&ctx, "ingress: flow map refused an entry"),
-        Observed::BadChecksum => debug!(&ctx, "ingress: RST with a bad checksum left to the stack"),
+        Observed::Malformed(m) => debug!(ctx, "ingress: malformed frame ({})", m),
+        Observed::Untracked => warn!(ctx, "ingress: flow map refused an entry"),
+        Observed::BadChecksum => debug!(ctx, "ingress: RST with a bad checksum left to the stack"),
         Observed::NotTcp | Observed::Tracked => {}
     }
     // Everything else goes on to the stack, whatever happened above.

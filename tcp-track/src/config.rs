@@ -5,6 +5,7 @@
 use std::{fmt, time::Duration};
 
 use tcp_track_common::{
+    estab::{self, EstSetV4, EstSetV6},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{self, SetV4, SetV6},
 };
@@ -159,9 +160,26 @@ impl Capacity {
         Capacity { max_flows, max_half_open, half_open_sets: halfopen::geometry(max_half_open).0 }
     }
 
-    /// Established flows each table holds.
+    /// Established flows each table holds, as asked for: the sets hold
+    /// that many rounded up to a power of two of whole sets
+    /// (`established_sets`), and a stash a twelfth more (`stash`).
     pub fn max_flows(&self) -> u32 {
         self.max_flows
+    }
+
+    /// Sets of `estab::WAYS` ways in each established table.
+    pub fn established_sets(&self) -> u32 {
+        estab::geometry(self.max_flows).0
+    }
+
+    /// The mask that picks an established set from a hash.
+    pub fn established_set_mask(&self) -> u32 {
+        estab::geometry(self.max_flows).1
+    }
+
+    /// Flows each established table's stash holds (`estab::stash_capacity`).
+    pub fn stash(&self) -> u32 {
+        estab::stash_capacity(self.max_flows)
     }
 
     /// Sets of `halfopen::WAYS` slots in each half-open table.
@@ -341,10 +359,9 @@ impl Config {
 }
 
 /// The largest table `--max-flows` and `--max-half-open` may ask for, per
-/// address family: 2^24 flows. The kernel's own limit is memory (an LRU
-/// hash's `max_entries` must be > 0 and its buckets and elements must be
-/// allocatable); this bound keeps a typo from asking for gigabytes (2^24
-/// flows of both families already take 4.9 GiB).
+/// address family: 2^24 flows. The kernel's own limit is memory (the
+/// tables must be allocatable); this bound keeps a typo from asking for
+/// gigabytes (2^24 flows of both families already take 4.3 GiB).
 pub const MAX_TABLE: u32 = 1 << 24;
 
 /// The shortest and longest duration an option accepts.
@@ -368,11 +385,18 @@ const fn hash_elem<K, V>() -> u64 {
     HTAB_ELEM_OVERHEAD + (std::mem::size_of::<K>() as u64).next_multiple_of(8) + (std::mem::size_of::<V>() as u64).next_multiple_of(8)
 }
 
-/// Kernel memory per established flow, bucket included: 176 bytes for
-/// IPv4, 200 for IPv6 with the 96-byte record. Estimates before loading;
-/// `stats::table_memory` measures the real maps after.
-pub const FLOW_BYTES_V4: u64 = hash_elem::<FlowKeyV4, FlowRecord>() + HTAB_BUCKET;
-pub const FLOW_BYTES_V6: u64 = hash_elem::<FlowKeyV6, FlowRecord>() + HTAB_BUCKET;
+/// Kernel memory per established flow: its way of a set (110 bytes for
+/// IPv4, 134 for IPv6 with the 96-byte record) and its share of the stash
+/// (a twelfth of an LRU hash element and its bucket): 124 and 150 bytes.
+/// Estimates before loading; `stats::table_memory` measures the real maps
+/// after.
+pub const FLOW_BYTES_V4: u64 = way_bytes::<EstSetV4>() + (hash_elem::<FlowKeyV4, FlowRecord>() + HTAB_BUCKET) / estab::STASH_DIVISOR as u64;
+pub const FLOW_BYTES_V6: u64 = way_bytes::<EstSetV6>() + (hash_elem::<FlowKeyV6, FlowRecord>() + HTAB_BUCKET) / estab::STASH_DIVISOR as u64;
+
+/// Bytes one way of an established set takes.
+const fn way_bytes<S>() -> u64 {
+    std::mem::size_of::<S>() as u64 / estab::WAYS as u64
+}
 /// Kernel memory per half-open slot (an array of 4-way sets): 112 and 136 bytes.
 pub const HALF_OPEN_BYTES_V4: u64 = std::mem::size_of::<SetV4>() as u64 / halfopen::WAYS as u64;
 pub const HALF_OPEN_BYTES_V6: u64 = std::mem::size_of::<SetV6>() as u64 / halfopen::WAYS as u64;
@@ -381,10 +405,10 @@ impl Capacity {
     /// Kernel memory the four tables take, both families: an estimate
     /// from the per-flow figures above (hash buckets are a power of two).
     pub fn kernel_memory(&self) -> u64 {
-        let flows = self.max_flows as u64;
-        let buckets = flows.next_power_of_two();
-        let elems = flows * (hash_elem::<FlowKeyV4, FlowRecord>() + hash_elem::<FlowKeyV6, FlowRecord>());
-        elems + 2 * buckets * HTAB_BUCKET + self.half_open_slots() as u64 * (HALF_OPEN_BYTES_V4 + HALF_OPEN_BYTES_V6)
+        let sets = self.established_sets() as u64 * (std::mem::size_of::<EstSetV4>() + std::mem::size_of::<EstSetV6>()) as u64;
+        let stash = self.stash() as u64;
+        let elems = stash * (hash_elem::<FlowKeyV4, FlowRecord>() + hash_elem::<FlowKeyV6, FlowRecord>());
+        sets + elems + 2 * stash.next_power_of_two() * HTAB_BUCKET + self.half_open_slots() as u64 * (HALF_OPEN_BYTES_V4 + HALF_OPEN_BYTES_V6)
     }
 }
 
@@ -674,12 +698,12 @@ mod tests {
     }
 
     #[test]
-    fn per_flow_memory_is_the_kernels_element_size() {
-        // The 96-byte record (issue 11's budget: at most 176 and 200 bytes
-        // per flow).
-        assert_eq!((FLOW_BYTES_V4, FLOW_BYTES_V6, HALF_OPEN_BYTES_V4, HALF_OPEN_BYTES_V6), (176, 200, 112, 136));
+    fn per_flow_memory_is_a_way_and_a_share_of_the_stash() {
+        // The 96-byte record in 8-way sets, a stash of a twelfth (issue
+        // 15's budget: at most 128 and 152 bytes per flow).
+        assert_eq!((FLOW_BYTES_V4, FLOW_BYTES_V6, HALF_OPEN_BYTES_V4, HALF_OPEN_BYTES_V6), (124, 150, 112, 136));
         // 2^24 flows, 16384 half-open.
-        assert_eq!(mib(Capacity::new(MAX_TABLE, 16384).kernel_memory()), "6019.9 MiB");
+        assert_eq!(mib(Capacity::new(MAX_TABLE, 16384).kernel_memory()), "4430.5 MiB");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! daemon (or of a state kept for the next one), like `conntrack -L` and
 //! `ss -tan`, with filters by state, address, port, side and interface.
 //!
-//! The tables are read, never written: the established tables are walked
-//! key by key, the half-open tables set by set (a scan: the keyed hash that
-//! places a half-open flow is not needed to list it).
+//! The tables are read, never written: the established sets through a
+//! read of their mapping and the stash key by key, the half-open tables
+//! set by set (scans: the keyed hash that places a flow is not needed to
+//! list it).
 
 use std::{
     collections::BTreeMap,
@@ -16,12 +17,10 @@ use std::{
     sync::Arc,
 };
 
-use std::os::fd::{AsFd, AsRawFd};
-
-use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
-use bytemuck::Pod;
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use tcp_track_common::{
     conn::{self, ConnSummary},
+    estab::{EstSetV4, EstSetV6},
     flow::{picked_up, FlowKeyV4, FlowKeyV6, FlowRecord, ORIGIN_MIDSTREAM, ORIGIN_SYN, ORIGIN_SYN_ACK},
     halfopen::{Set, SetV4, SetV6, WAYS},
     parse::{FAMILY_IPV4, FAMILY_IPV6},
@@ -31,6 +30,7 @@ use thiserror::Error;
 
 use crate::{
     config::Format,
+    established::Established,
     events::oriented,
     filter::{any, Filter},
     pins::{self, StateDir},
@@ -162,8 +162,8 @@ pub struct PinnedTables {
     pub dir: StateDir,
     /// The interfaces its daemon watches (from the directory's name).
     pub ifaces: Vec<String>,
-    v4: HashMap<MapData, FlowKeyV4, FlowRecord>,
-    v6: HashMap<MapData, FlowKeyV6, FlowRecord>,
+    v4: Established<MapData, EstSetV4>,
+    v6: Established<MapData, EstSetV6>,
     half_v4: Array<MapData, SetV4>,
     half_v6: Array<MapData, SetV6>,
 }
@@ -187,11 +187,13 @@ impl PinnedTables {
             let path = dir.map_path(name);
             move |source| FlowsError::Map { path, source }
         };
+        let seed = info.half_open_seed;
+        let (stash_v4, stash_v6) = (open(NAMES[2])?, open(NAMES[3])?);
         Ok(PinnedTables {
-            v4: HashMap::try_from(Map::LruHashMap(open(NAMES[0])?)).map_err(map_err(NAMES[0]))?,
-            v6: HashMap::try_from(Map::LruHashMap(open(NAMES[1])?)).map_err(map_err(NAMES[1]))?,
-            half_v4: Array::try_from(Map::Array(open(NAMES[2])?)).map_err(map_err(NAMES[2]))?,
-            half_v6: Array::try_from(Map::Array(open(NAMES[3])?)).map_err(map_err(NAMES[3]))?,
+            v4: Established::new(open(NAMES[0])?, HashMap::try_from(Map::LruHashMap(stash_v4)).map_err(map_err(NAMES[2]))?, seed).map_err(map_err(NAMES[0]))?,
+            v6: Established::new(open(NAMES[1])?, HashMap::try_from(Map::LruHashMap(stash_v6)).map_err(map_err(NAMES[3]))?, seed).map_err(map_err(NAMES[1]))?,
+            half_v4: Array::try_from(Map::Array(open(NAMES[4])?)).map_err(map_err(NAMES[4]))?,
+            half_v6: Array::try_from(Map::Array(open(NAMES[5])?)).map_err(map_err(NAMES[5]))?,
             ifaces: pins::interfaces_of(&dir),
             dir,
         })
@@ -212,9 +214,8 @@ impl PinnedTables {
             x[..4].copy_from_slice(&a);
             x
         };
-        let v4 = |k: &FlowKeyV4, rec: &FlowRecord| each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), rec, Table::Established);
-        hash_entries(&self.v4, v4);
-        hash_entries(&self.v6, |k: &FlowKeyV6, rec| each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), rec, Table::Established));
+        self.v4.each(|k: &FlowKeyV4, rec| each(FAMILY_IPV4, (&pad4(k.lo_addr), k.lo_port), (&pad4(k.hi_addr), k.hi_port), rec, Table::Established));
+        self.v6.each(|k: &FlowKeyV6, rec| each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), rec, Table::Established));
         for set in (0..self.half_v4.len()).filter_map(|i| self.half_v4.get(&i, 0).ok()) {
             for way in (0..WAYS).filter(|&w| set.born()[w as usize] != 0) {
                 let k = set.key(way);
@@ -227,66 +228,6 @@ impl PinnedTables {
                 each(FAMILY_IPV6, (&k.lo_addr, k.lo_port), (&k.hi_addr, k.hi_port), set.record(way), Table::HalfOpen);
             }
         }
-    }
-}
-
-/// Every entry of a hash map, read a few thousand at a time
-/// (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+) rather than with two syscalls per
-/// entry (next key, lookup): a million flows in a fraction of the time.
-/// Should the kernel refuse batches, entry by entry.
-fn hash_entries<K: Pod + aya::Pod, V: Pod + aya::Pod>(map: &HashMap<MapData, K, V>, mut each: impl FnMut(&K, &V)) {
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    const BATCH: usize = 4096;
-    let fd = map.map().fd().as_fd().as_raw_fd();
-    let mut keys = vec![K::zeroed(); BATCH];
-    let mut values = vec![V::zeroed(); BATCH];
-    // The hash tables' position token is a bucket index (a u32).
-    let (mut token_in, mut token_out) = (0u64, 0u64);
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &token_in as *const u64 as u64 },
-            out_batch: &mut token_out as *mut u64 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: `attr` points at buffers of BATCH keys and values of the
-        // map's key and value types (the maps were opened with them and
-        // their layout checked), and at 8-byte tokens.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
-        let errno = if r < 0 { io::Error::last_os_error().raw_os_error() } else { None };
-        if first && errno.is_some_and(|e| e != libc::ENOENT) {
-            for (k, v) in map.iter().filter_map(Result::ok) {
-                each(&k, &v);
-            }
-            return;
-        }
-        let n = (attr.count as usize).min(BATCH);
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            each(k, v);
-        }
-        // ENOENT: the last batch. Any other error: stop with what was read.
-        if errno.is_some() {
-            return;
-        }
-        first = false;
-        token_in = token_out;
     }
 }
 

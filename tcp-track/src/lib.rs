@@ -23,6 +23,8 @@
 //!   through `report::FlowLookup`;
 //! - `pins`: the pinned state in bpffs (where, what, whether a new daemon
 //!   may adopt it);
+//! - `established`: one established table (sets and stash) as user space
+//!   reads and frees it, through a mapping of its sets;
 //! - `tables`: the kernel's flow tables as user space reads them, with the
 //!   aya adapter of `FlowLookup`;
 //! - `flows`: `tcp-track flows`, the pinned tables listed and filtered;
@@ -45,6 +47,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod established;
 pub mod events;
 pub mod filter;
 pub mod flows;

@@ -28,7 +28,7 @@ use crate::{
     config::{BpfLog, Capacity, RstPolicy, XdpModeChoice},
     pins::{Hook, StateDir, FULL_TC, FULL_XDP, PINNED_MAPS},
     preflight::Interface,
-    tables::HalfOpenLayout,
+    tables::TableLayout,
 };
 
 /// A fresh key for the half-open tables' hash, so that no one outside can
@@ -53,10 +53,15 @@ pub const XDP_PROGRAM: &str = "tcp_track_xdp";
 pub const EMPTY_PROGRAM: &str = "tcp_track_empty";
 pub const TC_PROGRAM: &str = "tcp_track_tc_egress";
 /// The full paths, which the hooks reach by a tail call through the prog
-/// arrays `pins::FULL_XDP` and `pins::FULL_TC` (slot 0). Loaded, never
+/// arrays `pins::FULL_XDP` and `pins::FULL_TC` (IPv4 in slot 0). Loaded, never
 /// attached.
 pub const XDP_FULL_PROGRAM: &str = "tcp_track_xdp_full";
 pub const TC_FULL_PROGRAM: &str = "tcp_track_tc_full";
+/// Their IPv6 twins (slot 1 of the prog arrays; the IPv4 programs are
+/// slot 0): one program per family, for the verifier's million
+/// instructions.
+pub const XDP_FULL_V6_PROGRAM: &str = "tcp_track_xdp_full_v6";
+pub const TC_FULL_V6_PROGRAM: &str = "tcp_track_tc_full_v6";
 /// The benchmark's reference: parse, one lookup and update in an LRU hash
 /// (`REFERENCE_MAP`, one entry unless the benchmark sizes it). Never attached.
 pub const REFERENCE_PROGRAM: &str = "tcp_track_reference";
@@ -152,8 +157,8 @@ impl Attached {
 /// kernel-side logs, which must stay alive as long as the programs.
 pub struct Tracker {
     pub ebpf: Ebpf,
-    /// Where the half-open tables keep a flow (their hash seed and sets).
-    pub half_open: HalfOpenLayout,
+    /// Where the flow tables keep a flow (their hash seed and set masks).
+    pub layout: TableLayout,
     pub attached: Vec<Attached>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub pinning: Option<Pinning>,
@@ -187,9 +192,9 @@ impl Tracker {
     /// others are created and pinned.
     pub fn load_pinned(bpf_log: BpfLog, rst_policy: RstPolicy, capacity: Capacity, pinning: Option<Pinning>) -> Result<Self, LoadError> {
         let policy = rst_policy.kernel_value();
-        let (max_flows, half_open_sets) = (capacity.max_flows(), capacity.half_open_sets());
+        let (established_sets, stash, half_open_sets) = (capacity.established_sets(), capacity.stash(), capacity.half_open_sets());
         let seed = pinning.as_ref().and_then(|p| p.seed).unwrap_or_else(random_seed);
-        let half_open = HalfOpenLayout { seed, set_mask: capacity.half_open_set_mask() };
+        let layout = TableLayout { seed, set_mask: capacity.half_open_set_mask(), established_mask: capacity.established_set_mask() };
         let level: u8 = match bpf_log {
             BpfLog::Off => 0,
             BpfLog::Error => 1,
@@ -207,10 +212,13 @@ impl Tracker {
         let mut ebpf = loader
             .override_global(aya_log::LEVEL, &level, false)
             .override_global("RST_POLICY", &policy, true)
-            .map_max_entries("FLOWS_V4", max_flows)
-            .map_max_entries("FLOWS_V6", max_flows)
-            .override_global("HALF_OPEN_SEED", &half_open.seed, true)
-            .override_global("HALF_OPEN_SET_MASK", &half_open.set_mask, true)
+            .map_max_entries("ESTABLISHED_V4", established_sets)
+            .map_max_entries("ESTABLISHED_V6", established_sets)
+            .override_global("ESTABLISHED_SET_MASK", &layout.established_mask, true)
+            .map_max_entries("STASH_V4", stash)
+            .map_max_entries("STASH_V6", stash)
+            .override_global("HALF_OPEN_SEED", &layout.seed, true)
+            .override_global("HALF_OPEN_SET_MASK", &layout.set_mask, true)
             .map_max_entries("HALF_OPEN_V4", half_open_sets)
             .map_max_entries("HALF_OPEN_V6", half_open_sets)
             .load(EBPF_OBJECT)
@@ -222,17 +230,21 @@ impl Tracker {
         };
         // The full paths first: a hook that runs (a pinned link adopted,
         // or a test run) must find its slot filled.
-        let xdp_full: &mut Xdp = program(&mut ebpf, XDP_FULL_PROGRAM)?;
-        xdp_full.load().map_err(|e| rejected(XDP_FULL_PROGRAM, e))?;
-        fill_full_path(&mut ebpf, FULL_XDP, XDP_FULL_PROGRAM)?;
-        let tc_full: &mut SchedClassifier = program(&mut ebpf, TC_FULL_PROGRAM)?;
-        tc_full.load().map_err(|e| rejected(TC_FULL_PROGRAM, e))?;
-        fill_full_path(&mut ebpf, FULL_TC, TC_FULL_PROGRAM)?;
+        for (slot, name) in [XDP_FULL_PROGRAM, XDP_FULL_V6_PROGRAM].into_iter().enumerate() {
+            let full: &mut Xdp = program(&mut ebpf, name)?;
+            full.load().map_err(|e| rejected(name, e))?;
+            fill_full_path(&mut ebpf, FULL_XDP, slot as u32, name)?;
+        }
+        for (slot, name) in [TC_FULL_PROGRAM, TC_FULL_V6_PROGRAM].into_iter().enumerate() {
+            let full: &mut SchedClassifier = program(&mut ebpf, name)?;
+            full.load().map_err(|e| rejected(name, e))?;
+            fill_full_path(&mut ebpf, FULL_TC, slot as u32, name)?;
+        }
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
         xdp.load().map_err(|e| rejected(XDP_PROGRAM, e))?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
         tc.load().map_err(|e| rejected(TC_PROGRAM, e))?;
-        Ok(Tracker { ebpf, half_open, attached: Vec::new(), logger, pinning })
+        Ok(Tracker { ebpf, layout, attached: Vec::new(), logger, pinning })
     }
 
     /// Attach XDP (and TC egress unless `egress` is false or the interface
@@ -437,11 +449,11 @@ where
     prog.try_into().map_err(|source| LoadError::Program { program: name, source })
 }
 
-/// Put the loaded full path `program` in slot 0 of the prog array `map`,
+/// Put the loaded full path `program` in slot `slot` of the prog array `map`,
 /// where its hook's tail call finds it. A pinned array of the previous
 /// daemon gets this daemon's program: its kept hooks run this full path
 /// from now on too (the tables' layout matched, or they were replaced).
-fn fill_full_path(ebpf: &mut Ebpf, map: &'static str, program: &'static str) -> Result<(), LoadError> {
+fn fill_full_path(ebpf: &mut Ebpf, map: &'static str, slot: u32, program: &'static str) -> Result<(), LoadError> {
     let fd = ebpf
         .program(program)
         .ok_or(LoadError::Program { program, source: ProgramError::NotLoaded })?
@@ -453,7 +465,7 @@ fn fill_full_path(ebpf: &mut Ebpf, map: &'static str, program: &'static str) -> 
         .map_err(|source| LoadError::FullPathFd { program, source })?;
     let full = ebpf.map_mut(map).ok_or(LoadError::FullPath { program, source: MapError::InvalidName { name: map.to_string() } })?;
     let mut array = ProgramArray::try_from(full).map_err(|source| LoadError::FullPath { program, source })?;
-    array.set(0, &fd, 0).map_err(|source| LoadError::FullPath { program, source })
+    array.set(slot, &fd, 0).map_err(|source| LoadError::FullPath { program, source })
 }
 
 fn rejected(program: &'static str, e: ProgramError) -> LoadError {

@@ -36,7 +36,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The maps pinned in an instance's directory, by their names in the
 /// object. The others (per-CPU scratch, the liberal interfaces, aya-log's
 /// buffer) belong to one load and are made afresh.
-pub const PINNED_MAPS: [&str; 9] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6", "COUNTERS", "EVENTS", STATE_INFO, FULL_XDP, FULL_TC];
+pub const PINNED_MAPS: [&str; 11] = ["ESTABLISHED_V4", "ESTABLISHED_V6", "STASH_V4", "STASH_V6", "HALF_OPEN_V4", "HALF_OPEN_V6", "COUNTERS", "EVENTS", STATE_INFO, FULL_XDP, FULL_TC];
 
 /// The prog arrays through which each hook tail-calls its full path
 /// (`loader::XDP_FULL_PROGRAM`, `loader::TC_FULL_PROGRAM`, slot 0). Pinned

@@ -63,7 +63,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     let mut start_guard = StartGuard(pinning.as_ref().filter(|_| adopted.is_none()).map(|p| p.dir.clone()));
     let mut tracker = Tracker::load_pinned(config.bpf_log, config.rst_policy, config.capacity, pinning)?;
     if let Some(p) = &tracker.pinning {
-        let info = pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), config.keep_state);
+        let info = pins::owner_info(tracker.layout.seed, tracker.layout.set_mask, config.capacity.max_flows(), config.keep_state);
         p.dir.write_info(&info).context("recording the pinned state's layout")?;
         let kept = if config.keep_state { "; kept at exit (--keep-state)" } else { "; removed at exit" };
         info!("state pinned in {}{kept}", p.dir);
@@ -120,7 +120,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     };
     let ifnames: HashMap<u32, String> = follower.interfaces().iter().map(|i| (i.index, i.name.clone())).collect();
     let decoder = Decoder::new(WallClock::now(), ifnames);
-    let layout = tracker.half_open;
+    let layout = tracker.layout;
     let flows = KernelFlows::take(&mut tracker.ebpf, layout).context("taking the flow tables out of the eBPF object")?;
     let out = BufWriter::with_capacity(output::BUFFER, io::stdout().lock());
     let fill = match metrics_listener {
@@ -220,7 +220,7 @@ pub async fn run<F: Future<Output = ()>>(mut config: Config, shutdown: F) -> Res
     let kept = match tracker.pinning.clone() {
         Some(p) if config.keep_state => {
             let lost = daemon.snapshot().counters[counters::EVENTS_LOST as usize];
-            let info = StateInfo { owner_pid: 0, events_lost_at_exit: lost, ..pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, config.capacity.max_flows(), true) };
+            let info = StateInfo { owner_pid: 0, events_lost_at_exit: lost, ..pins::owner_info(tracker.layout.seed, tracker.layout.set_mask, config.capacity.max_flows(), true) };
             if let Err(e) = p.dir.write_info(&info) {
                 error!("recording the kept state: {e}");
             }

@@ -1,7 +1,8 @@
 //! The kernel's flow tables as user space reads them: the established
-//! tables (LRU hash maps) and the half-open tables (set-associative arrays,
-//! `tcp_track_common::halfopen`), for IPv4 and IPv6; and the reporter's
-//! view of them (`FlowLookup`), so that the reporter itself never sees aya.
+//! tables (sets and stash, `established`) and the half-open tables
+//! (set-associative arrays, `tcp_track_common::halfopen`), for IPv4 and
+//! IPv6; and the reporter's view of them (`FlowLookup`), so that the
+//! reporter itself never sees aya.
 
 use std::{
     borrow::{Borrow, BorrowMut},
@@ -16,20 +17,25 @@ use std::{
 
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError};
 use tcp_track_common::{
+    estab::{EstSetV4, EstSetV6},
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     halfopen::{find, set_of, Set, SetV4, SetV6, Words, WAYS},
     parse::FAMILY_IPV4,
     table::FlowKey,
 };
 
-use crate::report::{FlowId, FlowLookup};
+use crate::{
+    established::Established,
+    report::{FlowId, FlowLookup},
+};
 
-/// Where the half-open entries of a key are: the tables' hash seed and set
-/// mask, chosen by the loader.
+/// Where the tables put a key: their hash seed, the half-open set mask and
+/// the established one, chosen by the loader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HalfOpenLayout {
+pub struct TableLayout {
     pub seed: u32,
     pub set_mask: u32,
+    pub established_mask: u32,
 }
 
 /// Which table holds a flow.
@@ -43,13 +49,11 @@ pub enum Table {
 /// of the loaded object (the daemon), `&MapData` when borrowed (tests,
 /// benchmark).
 pub struct FlowTables<M: Borrow<MapData>> {
-    v4: HashMap<M, FlowKeyV4, FlowRecord>,
-    v6: HashMap<M, FlowKeyV6, FlowRecord>,
+    v4: Established<M, EstSetV4>,
+    v6: Established<M, EstSetV6>,
     half_v4: Array<M, SetV4>,
     half_v6: Array<M, SetV6>,
-    layout: HalfOpenLayout,
-    /// The established tables' `max_entries` (v4, v6), read when loaded.
-    max_established: [u64; 2],
+    layout: TableLayout,
 }
 
 /// One kernel table's entries in use and capacity.
@@ -100,55 +104,71 @@ impl Drop for FillCounter {
     }
 }
 
-/// The names of the four maps, in `FlowTables` order.
-pub const NAMES: [&str; 4] = ["FLOWS_V4", "FLOWS_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
+/// The names of the six maps: established sets (v4, v6), stashes (v4,
+/// v6), half-open sets (v4, v6).
+pub const NAMES: [&str; 6] = ["ESTABLISHED_V4", "ESTABLISHED_V6", "STASH_V4", "STASH_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
+
+/// The map inside an `aya::maps::Map`, whatever its kind.
+fn data(map: Map) -> Result<MapData, MapError> {
+    match map {
+        Map::Array(d) | Map::LruHashMap(d) | Map::HashMap(d) => Ok(d),
+        _ => Err(MapError::InvalidMapType { map_type: 0 }),
+    }
+}
+
+/// The same, borrowed.
+fn data_ref(map: &Map) -> Result<&MapData, MapError> {
+    match map {
+        Map::Array(d) | Map::LruHashMap(d) | Map::HashMap(d) => Ok(d),
+        _ => Err(MapError::InvalidMapType { map_type: 0 }),
+    }
+}
 
 impl FlowTables<MapData> {
     /// Take the tables out of a loaded object (for good).
-    pub fn take(ebpf: &mut aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
-        let (v4, v6) = (take(NAMES[0])?, take(NAMES[1])?);
-        let max_established = [max_entries(&v4), max_entries(&v6)];
-        Ok(FlowTables {
-            v4: HashMap::try_from(v4)?,
-            v6: HashMap::try_from(v6)?,
-            half_v4: Array::try_from(take(NAMES[2])?)?,
-            half_v6: Array::try_from(take(NAMES[3])?)?,
-            layout,
-            max_established,
-        })
+    pub fn take(ebpf: &mut aya::Ebpf, layout: TableLayout) -> Result<Self, MapError> {
+        let take = |name: &str| ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
+        let [e4, e6, s4, s6, h4, h6] = NAMES.map(take);
+        FlowTables::of([data(e4?)?, data(e6?)?], (HashMap::try_from(s4?)?, HashMap::try_from(s6?)?), (Array::try_from(h4?)?, Array::try_from(h6?)?), layout)
+    }
+
+    /// The tables of six pinned maps (in `NAMES` order), their layout
+    /// checked by the caller.
+    pub fn from_pins(maps: [MapData; 6], layout: TableLayout) -> Result<Self, MapError> {
+        let [e4, e6, s4, s6, h4, h6] = maps;
+        let stashes = (HashMap::try_from(Map::LruHashMap(s4))?, HashMap::try_from(Map::LruHashMap(s6))?);
+        FlowTables::of([e4, e6], stashes, (Array::try_from(Map::Array(h4))?, Array::try_from(Map::Array(h6))?), layout)
     }
 }
 
 impl<'a> FlowTables<&'a MapData> {
     /// Read the tables of a loaded object without taking them.
-    pub fn borrow(ebpf: &'a aya::Ebpf, layout: HalfOpenLayout) -> Result<Self, MapError> {
+    pub fn borrow(ebpf: &'a aya::Ebpf, layout: TableLayout) -> Result<Self, MapError> {
         let map = |name: &str| ebpf.map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() });
-        let (v4, v6) = (map(NAMES[0])?, map(NAMES[1])?);
-        let max_established = [max_entries(v4), max_entries(v6)];
-        Ok(FlowTables {
-            v4: HashMap::try_from(v4)?,
-            v6: HashMap::try_from(v6)?,
-            half_v4: Array::try_from(map(NAMES[2])?)?,
-            half_v6: Array::try_from(map(NAMES[3])?)?,
-            layout,
-            max_established,
-        })
+        let [e4, e6, s4, s6, h4, h6] = NAMES.map(map);
+        FlowTables::of([data_ref(e4?)?, data_ref(e6?)?], (HashMap::try_from(s4?)?, HashMap::try_from(s6?)?), (Array::try_from(h4?)?, Array::try_from(h6?)?), layout)
+    }
+}
+
+impl<M: Borrow<MapData>> FlowTables<M> {
+    fn of(sets: [M; 2], stashes: (HashMap<M, FlowKeyV4, FlowRecord>, HashMap<M, FlowKeyV6, FlowRecord>), half: (Array<M, SetV4>, Array<M, SetV6>), layout: TableLayout) -> Result<Self, MapError> {
+        let ([e4, e6], (s4, s6), (half_v4, half_v6)) = (sets, stashes, half);
+        Ok(FlowTables { v4: Established::new(e4, s4, layout.seed)?, v6: Established::new(e6, s6, layout.seed)?, half_v4, half_v6, layout })
     }
 }
 
 impl<M: Borrow<MapData>> FlowTables<M> {
     pub fn get_v4(&self, key: &FlowKeyV4) -> Option<(Table, FlowRecord)> {
-        match self.v4.get(key, 0) {
-            Ok(r) => Some((Table::Established, r)),
-            Err(_) => find_in(&self.half_v4, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
+        match self.v4.get(key) {
+            Some(r) => Some((Table::Established, r)),
+            None => find_in(&self.half_v4, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
         }
     }
 
     pub fn get_v6(&self, key: &FlowKeyV6) -> Option<(Table, FlowRecord)> {
-        match self.v6.get(key, 0) {
-            Ok(r) => Some((Table::Established, r)),
-            Err(_) => find_in(&self.half_v6, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
+        match self.v6.get(key) {
+            Some(r) => Some((Table::Established, r)),
+            None => find_in(&self.half_v6, key, self.layout).map(|(_, mut set, way)| (Table::HalfOpen, *set.record_mut(way))),
         }
     }
 
@@ -162,14 +182,20 @@ impl<M: Borrow<MapData>> FlowTables<M> {
         half_open_fill(&self.half_v6)
     }
 
-    /// Established IPv4 entries (walks the whole map).
-    pub fn established_v4(&self) -> usize {
-        self.v4.keys().filter(|k| k.is_ok()).count()
+    /// Established IPv4 flows, in the sets and in the stash (reads every
+    /// set and walks the stash).
+    pub fn established_v4(&self) -> (u64, u64) {
+        self.v4.len()
     }
 
-    /// Established IPv6 entries (walks the whole map).
-    pub fn established_v6(&self) -> usize {
-        self.v6.keys().filter(|k| k.is_ok()).count()
+    /// Established IPv6 flows, in the sets and in the stash.
+    pub fn established_v6(&self) -> (u64, u64) {
+        self.v6.len()
+    }
+
+    /// The IPv4 established table itself (tests and the benchmark fill it).
+    pub fn established_table_v4(&mut self) -> &mut Established<M, EstSetV4> {
+        &mut self.v4
     }
 
     /// The same tables through handles of their own (duplicated fds), for
@@ -179,24 +205,20 @@ impl<M: Borrow<MapData>> FlowTables<M> {
             let fd = m.fd().as_fd().try_clone_to_owned().map_err(|io_error| MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error }))?;
             MapData::from_fd(fd)
         }
-        Ok(FlowTables {
-            v4: HashMap::try_from(Map::LruHashMap(dup(self.v4.map())?))?,
-            v6: HashMap::try_from(Map::LruHashMap(dup(self.v6.map())?))?,
-            half_v4: Array::try_from(Map::Array(dup(self.half_v4.map())?))?,
-            half_v6: Array::try_from(Map::Array(dup(self.half_v6.map())?))?,
-            layout: self.layout,
-            max_established: self.max_established,
-        })
+        let ((e4, s4), (e6, s6)) = (self.v4.maps(), self.v6.maps());
+        let maps = [dup(e4)?, dup(e6)?, dup(s4)?, dup(s6)?, dup(self.half_v4.map())?, dup(self.half_v6.map())?];
+        FlowTables::from_pins(maps, self.layout)
     }
 
-    /// Every table's entries and capacity (the established tables' is
-    /// their `max_entries`).
+    /// Every table's entries and capacity (the established tables' sets
+    /// and stash together).
     pub fn fill(&self) -> Vec<TableFill> {
         let (h4, c4) = self.half_open_v4();
         let (h6, c6) = self.half_open_v6();
+        let ((s4, t4), (s6, t6)) = (self.established_v4(), self.established_v6());
         vec![
-            TableFill { table: "established_v4", entries: self.established_v4() as u64, capacity: self.max_established[0] },
-            TableFill { table: "established_v6", entries: self.established_v6() as u64, capacity: self.max_established[1] },
+            TableFill { table: "established_v4", entries: s4 + t4, capacity: self.v4.capacity() },
+            TableFill { table: "established_v6", entries: s6 + t6, capacity: self.v6.capacity() },
             TableFill { table: "half_open_v4", entries: h4 as u64, capacity: c4.into() },
             TableFill { table: "half_open_v6", entries: h6 as u64, capacity: c6.into() },
         ]
@@ -212,7 +234,7 @@ impl<M: BorrowMut<MapData>> FlowTables<M> {
     /// again (as picked up from its SYN-ACK). The daemon only frees entries
     /// it gave up on, so this is rare and never touches an established flow.
     pub fn remove_v4(&mut self, key: &FlowKeyV4) {
-        let _ = self.v4.remove(key);
+        self.v4.remove(key);
         if let Some((i, mut set, way)) = find_in(&self.half_v4, key, self.layout) {
             set.clear(way);
             let _ = self.half_v4.set(i, set, 0);
@@ -220,19 +242,11 @@ impl<M: BorrowMut<MapData>> FlowTables<M> {
     }
 
     pub fn remove_v6(&mut self, key: &FlowKeyV6) {
-        let _ = self.v6.remove(key);
+        self.v6.remove(key);
         if let Some((i, mut set, way)) = find_in(&self.half_v6, key, self.layout) {
             set.clear(way);
             let _ = self.half_v6.set(i, set, 0);
         }
-    }
-}
-
-/// A hash map's capacity, as the kernel reports it (0 if it cannot be read).
-fn max_entries(map: &aya::maps::Map) -> u64 {
-    match map {
-        aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d.info().map_or(0, |i| i.max_entries().into()),
-        _ => 0,
     }
 }
 
@@ -245,7 +259,7 @@ fn half_open_fill<M: Borrow<MapData>, S: Set + aya::Pod>(table: &Array<M, S>) ->
 }
 
 /// The set holding `key`, if any: (its index, a copy of it, the way).
-fn find_in<M, S, K>(table: &Array<M, S>, key: &K, layout: HalfOpenLayout) -> Option<(u32, S, u32)>
+fn find_in<M, S, K>(table: &Array<M, S>, key: &K, layout: TableLayout) -> Option<(u32, S, u32)>
 where
     M: Borrow<MapData>,
     S: Set<Key = K> + aya::Pod,
@@ -276,8 +290,8 @@ impl<M: BorrowMut<MapData>> FlowLookup for FlowTables<M> {
 
     fn open_flows(&self) -> Vec<(FlowId, FlowRecord)> {
         let mut out = Vec::new();
-        out.extend(self.v4.iter().filter_map(Result::ok).map(|(k, r)| (id_of(&k), r)));
-        out.extend(self.v6.iter().filter_map(Result::ok).map(|(k, r)| (id_of(&k), r)));
+        self.v4.each(|k, r| out.push((id_of(k), *r)));
+        self.v6.each(|k, r| out.push((id_of(k), *r)));
         half_open_flows(&self.half_v4, &mut out);
         half_open_flows(&self.half_v6, &mut out);
         out

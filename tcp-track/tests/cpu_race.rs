@@ -105,7 +105,7 @@ impl Fixture {
     }
 
     fn record(&self, key: &FlowKeyV4) -> FlowRecord {
-        let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap();
+        let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.layout).unwrap();
         let (table, rec) = tables.get_v4(key).expect("the flow is tracked");
         assert_eq!(table, Table::Established);
         rec

@@ -106,7 +106,7 @@ impl Judge {
     fn find(&self) -> Option<(Table, FlowRecord)> {
         let f = seg(C, "A", 0, 0, 0);
         let s = parse(f.as_slice()).unwrap();
-        FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap().get_v4(&key_v4(&s, direction(&s)))
+        FlowTables::borrow(&self.tracker.ebpf, self.tracker.layout).unwrap().get_v4(&key_v4(&s, direction(&s)))
     }
 
     fn record(&self) -> Option<FlowRecord> {

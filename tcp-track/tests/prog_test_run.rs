@@ -133,7 +133,7 @@ impl Loaded {
     /// A host tracker of the same sizes, hashing half-open flows into the
     /// same sets.
     fn host(&self, max_flows: u32, max_half_open: u32) -> Host {
-        Host { t: HostTracker::new(max_flows, max_half_open, self.tracker.half_open.seed), now: 1 << 30, events: Vec::new() }
+        Host { t: HostTracker::new(max_flows, max_half_open, self.tracker.layout.seed), now: 1 << 30, events: Vec::new() }
     }
 
     fn xdp(&self, frame: &[u8]) {
@@ -149,7 +149,7 @@ impl Loaded {
     }
 
     fn tables(&self) -> FlowTables<&MapData> {
-        FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap()
+        FlowTables::borrow(&self.tracker.ebpf, self.tracker.layout).unwrap()
     }
 
     /// The flow's record, from the established table or the half-open one.
@@ -624,7 +624,7 @@ fn established_flow_survives_a_half_open_overflow() {
     assert_eq!(rec.without_clock(), host.record(&est).unwrap().without_clock(), "and its record is intact");
     let (used, slots) = k.tables().half_open_v4();
     assert_eq!((used, slots), (64, 64), "the flood filled the half-open table, and only it");
-    assert_eq!(k.tables().established_v4(), 1, "no spoofed SYN reached the established table");
+    assert_eq!(k.tables().established_v4(), (1, 0), "no spoofed SYN reached the established table");
     assert_eq!(k.counters()[counters::HALF_OPEN_EVICTED as usize], 10_000 - 64);
     assert_eq!(k.counters(), *host.t.counters(), "the host tracker counted the same");
     assert_eq!((host.t.v4().half_open_len(), host.t.v4().established_len()), ((64, 64), 1));

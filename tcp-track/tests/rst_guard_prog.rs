@@ -51,7 +51,7 @@ struct Guard {
 impl Guard {
     fn new(policy: RstPolicy) -> Guard {
         let tracker = Tracker::load_with_policy(BpfLog::Off, policy).expect("loading the kernel programs");
-        let mut host = HostTracker::new(1024, 1024, tracker.half_open.seed);
+        let mut host = HostTracker::new(1024, 1024, tracker.layout.seed);
         host.set_rst_policy(policy.kernel_value());
         Guard { tracker, host: RefCell::new((host, 1 << 30)) }
     }
@@ -71,7 +71,7 @@ impl Guard {
 
     /// The flow's record, from the established or the half-open table.
     fn try_record(&self) -> Option<FlowRecord> {
-        let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.half_open).unwrap();
+        let tables = FlowTables::borrow(&self.tracker.ebpf, self.tracker.layout).unwrap();
         tables.get_v4(&flow_key()).map(|(_, rec)| rec)
     }
 

@@ -183,7 +183,10 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
     // byte by the verifier on every path, nearly half of the programs'
     // million verified instructions. Inlined, they are a dozen stores.
     // `tcp_track_tally` (tcp-track-common, state/tally.rs),
-    // `tcp_track_advance` (tcp-track-common, advance.rs) and
+    // `tcp_track_advance` (tcp-track-common, advance.rs),
+    // `tcp_track_claim_way` (tcp-track-common, estab.rs),
+    // `tcp_track_find_v4`/`_v6`, `tcp_track_place_v4`/`_v6` (tcp-track-ebpf,
+    // maps.rs) and
     // `tcp_track_liberal` (tcp-track-ebpf, track.rs) stay global functions,
     // which the verifier checks once rather than once per caller path.
     let mut flags = vec![
@@ -193,6 +196,11 @@ pub fn build_command(route: &Route, cargo: &Path, manifest: &Path, target_dir: &
         "-Clink-arg=--export=tcp_track_tally",
         "-Clink-arg=--export=tcp_track_liberal",
         "-Clink-arg=--export=tcp_track_advance",
+        "-Clink-arg=--export=tcp_track_claim_way",
+        "-Clink-arg=--export=tcp_track_find_v4",
+        "-Clink-arg=--export=tcp_track_find_v6",
+        "-Clink-arg=--export=tcp_track_place_v4",
+        "-Clink-arg=--export=tcp_track_place_v6",
         "-Ctarget-cpu=v3",
     ];
     cmd.args(["build", "--release", "--target", TARGET])

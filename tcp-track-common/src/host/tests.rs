@@ -3,6 +3,7 @@
 //! driven by real frames and a clock of the test's own.
 
 use super::*;
+use crate::estab::STASH_MIN;
 use crate::{
     event::{DETAIL_DROPPED, EVENT_FLOW_NEW, EVENT_RST, EVENT_STATE, HOOK_TC_EGRESS, HOOK_XDP},
     flow::{direction, key_v4},
@@ -189,7 +190,7 @@ fn a_syn_flood_cannot_evict_an_established_flow() {
 /// insert: its `Insert::New` finds `rival` there (or nothing at all, when
 /// `rival` is None: out of memory).
 struct Racy {
-    inner: HostStore<FlowKeyV4, SetV4>,
+    inner: HostStoreV4,
     rival: Option<FlowRecord>,
     raced: bool,
 }
@@ -276,41 +277,58 @@ fn an_insert_refused_for_want_of_room_leaves_the_segment_untracked() {
     assert!(events.is_empty());
 }
 
-#[test]
-fn a_full_established_table_evicts_its_least_recently_used_flow_and_counts_it() {
-    let mut r = Run::new(2, 64);
+/// A table of one set (`--max-flows 8`) and the smallest stash: flows 1-8
+/// fill the set, the next `STASH_MIN` the stash.
+fn full_table() -> Run {
+    let mut r = Run::new(8, 64);
     // Flows picked up mid-stream go straight to the established table.
-    let a = frame(spoofed(1), SERVER, "A", 1, 1);
-    let b = frame(spoofed(2), SERVER, "A", 1, 1);
-    let c = frame(spoofed(3), SERVER, "A", 1, 1);
-    r.xdp(&a);
-    r.xdp(&b);
-    r.xdp(&frame(SERVER, spoofed(1), "A", 1, 1)); // a is used again
-    r.xdp(&c);
-    assert!(r.get(&a).is_some() && r.get(&c).is_some());
-    assert_eq!(r.get(&b), None, "b was the least recently used");
+    for i in 1..=8 + STASH_MIN {
+        r.xdp(&frame(spoofed(i), SERVER, "A", 1, 1));
+    }
+    assert_eq!((r.t.v4().established_len(), r.t.v4().lru_evicted()), (8 + STASH_MIN as usize, 0), "a way or a stash entry each, nothing lost");
+    r
+}
+
+#[test]
+fn a_full_stash_evicts_its_least_recently_used_flow_and_counts_it() {
+    let mut r = full_table();
+    // Flow 9 was the stash's first; used again, it is the most recent.
+    r.xdp(&frame(SERVER, spoofed(9), "A", 1, 1));
+    let newcomer = frame(spoofed(1000), SERVER, "A", 1, 1);
+    r.xdp(&newcomer);
+    assert!(r.get(&frame(spoofed(9), SERVER, "A", 1, 1)).is_some() && r.get(&newcomer).is_some());
+    assert_eq!(r.get(&frame(spoofed(10), SERVER, "A", 1, 1)), None, "flow 10 was the stash's least recently used");
     assert_eq!(r.t.v4().lru_evicted(), 1);
-    assert_eq!(r.t.v4().established_len(), 2);
+    assert!((1..=8).all(|i| r.get(&frame(spoofed(i), SERVER, "A", 1, 1)).is_some()), "a flow in a set is never evicted");
+    assert_eq!(r.t.v4().established_len(), 8 + STASH_MIN as usize);
 }
 
 #[test]
 fn reads_do_not_count_as_use_and_removal_forgets_either_table() {
-    let mut r = Run::new(2, 64);
-    let a = frame(spoofed(1), SERVER, "A", 1, 1);
-    r.xdp(&a);
-    r.xdp(&frame(spoofed(2), SERVER, "A", 1, 1));
-    assert!(r.get(&a).is_some(), "a look (as the daemon's), not a use");
-    r.xdp(&frame(spoofed(3), SERVER, "A", 1, 1));
-    assert_eq!(r.get(&a), None, "a was still unused, and the first the hand reached");
+    let mut r = full_table();
+    let first_stashed = frame(spoofed(9), SERVER, "A", 1, 1);
+    assert!(r.get(&first_stashed).is_some(), "a look (as the daemon's), not a use");
+    r.xdp(&frame(spoofed(1000), SERVER, "A", 1, 1));
+    assert_eq!(r.get(&first_stashed), None, "it was still unused, and the first the hand reached");
 
     let syn = frame(CLIENT, SERVER, "S", 1000, 0);
     r.xdp(&syn);
     assert!(r.t.remove_v4(&key(&syn)));
     assert_eq!((r.get(&syn), r.t.v4().half_open_len().0), (None, 0));
-    let c = frame(spoofed(3), SERVER, "A", 1, 1);
-    assert!(r.t.remove_v4(&key(&c)));
-    assert_eq!(r.get(&c), None);
-    assert!(!r.t.remove_v4(&key(&c)), "gone already");
+    // A flow of the set, and one of the stash.
+    for i in [3, 11] {
+        let c = frame(spoofed(i), SERVER, "A", 1, 1);
+        assert!(r.t.remove_v4(&key(&c)), "flow {i}");
+        assert_eq!(r.get(&c), None);
+        assert!(!r.t.remove_v4(&key(&c)), "gone already");
+    }
+    // The freed way takes the next new flow, ahead of the stash.
+    let next = frame(spoofed(2000), SERVER, "A", 1, 1);
+    r.xdp(&next);
+    assert_eq!(r.t.v4().established_len(), 8 + STASH_MIN as usize - 1);
+    let again = frame(spoofed(2001), SERVER, "A", 1, 1);
+    r.xdp(&again);
+    assert_eq!(r.t.v4().lru_evicted(), 1, "only the stash's full state evicts: once above");
 }
 
 #[test]
@@ -390,7 +408,7 @@ impl Driver for Ticking<'_> {
 
 #[test]
 fn only_segments_that_keep_an_established_flow_alive_take_the_cheap_clock() {
-    let mut store: HostStore<FlowKeyV4, SetV4> = HostStore::new(1024, 64, SEED);
+    let mut store = HostStoreV4::new(1024, 64, SEED);
     let (mut counters, mut events, mut conns) = ([0; counters::COUNT as usize], Vec::new(), Vec::new());
     let mut feed = |f: &[u8], now: u64, events: &mut Vec<FlowEvent>| {
         let mut scratch = Scratch { seg: parse(f).unwrap(), ..Scratch::default() };

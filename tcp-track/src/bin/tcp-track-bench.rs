@@ -49,6 +49,7 @@ use tcp_track::{
     config::{BpfLog, ReportConfig, RstPolicy},
     events::Decoder,
     report::Reporter,
+    established::Established,
     tables::{KernelFlows, Table},
     loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, REFERENCE_SETS_MAP, REFERENCE_SETS_PROGRAM, REFERENCE_SET_MASK, XDP_PROGRAM},
     test_support::frames::{linux_syn_options, tcp_segment, Tcp},
@@ -56,6 +57,7 @@ use tcp_track::{
 };
 use tcp_track_common::{
     counters,
+    estab::{self, EstSetV4},
     flow::{direction, key_v4, FlowKeyV4, FlowKeyV6, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     halfopen::set_of,
     parse::parse,
@@ -150,10 +152,11 @@ fn listing() -> Result<()> {
         dir.create()?;
         let capacity = Capacity::new(FLOWS.next_power_of_two(), MAX_HALF_OPEN);
         let pinning = Pinning { dir: dir.clone(), seed: None, keep: false };
-        let tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
-        let info = tcp_track::pins::owner_info(tracker.half_open.seed, tracker.half_open.set_mask, capacity.max_flows(), false);
+        let mut tracker = Tracker::load_pinned(BpfLog::Off, RstPolicy::Observe, capacity, Some(pinning))?;
+        let info = tcp_track::pins::owner_info(tracker.layout.seed, tracker.layout.set_mask, capacity.max_flows(), false);
         dir.write_info(&info)?;
-        let mut b = Bench { tracker, reference: None, reference_sets: None };
+        let tables = Some(KernelFlows::take(&mut tracker.ebpf, tracker.layout)?);
+        let mut b = Bench { tracker, tables, reference: None, reference_sets: None };
         b.fill(0, FLOWS)?;
         println!("tcp-track flows over {FLOWS} pinned IPv4 flows (best of 3; target: under 2 s)");
         for (what, count) in [("list, JSON", false), ("--count", true)] {
@@ -430,6 +433,10 @@ fn established(c_isn: u32, s_isn: u32) -> FlowRecord {
 
 struct Bench {
     tracker: Tracker,
+    /// The tracker's flow tables (taken out of `tracker`'s object), whose
+    /// IPv4 established table `fill` fills as the kernel would; taken in
+    /// turn by the sections that hand them to a reporter.
+    tables: Option<KernelFlows>,
     /// A second instance of the object for the reference program, its LRU
     /// map sized and filled like the tracker's established table (none
     /// where only the tracker's tables are measured).
@@ -470,7 +477,8 @@ impl Bench {
             program.load()?;
         }
         let sets = Array::try_from(reference.take_map(REFERENCE_SETS_MAP).context("the sets reference's map")?)?;
-        let mut b = Bench { tracker, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
+        let tables = Some(KernelFlows::take(&mut tracker.ebpf, tracker.layout)?);
+        let mut b = Bench { tracker, tables, reference: Some(reference), reference_sets: Some((sets, set_mask)) };
         b.fill(0, live)?;
         Ok(b)
     }
@@ -521,7 +529,6 @@ impl Bench {
 
     /// Insert established flows `from..to` (client endpoints `client(i)`).
     fn fill(&mut self, from: u32, to: u32) -> Result<()> {
-        let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(self.tracker.ebpf.map_mut("FLOWS_V4").unwrap())?;
         let mut reference: Option<HashMap<&mut MapData, FlowKeyV4, FlowRecord>> = match self.reference.as_mut() {
             Some(r) => Some(HashMap::try_from(r.map_mut(REFERENCE_MAP).context("the reference map")?)?),
             None => None,
@@ -534,7 +541,9 @@ impl Bench {
             let f = frame(client(i), SERVER, "A", 1, 1, 0);
             let seg = parse(f.as_slice()).expect("well formed");
             let (key, record) = (key_v4(&seg, direction(&seg)), established_record(&seg));
-            map.insert(key, record, 0)?;
+            if !self.tables.as_mut().context("the tables were handed on")?.established_table_v4().insert(&key, &record) {
+                bail!("the established table refused flow {i}");
+            }
             if let (Some(reference), Some((set_map, mask))) = (reference.as_mut(), self.reference_sets.as_ref()) {
                 reference.insert(key, record, 0)?;
                 let (a, b) = (refsets::set_of(&key, 0, *mask), refsets::set_of(&key, 1, *mask));
@@ -693,23 +702,42 @@ fn median_of(program: &Xdp, frame: &[u8]) -> Result<f64> {
     Ok(v[RUNS / 2])
 }
 
+/// The IPv4 established table of `tracker`, taken out of its object (the
+/// programs keep theirs).
+fn take_established(tracker: &mut Tracker) -> Result<Established<MapData, EstSetV4>> {
+    let sets = tracker.ebpf.take_map("ESTABLISHED_V4").context("ESTABLISHED_V4")?;
+    let stash = HashMap::try_from(tracker.ebpf.take_map("STASH_V4").context("STASH_V4")?)?;
+    let sets = match sets {
+        aya::maps::Map::Array(d) => d,
+        _ => bail!("ESTABLISHED_V4 is not an array"),
+    };
+    Ok(Established::new(sets, stash, tracker.layout.seed)?)
+}
+
 fn memory() -> Result<()> {
     let capacity = 1 << 20;
     let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, capacity)?;
-    let per_flow = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
-    let (v4, v6) = (per_flow("FLOWS_V4"), per_flow("FLOWS_V6"));
-    println!("kernel memory per tracked flow (memlock / capacity, {capacity} entries)");
+    let per_flow = |maps: &[&str]| table_memory(&tracker.ebpf, maps) as f64 / capacity as f64;
+    let (v4, v6) = (per_flow(&["ESTABLISHED_V4", "STASH_V4"]), per_flow(&["ESTABLISHED_V6", "STASH_V6"]));
+    println!("kernel memory per tracked flow (memlock / capacity, {capacity} flows: sets and stash)");
     let verdict = |bytes: f64, target: f64| if bytes <= target { "met" } else { "missed" };
     println!(
-        "  IPv4  {v4:>6.1} bytes   (target at most 128: {}; key 12 B, value {} B, the rest the LRU hash's own)",
+        "  IPv4  {v4:>6.1} bytes   (target at most 128: {}; a way {:.1} B: key 12 B, record {} B and its share of the set's counts; the stash {:.1} B)",
         verdict(v4, 128.0),
-        std::mem::size_of::<FlowRecord>()
+        per_flow(&["ESTABLISHED_V4"]),
+        std::mem::size_of::<FlowRecord>(),
+        per_flow(&["STASH_V4"]),
     );
-    println!("  IPv6  {v6:>6.1} bytes   (target at most 152: {}; key 36 B)", verdict(v6, 152.0));
+    println!(
+        "  IPv6  {v6:>6.1} bytes   (target at most 152: {}; a way {:.1} B with its 36-byte key; the stash {:.1} B)",
+        verdict(v6, 152.0),
+        per_flow(&["ESTABLISHED_V6"]),
+        per_flow(&["STASH_V6"]),
+    );
     println!(
         "  half-open slot (same capacity): IPv4 {:.1} bytes, IPv6 {:.1} bytes",
-        per_flow("HALF_OPEN_V4"),
-        per_flow("HALF_OPEN_V6")
+        per_flow(&["HALF_OPEN_V4"]),
+        per_flow(&["HALF_OPEN_V6"])
     );
     println!("  nf_conntrack for comparison: about 304 bytes per connection");
     Ok(())
@@ -731,23 +759,49 @@ fn random_keys(n: usize, seed: u64) -> Vec<FlowKeyV4> {
 }
 
 /// Live flows a table loses when filled to each of `FILLS` of its capacity
-/// with random keys (every key inserted once and still live): the kernel's
-/// LRU hash as the tracker uses it (inserted from user space, through the
-/// same LRU code as a BPF insert, on one CPU), and set-associative tables
-/// of 4 and 8 ways with the half-open table's hash, where a full set evicts
-/// its oldest, simulated on the host; "2-choice" probes a second set (a
-/// second seed) before evicting.
+/// with random keys (every key inserted once and still live): the
+/// tracker's established table (sets and stash, filled from user space by
+/// the same placement code the programs run, the stash through the
+/// kernel's LRU code), an LRU hash of the same capacity (the table it
+/// replaced: the reference program's, inserted from user space on one CPU
+/// and on two), and set-associative designs simulated on the host, where
+/// a full set evicts its oldest; "2-choice" probes a second set (a second
+/// seed) first.
 fn table_loss() -> Result<()> {
     let capacity: u32 = 65_536;
     println!("live flows lost when a table of {capacity} is filled with random keys (lost / inserted)");
     println!("{:<58} {:>10} {:>10} {:>10} {:>10}", "table", "50%", "75%", "90%", "100%");
     let mut tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, MAX_HALF_OPEN)?;
+    let mut reference = EbpfLoader::new().map_max_entries(REFERENCE_MAP, capacity).load(EBPF_OBJECT)?;
     let row = |name: &str, cells: &[String]| println!("{:<58} {:>10} {:>10} {:>10} {:>10}", name, cells[0], cells[1], cells[2], cells[3]);
+    let keys_at = |i: usize, fill: f64| random_keys((capacity as f64 * fill) as usize, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+    // An LRU hash entry as the stash's: the tracker's stash per entry of its
+    // capacity (IPv6 keys cost 24 bytes more, rounded as the kernel does).
+    let stash_entries = estab::stash_capacity(capacity) as f64;
+    let lru_v4 = table_memory(&tracker.ebpf, &["STASH_V4"]) as f64 / stash_entries;
+    let lru_v6 = table_memory(&tracker.ebpf, &["STASH_V6"]) as f64 / stash_entries;
+    let (mut ours, mut past_first) = (Vec::new(), Vec::new());
+    let mut established = take_established(&mut tracker)?;
+    for (i, fill) in FILLS.iter().enumerate() {
+        let keys = keys_at(i, *fill);
+        for k in &keys {
+            established.insert(k, &FlowRecord::default());
+        }
+        let present = keys.iter().filter(|k| established.get(k).is_some()).count();
+        ours.push(percent(keys.len() - present, keys.len()));
+        let absent = random_keys(10_000, 0x5eed ^ i as u64);
+        past_first.push(percent(absent.iter().filter(|k| established.miss_reads_past_first(k)).count(), absent.len()));
+        // Empty again for the next fill.
+        for k in &keys {
+            established.remove(k);
+        }
+    }
+    row("the tracker's: 8 ways, 2-choice, first with room, stash 1/12", &ours);
     for cpus in [1usize, 2] {
         let mut lru = Vec::new();
         for (i, fill) in FILLS.iter().enumerate() {
-            let keys = random_keys((capacity as f64 * fill) as usize, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
-            let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(tracker.ebpf.map_mut("FLOWS_V4").context("FLOWS_V4")?)?;
+            let keys = keys_at(i, *fill);
+            let mut map: HashMap<&mut MapData, FlowKeyV4, FlowRecord> = HashMap::try_from(reference.map_mut(REFERENCE_MAP).context(REFERENCE_MAP)?)?;
             // The LRU keeps free entries in per-CPU lists: with two CPUs
             // inserting (half the keys each, one after the other), each
             // sees only part of the table.
@@ -771,7 +825,6 @@ fn table_loss() -> Result<()> {
             }
             let present = keys.iter().filter(|k| map.get(k, 0).is_ok()).count();
             lru.push(percent(keys.len() - present, keys.len()));
-            // Empty again for the next fill.
             for k in &keys {
                 let _ = map.remove(k);
             }
@@ -807,6 +860,7 @@ fn table_loss() -> Result<()> {
     // set counts a flow of its first choice placed elsewhere.
     println!();
     println!("{:<58} {:>10} {:>10} {:>10} {:>10}", "a miss (absent key) reading past its first set", "50%", "75%", "90%", "100%");
+    row("the tracker's (10,000 absent keys)", &past_first);
     for (design, filled) in designs.iter().zip(&runs).filter(|(d, _)| d.stash > 0) {
         row(&format!("{design} (simulated)"), &filled.iter().map(|f| percent(f.spilled_sets, f.sets)).collect::<Vec<_>>());
     }
@@ -815,8 +869,6 @@ fn table_loss() -> Result<()> {
     // entries at the LRU hash's own cost per entry, read from the maps.
     let record = std::mem::size_of::<FlowRecord>();
     let (slot_v4, slot_v6) = (std::mem::size_of::<FlowKeyV4>() + record, std::mem::size_of::<FlowKeyV6>() + record);
-    let lru_entry = |map: &str| table_memory(&tracker.ebpf, &[map]) as f64 / capacity as f64;
-    let (lru_v4, lru_v6) = (lru_entry("FLOWS_V4"), lru_entry("FLOWS_V6"));
     for design in designs.iter().filter(|d| d.stash > 0) {
         let (stash_v4, stash_v6) = (lru_v4 / design.stash as f64, lru_v6 / design.stash as f64);
         let (v4, v6) = (slot_v4 as f64 + stash_v4, slot_v6 as f64 + stash_v6);
@@ -939,9 +991,8 @@ fn percent(part: usize, whole: usize) -> String {
 /// goes through the same token-bucket update.
 fn events_per_second() -> Result<()> {
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.half_open;
+    let flows = bench.tables.take().context("the tables")?;
     let ebpf = &mut bench.tracker.ebpf;
-    let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
     let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(take("COUNTERS")?)?;
@@ -1013,9 +1064,8 @@ fn metrics_under_load(scraped: bool) -> Result<(u64, u64, Vec<Duration>)> {
         stats::Counters,
     };
     let (mut bench, rst) = Bench::rst_producer()?;
-    let layout = bench.tracker.half_open;
+    let flows = bench.tables.take().context("the tables")?;
     let ebpf = &mut bench.tracker.ebpf;
-    let flows = KernelFlows::take(ebpf, layout)?;
     let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("no map {name}"));
     let mut ring: RingBuf<MapData> = RingBuf::try_from(take("EVENTS")?)?;
     let counters = Counters::new(PerCpuArray::try_from(take("COUNTERS")?)?);
@@ -1115,8 +1165,7 @@ fn flood() -> Result<()> {
     let established_flows = 10_000u32;
     let syns = 1_000_000u32;
     let mut bench = Bench::load(RstPolicy::Observe, 65_536, established_flows)?;
-    let layout = bench.tracker.half_open;
-    let tables = KernelFlows::take(&mut bench.tracker.ebpf, layout)?;
+    let tables = bench.tables.take().context("the tables")?;
     let mut ring: RingBuf<MapData> = RingBuf::try_from(bench.tracker.ebpf.take_map("EVENTS").unwrap())?;
     let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(bench.tracker.ebpf.take_map("COUNTERS").unwrap())?;
     let done = Arc::new(AtomicBool::new(false));

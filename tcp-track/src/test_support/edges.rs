@@ -86,7 +86,7 @@ pub const RUN_EDGES: &[Edge] = &[
     (&["--max-flows", "-1"], Some("cannot be negative"), ErrorClass::Usage),
     (&["--max-flows", "1000000000"], Some("--max-flows 1000000000: must be between 1 and 16777216"), ErrorClass::Usage),
     (&["--max-flows", "99999999999"], Some("at most 4294967295"), ErrorClass::Usage),
-    (&["--max-flows", "16777216"], Some("--max-flows 16777216: the flow tables would take 6019.9 MiB of kernel memory and 1024.0 MiB is available (MemAvailable); the largest --max-flows that fits is"), ErrorClass::Environment),
+    (&["--max-flows", "16777216"], Some("--max-flows 16777216: the flow tables would take 4430.5 MiB of kernel memory and 1024.0 MiB is available (MemAvailable); the largest --max-flows that fits is"), ErrorClass::Environment),
     (&["--max-half-open", "0"], Some("--max-half-open 0: must be between 1 and 16777216 (2^24) half-open connections"), ErrorClass::Usage),
     (&["--max-half-open", "16777217"], Some("must be between 1 and 16777216"), ErrorClass::Usage),
     (&["--max-half-open", "16777216"], Some("--max-half-open 16777216: the flow tables would take"), ErrorClass::Environment),
