@@ -14,7 +14,6 @@ use tcp_track_common::{
     flow::{FlowKeyV4, FlowKeyV6, FlowRecord},
     guard::RST_POLICY_OBSERVE,
     halfopen::{Set, SetV4, SetV6},
-    parse::{frame_family, Packet, FAMILY_IPV6},
     pinned::StateInfo,
     table::{FlowStore, Insert, Scratch},
 };
@@ -77,7 +76,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// The full paths of each hook, one per address family (`FULL_V4`:
 /// `tcp_track_xdp_full`, `tcp_track_tc_full`; `FULL_V6`: their `_v6`
 /// twins), set by the daemon when it loads them: each hook tail-calls the
-/// frame's for every frame its fast paths leave. A tail call, not a subprogram
+/// IPv4 one for every frame its fast paths leave, which tail-calls the
+/// IPv6 one for an IPv6 frame. A tail call, not a subprogram
 /// call: the fast path then runs inline in the hook (no subprogram return,
 /// which costs about 9 ns on a CPU with return-thunk mitigations), and the
 /// full path keeps the whole 512-byte stack for its own calls. Pinned with
@@ -90,19 +90,11 @@ pub static FULL_XDP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 #[map]
 pub static FULL_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// The full paths' slots: IPv4 (and anything that is not IPv6), IPv6.
+/// The full paths' slots: IPv4 (and anything that is not IPv6), which
+/// the hooks call and which hands IPv6 frames on (`parse::frame_family`);
+/// IPv6.
 pub const FULL_V4: u32 = 0;
 pub const FULL_V6: u32 = 1;
-
-/// The slot of a frame's full path (`parse::frame_family`).
-#[inline(always)]
-pub fn full_slot<P: Packet>(pkt: &P) -> u32 {
-    if frame_family(pkt) == FAMILY_IPV6 {
-        FULL_V6
-    } else {
-        FULL_V4
-    }
-}
 
 /// Per-CPU counters, indexed by `tcp_track_common::counters`.
 #[map]

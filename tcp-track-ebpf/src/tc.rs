@@ -6,13 +6,13 @@ use aya_log_ebpf::{debug, warn};
 use tcp_track_common::{
     event::HOOK_TC_EGRESS,
     fast::common_flags,
-    parse::{FAMILY_IPV4, FAMILY_IPV6},
+    parse::{frame_family, FAMILY_IPV4, FAMILY_IPV6},
     track::Observed,
 };
 
 use crate::{
     fast,
-    maps::{full_slot, FULL_TC, FULL_V4},
+    maps::{FULL_TC, FULL_V4, FULL_V6},
     packet::DirectPacket,
     track,
 };
@@ -25,18 +25,15 @@ const TC_ACT_UNSPEC: i32 = -1;
 #[classifier]
 pub fn tcp_track_tc_egress(ctx: TcContext) -> i32 {
     let pkt = DirectPacket::tc(&ctx);
-    let slot = match fast::headers(&pkt) {
-        Some(h) => {
-            // An ACK or data of an established flow: accounted, on its way.
-            if common_flags(h.flags) && fast::segment(&h) != 0 {
-                return TC_ACT_UNSPEC;
-            }
-            FULL_V4
+    // An ACK or data of an established flow: accounted, on its way.
+    if let Some(h) = fast::headers(&pkt) {
+        if common_flags(h.flags) && fast::segment(&h) != 0 {
+            return TC_ACT_UNSPEC;
         }
-        None => full_slot(&pkt),
-    };
-    // SAFETY: as at XDP (`tcp_track_xdp`). On success this does not return.
-    unsafe { FULL_TC.tail_call(&ctx, slot) };
+    }
+    // SAFETY: as at XDP (`tcp_track_xdp`), the IPv4 slot, a constant. On
+    // success this does not return.
+    unsafe { FULL_TC.tail_call(&ctx, FULL_V4) };
     // Only if the slot is empty: the packet goes on untracked.
     TC_ACT_UNSPEC
 }
@@ -56,6 +53,11 @@ pub fn tcp_track_tc_full_v6(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn full<const FAMILY: u8>(ctx: &TcContext) -> i32 {
     let pkt = DirectPacket::tc(ctx);
+    if FAMILY == FAMILY_IPV4 && frame_family(&pkt) == FAMILY_IPV6 {
+        // SAFETY: as at XDP.
+        unsafe { FULL_TC.tail_call(ctx, FULL_V6) };
+        return TC_ACT_UNSPEC;
+    }
     // SAFETY: the hook's context, valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match track::observe::<_, HOOK_TC_EGRESS, FAMILY>(&pkt, ifindex) {
