@@ -310,8 +310,9 @@ pub fn place<S: EstSet>(first: &mut S, second: Option<&mut S>, key: &S::Key, rec
     Placed::Stash
 }
 
-/// The stash refused a flow `place` sent there (it was there already):
-/// undo its count.
+/// A flow sent to the stash is not there (the stash refused it: it was
+/// there already) or no longer (forgotten): its first set stops counting
+/// it.
 #[inline(always)]
 pub fn unstash<S: EstSet>(first: &mut S) {
     advance::add(first.counts().3, u32::MAX);
@@ -328,12 +329,6 @@ pub fn remove<S: EstSet>(first: &mut S, second: Option<&mut S>, which: u32, way:
         }
         _ => release(first, way),
     }
-}
-
-/// A flow in the stash was forgotten: its first set stops counting it.
-#[inline(always)]
-pub fn removed_from_stash<S: EstSet>(first: &mut S) {
-    unstash(first);
 }
 
 /// Write `key` and `rec` into claimed way `way`, then make it live.

@@ -253,7 +253,7 @@ where
             }
             Where::Stash => {
                 self.stash.pop(key);
-                estab::removed_from_stash(first);
+                estab::unstash(first);
                 true
             }
             Where::Absent => false,

@@ -321,7 +321,7 @@ macro_rules! flow_store {
                         true
                     }
                     Where::Stash if $stash.remove(key).is_ok() => {
-                        estab::removed_from_stash(first);
+                        estab::unstash(first);
                         true
                     }
                     Where::Stash | Where::Absent => false,

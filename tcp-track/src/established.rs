@@ -12,7 +12,6 @@
 
 use std::{
     borrow::{Borrow, BorrowMut},
-    marker::PhantomData,
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
 };
@@ -97,15 +96,13 @@ impl<S> Drop for Mapping<S> {
 }
 
 /// An established table: sets of `S`, a stash keyed by `S::Key`, and the
-/// hash seed and set mask that place a key (`estab::candidates`). `M` is
+/// hash seed that places a key (`estab::candidates`). `M` is
 /// `MapData` or `&MapData`, as for aya's maps.
 pub struct Established<M: Borrow<MapData>, S: EstSet> {
     sets_map: M,
     mapping: Mapping<S>,
     stash: HashMap<M, S::Key, FlowRecord>,
     seed: u32,
-    set_mask: u32,
-    _set: PhantomData<S>,
 }
 
 impl<M: Borrow<MapData>, S> Established<M, S>
@@ -117,17 +114,12 @@ where
     /// `seed` (`HALF_OPEN_SEED`: the flow tables share it).
     pub fn new(sets: M, stash: HashMap<M, S::Key, FlowRecord>, seed: u32) -> Result<Self, MapError> {
         let mapping = Mapping::new(sets.borrow())?;
-        let set_mask = mapping.sets - 1;
-        Ok(Established { sets_map: sets, mapping, stash, seed, set_mask, _set: PhantomData })
+        Ok(Established { sets_map: sets, mapping, stash, seed })
     }
 
     /// The sets' map and the stash's, to open them again elsewhere.
     pub fn maps(&self) -> (&MapData, &MapData) {
         (self.sets_map.borrow(), self.stash.map())
-    }
-
-    pub fn seed(&self) -> u32 {
-        self.seed
     }
 
     /// Flows the sets hold when every way is taken (the stash not counted).
@@ -140,30 +132,35 @@ where
         self.stash.map().info().map_or(0, |i| i.max_entries().into())
     }
 
-    /// `key`'s candidate sets.
+    /// `key`'s candidate sets (the mask is the number of sets less one: a
+    /// power of two, `Mapping::new` checked).
     fn candidates(&self, key: &S::Key) -> (u32, u32) {
-        estab::candidates(key, self.seed, self.set_mask)
+        estab::candidates(key, self.seed, self.mapping.sets - 1)
+    }
+
+    /// Where a lookup of `key` goes (`estab::locate`), with `key`'s
+    /// candidate sets, their indexes and copies (the second `None` when
+    /// both are one set).
+    fn locate(&self, key: &S::Key) -> (Where, (u32, u32), (S, Option<S>)) {
+        let (a, b) = self.candidates(key);
+        let (first, second) = (self.mapping.set(a), (a != b).then(|| self.mapping.set(b)));
+        (estab::locate(&first, || second.as_ref(), key), (a, b), (first, second))
     }
 
     /// `key`'s record, where the kernel would find it.
     pub fn get(&self, key: &S::Key) -> Option<FlowRecord> {
-        let (a, b) = self.candidates(key);
-        let first = self.mapping.set(a);
-        let second = (a != b).then(|| self.mapping.set(b));
-        match estab::locate(&first, || second.as_ref(), key) {
-            Where::Set(0, way) => Some(*first.record(way)),
-            Where::Set(_, way) => second.map(|s| *s.record(way)),
-            Where::Stash => self.stash.get(key, 0).ok(),
-            Where::Absent => None,
+        match self.locate(key) {
+            (Where::Set(0, way), _, (first, _)) => Some(*first.record(way)),
+            (Where::Set(_, way), _, (_, second)) => second.map(|s| *s.record(way)),
+            (Where::Stash, _, _) => self.stash.get(key, 0).ok(),
+            (Where::Absent, _, _) => None,
         }
     }
 
     /// Where a lookup of `key` finds it (`Where::Stash` only if the stash
     /// holds it).
     pub fn place_of(&self, key: &S::Key) -> Where {
-        let (a, b) = self.candidates(key);
-        let (first, second) = (self.mapping.set(a), (a != b).then(|| self.mapping.set(b)));
-        match estab::locate(&first, || second.as_ref(), key) {
+        match self.locate(key).0 {
             Where::Stash if self.stash.get(key, 0).is_err() => Where::Absent,
             found => found,
         }
@@ -215,9 +212,7 @@ where
 {
     /// Forget `key`'s flow (gone already is fine); true if it was there.
     pub fn remove(&mut self, key: &S::Key) -> bool {
-        let (a, b) = self.candidates(key);
-        let (first, second) = (self.mapping.set(a), (a != b).then(|| self.mapping.set(b)));
-        let found = estab::locate(&first, || second.as_ref(), key);
+        let (found, (a, b), _) = self.locate(key);
         // SAFETY: only `estab` changes the sets, and these references
         // live for this call alone (the daemon frees from one thread).
         let (first, second) = unsafe { (self.mapping.set_mut(a), (a != b).then(|| self.mapping.set_mut(b))) };
@@ -227,7 +222,7 @@ where
                 true
             }
             Where::Stash if self.stash.remove(key).is_ok() => {
-                estab::removed_from_stash(first);
+                estab::unstash(first);
                 true
             }
             Where::Stash => false,

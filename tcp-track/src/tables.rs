@@ -108,20 +108,25 @@ impl Drop for FillCounter {
 /// v6), half-open sets (v4, v6).
 pub const NAMES: [&str; 6] = ["ESTABLISHED_V4", "ESTABLISHED_V6", "STASH_V4", "STASH_V6", "HALF_OPEN_V4", "HALF_OPEN_V6"];
 
-/// The map inside an `aya::maps::Map`, whatever its kind.
+/// An established table's sets: an array (`Established` maps it; aya's
+/// typed `Array` would read it a set per system call).
 fn data(map: Map) -> Result<MapData, MapError> {
     match map {
-        Map::Array(d) | Map::LruHashMap(d) | Map::HashMap(d) => Ok(d),
-        _ => Err(MapError::InvalidMapType { map_type: 0 }),
+        Map::Array(d) => Ok(d),
+        _ => Err(not_an_array()),
     }
 }
 
 /// The same, borrowed.
 fn data_ref(map: &Map) -> Result<&MapData, MapError> {
     match map {
-        Map::Array(d) | Map::LruHashMap(d) | Map::HashMap(d) => Ok(d),
-        _ => Err(MapError::InvalidMapType { map_type: 0 }),
+        Map::Array(d) => Ok(d),
+        _ => Err(not_an_array()),
     }
+}
+
+fn not_an_array() -> MapError {
+    MapError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidData, "an established table's sets are not an array map"))
 }
 
 impl FlowTables<MapData> {

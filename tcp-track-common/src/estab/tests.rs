@@ -162,7 +162,7 @@ proptest! {
             } else if !add && present {
                 match locate(&a, || Some(&b), &key(k)) {
                     Where::Set(which, way) => remove(&mut a, Some(&mut b), which, way),
-                    Where::Stash => removed_from_stash(&mut a),
+                    Where::Stash => unstash(&mut a),
                     Where::Absent => prop_assert!(false, "flow {} lost", k),
                 }
                 model.remove(&k);

@@ -49,7 +49,6 @@ use tcp_track::{
     config::{BpfLog, ReportConfig, RstPolicy},
     events::Decoder,
     report::Reporter,
-    established::Established,
     tables::{KernelFlows, Table},
     loader::{Tracker, EBPF_OBJECT, EMPTY_PROGRAM, REFERENCE_MAP, REFERENCE_PROGRAM, REFERENCE_SETS_MAP, REFERENCE_SETS_PROGRAM, REFERENCE_SET_MASK, XDP_PROGRAM},
     test_support::frames::{linux_syn_options, tcp_segment, Tcp},
@@ -57,7 +56,7 @@ use tcp_track::{
 };
 use tcp_track_common::{
     counters,
-    estab::{self, EstSetV4},
+    estab,
     flow::{direction, key_v4, FlowKeyV4, FlowKeyV6, FlowRecord, Peer, PEER_MAXACK_SET, PEER_SEEN, PEER_SYN},
     halfopen::set_of,
     parse::parse,
@@ -702,18 +701,6 @@ fn median_of(program: &Xdp, frame: &[u8]) -> Result<f64> {
     Ok(v[RUNS / 2])
 }
 
-/// The IPv4 established table of `tracker`, taken out of its object (the
-/// programs keep theirs).
-fn take_established(tracker: &mut Tracker) -> Result<Established<MapData, EstSetV4>> {
-    let sets = tracker.ebpf.take_map("ESTABLISHED_V4").context("ESTABLISHED_V4")?;
-    let stash = HashMap::try_from(tracker.ebpf.take_map("STASH_V4").context("STASH_V4")?)?;
-    let sets = match sets {
-        aya::maps::Map::Array(d) => d,
-        _ => bail!("ESTABLISHED_V4 is not an array"),
-    };
-    Ok(Established::new(sets, stash, tracker.layout.seed)?)
-}
-
 fn memory() -> Result<()> {
     let capacity = 1 << 20;
     let tracker = Tracker::load_sized(BpfLog::Off, RstPolicy::Observe, capacity, capacity)?;
@@ -781,7 +768,8 @@ fn table_loss() -> Result<()> {
     let lru_v4 = table_memory(&tracker.ebpf, &["STASH_V4"]) as f64 / stash_entries;
     let lru_v6 = table_memory(&tracker.ebpf, &["STASH_V6"]) as f64 / stash_entries;
     let (mut ours, mut past_first) = (Vec::new(), Vec::new());
-    let mut established = take_established(&mut tracker)?;
+    let mut tables = KernelFlows::take(&mut tracker.ebpf, tracker.layout)?;
+    let established = tables.established_table_v4();
     for (i, fill) in FILLS.iter().enumerate() {
         let keys = keys_at(i, *fill);
         for k in &keys {
